@@ -1,0 +1,32 @@
+# Two commands on a fresh machine:  make demo  and  make test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo_output
+# pytest-xdist workers: the suite is mostly MXNet compute; two processes use both cores of a CI machine.
+TEST_WORKERS ?= 2
+
+.PHONY: venv install demo test test-fast clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): setup.py | $(PY)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+venv install: $(STAMP)
+
+demo: $(STAMP)
+	DEMO_DIR=$(DEMO_DIR) PYTHON=$(PY) bash scripts/demo.sh
+
+test: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -n $(TEST_WORKERS) tests
+
+test-fast: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -n $(TEST_WORKERS) -m "not slow" tests
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) *.egg-info

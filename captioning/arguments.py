@@ -1,0 +1,698 @@
+"""Every command-line option, as ``add_*_args(parser)`` groups that each CLI composes.
+
+Flag names, short aliases and defaults follow Sockeye 1.18.115 (``sockeye/arguments.py`` and
+``sockeye/image_captioning/arguments.py``) unless a comment says why ours differ; ``docs/differences.md`` lists
+every difference. ``ConfigArgumentParser`` adds ``--config FILE.yaml``: any option can be given in that file
+(keys are the option names with ``_`` or ``-``); options on the command line win.
+"""
+import argparse
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from . import constants as C
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# value types
+# ---------------------------------------------------------------------------------------------------------------
+
+def int_greater_or_equal(threshold: int) -> Callable[[str], int]:
+    """An argparse type: an int >= threshold."""
+    def check(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not an integer" % value) from None
+        if number < threshold:
+            raise argparse.ArgumentTypeError("must be >= %d, got %d" % (threshold, number))
+        return number
+    return check
+
+
+def float_greater_or_equal(threshold: float) -> Callable[[str], float]:
+    """An argparse type: a float >= threshold."""
+    def check(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not a number" % value) from None
+        if number < threshold:
+            raise argparse.ArgumentTypeError("must be >= %s, got %s" % (threshold, number))
+        return number
+    return check
+
+
+def multiple_values(num_values: int = 2, greater_or_equal: Optional[float] = None,
+                    data_type: Callable = int) -> Callable[[str], Tuple]:
+    """Sockeye's ``SOURCE:TARGET`` values (``--num-layers 1:1``, ``--max-seq-len 1:60``). A single value ``N``
+    means ``N:N``. For images the source part is accepted and ignored; the last value is the target's."""
+    def parse(value: str) -> Tuple:
+        parts = value.split(":")
+        if len(parts) == 1:
+            parts = parts * num_values
+        if len(parts) != num_values:
+            raise argparse.ArgumentTypeError("expected %d values separated by ':' (or one value), got %r"
+                                             % (num_values, value))
+        try:
+            values = tuple(data_type(p) for p in parts)
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r: not %s values" % (value, data_type.__name__)) from None
+        if greater_or_equal is not None and any(v < greater_or_equal for v in values):
+            raise argparse.ArgumentTypeError("%r: every value must be >= %s" % (value, greater_or_equal))
+        return values
+    return parse
+
+
+def shard_spec(value: str) -> Tuple[int, int]:
+    """``K/N``: the K-th (1-based) of N shards."""
+    try:
+        k, n = (int(p) for p in value.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected K/N (e.g. 2/3), got %r" % value) from None
+    if not 1 <= k <= n:
+        raise argparse.ArgumentTypeError("K/N needs 1 <= K <= N, got %r" % value)
+    return k, n
+
+
+def simple_dict(value: str) -> Dict[str, Any]:
+    """``key:value,key:value`` (Sockeye's ``--optimizer-params``); values are parsed as int, float or bool."""
+    result: Dict[str, Any] = {}
+    if not value:
+        return result
+    for item in value.split(","):
+        if ":" not in item:
+            raise argparse.ArgumentTypeError("expected key:value pairs separated by ',', got %r" % value)
+        key, raw = item.split(":", 1)
+        result[key.strip()] = _parse_scalar(raw.strip())
+    return result
+
+
+def _parse_scalar(raw: str) -> Any:
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# --config FILE.yaml
+# ---------------------------------------------------------------------------------------------------------------
+
+class ConfigArgumentParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` with ``--config FILE.yaml``: the file's keys become defaults (so a required option may
+    come from it) and the command line overrides them. Unknown keys are an error naming the file."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.add_argument("--config", type=str, default=None, metavar="FILE.yaml",
+                          help="Read options from this YAML file (a mapping of option names to values). "
+                               "Options given on the command line take precedence.")
+
+    def parse_args(self, args: Optional[Sequence[str]] = None,  # type: ignore[override]
+                   namespace: Optional[argparse.Namespace] = None) -> argparse.Namespace:
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--config", type=str, default=None)
+        known, _ = pre.parse_known_args(args)
+        if known.config is not None:
+            self._apply_config_file(known.config)
+        return super().parse_args(args, namespace)
+
+    def _apply_config_file(self, path: str) -> None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                values = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError) as e:
+            self.error("--config %s: cannot read (%s)" % (path, e))
+        if not isinstance(values, dict):
+            self.error("--config %s: expected a YAML mapping of option names to values" % path)
+        dests = {action.dest: action for action in self._actions}
+        defaults = {}
+        for key, value in values.items():
+            dest = str(key).lstrip("-").replace("-", "_")
+            if dest not in dests or dest in ("help", "config"):
+                self.error("--config %s: unknown option %r" % (path, key))
+            action = dests[dest]
+            if isinstance(value, str) and action.type is not None and action.nargs is None:
+                try:
+                    value = action.type(value)
+                except (argparse.ArgumentTypeError, ValueError) as e:
+                    self.error("--config %s: option %r: %s" % (path, key, e))
+            if isinstance(value, list) and action.type is not None:
+                value = [action.type(v) if isinstance(v, str) else v for v in value]
+            defaults[dest] = value
+            action.required = False
+        self.set_defaults(**defaults)
+
+
+def save_args(args: argparse.Namespace, path: str) -> None:
+    """Write the parsed arguments as YAML (the model folder's ``args.yaml``)."""
+    from . import utils
+    values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sorted(vars(args).items())}
+    with utils.atomic_open(path, "w") as f:
+        yaml.safe_dump(values, f, default_flow_style=False)
+
+
+def load_args(path: str) -> argparse.Namespace:
+    """Read arguments written by `save_args`."""
+    with open(path, encoding="utf-8") as f:
+        return argparse.Namespace(**(yaml.safe_load(f) or {}))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# shared groups
+# ---------------------------------------------------------------------------------------------------------------
+
+def add_logging_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Logging")
+    group.add_argument("--quiet", "-q", action="store_true", default=False,
+                       help="Log nothing to the console but errors.")
+    group.add_argument("--loglevel", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                       help="Logging level.")
+
+
+def add_device_args(parser: argparse.ArgumentParser, multiple: bool = True) -> None:
+    """``--device-ids`` (several for data-parallel training) or ``--device-id`` (one), and ``--use-cpu``."""
+    group = parser.add_argument_group("Device parameters")
+    if multiple:
+        group.add_argument("--device-ids", "--device-id", default=[-1], nargs="+", type=int, dest="device_ids",
+                           help="GPU ids to use. A negative number -N asks for N free GPUs. Without CUDA (a CPU-only "
+                                "MXNet, or no GPU visible) a warning is logged and the CPU is used.")
+    else:
+        group.add_argument("--device-id", "--device-ids", default=0, type=int, dest="device_id",
+                           help="GPU id to use. Without CUDA (a CPU-only MXNet, or no GPU visible) a warning is "
+                                "logged and the CPU is used.")
+    group.add_argument("--use-cpu", action="store_true", default=False, help="Use the CPU even if a GPU exists.")
+
+
+def add_image_size_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source-image-size", type=int, nargs=3, default=list(C.DEFAULT_SOURCE_IMAGE_SIZE),
+                        metavar=("C", "H", "W"),
+                        help="Size of the CNN's input: channels, height, width. Images are converted to RGB, "
+                             "centre-cropped to a square and resized to H x W.")
+
+
+def add_image_encoder_cnn_args(parser: argparse.ArgumentParser, required: bool = True,
+                               layer_default: Optional[str] = "stage4_unit3_conv3") -> None:
+    """The pretrained CNN: an MXNet symbolic checkpoint ``PREFIX-symbol.json`` + ``PREFIX-%04d.params``."""
+    group = parser.add_argument_group("Image encoder (pretrained CNN)")
+    group.add_argument("--image-encoder-model-path", type=str, required=required, default=None, metavar="PREFIX",
+                       help="Prefix of the CNN checkpoint: PREFIX-symbol.json and PREFIX-%%04d.params.")
+    group.add_argument("--image-encoder-model-epoch", type=int_greater_or_equal(0), default=0,
+                       help="Epoch number of the CNN's params file (PREFIX-%%04d.params).")
+    group.add_argument("--image-encoder-layer", type=str, default=layer_default,
+                       help="Name of the CNN layer whose output is the image feature map (any internal output; "
+                            "with or without the '_output' suffix).")
+
+
+def add_image_input_args(parser: argparse.ArgumentParser) -> None:
+    """How image paths are read: bad images, absolute paths, decode workers."""
+    group = parser.add_argument_group("Image input")
+    group.add_argument("--skip-bad-images", action="store_true", default=False,
+                       help="Log a warning and use an all-zero feature for an image that cannot be decoded, instead "
+                            "of stopping with an error.")
+    group.add_argument("--allow-absolute-paths", action="store_true", default=False,
+                       help="Accept absolute paths and paths that leave the root folder ('../').")
+    group.add_argument("--num-workers", type=int_greater_or_equal(0), default=None,
+                       help="Processes that decode and resize images while the CNN runs (default: number of "
+                            "cores; 0 decodes in the main process).")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# extract_features
+# ---------------------------------------------------------------------------------------------------------------
+
+def add_extract_features_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Feature extraction I/O")
+    group.add_argument("--image-root", type=str, required=True, help="Folder the image paths are relative to.")
+    group.add_argument("--input", type=str, required=True, help="Image list: one path per line, relative to "
+                                                               "--image-root.")
+    group.add_argument("--output-root", type=str, required=True,
+                       help="Folder for the feature files (one .npy per image), the sidecar and a copy of the CNN.")
+    group.add_argument("--output", type=str, required=True,
+                       help="Feature list to write: one feature file name (relative to --output-root) per input line.")
+    group.add_argument("--batch-size", type=int_greater_or_equal(1), default=64, help="Images per CNN batch.")
+    group.add_argument("--overwrite", action="store_true", default=False,
+                       help="Recompute feature files that already exist (by default a complete one is kept).")
+    group.add_argument("--mmap-store", action="store_true", default=False,
+                       help="Also write one memory-mappable array of all features (for --feature-store mmap).")
+    group.add_argument("--mmap-dtype", choices=["float32", "float16"], default="float32",
+                       help="Data type of the memory-mappable store.")
+    group.add_argument("--shard", type=shard_spec, default=None, metavar="K/N",
+                       help="Extract only the K-th of N interleaved shards of the input (lines K, K+N, ...). The "
+                            "feature list is written once every shard is done (or with --merge-shards).")
+    group.add_argument("--merge-shards", action="store_true", default=False,
+                       help="Check that every feature file of the input exists and write the feature list, in "
+                            "input order (after sharded runs).")
+    add_image_size_args(parser)
+    add_image_encoder_cnn_args(parser)
+    add_image_input_args(parser)
+    add_device_args(parser, multiple=False)
+    add_logging_args(parser)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------------------------------
+
+def add_training_io_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Data & I/O")
+    group.add_argument("--source-root", "-sr", type=str, required=True,
+                       help="Folder of the training features (the feature list's names are relative to it).")
+    group.add_argument("--source", "-s", type=str, required=True, help="Training feature list.")
+    group.add_argument("--target", "-t", type=str, required=True,
+                       help="Training captions, one whitespace-tokenised caption per line, aligned with --source.")
+    group.add_argument("--validation-source-root", "-vsr", type=str, default=None,
+                       help="Folder of the validation features (default: --source-root).")
+    group.add_argument("--validation-source", "-vs", type=str, required=True, help="Validation feature list.")
+    group.add_argument("--validation-target", "-vt", type=str, required=True, help="Validation captions.")
+    group.add_argument("--output", "-o", type=str, required=True, help="Model folder.")
+    group.add_argument("--overwrite-output", action="store_true", default=False,
+                       help="Delete the model folder's contents and start afresh. Without it, the same command "
+                            "resumes an interrupted run and a different one is refused.")
+    group.add_argument("--params", "-p", type=str, default=None,
+                       help="Initialise the model from this params file (e.g. another run's params.best).")
+    group.add_argument("--allow-missing-params", action="store_true", default=False,
+                       help="With --params: initialise parameters the file lacks instead of stopping.")
+    group.add_argument("--ignore-extra-params", action="store_true", default=False,
+                       help="With --params: ignore parameters the model lacks instead of stopping.")
+    group.add_argument("--load-all-features-to-memory", action="store_true", default=False,
+                       help="Read every feature file once before training and keep them in memory (same as "
+                            "--feature-store memory).")
+    group.add_argument("--feature-store", choices=C.FEATURE_STORES, default=None,
+                       help="How features are read: 'lazy' (one .npy read per item per batch), 'memory' (all loaded "
+                            "once), 'mmap' (one memory-mapped array; for data larger than RAM). Default: lazy, or "
+                            "memory with --load-all-features-to-memory.")
+    group.add_argument("--target-vocab", type=str, default=None,
+                       help="Reuse this vocabulary (JSON) instead of building one from --target.")
+    group.add_argument("--num-words", type=multiple_values(2, greater_or_equal=0), default=(0, 0),
+                       metavar="[SRC:]TRG", help="Maximum vocabulary size (0: no limit). Only the target part is used.")
+    group.add_argument("--word-min-count", type=multiple_values(2, greater_or_equal=1), default=(1, 1),
+                       metavar="[SRC:]TRG", help="Minimum word count to enter the vocabulary. Only the target part "
+                                                 "is used.")
+    group.add_argument("--pad-vocab-to-multiple-of", type=int, default=None,
+                       help="Pad the vocabulary to a multiple of this number.")
+    group.add_argument("--no-bucketing", action="store_true", default=False,
+                       help="One bucket of the maximum caption length.")
+    group.add_argument("--bucket-width", type=int_greater_or_equal(1), default=10,
+                       help="Width of the caption-length buckets.")
+    group.add_argument("--max-seq-len", type=multiple_values(2, greater_or_equal=1), default=(99, 99),
+                       metavar="[SRC:]TRG",
+                       help="Maximum caption length in tokens, counting </s>. Longer training captions are dropped "
+                            "and counted in the log. The source part is accepted and ignored for images.")
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Model")
+    group.add_argument("--encoder", choices=[C.ENCODER_IMAGE], default=C.ENCODER_IMAGE,
+                       help="Encoder type (images: a projection of pre-extracted CNN features).")
+    group.add_argument("--decoder", choices=C.DECODERS, default=C.DECODER_RNN, help="Decoder type.")
+    # Sockeye's generic default was 6 layers (6:6), which made the tutorial's command train six; here it is 1.
+    group.add_argument("--num-layers", type=multiple_values(2, greater_or_equal=1), default=(1, 1),
+                       metavar="[ENC:]DEC", help="Number of decoder layers (the encoder part is ignored).")
+    group.add_argument("--num-embed", type=multiple_values(2, greater_or_equal=1), default=(512, 512),
+                       metavar="[SRC:]TRG", help="Target embedding size (the source part is ignored).")
+    group.add_argument("--weight-tying", action="store_true", default=False,
+                       help="Share the target embedding and the output layer's weight (needs --num-embed equal to "
+                            "the decoder's output size).")
+    group.add_argument("--weight-tying-type", default="trg_softmax", choices=["trg_softmax"],
+                       help="Which weights to tie (images have no source embedding).")
+    group.add_argument("--layer-normalization", action="store_true", default=False,
+                       help="Layer normalisation in the RNN decoder's attention and hidden layers.")
+    group.add_argument("--weight-normalization", action="store_true", default=False,
+                       help="Weight normalisation of the output layer.")
+    group.add_argument("--dtype", default="float32", choices=["float32"], help="Data type of the parameters.")
+
+    image = parser.add_argument_group("Image encoder")
+    image.add_argument("--image-encoder-num-hidden", type=int_greater_or_equal(1), default=512,
+                       help="Size every feature-map position is projected to.")
+    image.add_argument("--image-positional-embedding-type", choices=C.POSITIONAL_TYPES,
+                       default=C.POSITIONAL_LEARNED,
+                       help="Positional embedding added to the projected feature-map positions.")
+    # Sockeye declared this flag with action=store_false: passing it switched the descriptor *off*. Here the flag
+    # means what it says; the default (on) is Sockeye's default behaviour.
+    image.add_argument("--image-encoder-global-descriptor", dest="image_encoder_global_descriptor",
+                       action=argparse.BooleanOptionalAction, default=True,
+                       help="Append the mean over all positions as one more position to attend to "
+                            "(--no-image-encoder-global-descriptor leaves it out).")
+    image.add_argument("--image-encoder-dropout", type=float, default=0.0,
+                       help="Dropout on the projected image positions.")
+
+    rnn = parser.add_argument_group("RNN decoder")
+    rnn.add_argument("--rnn-cell-type", choices=C.RNN_CELL_TYPES, default="lstm", help="RNN cell type.")
+    rnn.add_argument("--rnn-num-hidden", type=int_greater_or_equal(1), default=1024, help="RNN hidden size.")
+    rnn.add_argument("--rnn-residual-connections", action="store_true", default=False,
+                     help="Residual connections between stacked RNN layers.")
+    rnn.add_argument("--rnn-first-residual-layer", type=int_greater_or_equal(2), default=2,
+                     help="First layer with a residual connection (1-based).")
+    rnn.add_argument("--rnn-decoder-state-init", choices=C.RNN_DECODER_STATE_INITS, default="last",
+                     help="Initial decoder state: zero, the last image position, or the mean of all positions.")
+    rnn.add_argument("--rnn-context-gating", action="store_true", default=False,
+                     help="Context gating (Tu et al. 2017) between the attention context and the RNN output.")
+    rnn.add_argument("--rnn-attention-type", choices=C.ATTENTION_TYPES, default="mlp", help="Attention type.")
+    rnn.add_argument("--rnn-attention-num-hidden", type=int, default=None,
+                     help="Attention hidden size (default: --rnn-num-hidden).")
+    rnn.add_argument("--rnn-attention-use-prev-word", action="store_true", default=False,
+                     help="Feed the previous word's embedding to the attention.")
+    rnn.add_argument("--rnn-scale-dot-attention", action="store_true", default=False,
+                     help="Scale dot attention scores by 1/sqrt(hidden).")
+    rnn.add_argument("--rnn-attention-coverage-type", choices=C.COVERAGE_TYPES, default="count",
+                     help="Coverage function of --rnn-attention-type coverage.")
+    rnn.add_argument("--rnn-attention-coverage-max-fertility", type=int, default=2,
+                     help="Maximum fertility of the 'fertility' coverage.")
+    rnn.add_argument("--rnn-attention-coverage-num-hidden", type=int, default=1, help="Coverage vector size.")
+    rnn.add_argument("--rnn-attention-in-upper-layers", action="store_true", default=False,
+                     help="Feed the attention context to every RNN layer, not only the first.")
+    rnn.add_argument("--rnn-attention-mhdot-heads", type=int, default=None,
+                     help="Heads of --rnn-attention-type mhdot.")
+    rnn.add_argument("--rnn-forget-bias", type=float, default=0.0, help="LSTM forget-gate bias.")
+    rnn.add_argument("--rnn-h2h-init", choices=["orthogonal", "orthogonal_stacked", "default"],
+                     default="orthogonal", help="Initialisation of the hidden-to-hidden weights.")
+    rnn.add_argument("--rnn-input-feeding", action=argparse.BooleanOptionalAction, default=True,
+                     help="Feed the previous attentional hidden state to the RNN input (Luong et al. 2015; "
+                          "Sockeye's decoder). --no-rnn-input-feeding lets teacher forcing run the whole caption "
+                          "through one fused RNN kernel (faster).")
+
+    transformer = parser.add_argument_group("Transformer decoder")
+    transformer.add_argument("--transformer-model-size", type=int_greater_or_equal(1), default=512,
+                             help="Model size.")
+    transformer.add_argument("--transformer-attention-heads", type=int_greater_or_equal(1), default=8,
+                             help="Attention heads.")
+    transformer.add_argument("--transformer-feed-forward-num-hidden", type=int_greater_or_equal(1), default=2048,
+                             help="Feed-forward hidden size.")
+    transformer.add_argument("--transformer-activation-type", choices=["relu", "swish1", "gelu"], default="relu",
+                             help="Feed-forward activation.")
+    transformer.add_argument("--transformer-positional-embedding-type", choices=[C.POSITIONAL_FIXED,
+                                                                                  C.POSITIONAL_LEARNED,
+                                                                                  C.POSITIONAL_NONE],
+                             default=C.POSITIONAL_FIXED, help="Target positional embedding.")
+    transformer.add_argument("--transformer-preprocess", type=str, default="n",
+                             help="Operations before each sub-layer: a sequence of 'n' (layer norm), 'r' "
+                                  "(residual), 'd' (dropout).")
+    transformer.add_argument("--transformer-postprocess", type=str, default="dr",
+                             help="Operations after each sub-layer (same letters).")
+
+    cnn = parser.add_argument_group("Convolutional decoder")
+    cnn.add_argument("--cnn-kernel-width", type=multiple_values(2, greater_or_equal=1), default=(3, 3),
+                     metavar="[ENC:]DEC", help="Kernel width of the decoder's convolutions (encoder part ignored).")
+    cnn.add_argument("--cnn-num-hidden", type=int_greater_or_equal(1), default=512, help="Hidden size.")
+    cnn.add_argument("--cnn-activation-type", choices=["glu", "relu", "sigmoid", "softrelu", "tanh"],
+                     default="glu", help="Activation of the convolutions.")
+    cnn.add_argument("--cnn-positional-embedding-type", choices=C.POSITIONAL_TYPES, default=C.POSITIONAL_LEARNED,
+                     help="Target positional embedding.")
+    cnn.add_argument("--cnn-project-qkv", action="store_true", default=False,
+                     help="Project queries, keys and values in the convolutional decoder's attention.")
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Training parameters")
+    # Sockeye's default was 4096 words; image captioning counts captions (the tutorial's --batch-size 64).
+    group.add_argument("--batch-size", "-b", type=int_greater_or_equal(1), default=64,
+                       help="Mini-batch size: captions (--batch-type sentence) or target words (word).")
+    group.add_argument("--batch-type", choices=[C.BATCH_TYPE_SENTENCE, C.BATCH_TYPE_WORD],
+                       default=C.BATCH_TYPE_SENTENCE, help="Unit of --batch-size.")
+    group.add_argument("--fill-up", choices=["replicate"], default="replicate",
+                       help="Fill the last batch of a bucket with random repeats of that bucket's items.")
+    group.add_argument("--update-interval", type=int_greater_or_equal(1), default=1,
+                       help="Accumulate gradients over this many batches before each update.")
+    group.add_argument("--loss", choices=["cross-entropy"], default="cross-entropy", help="Loss function.")
+    group.add_argument("--label-smoothing", type=float, default=0.1, help="Label smoothing of the cross-entropy.")
+    group.add_argument("--loss-normalization-type", choices=["valid", "batch"], default="valid",
+                       help="Normalise the loss by the number of valid (non-pad) tokens, or by the batch size.")
+    group.add_argument("--metrics", nargs="+", choices=[C.METRIC_PERPLEXITY, C.METRIC_ACCURACY],
+                       default=[C.METRIC_PERPLEXITY], help="Metrics to track on training and validation data.")
+    group.add_argument("--optimized-metric", choices=C.METRICS_OPTIMIZABLE, default=C.METRIC_PERPLEXITY,
+                       help="Metric that picks params.best, drives early stopping and plateau-reduce. bleu/chrf "
+                            "need --decode-and-evaluate.")
+    group.add_argument("--checkpoint-interval", "--checkpoint-frequency", type=int_greater_or_equal(1),
+                       default=4000, dest="checkpoint_interval",
+                       help="Updates between checkpoints (validation, params.NNNNN, metrics).")
+    group.add_argument("--max-num-checkpoint-not-improved", type=int, default=32,
+                       help="Stop after this many checkpoints without improvement of --optimized-metric "
+                            "(negative: never).")
+    group.add_argument("--min-samples", type=int, default=None, help="Train on at least this many captions.")
+    group.add_argument("--max-samples", type=int, default=None, help="Train on at most this many captions.")
+    group.add_argument("--min-updates", type=int, default=None, help="Do at least this many updates.")
+    group.add_argument("--max-updates", type=int, default=None, help="Do at most this many updates.")
+    group.add_argument("--min-num-epochs", type=int, default=None, help="Train at least this many epochs.")
+    group.add_argument("--max-num-epochs", type=int, default=None, help="Train at most this many epochs.")
+    group.add_argument("--max-seconds", type=int, default=None,
+                       help="Stop at the first checkpoint after this many seconds of training.")
+
+    dropout = parser.add_argument_group("Dropout")
+    dropout.add_argument("--embed-dropout", type=multiple_values(2, data_type=float), default=(0.0, 0.0),
+                         metavar="[SRC:]TRG", help="Dropout on the target embedding.")
+    dropout.add_argument("--rnn-dropout-inputs", type=multiple_values(2, data_type=float), default=(0.0, 0.0),
+                         metavar="[ENC:]DEC", help="Dropout on the RNN inputs.")
+    dropout.add_argument("--rnn-dropout-states", type=multiple_values(2, data_type=float), default=(0.0, 0.0),
+                         metavar="[ENC:]DEC", help="Dropout on the RNN outputs/states.")
+    dropout.add_argument("--rnn-dropout-recurrent", type=multiple_values(2, data_type=float), default=(0.0, 0.0),
+                         metavar="[ENC:]DEC", help="Recurrent (variational) dropout on the RNN hidden state.")
+    dropout.add_argument("--rnn-decoder-hidden-dropout", type=float, default=0.2,
+                         help="Dropout on the decoder's attentional hidden state.")
+    dropout.add_argument("--transformer-dropout-attention", type=float, default=0.1,
+                         help="Dropout on the transformer's attention weights.")
+    dropout.add_argument("--transformer-dropout-act", type=float, default=0.1,
+                         help="Dropout after the transformer's feed-forward activation.")
+    dropout.add_argument("--transformer-dropout-prepost", type=float, default=0.1,
+                         help="Dropout of the transformer's pre/post-process 'd' steps.")
+    dropout.add_argument("--conv-embed-dropout", type=float, default=0.0, help="(encoder; ignored for images)")
+    dropout.add_argument("--cnn-hidden-dropout", type=float, default=0.2,
+                         help="Dropout in the convolutional decoder.")
+
+    optim = parser.add_argument_group("Optimizer")
+    optim.add_argument("--optimizer", choices=["adam", "sgd", "nag", "rmsprop", "adagrad", "adadelta", "adamax",
+                                               "nadam", "ftml", "lamb", "adamw"],
+                       default="adam", help="Optimizer (MXNet's).")
+    optim.add_argument("--optimizer-params", type=simple_dict, default=None,
+                       help="Extra optimizer parameters, key:value,key:value (e.g. beta1:0.9,beta2:0.999).")
+    optim.add_argument("--initial-learning-rate", type=float, default=0.0002, help="Initial learning rate.")
+    optim.add_argument("--weight-decay", type=float, default=0.0, help="Weight decay.")
+    optim.add_argument("--momentum", type=float, default=None, help="Momentum (sgd, nag).")
+    optim.add_argument("--gradient-clipping-threshold", type=float, default=1.0,
+                       help="Clip gradients at this value (see --gradient-clipping-type); <= 0 disables.")
+    optim.add_argument("--gradient-clipping-type", choices=["abs", "norm", "none"], default="abs",
+                       help="'abs': clip each gradient value to [-t, t]; 'norm': rescale so the global L2 norm is "
+                            "at most t; 'none'.")
+    optim.add_argument("--weight-init", choices=["xavier", "uniform"], default="xavier", help="Weight initialiser.")
+    optim.add_argument("--weight-init-scale", type=float, default=3.0, help="Scale of the initialiser.")
+    optim.add_argument("--weight-init-xavier-factor-type", choices=["in", "out", "avg"], default="avg",
+                       help="Xavier factor type.")
+    optim.add_argument("--weight-init-xavier-rand-type", choices=["uniform", "gaussian"], default="uniform",
+                       help="Xavier random type.")
+    optim.add_argument("--embed-weight-init", choices=["default", "normal"], default="default",
+                       help="Embedding initialiser: 'default' (as --weight-init) or 'normal' (N(0, 1/sqrt(d))).")
+
+    lr = parser.add_argument_group("Learning rate schedule")
+    lr.add_argument("--learning-rate-scheduler-type",
+                    choices=["plateau-reduce", "fixed-rate-inv-sqrt-t", "fixed-rate-inv-t", "fixed-step", "none"],
+                    default="plateau-reduce", help="Learning rate scheduler.")
+    lr.add_argument("--learning-rate-reduce-factor", type=float, default=0.7,
+                    help="plateau-reduce: multiply the rate by this when the metric has not improved.")
+    lr.add_argument("--learning-rate-reduce-num-not-improved", type=int, default=8,
+                    help="plateau-reduce: checkpoints without improvement before reducing.")
+    lr.add_argument("--learning-rate-schedule", type=str, default=None, metavar="RATE:UPDATES,...",
+                    help="fixed-step: the rates and how many updates each lasts, e.g. 0.0003:1000,0.0001:2000.")
+    lr.add_argument("--learning-rate-half-life", type=float, default=10,
+                    help="fixed-rate-inv-*: half life of the rate, in checkpoints.")
+    lr.add_argument("--learning-rate-warmup", type=int, default=0,
+                    help="Updates of linear warm-up from 0 to the initial rate.")
+    lr.add_argument("--learning-rate-decay-param-reset", action="store_true", default=False,
+                    help="plateau-reduce: go back to the best params when the rate is reduced.")
+    lr.add_argument("--learning-rate-decay-optimizer-states-reset", choices=["off", "initial", "best"],
+                    default="off", help="plateau-reduce: reset optimizer states when the rate is reduced.")
+
+    evaluation = parser.add_argument_group("Decoding during training")
+    evaluation.add_argument("--decode-and-evaluate", type=int_greater_or_equal(-1), default=500,
+                            help="At each checkpoint caption this many validation items (a fixed random sample; "
+                                 "-1: all, 0: off) and write bleu-val and chrf-val (sacrebleu, 0-100) to metrics.")
+    evaluation.add_argument("--decode-and-evaluate-beam-size", type=int_greater_or_equal(1), default=3,
+                            help="Beam size of --decode-and-evaluate.")
+    evaluation.add_argument("--decode-and-evaluate-use-cpu", action="store_true", default=False,
+                            help="(accepted for compatibility; decoding runs on the training device)")
+    evaluation.add_argument("--decode-and-evaluate-device-id", type=int, default=None,
+                            help="(accepted for compatibility; decoding runs on the training device)")
+    evaluation.add_argument("--max-output-length", type=int_greater_or_equal(1), default=None,
+                            help="Maximum caption length of --decode-and-evaluate (default: from the training "
+                                 "captions).")
+
+    misc = parser.add_argument_group("Miscellaneous")
+    misc.add_argument("--seed", type=int, default=13, help="Random seed.")
+    misc.add_argument("--keep-last-params", type=int, default=-1,
+                      help="Keep only the last N params.NNNNN files (and params.best); -1 keeps all.")
+    misc.add_argument("--keep-initializations", action="store_true", default=False,
+                      help="Keep the params of the initialisation (params.00000) even with --keep-last-params.")
+    misc.add_argument("--dry-run", action="store_true", default=False,
+                      help="Build the data and the model, log their sizes, and stop before training.")
+    misc.add_argument("--kvstore", choices=["device", "local", "dist_sync", "dist_device_sync", "dist_async"],
+                      default="device",
+                      help="MXNet KVStore for gradient aggregation across devices; dist_* across machines "
+                           "(start those with python -m captioning.launch).")
+
+
+def add_train_cli_args(parser: argparse.ArgumentParser) -> None:
+    add_training_io_args(parser)
+    add_model_args(parser)
+    add_training_args(parser)
+    add_device_args(parser, multiple=True)
+    add_logging_args(parser)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# captioner
+# ---------------------------------------------------------------------------------------------------------------
+
+def add_captioner_args(parser: argparse.ArgumentParser) -> None:
+    io = parser.add_argument_group("Captioner I/O")
+    io.add_argument("--models", "-m", type=str, nargs="+", required=True,
+                    help="Model folder(s); several form an ensemble.")
+    io.add_argument("--checkpoints", "-c", type=int, nargs="+", default=None,
+                    help="Checkpoint number per model (params.NNNNN); default: params.best.")
+    io.add_argument("--input", "-i", type=str, default=None,
+                    help="Input file: one feature file name (or image path with --extract-image-features) per "
+                         "line, relative to --source-root. Default: standard input.")
+    io.add_argument("--source-root", type=str, default=None,
+                    help="Folder the input paths are relative to (features, or images with "
+                         "--extract-image-features).")
+    io.add_argument("--output", "-o", type=str, default=None, help="Output file (default: standard output).")
+    io.add_argument("--output-type", choices=C.OUTPUT_TYPES, default=C.OUTPUT_TYPE_TRANSLATION,
+                    help="What each output line holds.")
+    io.add_argument("--json-input", action="store_true", default=False,
+                    help='Each input line is JSON: {"text": PATH, "constraints": [...], "avoid": [...]}.')
+    io.add_argument("--load-all-features-to-memory", action="store_true", default=False,
+                    help="(accepted for compatibility; features are read per chunk)")
+
+    search = parser.add_argument_group("Search")
+    search.add_argument("--beam-size", "-b", type=int_greater_or_equal(1), default=5, help="Beam size.")
+    search.add_argument("--beam-prune", "-p", type=float, default=0.0,
+                        help="Drop hypotheses whose score is worse than the best finished one by more than this "
+                             "(0: off).")
+    search.add_argument("--beam-search-stop", choices=["all", "first"], default="all",
+                        help="Stop when all hypotheses are finished, or when the best one is.")
+    search.add_argument("--batch-size", type=int_greater_or_equal(1), default=1,
+                        help="Inputs searched together (each with --beam-size rows).")
+    search.add_argument("--chunk-size", type=int_greater_or_equal(1), default=None,
+                        help="Inputs read, and sorted for batching, at a time (default: 500 x --batch-size, as "
+                             "Sockeye). Outputs are always in input order.")
+    search.add_argument("--ensemble-mode", choices=["linear", "log_linear"], default="linear",
+                        help="How ensemble members' word distributions are combined.")
+    search.add_argument("--max-output-length", type=int_greater_or_equal(1), default=None,
+                        help="Maximum caption length in tokens (default: the bound stored in the model folder, "
+                             "from the training captions).")
+    search.add_argument("--length-penalty-alpha", type=float, default=1.0,
+                        help="Length penalty alpha: lp = ((beta + len) / (beta + 1)) ** alpha; 0 disables.")
+    search.add_argument("--length-penalty-beta", type=float, default=0.0, help="Length penalty beta.")
+    search.add_argument("--nbest-size", type=int_greater_or_equal(1), default=1,
+                        help="Return this many hypotheses (json output lists them).")
+    search.add_argument("--strip-unknown-words", action="store_true", default=False,
+                        help="Remove <unk> from the output.")
+    search.add_argument("--softmax-temperature", type=float, default=None, help="Softmax temperature.")
+
+    images = parser.add_argument_group("Captioning straight from images")
+    images.add_argument("--extract-image-features", action="store_true", default=False,
+                        help="Input lines are image paths: run the CNN on them first.")
+    add_image_size_args(images)
+    images.add_argument("--image-encoder-model-path", type=str, default=None, metavar="PREFIX",
+                        help="CNN checkpoint prefix (default: the copy recorded with the training features).")
+    images.add_argument("--image-encoder-model-epoch", type=int_greater_or_equal(0), default=None,
+                        help="Epoch of the CNN params (default: as recorded with the training features, else 0).")
+    images.add_argument("--image-encoder-layer", type=str, default=None,
+                        help="CNN layer (default: the layer the training features came from).")
+    images.add_argument("--allow-absolute-paths", action="store_true", default=False,
+                        help="Accept absolute input paths and paths that leave --source-root.")
+    images.add_argument("--num-workers", type=int_greater_or_equal(0), default=None,
+                        help="Image decoding processes (default: number of cores).")
+    add_device_args(parser, multiple=True)
+    add_logging_args(parser)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# lexical_constraints, visualize, evaluate, launch
+# ---------------------------------------------------------------------------------------------------------------
+
+def add_lexical_constraints_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", "-i", type=str, default=None,
+                        help="Lines 'PATH<TAB>phrase<TAB>phrase...' (default: standard input).")
+    parser.add_argument("--output", "-o", type=str, default=None, help="JSON lines (default: standard output).")
+    parser.add_argument("--avoid", "-a", action="store_true", default=False,
+                        help="The tab-separated phrases are phrases to avoid (default: to include).")
+    parser.add_argument("--constraints", "-c", type=str, nargs="+", default=None,
+                        help="Phrases every output must contain, added to each line.")
+    parser.add_argument("--avoid-phrases", type=str, nargs="+", default=None,
+                        help="Phrases no output may contain, added to each line.")
+
+
+def add_visualize_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image-root", "-d", type=str, default=None, help="Folder the image paths are relative to.")
+    parser.add_argument("--source", "-s", type=str, default=None, help="Image list (one path per line).")
+    parser.add_argument("--prediction", "-p", type=str, default=None, help="Predicted captions, one per line.")
+    parser.add_argument("--ground-truth", "-gt", type=str, nargs="+", default=None,
+                        help="Reference captions: one or several files aligned with --source; repeated image lines "
+                             "in --source give several references too.")
+    parser.add_argument("--save-to-folder", "-f", type=str, default=None,
+                        help="Save PNG pages here instead of showing them on screen.")
+    parser.add_argument("--skip-images", "-si", type=int_greater_or_equal(1), default=1,
+                        help="Draw every N-th image.")
+    parser.add_argument("--number-of-columns", "-nc", type=int_greater_or_equal(1), default=4,
+                        help="Images per row.")
+    parser.add_argument("--images-per-page", type=int_greater_or_equal(1), default=None,
+                        help="Images per page (default: two rows).")
+    parser.add_argument("--alignments", type=str, default=None,
+                        help="Captioner output of --output-type translation_with_alignments: draw attention maps.")
+    parser.add_argument("--metrics", type=str, default=None, help="A model folder's metrics file: plot the curves.")
+    parser.add_argument("--html", type=str, default=None, metavar="OUT_DIR", help="Write a static HTML report here.")
+    add_logging_args(parser)
+
+
+def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hypotheses", "-hyp", type=str, required=True, help="Predicted captions, one per line.")
+    parser.add_argument("--references", "-r", type=str, nargs="+", required=True,
+                        help="Reference file(s) aligned with --hypotheses, or one file with one line per "
+                             "(image, caption) grouped by --source.")
+    parser.add_argument("--source", type=str, default=None,
+                        help="Image list aligned with a single --references file: lines of the same image are "
+                             "that image's references.")
+    parser.add_argument("--hypotheses-source", type=str, default=None,
+                        help="Image list aligned with --hypotheses (with --source, to match images).")
+    parser.add_argument("--metrics", nargs="+", default=["bleu", "chrf", "coco"],
+                        choices=["bleu", "chrf", "coco", "meteor", "rouge", "cider"],
+                        help="Metrics to compute ('coco': BLEU-1..4, METEOR, ROUGE-L, CIDEr-D).")
+    parser.add_argument("--json", action="store_true", default=False, help="Print the scores as JSON.")
+    add_logging_args(parser)
+
+
+def add_launch_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--num-workers", "-n", type=int_greater_or_equal(1), required=True, help="Worker processes.")
+    parser.add_argument("--num-servers", "-s", type=int_greater_or_equal(1), default=None,
+                        help="Parameter servers (default: as many as workers).")
+    parser.add_argument("--launcher", choices=["local", "ssh"], default="local",
+                        help="Start every process on this machine, or on the hosts of --hostfile over ssh.")
+    parser.add_argument("--hostfile", "-H", type=str, default=None, help="One host per line (ssh launcher).")
+    parser.add_argument("--port", type=int, default=None, help="Scheduler port (default: a free one).")
+    parser.add_argument("--interface", type=str, default=None, help="Network interface (DMLC_INTERFACE).")
+    parser.add_argument("--scheduler-host", type=str, default=None,
+                        help="Address the scheduler listens on (default: 127.0.0.1 locally, this host's name "
+                             "with ssh).")
+    parser.add_argument("--sync-dir", type=str, default=None,
+                        help="(ssh) Folder that exists on every host with the same path; the command runs there.")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...: what every worker runs.")
+    add_logging_args(parser)
+
+
+def target_value(value: Any) -> Any:
+    """The target part of a ``[SRC:]TRG`` option value (``multiple_values``), or the value itself."""
+    return value[-1] if isinstance(value, (tuple, list)) else value
+
+
+def feature_store_mode(args: argparse.Namespace) -> str:
+    """The feature store a training run uses: ``--feature-store``, else memory with
+    ``--load-all-features-to-memory``, else lazy."""
+    if getattr(args, "feature_store", None):
+        return args.feature_store
+    return C.FEATURE_STORE_MEMORY if getattr(args, "load_all_features_to_memory", False) else C.FEATURE_STORE_LAZY

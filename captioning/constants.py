@@ -1,0 +1,72 @@
+"""Names and defaults shared by several modules: model-folder files, special symbols, feature files."""
+
+# --- special symbols of the target vocabulary (ids fixed, as in Sockeye) ---
+PAD_SYMBOL = "<pad>"
+UNK_SYMBOL = "<unk>"
+BOS_SYMBOL = "<s>"
+EOS_SYMBOL = "</s>"
+PAD_ID = 0
+UNK_ID = 1
+BOS_ID = 2
+EOS_ID = 3
+VOCAB_SYMBOLS = [PAD_SYMBOL, UNK_SYMBOL, BOS_SYMBOL, EOS_SYMBOL]
+
+# --- files in a model folder (--output of train) ---
+ARGS_NAME = "args.yaml"
+CONFIG_NAME = "config"
+VERSION_NAME = "version"
+VOCAB_TRG_NAME = "vocab.trg.0.json"
+PARAMS_PREFIX = "params."
+PARAMS_NAME = PARAMS_PREFIX + "%05d"
+PARAMS_BEST_NAME = "params.best"
+METRICS_NAME = "metrics"
+LOG_NAME = "log"
+TRAINING_STATE_DIRNAME = "training_state"
+# the format of a model folder; bumped when a folder written by an older version can no longer be read
+MODEL_FORMAT_VERSION = 1
+
+# --- feature folders (--output-root of extract_features) ---
+FEATURE_SUFFIX = ".npy"
+IMAGE_FEATURE_SIZES_JSON = "image_feature_sizes.json"
+IMAGE_FEATURE_SIZES_PKL = "image_feature_sizes.pkl"   # Sockeye 1.x's sidecar; read with a restricted unpickler
+DEFAULT_SOURCE_IMAGE_SIZE = (3, 224, 224)
+
+# --- choices shared by the CLIs and the configs ---
+DECODER_RNN = "rnn"
+DECODER_TRANSFORMER = "transformer"
+DECODER_CNN = "cnn"
+DECODERS = [DECODER_RNN, DECODER_TRANSFORMER, DECODER_CNN]
+ENCODER_IMAGE = "image-pretrain-cnn"
+
+POSITIONAL_NONE = "none"
+POSITIONAL_FIXED = "fixed"
+POSITIONAL_LEARNED = "learned"
+POSITIONAL_TYPES = [POSITIONAL_NONE, POSITIONAL_FIXED, POSITIONAL_LEARNED]
+
+RNN_CELL_TYPES = ["lstm", "lstm-ln", "gru", "gru-ln"]
+ATTENTION_TYPES = ["bilinear", "dot", "mhdot", "fixed", "location", "mlp", "coverage"]
+COVERAGE_TYPES = ["tanh", "sigmoid", "relu", "softrelu", "gru", "count"]
+RNN_DECODER_STATE_INITS = ["zero", "last", "avg"]
+
+BATCH_TYPE_SENTENCE = "sentence"
+BATCH_TYPE_WORD = "word"
+
+FEATURE_STORE_LAZY = "lazy"
+FEATURE_STORE_MEMORY = "memory"
+FEATURE_STORE_MMAP = "mmap"
+FEATURE_STORES = [FEATURE_STORE_LAZY, FEATURE_STORE_MEMORY, FEATURE_STORE_MMAP]
+
+METRIC_PERPLEXITY = "perplexity"
+METRIC_ACCURACY = "accuracy"
+METRIC_BLEU = "bleu"
+METRIC_CHRF = "chrf"
+METRICS_OPTIMIZABLE = [METRIC_PERPLEXITY, METRIC_ACCURACY, METRIC_BLEU, METRIC_CHRF]
+METRIC_MAXIMIZE = {METRIC_PERPLEXITY: False, METRIC_ACCURACY: True, METRIC_BLEU: True, METRIC_CHRF: True}
+
+OUTPUT_TYPE_TRANSLATION = "translation"
+OUTPUT_TYPE_TRANSLATION_WITH_SCORE = "translation_with_score"
+OUTPUT_TYPE_SCORE = "score"
+OUTPUT_TYPE_JSON = "json"
+OUTPUT_TYPE_TRANSLATION_WITH_ALIGNMENTS = "translation_with_alignments"
+OUTPUT_TYPES = [OUTPUT_TYPE_TRANSLATION, OUTPUT_TYPE_TRANSLATION_WITH_SCORE, OUTPUT_TYPE_SCORE,
+                OUTPUT_TYPE_JSON, OUTPUT_TYPE_TRANSLATION_WITH_ALIGNMENTS]

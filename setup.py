@@ -1,0 +1,68 @@
+"""Install the `captioning` toolkit: image captioning as neural machine translation on MXNet."""
+import os
+import re
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _version() -> str:
+    with open(os.path.join(HERE, "captioning", "__init__.py"), encoding="utf-8") as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
+
+def _readme() -> str:
+    with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+# MXNet 1.9.1 breaks at import with NumPy >= 1.24; matplotlib 3.11 needs NumPy >= 1.25.
+INSTALL_REQUIRES = [
+    "mxnet==1.9.1",
+    "numpy>=1.23,<1.24",
+    "Pillow>=9",
+    "matplotlib>=3.5,<3.11",
+    "sacrebleu>=2.3",
+    "tqdm",
+    "PyYAML>=5.4",
+]
+
+setup(
+    name="captioning",
+    version=_version(),
+    description="Image captioning as neural machine translation: a faster re-implementation of "
+                "Sockeye's image-captioning module on MXNet",
+    long_description=_readme(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["captioning", "captioning.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "eval": ["pycocoevalcap"],
+        "test": ["pytest", "pytest-xdist", "pycocoevalcap"],
+        # CUDA machines: install the matching MXNet GPU wheel *instead of* the CPU one, e.g.
+        #   pip install --no-deps -e . && pip install mxnet-cu112==1.9.1 <the other requirements>
+        # (see README, "GPUs"). These extras only add the GPU wheel.
+        "cu112": ["mxnet-cu112==1.9.1"],
+        "cu117": ["mxnet-cu117==1.9.1"],
+    },
+    entry_points={
+        "console_scripts": [
+            "captioning-extract-features = captioning.extract_features:main",
+            "captioning-train = captioning.train:main",
+            "captioning-captioner = captioning.captioner:main",
+            "captioning-visualize = captioning.visualize:main",
+            "captioning-evaluate = captioning.evaluate:main",
+            "captioning-lexical-constraints = captioning.lexical_constraints:main",
+            "captioning-synthetic = captioning.synthetic:main",
+            "captioning-launch = captioning.launch:main",
+        ],
+    },
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
