@@ -192,7 +192,7 @@ def add_device_args(parser: argparse.ArgumentParser, multiple: bool = True) -> N
 
 
 def add_image_size_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source-image-size", type=int, nargs=3, default=list(C.DEFAULT_SOURCE_IMAGE_SIZE),
+    parser.add_argument("--source-image-size", "-sis", type=int, nargs=3, default=list(C.DEFAULT_SOURCE_IMAGE_SIZE),
                         metavar=("C", "H", "W"),
                         help="Size of the CNN's input: channels, height, width. Images are converted to RGB, "
                              "centre-cropped to a square and resized to H x W.")
@@ -230,14 +230,15 @@ def add_image_input_args(parser: argparse.ArgumentParser) -> None:
 
 def add_extract_features_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Feature extraction I/O")
-    group.add_argument("--image-root", type=str, required=True, help="Folder the image paths are relative to.")
-    group.add_argument("--input", type=str, required=True, help="Image list: one path per line, relative to "
-                                                               "--image-root.")
-    group.add_argument("--output-root", type=str, required=True,
+    group.add_argument("--image-root", "-ir", type=str, required=True,
+                       help="Folder the image paths are relative to.")
+    group.add_argument("--input", "-i", type=str, required=True,
+                       help="Image list: one path per line, relative to --image-root.")
+    group.add_argument("--output-root", "-or", type=str, required=True,
                        help="Folder for the feature files (one .npy per image), the sidecar and a copy of the CNN.")
-    group.add_argument("--output", type=str, required=True,
+    group.add_argument("--output", "-o", type=str, required=True,
                        help="Feature list to write: one feature file name (relative to --output-root) per input line.")
-    group.add_argument("--batch-size", type=int_greater_or_equal(1), default=64, help="Images per CNN batch.")
+    group.add_argument("--batch-size", "-b", type=int_greater_or_equal(1), default=64, help="Images per CNN batch.")
     group.add_argument("--overwrite", action="store_true", default=False,
                        help="Recompute feature files that already exist (by default a complete one is kept).")
     group.add_argument("--mmap-store", action="store_true", default=False,
@@ -333,8 +334,12 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     image.add_argument("--image-encoder-num-hidden", type=int_greater_or_equal(1), default=512,
                        help="Size every feature-map position is projected to.")
     image.add_argument("--image-positional-embedding-type", choices=C.POSITIONAL_TYPES,
-                       default=C.POSITIONAL_LEARNED,
-                       help="Positional embedding added to the projected feature-map positions.")
+                       default=C.POSITIONAL_NONE,
+                       help="Positional embedding added to the projected feature-map positions (Sockeye accepted "
+                            "this flag but never used it; here it does what it says).")
+    image.add_argument("--image-encoder-conv-map-size", type=int_greater_or_equal(1), default=None,
+                       help="Expected number of feature-map positions (H*W, e.g. 49 for 7x7). The size is read from "
+                            "the features; given, it is checked against them.")
     # Sockeye declared this flag with action=store_false: passing it switched the descriptor *off*. Here the flag
     # means what it says; the default (on) is Sockeye's default behaviour.
     image.add_argument("--image-encoder-global-descriptor", dest="image_encoder_global_descriptor",
