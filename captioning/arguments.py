@@ -340,12 +340,13 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     image.add_argument("--image-encoder-conv-map-size", type=int_greater_or_equal(1), default=None,
                        help="Expected number of feature-map positions (H*W, e.g. 49 for 7x7). The size is read from "
                             "the features; given, it is checked against them.")
-    # Sockeye declared this flag with action=store_false: passing it switched the descriptor *off*. Here the flag
-    # means what it says; the default (on) is Sockeye's default behaviour.
+    # Sockeye's flag was inverted: --no-image-encoder-global-descriptor (store_false into a "no_..." field) switched
+    # the descriptor ON, and without it there was none. Here each spelling means what it says; the default (off) is
+    # what Sockeye did without the flag.
     image.add_argument("--image-encoder-global-descriptor", dest="image_encoder_global_descriptor",
-                       action=argparse.BooleanOptionalAction, default=True,
-                       help="Append the mean over all positions as one more position to attend to "
-                            "(--no-image-encoder-global-descriptor leaves it out).")
+                       action=argparse.BooleanOptionalAction, default=False,
+                       help="Append the spatial mean of the feature map as one more position to attend to "
+                            "(--no-image-encoder-global-descriptor: leave it out).")
     image.add_argument("--image-encoder-dropout", type=float, default=0.0,
                        help="Dropout on the projected image positions.")
 
