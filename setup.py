@@ -38,6 +38,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=["captioning", "captioning.*"]),
+    # the synthetic data set's pretrained CNN (captioning.synthetic --train-cnn regenerates it)
+    package_data={"captioning": ["data/*.json", "data/*.params"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "eval": ["pycocoevalcap"],

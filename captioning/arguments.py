@@ -635,29 +635,42 @@ def add_lexical_constraints_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_visualize_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image-root", "-d", type=str, default=None, help="Folder the image paths are relative to.")
-    parser.add_argument("--source", "-s", type=str, default=None, help="Image list (one path per line).")
-    parser.add_argument("--prediction", "-p", type=str, default=None, help="Predicted captions, one per line.")
-    parser.add_argument("--ground-truth", "-gt", type=str, nargs="+", default=None,
+    # Short aliases as Sockeye 1.18's visualize (-d -i -c -a -s -si -nc); -p, -gt and -f are extra aliases.
+    parser.add_argument("--image-root", "-d", type=str, default=None,
+                        help="Folder the image paths of --source are relative to.")
+    parser.add_argument("--source", "-i", type=str, default=None,
+                        help="Image list (one path per line) the captions were made for. Repeated lines are one "
+                             "image.")
+    parser.add_argument("--prediction", "-c", "-p", type=str, default=None,
+                        help="Predicted captions: one per line of --source (or one per distinct image).")
+    parser.add_argument("--ground-truth", "-a", "-gt", type=str, nargs="+", default=None,
                         help="Reference captions: one or several files aligned with --source; repeated image lines "
                              "in --source give several references too.")
-    parser.add_argument("--save-to-folder", "-f", type=str, default=None,
-                        help="Save PNG pages here instead of showing them on screen.")
+    parser.add_argument("--save-to-folder", "-s", "-f", type=str, default=None,
+                        help="Save PNG pages (page_0001.png ...) here instead of showing them on screen.")
+    # Sockeye's default was 2 (half of the images silently left out); ours draws every image by default.
     parser.add_argument("--skip-images", "-si", type=int_greater_or_equal(1), default=1,
-                        help="Draw every N-th image.")
+                        help="Draw every N-th distinct image only (the N-th, 2N-th, ...), as Sockeye's -si.")
     parser.add_argument("--number-of-columns", "-nc", type=int_greater_or_equal(1), default=4,
                         help="Images per row.")
     parser.add_argument("--images-per-page", type=int_greater_or_equal(1), default=None,
                         help="Images per page (default: two rows).")
     parser.add_argument("--alignments", type=str, default=None,
-                        help="Captioner output of --output-type translation_with_alignments: draw attention maps.")
-    parser.add_argument("--metrics", type=str, default=None, help="A model folder's metrics file: plot the curves.")
-    parser.add_argument("--html", type=str, default=None, metavar="OUT_DIR", help="Write a static HTML report here.")
+                        help="Captioner output of --output-type translation_with_alignments (aligned like "
+                             "--prediction): draw attention maps, attention_0001.png ...")
+    parser.add_argument("--metrics", type=str, default=None,
+                        help="A model folder's metrics file: plot perplexity, BLEU and learning rate per "
+                             "checkpoint (training_curves.png).")
+    parser.add_argument("--html", type=str, default=None, metavar="OUT_DIR",
+                        help="Write a static HTML report (index.html and image copies) to this folder. Without "
+                             "--save-to-folder, nothing is shown on screen then.")
     add_logging_args(parser)
 
 
 def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--hypotheses", "-hyp", type=str, required=True, help="Predicted captions, one per line.")
+    # -i and -r as sockeye.evaluate; -hyp is an extra alias
+    parser.add_argument("--hypotheses", "-i", "-hyp", type=str, required=True,
+                        help="Predicted captions, one per line.")
     parser.add_argument("--references", "-r", type=str, nargs="+", required=True,
                         help="Reference file(s) aligned with --hypotheses, or one file with one line per "
                              "(image, caption) grouped by --source.")
@@ -667,8 +680,9 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hypotheses-source", type=str, default=None,
                         help="Image list aligned with --hypotheses (with --source, to match images).")
     parser.add_argument("--metrics", nargs="+", default=["bleu", "chrf", "coco"],
-                        choices=["bleu", "chrf", "coco", "meteor", "rouge", "cider"],
-                        help="Metrics to compute ('coco': BLEU-1..4, METEOR, ROUGE-L, CIDEr-D).")
+                        choices=["bleu", "chrf", "coco", "coco-bleu", "meteor", "rouge", "cider"],
+                        help="Metrics to compute: 'bleu', 'chrf' (sacrebleu); 'coco' = 'coco-bleu' (BLEU-1..4), "
+                             "'meteor' (needs java), 'rouge' (ROUGE-L), 'cider' (CIDEr-D), all x100.")
     parser.add_argument("--json", action="store_true", default=False, help="Print the scores as JSON.")
     add_logging_args(parser)
 
@@ -683,10 +697,11 @@ def add_launch_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=None, help="Scheduler port (default: a free one).")
     parser.add_argument("--interface", type=str, default=None, help="Network interface (DMLC_INTERFACE).")
     parser.add_argument("--scheduler-host", type=str, default=None,
-                        help="Address the scheduler listens on (default: 127.0.0.1 locally, this host's name "
-                             "with ssh).")
+                        help="Address the scheduler listens on and the others connect to (default: 127.0.0.1 "
+                             "locally, the address this host's name resolves to with ssh).")
     parser.add_argument("--sync-dir", type=str, default=None,
-                        help="(ssh) Folder that exists on every host with the same path; the command runs there.")
+                        help="(ssh) Folder that exists on every host with the same path; the command runs there "
+                             "(default: the current folder).")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS...: what every worker runs.")
     add_logging_args(parser)
 
