@@ -1,0 +1,268 @@
+"""The captioner CLI end to end on tiny random models: SPEC's commands, input order, batch/chunk independence,
+images vs features, bad lines, output types, constraints, ensembles."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import pytest
+
+import captioning  # noqa: F401 - sets OMP_NUM_THREADS before mxnet
+import mxnet as mx
+
+from captioning import captioner
+from captioning import constants as C
+
+REPO = Path(__file__).resolve().parents[2]
+WORDS = ["a", "dog", "cat", "runs", "on", "the", "grass", "red", "ball", "sits", "in", "snow", "man", "with",
+         "blue", "shirt"]
+FEATURE_SHAPE = (8, 4, 4)
+
+
+def make_model_folder(folder: Path, seed: int = 0, feature_shape=FEATURE_SHAPE, words: Sequence[str] = WORDS,
+                      cnn_config: Optional[dict] = None, decoder: str = "rnn") -> Path:
+    """A random-weight tiny model folder as training writes it (config, version, vocabulary, params.best)."""
+    from captioning.decoder import RecurrentDecoderConfig, TransformerDecoderConfig
+    from captioning.encoder import ImageEncoderConfig
+    from captioning.model import CaptionModel, ModelConfig, save_model_config
+    from captioning.vocab import save_vocab
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {s: i for i, s in enumerate(C.VOCAB_SYMBOLS)}
+    for w in words:
+        vocab[w] = len(vocab)
+    decoders = {"rnn": RecurrentDecoderConfig(num_hidden=16, state_init="zero"),
+                "transformer": TransformerDecoderConfig(model_size=16, attention_heads=2, feed_forward_num_hidden=16)}
+    config = ModelConfig(encoder=ImageEncoderConfig(feature_shape=tuple(feature_shape), num_hidden=16),
+                         vocab_size=len(vocab), decoder=decoder, num_embed=16, max_output_length=8,
+                         cnn_config=cnn_config, **{decoder: decoders[decoder]})
+    mx.random.seed(seed)
+    model = CaptionModel(config)
+    model.initialize(mx.init.Xavier(magnitude=2.5))
+    # a stronger </s> bias so that random models end their captions at varied lengths
+    model.output_layer.collect_params()
+    for name, param in model.collect_params().items():
+        if name.endswith("output_bias"):
+            bias = np.random.RandomState(seed).randn(len(vocab)).astype(np.float32)
+            bias[C.EOS_ID] = 1.0
+            param.set_data(mx.nd.array(bias))
+    model.save_parameters(str(folder / C.PARAMS_BEST_NAME))
+    save_model_config(config, str(folder))
+    save_vocab(vocab, str(folder / C.VOCAB_TRG_NAME))
+    return folder
+
+
+def make_features(root: Path, count: int, seed: int = 1, shape=FEATURE_SHAPE) -> List[str]:
+    rng = np.random.RandomState(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(count):
+        name = "img%03d.jpg.npy" % i
+        np.save(root / name, (rng.rand(*shape) * 4).astype(np.float32))
+        names.append(name)
+    return names
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("captioner")
+    model = make_model_folder(base / "model")
+    names = make_features(base / "feats", 23)
+    listing = base / "list.features"
+    listing.write_text("".join(n + "\n" for n in names))
+    return base, model, listing
+
+
+def run_main(argv: Sequence[str]) -> int:
+    with pytest.raises(SystemExit) as info:
+        captioner.main(list(argv))
+    return info.value.code
+
+
+def caption(setup_tuple, *extra: str, out_name: str = "out.txt") -> Tuple[int, List[str]]:
+    base, model, listing = setup_tuple
+    out = base / out_name
+    code = run_main(["--models", str(model), "--input", str(listing), "--source-root", str(base / "feats"),
+                     "--output", str(out), "--use-cpu", "--quiet", *extra])
+    return code, out.read_text(encoding="utf-8").splitlines() if out.exists() else []
+
+
+def test_spec_command_verbatim(setup):
+    base, model, listing = setup
+    proc = subprocess.run([sys.executable, "-m", "captioning.captioner", "--models", str(model), "--input",
+                           str(listing), "--source-root", str(base / "feats"), "--max-output-length", "60",
+                           "--batch-size", "1024", "--chunk-size", "2048", "--beam-size", "3", "--device-id", "0"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 23
+    assert all(line.strip() for line in lines)
+    assert set(" ".join(lines).split()) <= set(WORDS) | {C.UNK_SYMBOL}
+    assert "No GPU available" in proc.stderr  # --device-id on a CPU-only build: a warning, then the CPU
+    assert "Traceback" not in proc.stderr
+    code, same = caption(setup, "--max-output-length", "60", "--batch-size", "1", "--beam-size", "3")
+    assert code == 0 and same == lines
+
+
+def test_outputs_do_not_depend_on_batch_or_chunk_size(setup):
+    code, reference = caption(setup, "--beam-size", "3", "--batch-size", "1")
+    assert code == 0 and len(reference) == 23
+    assert len(set(reference)) > 3  # the random model gives varied captions: the comparison means something
+    for batch, chunk in [(7, None), (64, None), (7, 5), (4, 1), (64, 13)]:
+        extra = ["--beam-size", "3", "--batch-size", str(batch)] + (["--chunk-size", str(chunk)] if chunk else [])
+        code, lines = caption(setup, *extra, out_name="out_%d_%s.txt" % (batch, chunk))
+        assert code == 0
+        assert lines == reference, (batch, chunk)
+    code, greedy = caption(setup, "--beam-size", "1", "--batch-size", "5", out_name="greedy.txt")
+    code1, greedy1 = caption(setup, "--beam-size", "1", "--batch-size", "1", out_name="greedy1.txt")
+    assert code == code1 == 0 and greedy == greedy1
+
+
+def test_max_output_length_default_from_model_folder(setup):
+    code, lines = caption(setup, "--beam-size", "2", "--batch-size", "8")
+    assert code == 0
+    assert max(len(line.split()) for line in lines) <= 8  # the folder's max_output_length
+    code, short = caption(setup, "--beam-size", "2", "--batch-size", "8", "--max-output-length", "2",
+                          out_name="short.txt")
+    assert code == 0 and max(len(line.split()) for line in short) <= 2
+
+
+def test_bad_lines_give_empty_outputs_and_exit_1(setup, tmp_path, capsys):
+    base, model, listing = setup
+    names = listing.read_text().splitlines()
+    np.save(base / "feats" / "wrong.npy", np.zeros((3, 2, 2), dtype=np.float32))
+    bad = tmp_path / "bad.list"
+    bad.write_text("\n".join([names[0], "", "missing.npy", "wrong.npy", "../escape.npy", names[1]]) + "\n")
+    out = tmp_path / "out.txt"
+    code = run_main(["--models", str(model), "--input", str(bad), "--source-root", str(base / "feats"),
+                     "--output", str(out), "--use-cpu", "--beam-size", "2", "--batch-size", "3"])
+    assert code == 1
+    lines = out.read_text().splitlines()
+    assert len(lines) == 6
+    assert lines[0] and lines[5] and lines[1:5] == ["", "", "", ""]
+    errors = "\n".join(line for line in capsys.readouterr().err.splitlines() if " ERROR " in line)
+    for number in (2, 3, 4, 5):
+        assert "bad.list, line %d" % number in errors
+    assert "missing.npy" in errors and "(3, 2, 2)" in errors
+    code, good = caption(setup, "--beam-size", "2", "--batch-size", "3")
+    assert lines[0] == good[0] and lines[5] == good[1]
+
+
+def test_empty_input_gives_no_output(setup, tmp_path):
+    base, model, _ = setup
+    empty = tmp_path / "empty.list"
+    empty.write_text("")
+    out = tmp_path / "out.txt"
+    code = run_main(["--models", str(model), "--input", str(empty), "--source-root", str(base / "feats"),
+                     "--output", str(out), "--use-cpu", "--quiet"])
+    assert code == 0 and out.read_text() == ""
+
+
+def test_missing_model_folder_is_one_line_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "captioning.captioner", "--models", str(tmp_path / "nope"),
+                           "--use-cpu"], cwd=REPO, capture_output=True, text=True, input="")
+    assert proc.returncode == 1
+    assert "no such model folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_json_input_constraints_and_output_types(setup, tmp_path):
+    base, model, listing = setup
+    names = listing.read_text().splitlines()
+    code, plain = caption(setup, "--beam-size", "3")
+    records = [{"text": names[0], "id": "first"},
+               {"text": names[1], "constraints": ["red ball"], "avoid": [plain[1].split()[0]]},
+               "{not json",
+               {"text": names[2], "constraints": ["snow", "zebra"]}]
+    source = tmp_path / "in.json"
+    source.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    out = tmp_path / "out.json"
+    code = run_main(["--models", str(model), "--input", str(source), "--source-root", str(base / "feats"),
+                     "--output", str(out), "--use-cpu", "--quiet", "--json-input", "--output-type", "json",
+                     "--beam-size", "3", "--nbest-size", "2", "--batch-size", "2"])
+    assert code == 1  # the malformed line
+    lines = out.read_text().splitlines()
+    assert len(lines) == 4 and lines[2] == ""
+    first, second, fourth = json.loads(lines[0]), json.loads(lines[1]), json.loads(lines[3])
+    assert first["id"] == "first" and first["sentence_id"] == 1 and first["text"] == names[0]
+    assert first["translation"] == plain[0]
+    assert len(first["translations"]) == 2 and first["translations"][0] == first["translation"]
+    assert first["scores"][0] == pytest.approx(first["score"])
+    assert " red ball " in " %s " % second["translation"]
+    assert plain[1].split()[0] not in second["translation"].split()
+    assert "snow" in fourth["translation"].split()  # 'zebra' is unknown: ignored with a warning
+
+
+def test_score_and_alignment_output_types(setup):
+    code, translations = caption(setup, "--beam-size", "3")
+    code, scored = caption(setup, "--beam-size", "3", "--output-type", "translation_with_score",
+                           out_name="scored.txt")
+    assert code == 0
+    for line, caption_line in zip(scored, translations):
+        score, text = line.split("\t")
+        float(score)
+        assert text == caption_line
+    code, aligned = caption(setup, "--beam-size", "3", "--output-type", "translation_with_alignments",
+                            out_name="aligned.txt")
+    assert code == 0
+    for line, caption_line in zip(aligned, translations):
+        text, grid, rows = line.split("\t")
+        assert text == caption_line and grid == "4 4"
+        rows = rows.split(" ||| ") if rows else []
+        assert len(rows) == len(text.split())
+        for row in rows:
+            weights = [float(w) for w in row.split()]
+            assert len(weights) == 16 and 0.0 < sum(weights) <= 1.0 + 1e-3
+
+
+def test_ensemble_and_vocabulary_mismatch(setup, tmp_path):
+    base, model, listing = setup
+    second = make_model_folder(tmp_path / "m2", seed=5)
+    for mode in ("linear", "log_linear"):
+        code, lines = caption(setup, "--beam-size", "3", "--batch-size", "4", "--ensemble-mode", mode,
+                              out_name="ens_%s.txt" % mode)
+        code = run_main(["--models", str(model), str(second), "--input", str(listing), "--source-root",
+                         str(base / "feats"), "--output", str(tmp_path / "e.txt"), "--use-cpu", "--quiet",
+                         "--ensemble-mode", mode, "--beam-size", "3"])
+        assert code == 0 and len((tmp_path / "e.txt").read_text().splitlines()) == 23
+    other = make_model_folder(tmp_path / "m3", seed=1, words=WORDS[:-1] + ["zebra"])
+    proc = subprocess.run([sys.executable, "-m", "captioning.captioner", "--models", str(model), str(other),
+                           "--input", str(listing), "--source-root", str(base / "feats"), "--use-cpu"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 1 and "vocabulary differs" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_images_give_the_same_captions_as_their_features(tiny_cnn, image_factory, tmp_path):
+    from captioning import cnn, image_io
+    config = cnn.CNNConfig(model_path=tiny_cnn.prefix, epoch=0, layer=tiny_cnn.layer,
+                           image_size=tuple(tiny_cnn.image_size))
+    model = make_model_folder(tmp_path / "model", seed=2, feature_shape=tiny_cnn.feature_shape,
+                              cnn_config=config.to_dict())
+    paths = [image_factory("sub/im%d.png" % i, mode=("RGB", "L", "RGBA")[i % 3], size=(50 + i, 40), seed=i)
+             for i in range(9)]
+    image_root = paths[0].parent.parent
+    relative = [str(p.relative_to(image_root)) for p in paths]
+    (tmp_path / "images.list").write_text("".join(r + "\n" for r in relative))
+    extractor = cnn.FeatureExtractor(config, mx.cpu(), batch_size=4)
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    names = []
+    for r in relative:
+        image = image_io.load_image(str(image_root / r), tuple(tiny_cnn.image_size[1:]))
+        name = r.replace("/", "_") + ".npy"
+        np.save(feats / name, extractor.extract(image[None])[0])
+        names.append(name)
+    (tmp_path / "feats.list").write_text("".join(n + "\n" for n in names))
+    common = ["--models", str(model), "--use-cpu", "--beam-size", "3", "--batch-size", "4"]
+    code = run_main(common + ["--input", str(tmp_path / "feats.list"), "--source-root", str(feats),
+                              "--output", str(tmp_path / "from_features.txt")])
+    assert code == 0
+    proc = subprocess.run([sys.executable, "-m", "captioning.captioner", "--extract-image-features",
+                           "--input", str(tmp_path / "images.list"), "--source-root", str(image_root),
+                           "--num-workers", "2"] + common, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    from_features = (tmp_path / "from_features.txt").read_text().splitlines()
+    assert proc.stdout.splitlines() == from_features
+    assert len(set(from_features)) > 1
+    assert not list(image_root.rglob("*.npy"))  # nothing written beside the images

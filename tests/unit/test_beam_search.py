@@ -1,0 +1,244 @@
+"""Beam search on a deterministic fake model, against brute force and an unbatched reference search."""
+import itertools
+import math
+from typing import List, Tuple
+
+import captioning  # noqa: F401 - sets OMP_NUM_THREADS before mxnet
+import mxnet as mx
+import numpy as np
+import pytest
+
+from captioning import constants as C
+from captioning.beam_search import BeamSearch, LengthPenalty
+
+EOS, BOS, PAD = C.EOS_ID, C.BOS_ID, C.PAD_ID
+
+
+class MarkovModel:
+    """A fake caption model: the next-word logits depend on the previous word (a fixed table) plus a per-input bias
+    read from the features, so every sequence's probability can be computed exactly. States: the bias (B, V), the
+    feature sum (B, L) and a step counter (B, 1); all batch-major as the real models'."""
+
+    def __init__(self, vocab_size: int = 8, seed: int = 0, scale: float = 2.0, eos_bonus: float = 0.0,
+                 bias_scale: float = 1.0) -> None:
+        rng = np.random.RandomState(seed)
+        self.vocab_size = vocab_size
+        self.table = (rng.randn(vocab_size, vocab_size) * scale).astype(np.float32)
+        self.table[:, PAD] = -1e4  # the model never proposes <pad>, <unk> or <s>
+        self.table[:, BOS] = -1e4
+        self.table[:, C.UNK_ID] = -3.0
+        self.table[:, EOS] += eos_bonus
+        self.proj = (rng.randn(4, vocab_size) * bias_scale).astype(np.float32)
+
+    def features(self, batch_size: int, seed: int) -> mx.nd.NDArray:
+        rng = np.random.RandomState(seed)
+        return mx.nd.array(rng.randn(batch_size, 4, 1, 2).astype(np.float32))
+
+    def encode(self, features: mx.nd.NDArray) -> List[mx.nd.NDArray]:
+        pooled = features.mean(axis=(2, 3))
+        bias = mx.nd.dot(pooled, mx.nd.array(self.proj))
+        positions = features.reshape((0, 0, -1)).sum(axis=1)  # (B, L=2)
+        return [bias, positions, mx.nd.zeros((features.shape[0], 1))]
+
+    def decode_step(self, prev_word, states):
+        bias, positions, step = states
+        logits = mx.nd.take(mx.nd.array(self.table), prev_word) + bias
+        attention = mx.nd.softmax(positions + step, axis=-1)
+        return logits, attention, [bias, positions, step + 1]
+
+    def log_probs(self, features: np.ndarray) -> np.ndarray:
+        """(V, V) log P(next | prev) for one input."""
+        bias = features.mean(axis=(1, 2)) @ self.proj
+        logits = self.table + bias[None, :]
+        logits = logits - logits.max(axis=1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
+
+def sequence_cost(lp: np.ndarray, tokens: Tuple[int, ...]) -> float:
+    prev, cost = BOS, 0.0
+    for w in tokens:
+        cost -= lp[prev, w]
+        prev = w
+    return cost
+
+
+def brute_force(lp: np.ndarray, max_len: int, penalty: LengthPenalty) -> Tuple[Tuple[int, ...], float]:
+    """The best finished caption of at most max_len - 1 words (plus </s>) by exhaustive enumeration."""
+    words = list(range(len(C.VOCAB_SYMBOLS), lp.shape[0])) + [C.UNK_ID]
+    best = (None, math.inf)
+    for n in range(0, max_len):
+        for seq in itertools.product(words, repeat=n):
+            full = seq + (EOS,)
+            score = sequence_cost(lp, full) / penalty(np.array(float(len(full))))
+            if score < best[1]:
+                best = (seq, score)
+    return best
+
+
+def reference_beam_search(lp: np.ndarray, k: int, max_len: int, penalty: LengthPenalty):
+    """A plain one-input beam search with Sockeye's rules (finished hypotheses keep their slot; the top-k compares
+    raw costs and a hypothesis is normalised right after it finishes), written for clarity, not speed."""
+    beam = [((), 0.0, False)]
+    for _ in range(max_len):
+        cands = []
+        for tokens, score, done in beam:
+            if done:
+                cands.append((tokens, score, True, False))
+                continue
+            prev = tokens[-1] if tokens else BOS
+            for w in range(lp.shape[0]):
+                cost = score - lp[prev, w]
+                if not np.isfinite(cost):
+                    continue
+                cands.append((tokens + (w,), cost, w == EOS, True))
+        # as Sockeye: selection on the raw cost, then a hypothesis that has just finished is normalised
+        cands.sort(key=lambda c: c[1])
+        beam = [(t, s / float(penalty(np.array(float(len(t))))) if d and new else s, d)
+                for t, s, d, new in cands[:k]]
+        if all(d for _, _, d in beam):
+            break
+    final = [(t, s if d else s / float(penalty(np.array(float(len(t))))), d) for t, s, d in beam]
+    final.sort(key=lambda c: (not c[2], c[1]))
+    tokens, score, done = final[0]
+    return (tokens[:-1] if done else tokens), score
+
+
+def test_large_beam_finds_the_exact_best_caption():
+    model = MarkovModel(vocab_size=7, seed=3)
+    feats = model.features(3, seed=1)
+    penalty = LengthPenalty(0.0, 0.0)
+    # 3 real words + <unk>: with a beam of 64 >= 4**3 no hypothesis of <= 3 words is ever dropped
+    search = BeamSearch([model], beam_size=64, max_output_length=4, length_penalty=penalty)
+    results = search.search(feats)
+    for b, result in enumerate(results):
+        lp = model.log_probs(feats[b].asnumpy())
+        tokens, score = brute_force(lp, 4, penalty)
+        assert tuple(result.tokens) == tokens
+        assert result.score == pytest.approx(score, rel=1e-4, abs=1e-5)
+        assert result.attention.shape == (len(tokens), 2)
+
+
+@pytest.mark.parametrize("k,alpha,beta", [(1, 0.0, 0.0), (2, 1.0, 0.0), (3, 1.0, 5.0), (5, 0.5, 1.0)])
+def test_matches_unbatched_reference(k, alpha, beta):
+    model = MarkovModel(vocab_size=9, seed=5, scale=1.5)
+    feats = model.features(6, seed=2)
+    penalty = LengthPenalty(alpha, beta)
+    search = BeamSearch([model], beam_size=k, max_output_length=6, length_penalty=penalty)
+    for b, result in enumerate(search.search(feats)):
+        tokens, score = reference_beam_search(model.log_probs(feats[b].asnumpy()), k, 6, penalty)
+        assert tuple(result.tokens) == tokens
+        assert result.score == pytest.approx(score, rel=1e-4, abs=1e-5)
+
+
+def test_greedy_is_argmax_chain():
+    model = MarkovModel(vocab_size=10, seed=7)
+    feats = model.features(4, seed=3)
+    results = BeamSearch([model], beam_size=1, max_output_length=8,
+                         length_penalty=LengthPenalty(0.0, 0.0)).search(feats)
+    for b, result in enumerate(results):
+        lp = model.log_probs(feats[b].asnumpy())
+        prev, tokens, cost = BOS, [], 0.0
+        for _ in range(8):
+            w = int(lp[prev].argmax())
+            cost -= lp[prev, w]
+            if w == EOS:
+                break
+            tokens.append(w)
+            prev = w
+        assert result.tokens == tokens
+        assert result.score == pytest.approx(cost, rel=1e-4, abs=1e-5)
+
+
+def test_results_do_not_depend_on_batch_composition():
+    model = MarkovModel(vocab_size=12, seed=11, scale=1.0)
+    feats = model.features(9, seed=4)
+    for stop, prune in [("all", 0.0), ("first", 0.0), ("all", 1.0)]:
+        search = BeamSearch([model], beam_size=4, max_output_length=7, stop=stop, beam_prune=prune, nbest_size=3)
+        together = search.search(feats)
+        alone = [search.search(feats[b:b + 1])[0] for b in range(9)]
+        pairs = search.search(feats[3:5])
+        assert [r.tokens for r in together] == [r.tokens for r in alone]
+        assert [[h.tokens for h in r.nbest] for r in together] == [[h.tokens for h in r.nbest] for r in alone]
+        assert [r.tokens for r in together[3:5]] == [r.tokens for r in pairs]
+
+
+def test_nbest_sorted_and_distinct():
+    model = MarkovModel(vocab_size=10, seed=2, scale=1.0)
+    feats = model.features(3, seed=5)
+    results = BeamSearch([model], beam_size=5, max_output_length=6, nbest_size=4).search(feats)
+    for r in results:
+        assert len(r.nbest) == 4
+        keys = [(not h.finished, h.score) for h in r.nbest]  # finished captions first, then by score
+        assert keys == sorted(keys)
+        assert len({tuple(h.tokens) for h in r.nbest}) == 4
+        assert r.nbest[0].tokens == r.tokens
+
+
+def test_max_output_length_cuts():
+    model = MarkovModel(vocab_size=8, seed=1)
+    model.table[:, EOS] = -1e4  # never finishes
+    feats = model.features(2, seed=0)
+    results = BeamSearch([model], beam_size=3, max_output_length=5).search(feats)
+    for r in results:
+        assert len(r.tokens) == 5
+        assert not r.nbest[0].finished
+        assert EOS not in r.tokens
+
+
+def test_ensemble_modes():
+    a, b = MarkovModel(vocab_size=7, seed=1), MarkovModel(vocab_size=7, seed=2)
+    feats = a.features(2, seed=6)
+    penalty = LengthPenalty(0.0, 0.0)
+    for mode in ("linear", "log_linear"):
+        result = BeamSearch([a, b], beam_size=64, max_output_length=4, ensemble_mode=mode,
+                            length_penalty=penalty).search(feats)
+        for i, r in enumerate(result):
+            la, lb = a.log_probs(feats[i].asnumpy()), b.log_probs(feats[i].asnumpy())
+            if mode == "linear":
+                lp = np.logaddexp(la, lb) - np.log(2)
+            else:
+                lp = (la + lb) / 2
+            tokens, score = brute_force(lp, 4, penalty)
+            assert tuple(r.tokens) == tokens
+            assert r.score == pytest.approx(score, rel=1e-4, abs=1e-5)
+
+
+def test_softmax_temperature_changes_scores():
+    model = MarkovModel(vocab_size=7, seed=3)
+    feats = model.features(1, seed=1)
+    penalty = LengthPenalty(0.0, 0.0)
+    r = BeamSearch([model], beam_size=64, max_output_length=4, length_penalty=penalty,
+                   softmax_temperature=2.0).search(feats)[0]
+    bias = feats[0].asnumpy().mean(axis=(1, 2)) @ model.proj
+    logits = (model.table + bias) / 2.0
+    lp = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) \
+        - logits.max(1, keepdims=True)
+    tokens, score = brute_force(lp, 4, penalty)
+    assert tuple(r.tokens) == tokens
+    assert r.score == pytest.approx(score, rel=1e-4, abs=1e-5)
+
+
+def test_beam_prune():
+    model = MarkovModel(vocab_size=10, seed=9, scale=1.0)
+    feats = model.features(5, seed=9)
+    plain = BeamSearch([model], beam_size=4, max_output_length=6, nbest_size=4).search(feats)
+    loose = BeamSearch([model], beam_size=4, max_output_length=6, beam_prune=1e9, nbest_size=4).search(feats)
+    tight = BeamSearch([model], beam_size=4, max_output_length=6, beam_prune=1e-3, nbest_size=4).search(feats)
+    assert [[(h.tokens, round(h.score, 5)) for h in r.nbest] for r in plain] == \
+        [[(h.tokens, round(h.score, 5)) for h in r.nbest] for r in loose]
+    # a tight threshold drops the open hypotheses once one has finished: fewer survive, the best is finished
+    assert sum(len(r.nbest) for r in tight) < sum(len(r.nbest) for r in plain)
+    assert all(t.nbest[0].finished for t, p in zip(tight, plain) if p.nbest[0].finished)
+    assert any(p.nbest[0].finished for p in plain)
+
+
+def test_special_symbols_are_never_words():
+    model = MarkovModel(vocab_size=8, seed=4)
+    model.table[:, BOS] = 10.0  # a model that loves <s> and <pad>
+    model.table[:, PAD] = 9.0
+    feats = model.features(3, seed=1)
+    for k in (1, 3):
+        for r in BeamSearch([model], beam_size=k, max_output_length=6, nbest_size=k).search(feats):
+            for h in r.nbest:
+                assert BOS not in h.tokens and PAD not in h.tokens and EOS not in h.tokens
+                assert len(h.tokens) >= 1 or h.finished
