@@ -6,7 +6,7 @@ import sacrebleu
 from captioning import constants as C
 from captioning.checkpoint_decoder import CheckpointDecoder
 
-from test_beam_search import MarkovModel
+from .test_beam_search import MarkovModel
 
 
 class Store:

@@ -5,7 +5,7 @@ import pytest
 from captioning import constants as C
 from captioning.inference import Captioner, CaptionerConfig, parse_input
 
-from test_beam_search import MarkovModel
+from .test_beam_search import MarkovModel
 
 
 class ArraySource:

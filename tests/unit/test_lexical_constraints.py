@@ -12,7 +12,7 @@ from captioning import constants as C
 from captioning import lexical_constraints as lc
 from captioning.beam_search import BeamSearch
 
-from test_beam_search import MarkovModel
+from .test_beam_search import MarkovModel
 
 REPO = Path(__file__).resolve().parents[2]
 

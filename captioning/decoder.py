@@ -1,0 +1,490 @@
+"""Decoders behind one interface: `RecurrentDecoder`, `TransformerDecoder`, `ConvolutionalDecoder`.
+
+Every decoder is a `gluon.HybridBlock` whose parts are called from two hybridized graphs that `model.CaptionModel`
+builds:
+
+- ``decode_sequence(F, encoded, embedded, seq_len) -> (hidden (B, T, out), attention (B, T, L))``: teacher forcing,
+  the whole caption at once (``seq_len`` is the python int ``T``: one cached graph per caption length).
+- ``init_states(F, encoded) -> List[states]`` and ``step(F, embedded (N, E), states) -> (hidden (N, out),
+  attention (N, L), new states)``: inference, one word at a time. Every state has the batch on axis 0.
+
+``encoded`` is the image encoder's ``(B, L, d)``. The output layer (logits) is the model's, not the decoder's.
+"""
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from mxnet import gluon
+
+from . import constants as C
+from . import layers
+from .attention import Attention
+from .config import Config
+from .convolution import ConvolutionalDecoderLayer
+from .rnn import RecurrentLayer
+from .transformer import NEG_INF, TransformerDecoderLayer, causal_bias
+
+
+@dataclass
+class RecurrentDecoderConfig(Config):
+    """The RNN decoder (Sockeye's RecurrentDecoder with attention). Each field names its flag."""
+    num_hidden: int = 1024                      # --rnn-num-hidden
+    cell_type: str = "lstm"                     # --rnn-cell-type: lstm | lstm-ln | gru | gru-ln
+    num_layers: int = 1                         # --num-layers (target part)
+    residual_connections: bool = False          # --rnn-residual-connections
+    first_residual_layer: int = 2               # --rnn-first-residual-layer (1-based)
+    state_init: str = "last"                    # --rnn-decoder-state-init: zero | last | avg
+    context_gating: bool = False                # --rnn-context-gating
+    attention_type: str = "mlp"                 # --rnn-attention-type
+    attention_num_hidden: Optional[int] = None  # --rnn-attention-num-hidden (None: num_hidden)
+    attention_use_prev_word: bool = False       # --rnn-attention-use-prev-word
+    scale_dot_attention: bool = False           # --rnn-scale-dot-attention
+    attention_coverage_type: str = "count"      # --rnn-attention-coverage-type
+    attention_coverage_max_fertility: int = 2   # --rnn-attention-coverage-max-fertility
+    attention_coverage_num_hidden: int = 1      # --rnn-attention-coverage-num-hidden
+    attention_in_upper_layers: bool = False     # --rnn-attention-in-upper-layers
+    attention_mhdot_heads: Optional[int] = None  # --rnn-attention-mhdot-heads (None: 1)
+    forget_bias: float = 0.0                    # --rnn-forget-bias
+    h2h_init: str = "orthogonal"                # --rnn-h2h-init: orthogonal | orthogonal_stacked | default
+    input_feeding: bool = True                  # --rnn-input-feeding / --no-rnn-input-feeding
+    layer_normalization: bool = False           # --layer-normalization
+    dropout_inputs: float = 0.0                 # --rnn-dropout-inputs (target part)
+    dropout_states: float = 0.0                 # --rnn-dropout-states (target part)
+    dropout_recurrent: float = 0.0              # --rnn-dropout-recurrent (target part)
+    hidden_dropout: float = 0.2                 # --rnn-decoder-hidden-dropout
+
+    @property
+    def output_size(self) -> int:
+        """Size of the decoder's output (the attentional hidden state) fed to the output layer."""
+        return self.num_hidden
+
+
+@dataclass
+class TransformerDecoderConfig(Config):
+    """The transformer decoder (Vaswani et al. 2017; Sockeye's TransformerDecoder). Each field names its flag."""
+    model_size: int = 512                       # --transformer-model-size
+    attention_heads: int = 8                    # --transformer-attention-heads
+    feed_forward_num_hidden: int = 2048         # --transformer-feed-forward-num-hidden
+    activation_type: str = "relu"               # --transformer-activation-type: relu | swish1 | gelu
+    num_layers: int = 1                         # --num-layers (target part)
+    positional_embedding: str = C.POSITIONAL_FIXED  # --transformer-positional-embedding-type
+    preprocess: str = "n"                       # --transformer-preprocess
+    postprocess: str = "dr"                     # --transformer-postprocess
+    dropout_attention: float = 0.1              # --transformer-dropout-attention
+    dropout_act: float = 0.1                    # --transformer-dropout-act
+    dropout_prepost: float = 0.1                # --transformer-dropout-prepost
+    max_seq_len: int = 100                      # --max-seq-len (target part): rows of learned positions
+
+    @property
+    def output_size(self) -> int:
+        return self.model_size
+
+
+@dataclass
+class ConvolutionalDecoderConfig(Config):
+    """The convolutional decoder (Gehring et al. 2017; Sockeye's ConvolutionalDecoder). Each field names its flag."""
+    num_hidden: int = 512                       # --cnn-num-hidden
+    kernel_width: int = 3                       # --cnn-kernel-width (target part)
+    num_layers: int = 1                         # --num-layers (target part)
+    activation_type: str = "glu"                # --cnn-activation-type: glu | relu | sigmoid | softrelu | tanh
+    positional_embedding: str = C.POSITIONAL_LEARNED  # --cnn-positional-embedding-type
+    project_qkv: bool = False                   # --cnn-project-qkv
+    hidden_dropout: float = 0.2                 # --cnn-hidden-dropout
+    max_seq_len: int = 100                      # --max-seq-len (target part): rows of learned positions
+
+    @property
+    def output_size(self) -> int:
+        return self.num_hidden
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# decoders
+# ---------------------------------------------------------------------------------------------------------------
+
+
+
+def _dropout(F, x, p: float):
+    return F.Dropout(x, p=p) if p > 0.0 else x
+
+
+class Decoder(gluon.HybridBlock):
+    """The interface every decoder implements (see the module docstring). ``num_static_states``: how many of the
+    leading states never change after ``init_states`` (``step`` returns only the others)."""
+    num_static_states: int = 0
+    output_size: int = 0
+
+    def decode_sequence(self, F, encoded, embedded, seq_len: int) -> Tuple:
+        raise NotImplementedError
+
+    def init_states(self, F, encoded) -> List:
+        raise NotImplementedError
+
+    def step(self, F, embedded, states: List) -> Tuple:
+        raise NotImplementedError
+
+    def hybrid_forward(self, F, *args, **kwargs):  # pragma: no cover - decoders are called through their methods
+        raise NotImplementedError("decoders are used through decode_sequence / init_states / step")
+
+
+class RecurrentDecoder(Decoder):
+    """Sockeye's RNN decoder with attention. At each step: the RNN stack reads the word embedding (and, with input
+    feeding, the previous attentional hidden state); attention uses the first layer's output (with
+    ``attention_in_upper_layers``, whose context then also feeds the upper layers) or the top layer's; the
+    attentional hidden state is ``tanh(W [h; context])`` (or context gating), with dropout, and goes to the output
+    layer. Without input feeding the whole caption runs through the fused RNN kernel and attention is computed for
+    all steps at once.
+
+    States: ``[attention precomputed (values, keys...)] + [h, (c) per layer] + [previous hidden (input feeding)] +
+    [coverage (coverage attention)]``; the first ``num_static_states`` never change."""
+
+    def __init__(self, config: RecurrentDecoderConfig, embed_size: int, source_size: int, num_positions: int,
+                 prefix: str = "decoder_rnn_") -> None:
+        super().__init__(prefix=prefix)
+        if config.cell_type not in C.RNN_CELL_TYPES:
+            raise ValueError("unknown RNN cell type %r" % config.cell_type)
+        if config.state_init not in C.RNN_DECODER_STATE_INITS:
+            raise ValueError("unknown RNN decoder state init %r" % config.state_init)
+        self.config = config
+        self.embed_size = embed_size
+        self.num_positions = num_positions
+        self.output_size = config.num_hidden
+        hidden = config.num_hidden
+        with self.name_scope():
+            self.attention = Attention(
+                config.attention_type, query_size=hidden, source_size=source_size, num_positions=num_positions,
+                num_hidden=config.attention_num_hidden or hidden, embed_size=embed_size,
+                use_prev_word=config.attention_use_prev_word, scale_dot=config.scale_dot_attention,
+                heads=config.attention_mhdot_heads or 1, coverage_type=config.attention_coverage_type,
+                coverage_num_hidden=config.attention_coverage_num_hidden,
+                layer_normalization=config.layer_normalization, prefix="att_")
+            context_size = self.attention.context_size
+            self.rnn_layers = gluon.nn.HybridSequential(prefix="")
+            with self.rnn_layers.name_scope():
+                for index in range(config.num_layers):
+                    if index == 0:
+                        input_size = embed_size + (hidden if config.input_feeding else 0)
+                    else:
+                        input_size = hidden + (context_size if config.attention_in_upper_layers else 0)
+                    self.rnn_layers.add(RecurrentLayer(config.cell_type, input_size, hidden, config.forget_bias,
+                                                       config.h2h_init, prefix="l%d_" % index))
+            self.states_per_layer = self.rnn_layers[0].num_states
+            if config.state_init != "zero":
+                self.init_proj = gluon.nn.Dense(config.num_layers * self.states_per_layer * hidden, flatten=False,
+                                                in_units=source_size, prefix="init_")
+                if config.layer_normalization:
+                    self.init_norm = gluon.nn.LayerNorm(in_channels=hidden, prefix="init_norm_")
+            if config.context_gating:
+                self.gate = gluon.nn.Dense(hidden, flatten=False, in_units=embed_size + context_size + hidden,
+                                           prefix="gate_")
+                self.map_context = gluon.nn.Dense(hidden, flatten=False, in_units=context_size, use_bias=False,
+                                                  prefix="map_ctx_")
+                self.map_rnn = gluon.nn.Dense(hidden, flatten=False, in_units=hidden, prefix="map_rnn_")
+            else:
+                self.hidden_proj = gluon.nn.Dense(hidden, flatten=False, in_units=hidden + context_size,
+                                                  prefix="hidden_")
+                if config.layer_normalization:
+                    self.hidden_norm = gluon.nn.LayerNorm(in_channels=hidden, prefix="hidden_norm_")
+        self.num_static_states = {"mlp": 2, "coverage": 2 if config.attention_coverage_type == "count" else 3,
+                                  "bilinear": 2, "mhdot": 2, "location": 1, "fixed": 1,
+                                  "dot": 1 if source_size == (config.attention_num_hidden or hidden) else 2,
+                                  }[config.attention_type]
+
+    # ----------------------------------------------------------------------------------------------------------
+    def _residual(self, index: int) -> bool:
+        return (self.config.residual_connections and index >= 1
+                and index + 1 >= self.config.first_residual_layer)
+
+    def _attentional_hidden(self, F, rnn_output, context, embedded):
+        """``tanh(W [h; context])`` (or context gating), then dropout; works on ``(N, .)`` and ``(N, T, .)``."""
+        if self.config.context_gating:
+            gate = layers.sigmoid(F, self.gate(F.concat(embedded, context, rnn_output, dim=-1)))
+            hidden = layers.tanh(F, gate * self.map_context(context) + (1.0 - gate) * self.map_rnn(rnn_output))
+        else:
+            hidden = self.hidden_proj(F.concat(rnn_output, context, dim=-1))
+            if self.config.layer_normalization:
+                hidden = self.hidden_norm(hidden)
+            hidden = layers.tanh(F, hidden)
+        return _dropout(F, hidden, self.config.hidden_dropout)
+
+    def init_states(self, F, encoded) -> List:
+        config = self.config
+        pre = self.attention.precompute(F, encoded)
+        if config.state_init == "zero":
+            zero = layers.zeros(F, encoded, config.num_hidden)
+            layer_states = [zero] * (config.num_layers * self.states_per_layer)
+        else:
+            if config.state_init == "last":
+                source = F.squeeze(F.slice_axis(encoded, axis=1, begin=self.num_positions - 1, end=None), axis=1)
+            else:
+                source = F.squeeze(layers.mean_positions(F, encoded), axis=1)
+            projected = self.init_proj(source)
+            parts = config.num_layers * self.states_per_layer
+            layer_states = list(F.split(projected, num_outputs=parts, axis=1)) if parts > 1 else [projected]
+            if config.layer_normalization:
+                layer_states = [self.init_norm(s) for s in layer_states]
+            layer_states = [layers.tanh(F, s) for s in layer_states]
+        states = pre + layer_states
+        if config.input_feeding:
+            states.append(layers.zeros(F, encoded, config.num_hidden))
+        return states + self.attention.initial_state(F, encoded)
+
+    def _unpack(self, states: List) -> Tuple:
+        n = self.num_static_states
+        pre = states[:n]
+        per = self.states_per_layer
+        layer_states = [states[n + i * per: n + (i + 1) * per] for i in range(self.config.num_layers)]
+        rest = states[n + self.config.num_layers * per:]
+        prev_hidden = rest[0] if self.config.input_feeding else None
+        att_state = rest[1:] if self.config.input_feeding else rest
+        return pre, layer_states, prev_hidden, att_state
+
+    def _feed_weight(self, F, like):
+        """The first layer's fused [fed-back hidden; recurrent] weight (input feeding, LSTM without layer norm;
+        a GRU's reset gate acts on the recurrent part alone, so its inputs stay apart)."""
+        first = self.rnn_layers[0]
+        if self.config.input_feeding and first.can_fuse and first.mode == "lstm":
+            return first.feed_weight(F, like, begin=self.embed_size)
+        return None
+
+    def _step(self, F, first_i2h, embedded, pre, layer_states, prev_hidden, att_state, masks, feed_weight,
+              feed_included: bool = False):
+        """One step given the first layer's input projection ``first_i2h`` (bias included) of the embedding, or of
+        the whole input ``[embedding; previous hidden]`` when ``feed_included``."""
+        config = self.config
+        first = self.rnn_layers[0]
+        i2h, feed = first_i2h, None
+        if config.input_feeding and not feed_included:
+            feed = _dropout(F, prev_hidden, config.dropout_inputs)
+            if feed_weight is None:   # GRU or layer-normalised cell: input and recurrent parts stay apart
+                i2h = i2h + first.project_inputs(F, feed, begin=self.embed_size, bias=False)
+                feed = None
+        output, new_states = first.step(F, i2h, layer_states[0], masks[0], feed, feed_weight)
+        all_states = [new_states]
+        output = _dropout(F, output, config.dropout_states)
+        context = probs = None
+        if config.attention_in_upper_layers:
+            context, probs, att_state = self.attention.step(F, pre, output, embedded, att_state)
+        for index in range(1, config.num_layers):
+            layer = self.rnn_layers[index]
+            inputs = F.concat(output, context, dim=1) if config.attention_in_upper_layers else output
+            new_output, new_states = layer.step(F, layer.project_inputs(F, _dropout(F, inputs, config.dropout_inputs)),
+                                                layer_states[index], masks[index])
+            all_states.append(new_states)
+            new_output = _dropout(F, new_output, config.dropout_states)
+            output = new_output + output if self._residual(index) else new_output
+        if not config.attention_in_upper_layers:
+            context, probs, att_state = self.attention.step(F, pre, output, embedded, att_state)
+        hidden = self._attentional_hidden(F, output, context, embedded)
+        return hidden, probs, all_states, att_state
+
+    def step(self, F, embedded, states: List) -> Tuple:
+        pre, layer_states, prev_hidden, att_state = self._unpack(states)
+        first = self.rnn_layers[0]
+        # one step: the first layer's whole input in one product with the whole weight (slicing the weight, as
+        # teacher forcing does to share work between steps, would copy it at every step here)
+        inputs = _dropout(F, embedded, self.config.dropout_inputs)
+        if self.config.input_feeding:
+            inputs = F.concat(inputs, _dropout(F, prev_hidden, self.config.dropout_inputs), dim=1)
+        hidden, probs, new_layer_states, att_state = self._step(F, first.project_inputs(F, inputs), embedded, pre,
+                                                                layer_states, prev_hidden, att_state,
+                                                                [None] * self.config.num_layers, None,
+                                                                feed_included=True)
+        new_states = [s for layer_state in new_layer_states for s in layer_state]
+        if self.config.input_feeding:
+            new_states.append(hidden)
+        return hidden, probs, new_states + list(att_state)
+
+    def _recurrent_masks(self, F, encoded) -> List:
+        """Variational dropout masks on the recurrent state, one per layer and sequence (training only)."""
+        p = self.config.dropout_recurrent
+        if p <= 0.0:
+            return [None] * self.config.num_layers
+        ones = layers.zeros(F, encoded, self.config.num_hidden) + 1.0
+        return [F.Dropout(ones, p=p) for _ in range(self.config.num_layers)]
+
+    def decode_sequence(self, F, encoded, embedded, seq_len: int) -> Tuple:
+        config = self.config
+        states = self.init_states(F, encoded)
+        pre, layer_states, prev_hidden, att_state = self._unpack(states)
+        masks = self._recurrent_masks(F, encoded)
+        first = self.rnn_layers[0]
+        if config.input_feeding:
+            # the embeddings' share of the first layer's gates, for all steps in one matrix product
+            first_i2h = layers.split_steps(F, first.project_inputs(F, _dropout(F, embedded, config.dropout_inputs),
+                                                                   begin=0, end=self.embed_size), seq_len)
+            words = layers.split_steps(F, embedded, seq_len)
+            hiddens, all_probs = [], []
+            feed_weight = self._feed_weight(F, embedded)
+            for t in range(seq_len):
+                prev_hidden, probs, layer_states, att_state = self._step(F, first_i2h[t], words[t], pre,
+                                                                         layer_states, prev_hidden, att_state,
+                                                                         masks, feed_weight)
+                hiddens.append(prev_hidden)
+                all_probs.append(probs)
+            return F.stack(*hiddens, axis=1), F.stack(*all_probs, axis=1)
+        # no input feeding: the RNN runs over the whole caption (fused kernel), attention for all steps at once
+        output = first.sequence(F, _dropout(F, embedded, config.dropout_inputs), layer_states[0], seq_len, masks[0])
+        output = _dropout(F, output, config.dropout_states)
+        context = probs = None
+        if config.attention_in_upper_layers:
+            context, probs = self._attend_sequence(F, pre, output, embedded, att_state, seq_len)
+        for index in range(1, config.num_layers):
+            layer = self.rnn_layers[index]
+            inputs = F.concat(output, context, dim=2) if config.attention_in_upper_layers else output
+            new_output = layer.sequence(F, _dropout(F, inputs, config.dropout_inputs), layer_states[index], seq_len,
+                                        masks[index])
+            new_output = _dropout(F, new_output, config.dropout_states)
+            output = new_output + output if self._residual(index) else new_output
+        if not config.attention_in_upper_layers:
+            context, probs = self._attend_sequence(F, pre, output, embedded, att_state, seq_len)
+        return self._attentional_hidden(F, output, context, embedded), probs
+
+    def _attend_sequence(self, F, pre, queries, embedded, att_state, seq_len: int) -> Tuple:
+        if not self.attention.stepwise:
+            return self.attention.sequence(F, pre, queries)
+        contexts, all_probs = [], []
+        for query, word in zip(layers.split_steps(F, queries, seq_len), layers.split_steps(F, embedded, seq_len)):
+            context, probs, att_state = self.attention.step(F, pre, query, word, att_state)
+            contexts.append(context)
+            all_probs.append(probs)
+        return F.stack(*contexts, axis=1), F.stack(*all_probs, axis=1)
+
+
+class TransformerDecoder(Decoder):
+    """Transformer decoder: embeddings (+ positions) -> layers of causal self-attention, attention to the image
+    positions and feed-forward -> final layer norm (when the pre-process normalises).
+
+    States: ``[image keys, image values per layer] + [position (N,)] + [self-attention keys, values per layer
+    (N, 1 + t, d)] + [self-attention bias (N, 1 + t)]``; the caches start with one hidden slot (masked by the bias)
+    so that no state is ever empty."""
+
+    def __init__(self, config: TransformerDecoderConfig, embed_size: int, source_size: int, num_positions: int,
+                 prefix: str = "decoder_transformer_") -> None:
+        super().__init__(prefix=prefix)
+        self.config = config
+        self.embed_size = embed_size
+        self.output_size = config.model_size
+        d = config.model_size
+        with self.name_scope():
+            if embed_size != d:
+                self.embed_proj = gluon.nn.Dense(d, flatten=False, in_units=embed_size, prefix="embed_proj_")
+            self.positions = layers.PositionalEmbedding(config.positional_embedding, d, config.max_seq_len,
+                                                        scale_up_input=True, prefix="pos_")
+            self.t_layers = gluon.nn.HybridSequential(prefix="")
+            with self.t_layers.name_scope():
+                for index in range(config.num_layers):
+                    self.t_layers.add(TransformerDecoderLayer(
+                        d, config.attention_heads, config.feed_forward_num_hidden, source_size,
+                        config.activation_type, config.preprocess, config.postprocess, config.dropout_attention,
+                        config.dropout_act, config.dropout_prepost, prefix="l%d_" % index))
+            self.final_norm = gluon.nn.LayerNorm(in_channels=d, prefix="final_norm_") \
+                if "n" in config.preprocess else None
+        self.num_static_states = 2 * config.num_layers
+
+    def _embed(self, F, embedded):
+        x = self.embed_proj(embedded) if self.embed_size != self.config.model_size else embedded
+        return x
+
+    def _finish(self, F, x):
+        return self.final_norm(x) if self.final_norm is not None else x
+
+    def decode_sequence(self, F, encoded, embedded, seq_len: int) -> Tuple:
+        x = self.positions.add_to_sequence(F, self._embed(F, embedded), seq_len)
+        x = _dropout(F, x, self.config.dropout_prepost)
+        bias = causal_bias(F, seq_len, embedded)
+        probs = None
+        for layer in self.t_layers:
+            x, probs = layer.sequence(F, x, layer.source_keys_values(F, encoded), bias)
+        return self._finish(F, x), probs
+
+    def init_states(self, F, encoded) -> List:
+        states = []
+        for layer in self.t_layers:
+            states.extend(layer.source_keys_values(F, encoded))
+        slot = F.expand_dims(layers.zeros(F, encoded, self.config.model_size), axis=1)     # (N, 1, d)
+        position = F.sum(F.reshape(encoded, shape=(0, -1)), axis=1) * 0.0                   # (N,)
+        states.append(position)
+        states.extend([slot, slot] * self.config.num_layers)
+        states.append(F.expand_dims(position, axis=1) + NEG_INF)                           # (N, 1)
+        return states
+
+    def step(self, F, embedded, states: List) -> Tuple:
+        n = self.num_static_states
+        position = states[n]
+        caches = states[n + 1: n + 1 + 2 * self.config.num_layers]
+        cache_bias = states[-1]
+        x = self.positions.add_at(F, self._embed(F, embedded), position)
+        x = F.expand_dims(x, axis=1)                                                       # (N, 1, d)
+        new_bias = F.concat(cache_bias, F.expand_dims(position, axis=1) * 0.0, dim=1)      # (N, 1 + t + 1)
+        # per head: (N*h, 1, Tk)
+        head_bias = F.expand_dims(F.repeat(new_bias, repeats=self.config.attention_heads, axis=0), axis=1)
+        new_caches = []
+        probs = None
+        for index, layer in enumerate(self.t_layers):
+            x, probs, k, v = layer.step(F, x, states[2 * index: 2 * index + 2], caches[2 * index],
+                                        caches[2 * index + 1], head_bias)
+            new_caches.extend([k, v])
+        hidden = F.squeeze(self._finish(F, x), axis=1)
+        return hidden, F.squeeze(probs, axis=1), [position + 1.0] + new_caches + [new_bias]
+
+
+class ConvolutionalDecoder(Decoder):
+    """Convolutional decoder: embeddings (+ positions) projected to the hidden size, then layers of causal
+    convolution (GLU) with attention to the image positions and residual connections.
+
+    States: ``[image keys, values per layer] + [embedded-target position (N,)] + [last inputs per layer
+    (N, max(k-1, 1), H)]``."""
+
+    def __init__(self, config: ConvolutionalDecoderConfig, embed_size: int, source_size: int, num_positions: int,
+                 prefix: str = "decoder_cnn_") -> None:
+        super().__init__(prefix=prefix)
+        self.config = config
+        self.output_size = config.num_hidden
+        with self.name_scope():
+            self.positions = layers.PositionalEmbedding(config.positional_embedding, embed_size, config.max_seq_len,
+                                                        prefix="pos_")
+            self.i2h = gluon.nn.Dense(config.num_hidden, flatten=False, in_units=embed_size, prefix="i2h_")
+            self.c_layers = gluon.nn.HybridSequential(prefix="")
+            with self.c_layers.name_scope():
+                for index in range(config.num_layers):
+                    self.c_layers.add(ConvolutionalDecoderLayer(
+                        config.num_hidden, config.kernel_width, config.activation_type, source_size,
+                        config.project_qkv, config.hidden_dropout, prefix="l%d_" % index))
+        self.num_static_states = 2 * config.num_layers
+
+    def decode_sequence(self, F, encoded, embedded, seq_len: int) -> Tuple:
+        target = self.i2h(_dropout(F, self.positions.add_to_sequence(F, embedded, seq_len),
+                                   self.config.hidden_dropout))
+        x, probs = target, None
+        for layer in self.c_layers:
+            x, probs = layer.sequence(F, x, target, layer.source_keys_values(F, encoded))
+        return x, probs
+
+    def init_states(self, F, encoded) -> List:
+        states = []
+        for layer in self.c_layers:
+            states.extend(layer.source_keys_values(F, encoded))
+        states.append(F.sum(F.reshape(encoded, shape=(0, -1)), axis=1) * 0.0)
+        states.extend(layer.initial_window(F, encoded) for layer in self.c_layers)
+        return states
+
+    def step(self, F, embedded, states: List) -> Tuple:
+        n = self.num_static_states
+        position = states[n]
+        target = self.i2h(_dropout(F, self.positions.add_at(F, embedded, position), self.config.hidden_dropout))
+        target = F.expand_dims(target, axis=1)
+        x, probs, windows = target, None, []
+        for index, layer in enumerate(self.c_layers):
+            x, probs, window = layer.step(F, x, target, states[2 * index: 2 * index + 2], states[n + 1 + index])
+            windows.append(window)
+        return F.squeeze(x, axis=1), F.squeeze(probs, axis=1), [position + 1.0] + windows
+
+
+def create_decoder(decoder: str, config, embed_size: int, source_size: int, num_positions: int) -> Decoder:
+    """The decoder named ``decoder`` (rnn | transformer | cnn) with its config."""
+    if decoder == C.DECODER_RNN:
+        return RecurrentDecoder(config, embed_size, source_size, num_positions)
+    if decoder == C.DECODER_TRANSFORMER:
+        return TransformerDecoder(config, embed_size, source_size, num_positions)
+    if decoder == C.DECODER_CNN:
+        return ConvolutionalDecoder(config, embed_size, source_size, num_positions)
+    raise ValueError("unknown decoder %r" % decoder)

@@ -1,0 +1,298 @@
+"""`CaptionModel`: image encoder + target embedding + decoder + output layer; its config; save and load."""
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import mxnet as mx
+import numpy as np
+import yaml
+from mxnet import gluon
+
+from . import __version__
+from . import constants as C
+from . import layers, utils
+from .config import Config
+from .decoder import (ConvolutionalDecoderConfig, RecurrentDecoderConfig, TransformerDecoderConfig,  # noqa: F401
+                      create_decoder)
+from .encoder import ImageEncoder, ImageEncoderConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelConfig(Config):
+    """The whole network. Flags: ``--decoder`` (decoder), ``--num-embed`` target part (num_embed),
+    ``--embed-dropout`` target part (embed_dropout), ``--weight-tying`` (weight_tying),
+    ``--weight-normalization`` (weight_normalization). Exactly the config of ``decoder`` is set."""
+    encoder: ImageEncoderConfig
+    vocab_size: int
+    decoder: str = C.DECODER_RNN                       # rnn | transformer | cnn
+    rnn: Optional[RecurrentDecoderConfig] = None
+    transformer: Optional[TransformerDecoderConfig] = None
+    cnn: Optional[ConvolutionalDecoderConfig] = None
+    num_embed: int = 512
+    embed_dropout: float = 0.0
+    weight_tying: bool = False
+    weight_normalization: bool = False
+    max_output_length: int = 100                       # default length bound of the captioner
+    cnn_config: Optional[Dict[str, Any]] = None        # cnn.CNNConfig.to_dict() of the features' CNN
+    format_version: int = C.MODEL_FORMAT_VERSION
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the network
+# ---------------------------------------------------------------------------------------------------------------
+
+class _Graph(gluon.HybridBlock):
+    """One hybridized computation over the model's parts (which it shares, parameters included): ``sequence``
+    (teacher forcing for one caption length), ``encode``, or ``step``. Kept outside the model's children so that
+    parameters are saved once."""
+
+    def __init__(self, model: "CaptionModel", kind: str, seq_len: int = 0) -> None:
+        super().__init__(prefix=model.prefix + "%s%d_" % (kind, seq_len))
+        self.kind = kind
+        self.seq_len = seq_len
+        self.embed_dropout = model.config.embed_dropout
+        self.num_static_states = model.decoder.num_static_states
+        self.encoder = model.encoder
+        self.embedding = model.embedding
+        self.decoder = model.decoder
+        self.output_layer = model.output_layer
+
+    def _embed(self, F, words):
+        embedded = self.embedding(words)
+        return F.Dropout(embedded, p=self.embed_dropout) if self.embed_dropout > 0.0 else embedded
+
+    def hybrid_forward(self, F, x, *states):  # type: ignore[override]
+        if self.kind == "sequence":
+            encoded = self.encoder(x)
+            hidden, _ = self.decoder.decode_sequence(F, encoded, self._embed(F, states[0]), self.seq_len)
+            return self.output_layer(hidden)
+        if self.kind == "encode":
+            return self.decoder.init_states(F, self.encoder(x))
+        hidden, attention, new_states = self.decoder.step(F, self._embed(F, x), list(states))
+        return [self.output_layer(hidden), attention] + list(new_states)
+
+
+class _GraphCache:
+    """The model's graphs by (kind, caption length); a plain object so that Gluon neither registers the graphs
+    as children (their parameters are the model's own) nor warns about a container of blocks."""
+
+    def __init__(self) -> None:
+        self.graphs: Dict[Tuple[str, int], _Graph] = {}
+
+    def get(self, key: Tuple[str, int]) -> Optional[_Graph]:
+        return self.graphs.get(key)
+
+    def __setitem__(self, key: Tuple[str, int], graph: _Graph) -> None:
+        self.graphs[key] = graph
+
+    def values(self) -> List[_Graph]:
+        return list(self.graphs.values())
+
+
+class CaptionModel(gluon.HybridBlock):
+    """Image encoder + target embedding + decoder + output layer (see ``docs/architecture.md``).
+
+    - ``model(features (B, C, H, W), target_input (B, T)) -> logits (B, T, V)`` (teacher forcing; dropout only
+      under ``autograd.record(train_mode=True)``). One hybridized graph per caption length ``T``.
+    - ``encode(features) -> states``; ``decode_step(prev_word (N,), states) -> (logits (N, V), attention (N, L),
+      new states)``. Every state has the batch on axis 0 (beam search may ``repeat``/``take`` them on axis 0).
+    """
+
+    def __init__(self, config: ModelConfig, prefix: str = "caption_model_") -> None:
+        super().__init__(prefix=prefix)
+        _check_model_config(config)
+        self.config = config
+        decoder_config = getattr(config, config.decoder)
+        with self.name_scope():
+            self.encoder = ImageEncoder(config.encoder, prefix="encoder_")
+            self.embedding = gluon.nn.Embedding(config.vocab_size, config.num_embed, prefix="target_embed_")
+            self.decoder = create_decoder(config.decoder, decoder_config, config.num_embed,
+                                          config.encoder.num_hidden, config.encoder.num_positions)
+            self.output_layer = layers.OutputLayer(config.vocab_size, self.decoder.output_size,
+                                                   config.weight_normalization,
+                                                   self.embedding.weight if config.weight_tying else None,
+                                                   prefix="output_")
+        object.__setattr__(self, "_graphs", _GraphCache())
+        object.__setattr__(self, "_hybrid_kwargs", None)
+
+    # ----------------------------------------------------------------------------------------------------------
+    @property
+    def num_positions(self) -> int:
+        """L: the encoder positions attention is over (H*W, +1 with the global descriptor, last)."""
+        return self.config.encoder.num_positions
+
+    @property
+    def feature_grid(self) -> Tuple[int, int]:
+        """(H, W) of the feature map: the first H*W attention positions in row-major order."""
+        return int(self.config.encoder.feature_shape[1]), int(self.config.encoder.feature_shape[2])
+
+    @property
+    def num_static_states(self) -> int:
+        """Leading states that ``decode_step`` passes through unchanged."""
+        return self.decoder.num_static_states
+
+    def hybridize(self, active: bool = True, sequence_static_alloc: bool = False, **kwargs: Any) -> None:
+        """Hybridize every graph (existing and future). ``kwargs`` (CachedOp flags; default ``static_alloc=True``)
+        apply to the encode and step graphs. The teacher-forcing graphs, one per caption length, use static
+        allocation only with ``sequence_static_alloc=True``: each would keep its own buffers for good (measured on
+        the tutorial model with buckets of 10..40 words: 3.25 GB peak instead of 1.35 GB, for ~5% speed)."""
+        kwargs.setdefault("static_alloc", True)
+        sequence_kwargs = dict(kwargs)
+        if not sequence_static_alloc:
+            sequence_kwargs.update(static_alloc=False, static_shape=False)
+        flags = {"encode": kwargs, "step": kwargs, "sequence": sequence_kwargs}
+        object.__setattr__(self, "_hybrid_kwargs", flags if active else None)
+        super().hybridize(active, **kwargs)
+        for graph in self._graphs.values():
+            graph.hybridize(active, **flags[graph.kind])
+
+    def _graph(self, kind: str, seq_len: int = 0) -> _Graph:
+        key = (kind, seq_len)
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = _Graph(self, kind, seq_len)
+            if self._hybrid_kwargs is not None:
+                graph.hybridize(True, **self._hybrid_kwargs[kind])
+            self._graphs[key] = graph
+        return graph
+
+    # ----------------------------------------------------------------------------------------------------------
+    def forward(self, features, target_input):  # type: ignore[override]
+        """Logits ``(B, T, V)`` for teacher-forced ``target_input (B, T)``."""
+        return _call(self._graph("sequence", int(target_input.shape[1])), features, target_input)
+
+    def hybrid_forward(self, F, features, target_input):  # type: ignore[override]  # pragma: no cover
+        raise NotImplementedError("CaptionModel dispatches in forward() to one graph per caption length")
+
+    def encode(self, features) -> List:
+        """The initial decoder states of a batch of features ``(B, C, H, W)``."""
+        states = _call(self._graph("encode"), features)
+        return list(states) if isinstance(states, (list, tuple)) else [states]
+
+    def decode_step(self, prev_word, states: List) -> Tuple:
+        """One step: ``prev_word (N,)`` (word ids as floats) and ``states`` -> (logits ``(N, V)``, attention
+        ``(N, L)``, new states)."""
+        outputs = _call(self._graph("step"), prev_word, *states)
+        static = list(states[:self.num_static_states])
+        return outputs[0], outputs[1], static + list(outputs[2:])
+
+
+def _call(graph: _Graph, *inputs: Any) -> Any:
+    # each graph uses only some of the parameters its parts hold (the step graph no encoder, the encode graph no
+    # output layer): Gluon's warning about that when it builds the graph is expected, not a defect
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is not used by any computation.*")
+        return graph(*inputs)
+
+
+def _check_model_config(config: ModelConfig) -> None:
+    check = utils.check_condition
+    check(config.decoder in C.DECODERS, "unknown decoder %r (choose from %s)" % (config.decoder,
+                                                                                ", ".join(C.DECODERS)))
+    decoder_config = getattr(config, config.decoder)
+    check(decoder_config is not None, "the model config has decoder %r but no %r section" % (config.decoder,
+                                                                                          config.decoder))
+    if config.weight_tying:
+        check(config.num_embed == decoder_config.output_size,
+              "--weight-tying needs --num-embed (%d) equal to the decoder's output size (%d): set --num-embed %d"
+              % (config.num_embed, decoder_config.output_size, decoder_config.output_size))
+    if config.decoder == C.DECODER_RNN and decoder_config.attention_type == "mhdot":
+        heads = decoder_config.attention_mhdot_heads or 1
+        size = decoder_config.attention_num_hidden or decoder_config.num_hidden
+        check(size % heads == 0, "--rnn-attention-type mhdot: the attention size %d is not divisible by "
+                                 "--rnn-attention-mhdot-heads %d" % (size, heads))
+    if config.decoder == C.DECODER_TRANSFORMER:
+        check(decoder_config.model_size % decoder_config.attention_heads == 0,
+              "--transformer-model-size %d is not divisible by --transformer-attention-heads %d"
+              % (decoder_config.model_size, decoder_config.attention_heads))
+        for name, value in (("--transformer-preprocess", decoder_config.preprocess),
+                            ("--transformer-postprocess", decoder_config.postprocess)):
+            check(set(value) <= set("nrd"), "%s %r: use only the letters n, r, d" % (name, value))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# model folder
+# ---------------------------------------------------------------------------------------------------------------
+
+def save_model_config(config: ModelConfig, folder: str) -> None:
+    """Write the folder's ``config`` (YAML) and ``version`` files."""
+    config.save(os.path.join(folder, C.CONFIG_NAME))
+    utils.atomic_write_text(os.path.join(folder, C.VERSION_NAME), "%s\n" % __version__)
+
+
+def load_model_config(folder: str) -> ModelConfig:
+    """Read a model folder's ``config``; clear errors for a missing or unreadable file or a newer format."""
+    path = os.path.join(folder, C.CONFIG_NAME)
+    utils.check_condition(os.path.isdir(folder), "%s: no such model folder" % folder)
+    utils.check_condition(os.path.isfile(path), "%s: missing; is %s a model folder written by training?"
+                          % (path, folder))
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise utils.CaptioningError("%s: cannot read the model config (%s)" % (path, e)) from None
+    utils.check_condition(isinstance(values, dict), "%s: not a model config (expected a YAML mapping)" % path)
+    version = values.get("format_version", C.MODEL_FORMAT_VERSION)
+    utils.check_condition(isinstance(version, int) and version <= C.MODEL_FORMAT_VERSION,
+                          "%s: model format version %s is newer than this captioning %s understands (%d); "
+                          "upgrade captioning" % (path, version, __version__, C.MODEL_FORMAT_VERSION))
+    try:
+        return ModelConfig.from_dict(values)
+    except (ValueError, TypeError) as e:
+        raise utils.CaptioningError("%s: not a valid model config (%s)" % (path, e)) from None
+
+
+def params_path(folder: str, checkpoint: Optional[int] = None) -> str:
+    """``params.best`` or ``params.NNNNN`` of a model folder."""
+    name = C.PARAMS_BEST_NAME if checkpoint is None else C.PARAMS_NAME % checkpoint
+    return os.path.join(folder, name)
+
+
+def _load_vocab(folder: str) -> Dict[str, int]:
+    path = os.path.join(folder, C.VOCAB_TRG_NAME)
+    utils.check_condition(os.path.isfile(path), "%s: missing; the model folder needs its vocabulary" % path)
+    try:
+        from .vocab import load_vocab
+    except ImportError:  # pragma: no cover - vocab.py is written by another part of the project
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError) as e:
+            raise utils.CaptioningError("%s: cannot read the vocabulary (%s)" % (path, e)) from None
+    return load_vocab(path)
+
+
+def load_model(folder: str, checkpoint: Optional[int] = None, ctx: Optional[mx.Context] = None,
+               hybridize: bool = True) -> Tuple[CaptionModel, Dict[str, int]]:
+    """Rebuild the model of a folder with the parameters of ``checkpoint`` (default ``params.best``)."""
+    ctx = ctx if ctx is not None else mx.cpu()
+    config = load_model_config(folder)
+    vocab = _load_vocab(folder)
+    utils.check_condition(len(vocab) == config.vocab_size,
+                          "%s: the vocabulary has %d words but the model config says %d"
+                          % (os.path.join(folder, C.VOCAB_TRG_NAME), len(vocab), config.vocab_size))
+    path = params_path(folder, checkpoint)
+    if not os.path.isfile(path):
+        available = sorted(n for n in os.listdir(folder) if n.startswith(C.PARAMS_PREFIX))
+        raise utils.CaptioningError("%s: missing (checkpoints in the folder: %s)"
+                                    % (path, ", ".join(available) or "none"))
+    model = CaptionModel(config)
+    try:
+        model.load_parameters(path, ctx=ctx)
+    except (AssertionError, mx.MXNetError, ValueError) as e:
+        raise utils.CaptioningError("%s: cannot load the parameters (%s)"
+                                    % (path, str(e).strip().splitlines()[0] if str(e).strip() else e)) from None
+    if hybridize:
+        model.hybridize()
+    logger.info("Loaded model from %s (%s, %d parameters)", path, config.decoder, count_parameters(model))
+    return model, vocab
+
+
+def count_parameters(model: gluon.Block) -> int:
+    """Number of distinct scalar parameters."""
+    return int(sum(int(np.prod(p.shape)) for p in model.collect_params().values()))

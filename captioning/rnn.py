@@ -1,0 +1,148 @@
+"""One recurrent layer (LSTM or GRU, optionally layer-normalised) usable step by step and, where possible, over a
+whole sequence with MXNet's fused RNN kernel (the same weights either way).
+
+Weights follow MXNet's fused RNN layout, so both paths agree: ``i2h_weight (G*H, in)``, ``h2h_weight (G*H, H)``,
+``i2h_bias``, ``h2h_bias``; LSTM gates ``i, f, g, o`` (G=4), GRU gates ``r, z, n`` (G=3) with
+``n = tanh(W_n x + b_n + r * (U_n h + c_n))`` and ``h' = (1 - z) * n + z * h``. The ``-ln`` cells layer-normalise
+the input and recurrent pre-activations (and the LSTM cell state) as in Ba et al. (2016); they always run step by
+step.
+"""
+from typing import List, Optional, Tuple
+
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+
+from . import layers
+
+GATES = {"lstm": 4, "gru": 3}
+
+
+@mx.init.register
+class StackedOrthogonal(mx.init.Initializer):
+    """Orthogonal initialisation of each gate's ``(H, H)`` block of a stacked ``(G*H, H)`` recurrent matrix."""
+
+    def __init__(self, num_gates: int = 4, scale: float = 1.0) -> None:
+        super().__init__(num_gates=num_gates, scale=scale)
+        self.num_gates = num_gates
+        self.scale = scale
+
+    def _init_weight(self, name, arr):  # noqa: D401 - MXNet's hook
+        rows, cols = arr.shape
+        block = rows // self.num_gates
+        blocks = []
+        for _ in range(self.num_gates):
+            q, _ = np.linalg.qr(np.random.normal(0.0, 1.0, (max(block, cols), min(block, cols))))
+            blocks.append(q if block >= cols else q.T)
+        arr[:] = np.concatenate(blocks, axis=0)[:rows, :cols] * self.scale
+
+
+def h2h_initializer(kind: str, num_gates: int) -> Optional[mx.init.Initializer]:
+    """``--rnn-h2h-init``: orthogonal (the whole stacked matrix), orthogonal_stacked (per gate), default (None:
+    the model's weight initialiser)."""
+    if kind == "orthogonal":
+        return mx.init.Orthogonal()
+    if kind == "orthogonal_stacked":
+        return StackedOrthogonal(num_gates)
+    return None
+
+
+class RecurrentLayer(gluon.HybridBlock):
+    """One LSTM/GRU layer of ``num_hidden`` units over inputs of ``input_size``."""
+
+    def __init__(self, cell_type: str, input_size: int, num_hidden: int, forget_bias: float = 0.0,
+                 h2h_init: str = "orthogonal", prefix: str = "rnn_") -> None:
+        super().__init__(prefix=prefix)
+        self.mode = cell_type.replace("-ln", "")
+        self.layer_norm = cell_type.endswith("-ln")
+        self.input_size = input_size
+        self.num_hidden = num_hidden
+        self.num_gates = GATES[self.mode]
+        gh = self.num_gates * num_hidden
+        bias_init = mx.init.LSTMBias(forget_bias) if self.mode == "lstm" else "zeros"
+        with self.name_scope():
+            self.i2h_weight = self.params.get("i2h_weight", shape=(gh, input_size))
+            self.h2h_weight = self.params.get("h2h_weight", shape=(gh, num_hidden),
+                                              init=h2h_initializer(h2h_init, self.num_gates))
+            self.i2h_bias = self.params.get("i2h_bias", shape=(gh,), init=bias_init)
+            self.h2h_bias = self.params.get("h2h_bias", shape=(gh,), init="zeros")
+            if self.layer_norm:
+                self.norm_i2h = gluon.nn.LayerNorm(in_channels=gh, prefix="ln_i2h_")
+                self.norm_h2h = gluon.nn.LayerNorm(in_channels=gh, prefix="ln_h2h_")
+                if self.mode == "lstm":
+                    self.norm_c = gluon.nn.LayerNorm(in_channels=num_hidden, prefix="ln_c_")
+
+    @property
+    def num_states(self) -> int:
+        return 2 if self.mode == "lstm" else 1
+
+    @property
+    def can_fuse(self) -> bool:
+        """Whether whole sequences can run through the fused kernel."""
+        return not self.layer_norm
+
+    def project_inputs(self, F, x, begin: int = 0, end: Optional[int] = None, bias: bool = True):
+        """The input part of the gates, ``x (..., end-begin) @ i2h_weight[:, begin:end].T (+ i2h_bias)``: lets
+        the decoder project the embeddings of all steps at once and only the fed-back part step by step."""
+        w = layers.param_value(F, self.i2h_weight, x)
+        end = self.input_size if end is None else end
+        if begin != 0 or end != self.input_size:
+            w = F.slice_axis(w, axis=1, begin=begin, end=end)
+        b = layers.param_value(F, self.i2h_bias, x) if bias else None
+        return layers.dense(F, x, w, b, self.num_gates * self.num_hidden)
+
+    def feed_weight(self, F, like, begin: int):
+        """``[i2h_weight[:, begin:], h2h_weight]``: lets ``step`` multiply the fed-back part of the input and the
+        recurrent state in one matrix product (compute it once per graph, not per step)."""
+        w = F.slice_axis(layers.param_value(F, self.i2h_weight, like), axis=1, begin=begin, end=None)
+        return F.concat(w, layers.param_value(F, self.h2h_weight, like), dim=1)
+
+    def step(self, F, i2h, states: List, recurrent_mask=None, feed=None, feed_weight=None) -> Tuple:
+        """One step from the projected inputs ``i2h (N, G*H)`` (``project_inputs``): -> (h, new states). With
+        ``feed`` (the input columns from ``begin`` on) and ``feed_weight`` (`feed_weight`), the fed part and the
+        recurrent part share one matrix product (not for layer-normalised cells)."""
+        h = states[0]
+        h_in = h * recurrent_mask if recurrent_mask is not None else h
+        h2h_bias = layers.param_value(F, self.h2h_bias, h)
+        if feed is not None:
+            assert self.mode == "lstm" and not self.layer_norm
+            h2h = layers.dense(F, F.concat(feed, h_in, dim=1), feed_weight, h2h_bias,
+                               self.num_gates * self.num_hidden)
+        else:
+            h2h = layers.dense(F, h_in, layers.param_value(F, self.h2h_weight, h), h2h_bias,
+                               self.num_gates * self.num_hidden)
+        if self.layer_norm:
+            i2h = self.norm_i2h(i2h)
+            h2h = self.norm_h2h(h2h)
+        if self.mode == "lstm":
+            i, f, g, o = F.split(i2h + h2h, num_outputs=4, axis=1)
+            c = layers.sigmoid(F, f) * states[1] + layers.sigmoid(F, i) * layers.tanh(F, g)
+            c_out = self.norm_c(c) if self.layer_norm else c
+            h = layers.sigmoid(F, o) * layers.tanh(F, c_out)
+            return h, [h, c]
+        x_r, x_z, x_n = F.split(i2h, num_outputs=3, axis=1)
+        h_r, h_z, h_n = F.split(h2h, num_outputs=3, axis=1)
+        r = layers.sigmoid(F, x_r + h_r)
+        z = layers.sigmoid(F, x_z + h_z)
+        n = layers.tanh(F, x_n + r * h_n)
+        h = (1.0 - z) * n + z * states[0]
+        return h, [h]
+
+    def sequence(self, F, x, states: List, seq_len: int, recurrent_mask=None):
+        """Outputs ``(N, T, H)`` for inputs ``(N, T, in)`` from ``states`` (teacher forcing). Uses the fused
+        kernel unless the cell is layer-normalised or a recurrent dropout mask is given."""
+        if self.can_fuse and recurrent_mask is None:
+            params = F.concat(F.reshape(layers.param_value(F, self.i2h_weight, x), shape=(-1,)),
+                              F.reshape(layers.param_value(F, self.h2h_weight, x), shape=(-1,)),
+                              layers.param_value(F, self.i2h_bias, x),
+                              layers.param_value(F, self.h2h_bias, x), dim=0)
+            kwargs = {"state_cell": F.expand_dims(states[1], axis=0)} if self.mode == "lstm" else {}
+            out = F.RNN(F.transpose(x, axes=(1, 0, 2)), params, F.expand_dims(states[0], axis=0),
+                        state_size=self.num_hidden, num_layers=1, mode=self.mode, **kwargs)
+            return F.transpose(out, axes=(1, 0, 2))
+        projected = layers.split_steps(F, self.project_inputs(F, x), seq_len)
+        outputs = []
+        for i2h in projected:
+            h, states = self.step(F, i2h, states, recurrent_mask)
+            outputs.append(h)
+        return F.stack(*outputs, axis=1)

@@ -1,0 +1,125 @@
+"""Every decoder and attention type: step-by-step decoding with teacher-forced words gives the logits of the
+whole-caption forward pass (inference mode), hybridized or not."""
+import mxnet as mx
+import numpy as np
+import pytest
+
+from captioning.decoder import (ConvolutionalDecoderConfig, RecurrentDecoderConfig, TransformerDecoderConfig,
+                                create_decoder)
+from captioning.encoder import ImageEncoderConfig
+from captioning.model import CaptionModel, ModelConfig
+
+B, T, V, C, GRID = 3, 4, 20, 6, (2, 3)
+
+
+def tiny_model(decoder="rnn", num_embed=16, **kwargs):
+    encoder = ImageEncoderConfig(feature_shape=(C,) + GRID, num_hidden=16,
+                                 positional_embedding=kwargs.pop("positional", "learned"),
+                                 global_descriptor=kwargs.pop("global_descriptor", True))
+    sections = {}
+    if decoder == "rnn":
+        sections["rnn"] = RecurrentDecoderConfig(num_hidden=16, **kwargs)
+    elif decoder == "transformer":
+        sections["transformer"] = TransformerDecoderConfig(model_size=16, attention_heads=2,
+                                                           feed_forward_num_hidden=24, **kwargs)
+    else:
+        sections["cnn"] = ConvolutionalDecoderConfig(num_hidden=16, **kwargs)
+    mx.random.seed(11)
+    model = CaptionModel(ModelConfig(encoder=encoder, vocab_size=V, decoder=decoder, num_embed=num_embed,
+                                     **sections))
+    model.initialize(mx.init.Xavier(magnitude=2.5))
+    return model
+
+
+def teacher_forced_gap(model) -> float:
+    mx.random.seed(12)
+    features = mx.nd.random.uniform(0, 2, shape=(B, C) + GRID)
+    words = mx.nd.array(np.random.RandomState(3).randint(0, V, size=(B, T)))
+    logits = model(features, words).asnumpy()
+    assert logits.shape == (B, T, V) and np.abs(logits).max() > 1e-3
+    states = model.encode(features)
+    for s in states:
+        assert s.shape[0] == B
+    gap = 0.0
+    for t in range(T):
+        step_logits, attention, states = model.decode_step(words[:, t], states)
+        assert step_logits.shape == (B, V)
+        assert attention.shape == (B, model.num_positions)
+        np.testing.assert_allclose(attention.asnumpy().sum(axis=1), 1.0, rtol=1e-4)
+        gap = max(gap, float(np.abs(step_logits.asnumpy() - logits[:, t]).max()))
+    return gap
+
+
+RNN_CASES = [
+    {},
+    {"input_feeding": False},
+    {"cell_type": "gru"},
+    {"cell_type": "gru-ln", "input_feeding": False, "state_init": "avg"},
+    {"cell_type": "lstm-ln", "num_layers": 3, "residual_connections": True, "layer_normalization": True},
+    {"num_layers": 2, "attention_in_upper_layers": True, "input_feeding": False, "dropout_recurrent": 0.3},
+    {"num_layers": 2, "attention_in_upper_layers": True, "attention_type": "mhdot", "attention_mhdot_heads": 4},
+    {"attention_type": "dot", "state_init": "zero"},
+    {"attention_type": "dot", "scale_dot_attention": True, "attention_num_hidden": 8, "input_feeding": False},
+    {"attention_type": "bilinear", "context_gating": True},
+    {"attention_type": "location", "input_feeding": False},
+    {"attention_type": "fixed"},
+    {"attention_type": "mlp", "attention_use_prev_word": True, "attention_num_hidden": 12},
+    {"attention_type": "coverage"},
+    {"attention_type": "coverage", "input_feeding": False, "attention_coverage_type": "sigmoid",
+     "attention_coverage_num_hidden": 2},
+    {"attention_type": "coverage", "attention_coverage_type": "gru", "attention_coverage_num_hidden": 2},
+]
+
+
+@pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
+@pytest.mark.parametrize("options", RNN_CASES, ids=lambda o: ",".join("%s=%s" % kv for kv in o.items()) or "default")
+def test_rnn_step_equals_forward(options, hybridize):
+    model = tiny_model("rnn", **dict(options))
+    if hybridize:
+        model.hybridize()
+    assert teacher_forced_gap(model) < 1e-4
+
+
+@pytest.mark.parametrize("decoder, options", [
+    ("transformer", {}),
+    ("transformer", {"num_layers": 2, "positional_embedding": "learned", "activation_type": "swish1",
+                     "preprocess": "", "postprocess": "drn"}),
+    ("cnn", {}),
+    ("cnn", {"num_layers": 2, "kernel_width": 2, "project_qkv": True, "positional_embedding": "fixed"}),
+    ("cnn", {"kernel_width": 1, "activation_type": "relu", "positional_embedding": "none"}),
+])
+@pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
+def test_other_decoders_step_equals_forward(decoder, options, hybridize):
+    model = tiny_model(decoder, **dict(options))
+    if hybridize:
+        model.hybridize()
+    assert teacher_forced_gap(model) < 1e-4
+
+
+@pytest.mark.parametrize("decoder, options", [("rnn", {}), ("rnn", {"input_feeding": False}),
+                                              ("transformer", {}), ("cnn", {})])
+def test_hybridized_equals_imperative(decoder, options):
+    model = tiny_model(decoder, **dict(options))
+    features = mx.nd.random.uniform(0, 2, shape=(B, C) + GRID)
+    words = mx.nd.array(np.random.RandomState(4).randint(0, V, size=(B, T)))
+    imperative = model(features, words).asnumpy()
+    states = model.encode(features)
+    step_imperative = model.decode_step(words[:, 0], states)[0].asnumpy()
+    model.hybridize()
+    np.testing.assert_allclose(model(features, words).asnumpy(), imperative, rtol=1e-4, atol=1e-5)
+    states = model.encode(features)
+    np.testing.assert_allclose(model.decode_step(words[:, 0], states)[0].asnumpy(), step_imperative,
+                               rtol=1e-4, atol=1e-5)
+    assert teacher_forced_gap(model) < 1e-4
+
+
+def test_transformer_needs_no_projection_when_sizes_match_and_projects_otherwise():
+    assert not hasattr(create_decoder("transformer", TransformerDecoderConfig(model_size=16, attention_heads=2),
+                                      16, 16, 7), "embed_proj")
+    model = tiny_model("transformer", num_embed=12)
+    assert teacher_forced_gap(model) < 1e-4
+
+
+def test_unknown_decoder():
+    with pytest.raises(ValueError, match="unknown decoder"):
+        create_decoder("lstm", None, 16, 16, 7)

@@ -1,0 +1,192 @@
+"""CaptionModel: beam-search state contract, output layer (weight tying / normalisation), dropout, config, and
+the model folder (save / load and its errors)."""
+import json
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from captioning import constants as C
+from captioning.decoder import RecurrentDecoderConfig, TransformerDecoderConfig
+from captioning.encoder import ImageEncoderConfig
+from captioning.model import CaptionModel, ModelConfig, load_model, save_model_config
+from captioning.utils import CaptioningError
+
+V, GRID = 12, (2, 3)
+
+
+def config(decoder="rnn", **kwargs):
+    sections = {"rnn": RecurrentDecoderConfig(num_hidden=16, hidden_dropout=kwargs.pop("hidden_dropout", 0.0))} \
+        if decoder == "rnn" else {"transformer": TransformerDecoderConfig(model_size=16, attention_heads=2,
+                                                                          feed_forward_num_hidden=16)}
+    encoder = ImageEncoderConfig(feature_shape=(5,) + GRID, num_hidden=16)
+    return ModelConfig(encoder=encoder, vocab_size=V, decoder=decoder, num_embed=16, max_output_length=9,
+                       **sections, **kwargs)
+
+
+def model_of(cfg):
+    mx.random.seed(21)
+    model = CaptionModel(cfg)
+    model.initialize(mx.init.Xavier(magnitude=2.5))
+    return model
+
+
+def batch(n=2, t=4):
+    rng = np.random.RandomState(5)
+    return (mx.nd.array(rng.uniform(0, 2, size=(n, 5) + GRID)), mx.nd.array(rng.randint(0, V, size=(n, t))))
+
+
+@pytest.mark.parametrize("decoder", ["rnn", "transformer"])
+def test_states_repeat_and_take_on_axis_0(decoder):
+    model = model_of(config(decoder))
+    model.hybridize()
+    features, words = batch(2)
+    beam = 3
+    states = [mx.nd.repeat(s, repeats=beam, axis=0) for s in model.encode(features)]
+    prev = mx.nd.repeat(words[:, 0], repeats=beam, axis=0)
+    logits, attention, states = model.decode_step(prev, states)
+    assert logits.shape == (2 * beam, V) and attention.shape == (2 * beam, model.num_positions)
+    # rows of the same image are identical; reorder rows as beam search would and check they follow
+    np.testing.assert_allclose(logits[0].asnumpy(), logits[2].asnumpy(), rtol=1e-5)
+    rows = mx.nd.array([3, 3, 4, 0, 1, 2])
+    reordered = [mx.nd.take(s, rows) for s in states]
+    next_words = mx.nd.array([1, 2, 3, 4, 5, 6])
+    got = model.decode_step(next_words, reordered)[0].asnumpy()
+    for row, source in enumerate([3, 3, 4, 0, 1, 2]):
+        single = [s[source:source + 1] for s in states]
+        expected = model.decode_step(next_words[row:row + 1], single)[0].asnumpy()[0]
+        np.testing.assert_allclose(got[row], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_static_states_are_passed_through():
+    model = model_of(config())
+    states = model.encode(batch()[0])
+    _, _, new_states = model.decode_step(mx.nd.array([2, 2]), states)
+    assert len(new_states) == len(states)
+    for i in range(model.num_static_states):
+        assert new_states[i] is states[i]
+
+
+def test_weight_tying_shares_the_embedding():
+    model = model_of(config(weight_tying=True))
+    assert model.output_layer.weight is model.embedding.weight
+    names = [name for name in model.collect_params() if name.endswith("weight") and "output" in name]
+    assert names == []   # no separate output matrix
+    with pytest.raises(CaptioningError, match="--weight-tying needs --num-embed"):
+        CaptionModel(config(weight_tying=True).copy(num_embed=8))
+
+
+def test_weight_normalization_rows_have_norm_g():
+    model = model_of(config(weight_normalization=True))
+    layer = model.output_layer
+    layer.scale.set_data(mx.nd.array(np.arange(1, V + 1, dtype=np.float32).reshape(V, 1)))
+    w = layer.normalized_weight(mx.nd, layer.weight.data(), layer.scale.data()).asnumpy()
+    np.testing.assert_allclose(np.linalg.norm(w, axis=1), np.arange(1, V + 1), rtol=1e-5)
+    # and the logits use it
+    x = mx.nd.random.uniform(shape=(2, 16))
+    np.testing.assert_allclose(layer(x).asnumpy(), x.asnumpy() @ w.T + layer.bias.data().asnumpy(), rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_gradients_reach_every_parameter():
+    model = model_of(config(weight_normalization=True))
+    model.hybridize()
+    features, words = batch()
+    with mx.autograd.record():
+        loss = model(features, words).sum()
+    loss.backward()
+    for name, p in model.collect_params().items():
+        assert np.abs(p.grad().asnumpy()).sum() > 0, name
+
+
+def test_dropout_only_in_training_mode():
+    model = model_of(config(hidden_dropout=0.5, embed_dropout=0.3))
+    model.hybridize()
+    features, words = batch()
+    first, second = model(features, words).asnumpy(), model(features, words).asnumpy()
+    np.testing.assert_array_equal(first, second)
+    with mx.autograd.record(train_mode=True):
+        trained = model(features, words).asnumpy()
+    assert np.abs(trained - first).max() > 1e-4
+
+
+def test_config_yaml_round_trip(tmp_path):
+    cfg = config(weight_normalization=True, cnn_config={"model_path": "cnn/x", "layer": "head", "epoch": 0,
+                                                        "image_size": [3, 224, 224]})
+    save_model_config(cfg, str(tmp_path))
+    assert ModelConfig.load(str(tmp_path / C.CONFIG_NAME)) == cfg
+    assert (tmp_path / C.VERSION_NAME).read_text().strip()
+
+
+def write_folder(tmp_path, cfg=None, checkpoint=None):
+    cfg = cfg or config()
+    model = model_of(cfg)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_model_config(cfg, str(folder))
+    vocab = {w: i for i, w in enumerate(C.VOCAB_SYMBOLS + ["w%d" % i for i in range(V - 4)])}
+    (folder / C.VOCAB_TRG_NAME).write_text(json.dumps(vocab))
+    name = C.PARAMS_BEST_NAME if checkpoint is None else C.PARAMS_NAME % checkpoint
+    model.save_parameters(str(folder / name))
+    return folder, model, vocab
+
+
+@pytest.mark.parametrize("checkpoint", [None, 3])
+def test_load_model_round_trip(tmp_path, checkpoint):
+    folder, model, vocab = write_folder(tmp_path, config(weight_tying=True, weight_normalization=True), checkpoint)
+    loaded, loaded_vocab = load_model(str(folder), checkpoint, mx.cpu())
+    assert loaded_vocab == vocab
+    features, words = batch()
+    np.testing.assert_allclose(loaded(features, words).asnumpy(), model(features, words).asnumpy(), rtol=1e-5)
+
+
+def test_load_model_errors(tmp_path):
+    with pytest.raises(CaptioningError, match="no such model folder"):
+        load_model(str(tmp_path / "absent"))
+    folder, _, _ = write_folder(tmp_path)
+    with pytest.raises(CaptioningError, match=r"params\.00007: missing \(checkpoints in the folder: params.best\)"):
+        load_model(str(folder), 7)
+    os.remove(folder / C.VOCAB_TRG_NAME)
+    with pytest.raises(CaptioningError, match="vocab.trg.0.json: missing"):
+        load_model(str(folder))
+    text = (folder / C.CONFIG_NAME).read_text()
+    (folder / C.CONFIG_NAME).write_text(text.replace("format_version: %d" % C.MODEL_FORMAT_VERSION,
+                                                     "format_version: %d" % (C.MODEL_FORMAT_VERSION + 1)))
+    with pytest.raises(CaptioningError, match="newer than this captioning"):
+        load_model(str(folder))
+    os.remove(folder / C.CONFIG_NAME)
+    with pytest.raises(CaptioningError, match="config: missing"):
+        load_model(str(folder))
+
+
+def test_load_model_wrong_params_and_vocab_size(tmp_path):
+    folder, _, vocab = write_folder(tmp_path)
+    (folder / C.PARAMS_BEST_NAME).write_bytes(b"not a params file")
+    with pytest.raises(CaptioningError, match="params.best: cannot load the parameters"):
+        load_model(str(folder))
+    vocab["extra"] = len(vocab)
+    (folder / C.VOCAB_TRG_NAME).write_text(json.dumps(vocab))
+    with pytest.raises(CaptioningError, match="13 words but the model config says 12"):
+        load_model(str(folder))
+
+
+def test_config_errors():
+    with pytest.raises(CaptioningError, match="no 'transformer' section"):
+        CaptionModel(config().copy(decoder="transformer"))
+    bad = config("transformer")
+    bad.transformer.preprocess = "nq"
+    with pytest.raises(CaptioningError, match="--transformer-preprocess 'nq'"):
+        CaptionModel(bad)
+
+
+def test_teacher_forcing_graphs_skip_static_allocation_unless_asked():
+    model = model_of(config())
+    model.hybridize(static_alloc=True)
+    features, words = batch()
+    model(features, words)
+    model.encode(features)
+    flags = {graph.kind: dict(graph._flags) for graph in model._graphs.values()}
+    assert flags["sequence"]["static_alloc"] is False and flags["encode"]["static_alloc"] is True
+    model.hybridize(static_alloc=True, sequence_static_alloc=True)
+    assert all(dict(graph._flags)["static_alloc"] for graph in model._graphs.values())
