@@ -238,7 +238,9 @@ def add_extract_features_args(parser: argparse.ArgumentParser) -> None:
                        help="Folder for the feature files (one .npy per image), the sidecar and a copy of the CNN.")
     group.add_argument("--output", "-o", type=str, required=True,
                        help="Feature list to write: one feature file name (relative to --output-root) per input line.")
-    group.add_argument("--batch-size", "-b", type=int_greater_or_equal(1), default=64, help="Images per CNN batch.")
+    group.add_argument("--batch-size", "-b", type=int_greater_or_equal(1), default=64,
+                       help="Images decoded and passed to the CNN at a time (on CPU the CNN runs them in chunks of "
+                            "at most 16: as fast, far less memory).")
     group.add_argument("--overwrite", action="store_true", default=False,
                        help="Recompute feature files that already exist (by default a complete one is kept).")
     group.add_argument("--mmap-store", action="store_true", default=False,

@@ -1,0 +1,303 @@
+"""CLI: extract CNN features of a list of images into a feature folder.
+
+    python -m captioning.extract_features --image-root IMGS --input train.images --output-root FEATS \\
+        --output train.features --image-encoder-model-path MODELS/resnet-152 --image-encoder-layer stage4_unit3_conv3
+
+Writes one float32 ``.npy`` per distinct image (``a/b.jpg`` -> ``a_b.jpg.npy``), the sidecar
+(``image_feature_sizes.json`` + Sockeye's ``.pkl``), a copy of the CNN checkpoint under ``FEATS/cnn/`` and, once every
+feature exists, the feature list ``--output`` (one name per input line). Re-running skips complete feature files;
+``--shard K/N`` splits the work between processes or machines that share ``--output-root``.
+"""
+import argparse
+import dataclasses
+import gc
+import logging
+import os
+import shutil
+import time
+from typing import List, Optional, Sequence, Tuple
+
+from . import arguments, constants as C, features, image_io, log, utils
+from .cnn import CNNConfig, FeatureExtractor, iterate_image_batches, params_file, symbol_file  # no MXNet import
+from .config import Config
+
+logger = logging.getLogger(__name__)
+
+CNN_COPY_DIRNAME = "cnn"
+
+
+@dataclasses.dataclass
+class ExtractionConfig(Config):
+    """Everything one extraction run needs (the CLI's options, as data)."""
+    image_root: str
+    input: str                          # image list, one path per line relative to image_root
+    output_root: str
+    output: str                         # feature list to write
+    cnn: CNNConfig
+    batch_size: int = 64
+    overwrite: bool = False
+    mmap_store: bool = False
+    mmap_dtype: str = "float32"
+    shard: Optional[Tuple[int, int]] = None     # (K, N), K 1-based
+    merge_shards: bool = False
+    skip_bad_images: bool = False
+    allow_absolute_paths: bool = False
+    num_workers: Optional[int] = None
+    copy_cnn: bool = True
+    progress: bool = True
+
+
+@dataclasses.dataclass
+class ExtractionResult:
+    """What a run did: feature names per input line, how many files it computed / kept, whether the list exists."""
+    names: List[str]
+    features_shape: Tuple[int, int, int]
+    computed: int
+    skipped: int
+    list_written: bool
+    seconds: float
+
+
+def copy_cnn(cnn: CNNConfig, output_root: str) -> CNNConfig:
+    """Copy (or hard-link) the CNN checkpoint into ``output_root/cnn/`` so the feature folder is self-contained;
+    the returned config's ``model_path`` is relative to ``output_root``."""
+    target_dir = os.path.join(output_root, CNN_COPY_DIRNAME)
+    prefix_name = os.path.basename(cnn.model_path)
+    relative_prefix = os.path.join(CNN_COPY_DIRNAME, prefix_name)
+    target_prefix = os.path.join(output_root, relative_prefix)
+    os.makedirs(target_dir, exist_ok=True)
+    for source, target in ((symbol_file(cnn.model_path), symbol_file(target_prefix)),
+                           (params_file(cnn.model_path, cnn.epoch), params_file(target_prefix, cnn.epoch))):
+        if os.path.exists(target) and os.path.samefile(source, target):
+            continue
+        if os.path.exists(target) and os.path.getsize(target) == os.path.getsize(source) and \
+                _same_bytes(source, target):
+            continue
+        with utils.atomic_path(target) as tmp:
+            try:
+                os.remove(tmp)
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
+    return cnn.copy(model_path=relative_prefix)
+
+
+def _same_bytes(a: str, b: str, block: int = 1 << 20) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            x, y = fa.read(block), fb.read(block)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def _read_image_list(config: ExtractionConfig) -> Tuple[List[str], List[str]]:
+    """(relative paths, resolved paths) of the input lines; errors name the list file and line."""
+    lines = utils.read_lines(config.input)
+    relative, resolved = [], []
+    for i, line in enumerate(lines):
+        where = utils.location(config.input, i + 1)
+        path = line.strip()
+        resolved.append(image_io.resolve_path(config.image_root, path, config.allow_absolute_paths, where))
+        relative.append(path)
+    return relative, resolved
+
+
+def _feature_name(relative: str) -> str:
+    # absolute paths (--allow-absolute-paths) and "../" would give names with leading "_" or ".._": keep them, but
+    # strip the leading separator so the name stays a plain file name
+    return features.feature_file_name(relative.lstrip("/"))
+
+
+def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> ExtractionResult:  # noqa: F821
+    """Run one extraction (or one shard of it, or the merge of shards). The Python API of the CLI."""
+    import mxnet as mx
+    start = time.time()
+    ctx = ctx or mx.cpu()
+    utils.check_condition(not os.path.exists(config.output_root) or os.path.isdir(config.output_root),
+                          "%s: --output-root exists and is not a folder; give a folder path" % config.output_root)
+    utils.check_condition(os.path.isdir(config.image_root), "%s: --image-root folder not found" % config.image_root)
+    utils.check_condition(os.path.isdir(os.path.dirname(os.path.abspath(config.output))),
+                          "%s: the folder of --output does not exist" % config.output)
+    relative, resolved = _read_image_list(config)
+    names = [_feature_name(r) for r in relative]
+    os.makedirs(config.output_root, exist_ok=True)
+    if not names:
+        logger.warning("%s: the image list is empty: nothing to extract; writing an empty feature list %s",
+                       config.input, config.output)
+
+    if config.merge_shards:
+        sizes = features.read_feature_sizes(config.output_root)
+        shape = tuple(sizes.features_shape)
+        _check_all_present(config, names, shape)  # type: ignore
+        _finish(config, names)
+        return ExtractionResult(names, shape, 0, 0, True, time.time() - start)  # type: ignore
+
+    _check_same_cnn(config)
+    extractor = FeatureExtractor(config.cnn, ctx, config.batch_size)
+    shape = extractor.output_shape
+    cnn_record = copy_cnn(config.cnn, config.output_root) if config.copy_cnn else config.cnn
+    cnn_record = cnn_record.copy(layer=_strip_output(config.cnn.layer))
+    features.write_feature_sizes(config.output_root, features.FeatureSizes(
+        image_shape=tuple(config.cnn.image_size), features_shape=shape, cnn=cnn_record.to_dict()))  # type: ignore
+
+    # the lines of this shard; each distinct feature file once (its first line)
+    k, n = config.shard or (1, 1)
+    todo: List[int] = []
+    seen = set()
+    skipped = 0
+    for i in range(k - 1, len(names), n):
+        if names[i] in seen:
+            continue
+        seen.add(names[i])
+        target = os.path.join(config.output_root, names[i])
+        if not config.overwrite and features.is_complete_feature(target, shape):
+            skipped += 1
+            continue
+        todo.append(i)
+    if skipped:
+        logger.info("%d feature file(s) already complete: kept (use --overwrite to recompute)", skipped)
+    logger.info("Extracting %d feature file(s) of %s%s with %s at layer %s (%s -> %s)", len(todo), config.input,
+                "" if config.shard is None else " (shard %d/%d)" % (k, n), config.cnn.model_path, config.cnn.layer,
+                "x".join(map(str, config.cnn.image_size)), "x".join(map(str, shape)))
+    if todo:
+        features.remove_mmap_store(config.output_root)
+        _run(config, extractor, [resolved[i] for i in todo], [names[i] for i in todo],
+             [utils.location(config.input, i + 1) for i in todo])
+
+    missing = [i for i, name in enumerate(names)
+               if not features.is_complete_feature(os.path.join(config.output_root, name), shape)]
+    list_written = False
+    if not missing:
+        _finish(config, names)
+        list_written = True
+    else:
+        logger.info("Shard %d/%d done; %d line(s) of %s still lack features (other shards): the feature list %s is "
+                    "written when the last shard finishes, or with --merge-shards", k, n, len(missing), config.input,
+                    config.output)
+    del extractor
+    gc.collect()   # Gluon blocks hold reference cycles: free the CNN's buffers now, not at some later collection
+    seconds = time.time() - start
+    logger.info("Done: %d computed, %d kept, %.1f s (%.1f images/s)", len(todo), skipped, seconds,
+                len(todo) / max(seconds, 1e-9))
+    return ExtractionResult(names, shape, len(todo), skipped, list_written, seconds)
+
+
+def _check_same_cnn(config: ExtractionConfig) -> None:
+    """Feature files of another CNN, layer or input size must not be mixed into one folder (a re-run would keep
+    them): refuse unless --overwrite (which recomputes every file of the list)."""
+    import json
+    path = os.path.join(config.output_root, C.IMAGE_FEATURE_SIZES_JSON)
+    if config.overwrite or not os.path.exists(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f).get("cnn") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    new = {"model": os.path.basename(config.cnn.model_path), "layer": _strip_output(config.cnn.layer),
+           "epoch": config.cnn.epoch, "image_size": list(config.cnn.image_size)}
+    before = {"model": os.path.basename(str(old.get("model_path", new["model"]))),
+              "layer": _strip_output(str(old.get("layer", new["layer"]))), "epoch": old.get("epoch", new["epoch"]),
+              "image_size": list(old.get("image_size", new["image_size"]))}
+    changed = [key for key in new if new[key] != before[key]]
+    utils.check_condition(not changed, "%s: the features in this folder were made with %s; this run uses %s. Use "
+                                       "another --output-root, or --overwrite to recompute them all"
+                          % (path, ", ".join("%s %s" % (k, before[k]) for k in changed),
+                             ", ".join("%s %s" % (k, new[k]) for k in changed)))
+
+
+def _strip_output(layer: str) -> str:
+    return layer[:-len("_output")] if layer.endswith("_output") else layer
+
+
+def _run(config: ExtractionConfig, extractor: FeatureExtractor, paths: Sequence[str], names: Sequence[str],
+         where: Sequence[str]) -> None:
+    """Decode (worker processes) -> CNN (this thread) -> write .npy files (one writer thread, so the CNN does not
+    wait for the disk)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from tqdm import tqdm
+    image_size = tuple(config.cnn.image_size[1:])
+
+    def write(batch_names: List[str], feats: "np.ndarray") -> None:  # noqa: F821
+        for name, feature in zip(batch_names, feats):
+            features.save_feature(os.path.join(config.output_root, name), feature)
+
+    with tqdm(total=len(paths), unit="img", desc="extract", disable=not config.progress, leave=False,
+              mininterval=1.0) as progress, ThreadPoolExecutor(max_workers=1) as writer:
+        pending = None
+        for batch in iterate_image_batches(paths, image_size, config.batch_size, config.num_workers,  # type: ignore
+                                           config.skip_bad_images, where):
+            feats = extractor.extract(batch.images)
+            for k, is_bad in enumerate(batch.bad):
+                if is_bad:
+                    feats[k] = 0.0
+            if pending is not None:
+                pending.result()            # at most one batch being written; re-raises a write error
+            pending = writer.submit(write, [names[i] for i in batch.indices], feats)
+            progress.update(len(batch.indices))
+        if pending is not None:
+            pending.result()
+
+
+def _check_all_present(config: ExtractionConfig, names: Sequence[str], shape: Tuple[int, int, int]) -> None:
+    missing = [i for i, name in enumerate(names)
+               if not features.is_complete_feature(os.path.join(config.output_root, name), shape)]
+    if missing:
+        first = missing[0]
+        raise utils.CaptioningError("%s: feature file %s is missing or incomplete (%d line(s) in all); run the "
+                                    "remaining shards first" % (utils.location(config.input, first + 1),
+                                                                os.path.join(config.output_root, names[first]),
+                                                                len(missing)))
+
+
+def _finish(config: ExtractionConfig, names: Sequence[str]) -> None:
+    """Write the feature list and, if asked, the mmap store."""
+    features.write_feature_list(config.output, names)
+    logger.info("Wrote the feature list %s (%d lines)", config.output, len(names))
+    if config.mmap_store and names:
+        features.build_mmap_store(config.output_root, config.mmap_dtype, extra_names=names, list_path=config.output)
+
+
+def config_from_args(args: argparse.Namespace) -> ExtractionConfig:
+    """Map the CLI options onto an `ExtractionConfig`."""
+    channels, height, width = args.source_image_size
+    utils.check_condition(channels == 3, "--source-image-size: the CNN input must have 3 (RGB) channels, got %d"
+                          % channels)
+    utils.check_condition(height > 0 and width > 0, "--source-image-size: height and width must be positive")
+    layer = args.image_encoder_layer
+    utils.check_condition(bool(layer), "--image-encoder-layer: give the layer whose output is the feature map")
+    cnn = CNNConfig(model_path=args.image_encoder_model_path, layer=layer[:-len("_output")]
+                    if layer.endswith("_output") else layer, epoch=args.image_encoder_model_epoch,
+                    image_size=(channels, height, width))
+    quiet = args.quiet or args.loglevel in ("WARNING", "ERROR")
+    return ExtractionConfig(image_root=args.image_root, input=args.input, output_root=args.output_root,
+                            output=args.output, cnn=cnn, batch_size=args.batch_size, overwrite=args.overwrite,
+                            mmap_store=args.mmap_store, mmap_dtype=args.mmap_dtype,
+                            shard=tuple(args.shard) if args.shard else None, merge_shards=args.merge_shards,
+                            skip_bad_images=args.skip_bad_images, allow_absolute_paths=args.allow_absolute_paths,
+                            num_workers=args.num_workers, progress=not quiet)
+
+
+def build_parser() -> arguments.ConfigArgumentParser:
+    parser = arguments.ConfigArgumentParser(prog="python -m captioning.extract_features",
+                                            description="Extract CNN features of images into a feature folder.")
+    arguments.add_extract_features_args(parser)
+    return parser
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    log.setup_main_logger(console=not args.quiet, level=args.loglevel)
+    config = config_from_args(args)
+    ctx = utils.get_context(args.use_cpu, [args.device_id])[0]
+    extract(config, ctx)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    utils.run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    main()

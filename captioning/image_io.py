@@ -1,0 +1,126 @@
+"""Reading images for the CNN: path safety under a root folder, decoding any image mode to RGB, centre square crop
+and bicubic resize to the CNN's input size. Pure functions; no MXNet here (the decode workers import this module
+only)."""
+import os
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from . import utils
+
+# A truncated file is an error (never silently padded with grey).
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+# Colour used under transparent pixels (Sockeye's PIL .convert("RGB") turned them black; white is what a viewer shows).
+TRANSPARENT_BACKGROUND = (255, 255, 255)
+
+
+class BadImageError(utils.CaptioningError):
+    """An image file that is missing, unreadable, truncated or not an image."""
+
+
+def resolve_path(root: str, relative: str, allow_absolute: bool, where: str) -> str:
+    """``root/relative``. A path that is absolute or that leaves ``root`` (through ``..``) is refused with a
+    `CaptioningError` naming ``where`` (e.g. ``"train.images, line 7"``), unless ``allow_absolute``."""
+    utils.check_condition(relative.strip() != "", "%s: empty image path; remove the empty line" % where)
+    if os.path.isabs(relative):
+        utils.check_condition(allow_absolute, "%s: absolute path %r; image paths must be relative to the root "
+                                              "folder (or pass --allow-absolute-paths)" % (where, relative))
+        return relative
+    joined = os.path.normpath(os.path.join(root, relative))
+    root_norm = os.path.normpath(root)
+    inside = os.path.commonpath([os.path.abspath(joined), os.path.abspath(root_norm)]) == os.path.abspath(root_norm)
+    utils.check_condition(inside or allow_absolute,
+                          "%s: path %r leaves the root folder %s; use paths below the root (or pass "
+                          "--allow-absolute-paths)" % (where, relative, root))
+    return joined
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB: grey, palette, CMYK, YCbCr, 16/32-bit integer and float greys; transparency
+    (RGBA, LA, palette with a transparent colour) is composited on white."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        # High bit depth greys: scale the value range of the type to 0..255.
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
+        if image.mode == "I" and array.max() <= 255:
+            top = 255.0
+        if image.mode == "F" and array.max() <= 1.0:
+            top = 1.0
+        grey = np.clip(np.rint(array * (255.0 / top)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif image.mode in ("LA", "La", "PA", "RGBa") or (image.mode == "L" and "transparency" in image.info):
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        background = Image.new("RGB", image.size, TRANSPARENT_BACKGROUND)
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return image
+
+
+def centre_crop_resize(image: Image.Image, size: Tuple[int, int]) -> Image.Image:
+    """The largest centred square of ``image``, resized (bicubic) to ``size`` = (H, W)."""
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    height_out, width_out = size
+    if (width, height) != (side, side):
+        image = image.crop((left, top, left + side, top + side))   # crop first: no bleeding from outside the square
+    return image.resize((width_out, height_out), resample=Image.Resampling.BICUBIC)
+
+
+def load_image_uint8(path: str, size: Tuple[int, int]) -> np.ndarray:
+    """``(3, H, W)`` uint8 RGB of the image at ``path``, centre-cropped and resized; `BadImageError` when the file is
+    missing, unreadable, truncated or not an image."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            rgb = centre_crop_resize(to_rgb(image), size)
+    except FileNotFoundError:
+        raise BadImageError("%s: no such image file" % path) from None
+    except IsADirectoryError:
+        raise BadImageError("%s: is a folder, not an image" % path) from None
+    except PermissionError:
+        raise BadImageError("%s: cannot read the image (permission denied)" % path) from None
+    except Image.DecompressionBombError as e:
+        raise BadImageError("%s: image too large (%s)" % (path, e)) from None
+    except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError) as e:
+        raise BadImageError("%s: not a readable image (%s)" % (path, str(e) or type(e).__name__)) from None
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
+
+
+def load_image(path: str, size: Tuple[int, int], where: Optional[str] = None) -> np.ndarray:
+    """``(3, H, W)`` float32 RGB, raw 0..255 values (gallery CNNs normalise inside their graph). Errors name
+    ``where`` (e.g. ``"val.images, line 3"``) when given."""
+    try:
+        return load_image_uint8(path, size).astype(np.float32)
+    except BadImageError as e:
+        if where is None:
+            raise
+        raise BadImageError("%s: %s" % (where, e)) from None
+
+
+def decode_chunk(task: Tuple[Sequence[str], Tuple[int, int]]) -> List[Union[np.ndarray, str]]:
+    """Worker-process job: decode a few images to ``(3, H, W)`` uint8 (a uint8 array pickles 4x smaller than
+    float32); the error message in place of an unreadable one."""
+    paths, size = task
+    results: List[Union[np.ndarray, str]] = []
+    for path in paths:
+        try:
+            results.append(load_image_uint8(path, size))
+        except BadImageError as e:
+            results.append(str(e))
+    return results
+
+
+def ignore_interrupts(niceness: int = 0) -> None:
+    """Worker-process initializer: Ctrl-C is for the parent (which stops the pool); workers print no tracebacks."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if niceness:
+        os.nice(niceness)

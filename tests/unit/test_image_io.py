@@ -1,0 +1,97 @@
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from captioning import image_io, utils
+
+
+def test_resolve_path_joins_under_root(tmp_path):
+    assert image_io.resolve_path(str(tmp_path), "a/b.jpg", False, "x, line 1") == os.path.join(str(tmp_path),
+                                                                                                "a", "b.jpg")
+    # a ".." that stays inside the root is fine
+    assert image_io.resolve_path(str(tmp_path), "a/../b.jpg", False, "x") == os.path.join(str(tmp_path), "b.jpg")
+
+
+@pytest.mark.parametrize("path", ["../secret.jpg", "a/../../secret.jpg", "/etc/passwd"])
+def test_resolve_path_refuses_escapes(tmp_path, path):
+    with pytest.raises(utils.CaptioningError, match=r"list.images, line 7: .*--allow-absolute-paths"):
+        image_io.resolve_path(str(tmp_path / "root"), path, False, "list.images, line 7")
+    resolved = image_io.resolve_path(str(tmp_path / "root"), path, True, "list.images, line 7")
+    assert os.path.isabs(resolved) or resolved.startswith(str(tmp_path))
+
+
+def test_resolve_path_empty_line(tmp_path):
+    with pytest.raises(utils.CaptioningError, match="f, line 2: empty image path"):
+        image_io.resolve_path(str(tmp_path), "  ", False, "f, line 2")
+
+
+def test_load_image_shape_dtype_and_centre_crop(tmp_path):
+    # 60 wide x 20 high: left third red, middle third green, right third blue; the centre square is the green part
+    array = np.zeros((20, 60, 3), dtype=np.uint8)
+    array[:, :20] = (255, 0, 0)
+    array[:, 20:40] = (0, 255, 0)
+    array[:, 40:] = (0, 0, 255)
+    path = tmp_path / "wide.png"
+    Image.fromarray(array).save(path)
+    image = image_io.load_image(str(path), (8, 10))
+    assert image.shape == (3, 8, 10) and image.dtype == np.float32
+    np.testing.assert_allclose(image[:, 4, 5], [0, 255, 0], atol=1)
+    assert image.max() <= 255 and image.min() >= 0
+
+
+def test_load_image_tall_image_is_cropped_vertically(tmp_path):
+    array = np.zeros((90, 30, 3), dtype=np.uint8)
+    array[:30] = 255                     # white top third, black rest: the centre crop is the black middle
+    path = tmp_path / "tall.png"
+    Image.fromarray(array).save(path)
+    image = image_io.load_image(str(path), (6, 6))
+    assert image.max() < 5
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "RGBA", "CMYK", "I;16", "LA", "1", "I", "F"])
+def test_every_mode_becomes_rgb(image_factory, mode):
+    ext = {"CMYK": "img.jpg", "I;16": "img.png", "I": "img.tif", "F": "img.tif"}.get(mode, "img.png")
+    path = image_factory(ext, mode=mode if mode not in ("LA", "1", "I", "F") else "RGB", size=(33, 21))
+    if mode in ("LA", "1", "I", "F"):
+        Image.open(path).convert("L").convert(mode).save(path)
+    with Image.open(path) as check:
+        assert check.mode == mode or (mode == "I;16" and check.mode.startswith("I;16"))
+    image = image_io.load_image(str(path), (16, 16))
+    assert image.shape == (3, 16, 16) and image.dtype == np.float32
+    assert 0 <= image.min() and image.max() <= 255 and image.std() > 1.0   # not a blank image
+
+
+def test_rgba_transparent_pixels_become_white(tmp_path):
+    array = np.zeros((10, 10, 4), dtype=np.uint8)
+    array[..., 0] = 255                  # red, fully transparent
+    path = tmp_path / "clear.png"
+    Image.fromarray(array).save(path)
+    np.testing.assert_allclose(image_io.load_image(str(path), (4, 4)), 255.0)
+
+
+def test_sixteen_bit_grey_scales_to_8_bit(tmp_path):
+    array = np.full((8, 8), 65535, dtype=np.uint16)
+    array[:, :4] = 0
+    path = tmp_path / "deep.png"
+    Image.fromarray(array).save(path)
+    image = image_io.load_image(str(path), (8, 8))
+    assert image[:, :, 0].max() == 0 and image[:, :, 7].min() == 255
+
+
+def test_missing_truncated_and_non_images(tmp_path, image_factory):
+    with pytest.raises(image_io.BadImageError, match="no such image file"):
+        image_io.load_image(str(tmp_path / "nope.jpg"), (8, 8))
+    good = image_factory("good.jpg", size=(64, 64))
+    data = good.read_bytes()
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(image_io.BadImageError, match="truncated.jpg: not a readable image"):
+        image_io.load_image(str(truncated), (8, 8), where="list.images, line 3")
+    with pytest.raises(image_io.BadImageError, match="^list.images, line 3: "):
+        image_io.load_image(str(truncated), (8, 8), where="list.images, line 3")
+    text = tmp_path / "text.png"
+    text.write_text("hello")
+    with pytest.raises(image_io.BadImageError, match="not a readable image"):
+        image_io.load_image(str(text), (8, 8))
