@@ -118,7 +118,9 @@ def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> Ext
     utils.check_condition(not os.path.exists(config.output_root) or os.path.isdir(config.output_root),
                           "%s: --output-root exists and is not a folder; give a folder path" % config.output_root)
     utils.check_condition(os.path.isdir(config.image_root), "%s: --image-root folder not found" % config.image_root)
-    utils.check_condition(os.path.isdir(os.path.dirname(os.path.abspath(config.output))),
+    output_folder = os.path.dirname(os.path.abspath(config.output))
+    # the list may live inside --output-root, which this run creates
+    utils.check_condition(os.path.isdir(output_folder) or output_folder == os.path.abspath(config.output_root),
                           "%s: the folder of --output does not exist" % config.output)
     relative, resolved = _read_image_list(config)
     names = [_feature_name(r) for r in relative]
