@@ -189,6 +189,10 @@ def add_device_args(parser: argparse.ArgumentParser, multiple: bool = True) -> N
                            help="GPU id to use. Without CUDA (a CPU-only MXNet, or no GPU visible) a warning is "
                                 "logged and the CPU is used.")
     group.add_argument("--use-cpu", action="store_true", default=False, help="Use the CPU even if a GPU exists.")
+    group.add_argument("--disable-device-locking", action="store_true", default=False,
+                       help="(accepted for compatibility with Sockeye scripts; no GPU lock files are used)")
+    group.add_argument("--lock-dir", type=str, default=None,
+                       help="(accepted for compatibility with Sockeye scripts; no GPU lock files are used)")
 
 
 def add_image_size_args(parser: argparse.ArgumentParser) -> None:
