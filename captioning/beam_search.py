@@ -13,6 +13,7 @@ so a caption never depends on which other inputs share its batch.
 The scoring and the bookkeeping are two hybridized blocks; the only device-to-host copy per step is one scalar
 (have all rows stopped?). Back-pointers, words and attention are kept on the device and read once at the end.
 """
+import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
@@ -79,23 +80,35 @@ class _Scorer(gluon.HybridBlock):
         self.with_mask = with_mask
         self.topk = topk
 
-    def hybrid_forward(self, F, scores, inactive, pad_costs, blocked, *inputs):  # type: ignore[override]
+    def hybrid_forward(self, F, scores, inactive, extra_costs, *inputs):  # type: ignore[override]
         mask = inputs[0] if self.with_mask else None
         logits = list(inputs[1:] if self.with_mask else inputs)
         if self.temperature is not None and self.temperature != 1.0:
             logits = [l / self.temperature for l in logits]
-        if self.num_models == 1:
-            costs = -F.log_softmax(logits[0], axis=-1)
-        elif self.ensemble_mode == ENSEMBLE_LINEAR:
-            probs = F.add_n(*[F.softmax(l, axis=-1) for l in logits]) / self.num_models
-            costs = -F.log(probs)
+        # extra_costs (2, V): row 0 is added to a live row's costs (inf for <pad> and <s>, never words of a
+        # caption); row 1 replaces a stopped row's, which continues only with <pad>, at no cost, so that its score
+        # stays as it is
+        extra = F.take(extra_costs, inactive)
+        if self.num_models == 1 or self.ensemble_mode == ENSEMBLE_LOG_LINEAR:
+            if self.num_models == 1:
+                log_probs = F.log_softmax(logits[0], axis=-1)
+            else:
+                log_probs = F.add_n(*[F.log_softmax(l, axis=-1) for l in logits]) / self.num_models
+            if mask is None:
+                # log-probabilities are finite here: times -1 for a live row and -0 for a stopped one, whose costs
+                # thus become exactly its row of extra costs (as fast as it gets: no broadcast_like / where)
+                sign = F.reshape(inactive - 1.0, shape=(-1, 1))
+                return self._select(F, F.broadcast_mul(log_probs, sign) + extra, scores)
+            costs = -log_probs
         else:
-            costs = -F.add_n(*[F.log_softmax(l, axis=-1) for l in logits]) / self.num_models
-        costs = F.broadcast_add(costs, blocked)  # <pad> and <s> are never words of a caption
+            costs = -F.log(F.add_n(*[F.softmax(l, axis=-1) for l in logits]) / self.num_models)  # may be inf
+        costs = F.broadcast_add(costs, F.slice_axis(extra_costs, axis=0, begin=0, end=1))
         if mask is not None:
             costs = costs + mask
-        # a row that has stopped continues only with <pad>, at no cost, so its score stays as it is
-        costs = F.where(inactive, F.broadcast_like(pad_costs, costs), costs)
+        stopped = F.broadcast_like(F.reshape(inactive, shape=(-1, 1)), costs)
+        return self._select(F, F.where(stopped, extra, costs), scores)
+
+    def _select(self, F, costs, scores):
         candidates = F.reshape(F.broadcast_add(costs, scores), shape=(-1, self.beam_size * self.vocab_size))
         if not self.topk:
             return candidates
@@ -105,7 +118,7 @@ class _Scorer(gluon.HybridBlock):
 
 class _Update(gluon.HybridBlock):
     """The bookkeeping after top-k: parent rows, words, scores (normalised when a hypothesis finishes), finished /
-    inactive flags, lengths; beam pruning and the 'first' stopping rule."""
+    inactive flags, lengths, and whether every row has stopped; beam pruning and the 'first' stopping rule."""
 
     def __init__(self, beam_size: int, vocab_size: int, length_penalty: LengthPenalty, beam_prune: float,
                  stop: str) -> None:
@@ -146,7 +159,7 @@ class _Update(gluon.HybridBlock):
                 best_open = F.min(F.where(fin, infs, by_input), axis=1, keepdims=True)
                 done = F.broadcast_like(best_finished <= best_open, by_input)
                 inactive = F.maximum(inactive, F.reshape(F.broadcast_mul(done, best_finished < INF), shape=(-1,)))
-        return rows, words, F.reshape(scores, shape=(-1, 1)), finished, inactive, lengths
+        return rows, words, F.reshape(scores, shape=(-1, 1)), finished, inactive, lengths, F.min(inactive)
 
 
 class BeamSearch:
@@ -175,7 +188,7 @@ class BeamSearch:
         self.ctx = ctx if ctx is not None else mx.cpu()
         self.softmax_temperature = softmax_temperature
         self._blocks: dict = {}
-        self._rows: Optional[Tuple[mx.nd.NDArray, mx.nd.NDArray]] = None
+        self._rows: Optional[mx.nd.NDArray] = None
 
     # --- the hybridized parts, made once per vocabulary size ---------------------------------------------------
     def _scorer(self, vocab_size: int, with_mask: bool, topk: bool) -> _Scorer:
@@ -195,17 +208,28 @@ class BeamSearch:
             self._blocks[key] = block
         return self._blocks[key]
 
-    def _constant_rows(self, vocab_size: int) -> Tuple[mx.nd.NDArray, mx.nd.NDArray]:
-        """(1, V) rows: the costs of a stopped row (only <pad>, free), the extra costs of special symbols."""
-        if self._rows is None or self._rows[0].shape[1] != vocab_size:
-            pad_costs = np.full((1, vocab_size), INF, dtype=np.float32)
-            pad_costs[0, C.PAD_ID] = 0.0
-            blocked = np.zeros((1, vocab_size), dtype=np.float32)
-            blocked[0, [C.PAD_ID, C.BOS_ID]] = INF
-            self._rows = (mx.nd.array(pad_costs, ctx=self.ctx), mx.nd.array(blocked, ctx=self.ctx))
+    def _extra_costs(self, vocab_size: int) -> mx.nd.NDArray:
+        """(2, V): the extra costs of a live row's words (inf for <pad> and <s>), and the costs of a stopped row's
+        words (only <pad>, free)."""
+        if self._rows is None or self._rows.shape[1] != vocab_size:
+            rows = np.zeros((2, vocab_size), dtype=np.float32)
+            rows[0, [C.PAD_ID, C.BOS_ID]] = INF
+            rows[1, :] = INF
+            rows[1, C.PAD_ID] = 0.0
+            self._rows = mx.nd.array(rows, ctx=self.ctx)
         return self._rows
 
     # --- search -------------------------------------------------------------------------------------------------
+    def _num_shared(self, model) -> int:
+        """How many leading states of ``model`` the search keeps at one row per input (never repeated nor
+        reordered): its static states, when its ``decode_step`` takes ``beam_size`` (`model.CaptionModel`)."""
+        if self.beam_size == 1:
+            return 0
+        n = int(getattr(model, "num_static_states", 0) or 0)
+        if n and "beam_size" in inspect.signature(model.decode_step).parameters:
+            return n
+        return 0
+
     def search(self, features: mx.nd.NDArray,
                constraints: Optional[Sequence[Optional[lc.Constraints]]] = None) -> List[SearchResult]:
         """Caption a batch of features ``(B, C, H, W)``; ``constraints`` (one per input, or None) switches on the
@@ -214,12 +238,13 @@ class BeamSearch:
         k = self.beam_size
         rows = batch_size * k
         constrained = constraints is not None and any(constraints)
+        shared = [self._num_shared(model) for model in self.models]
         states = []
-        for model in self.models:
-            model_states = model.encode(features)
+        for model, n in zip(self.models, shared):
+            model_states = list(model.encode(features))
             if k > 1:
-                model_states = [mx.nd.repeat(s, repeats=k, axis=0) for s in model_states]
-            states.append(list(model_states))
+                model_states = model_states[:n] + [mx.nd.repeat(s, repeats=k, axis=0) for s in model_states[n:]]
+            states.append(model_states)
         initial = np.zeros((batch_size, k), dtype=np.float32)
         initial[:, 1:] = INF  # only the first row of each input is live at the start
         scores = mx.nd.array(initial.reshape(-1, 1), ctx=self.ctx)
@@ -235,28 +260,30 @@ class BeamSearch:
         for t in range(self.max_output_length):
             logits, attentions = [], []
             for i, model in enumerate(self.models):
-                step_logits, attention, states[i] = model.decode_step(prev_words, states[i])
+                if shared[i]:
+                    step_logits, attention, states[i] = model.decode_step(prev_words, states[i], beam_size=k)
+                else:
+                    step_logits, attention, states[i] = model.decode_step(prev_words, states[i])
                 logits.append(step_logits)
                 attentions.append(attention)
             if t == 0:
                 vocab_size = logits[0].shape[1]
-            pad_costs, blocked = self._constant_rows(vocab_size)
+            extra_costs = self._extra_costs(vocab_size)
             update = self._update(vocab_size)
             if tracker is None:
-                values, indices = self._scorer(vocab_size, False, True)(scores, inactive, pad_costs, blocked,
-                                                                        *logits)
+                values, indices = self._scorer(vocab_size, False, True)(scores, inactive, extra_costs, *logits)
             else:
                 mask = mx.nd.array(tracker.mask(vocab_size), ctx=self.ctx)
-                candidates = self._scorer(vocab_size, True, False)(scores, inactive, pad_costs, blocked, mask,
-                                                                   *logits)
+                candidates = self._scorer(vocab_size, True, False)(scores, inactive, extra_costs, mask, *logits)
                 values, indices = tracker.select(candidates.asnumpy().reshape(rows, vocab_size),
                                                  inactive.asnumpy(), vocab_size)
                 values = mx.nd.array(values, ctx=self.ctx)
                 indices = mx.nd.array(indices, ctx=self.ctx)
-            parents, words, scores, finished, inactive, lengths = update(values, indices, offsets, finished,
-                                                                         inactive, lengths)
+            parents, words, scores, finished, inactive, lengths, all_stopped = update(values, indices, offsets,
+                                                                                      finished, inactive, lengths)
             if k > 1:
-                states = [[mx.nd.take(s, parents) for s in model_states] for model_states in states]
+                states = [model_states[:n] + [mx.nd.take(s, parents) for s in model_states[n:]]
+                          for model_states, n in zip(states, shared)]
             history_rows.append(parents)
             history_words.append(words)
             history_attention.append(attentions[0] if len(attentions) == 1 or
@@ -265,7 +292,7 @@ class BeamSearch:
             prev_words = words
             if tracker is not None:
                 tracker.advance(parents.asnumpy().astype(np.int64), words.asnumpy().astype(np.int64))
-            if inactive.min().asscalar() == 1:
+            if all_stopped.asscalar() == 1:   # the one host copy per step
                 break
         return self._collect(history_rows, history_words, history_attention, scores, finished, lengths,
                              tracker, batch_size)

@@ -61,6 +61,9 @@ class _Graph(gluon.HybridBlock):
         self.embedding = model.embedding
         self.decoder = model.decoder
         self.output_layer = model.output_layer
+        # with weight normalisation the encode graph also returns the normalised output weight, which the step
+        # graph then takes as an input instead of renormalising the (V, H) matrix at every step
+        self.weight_normalization = model.config.weight_normalization
 
     def _embed(self, F, words):
         embedded = self.embedding(words)
@@ -72,9 +75,26 @@ class _Graph(gluon.HybridBlock):
             hidden, _ = self.decoder.decode_sequence(F, encoded, self._embed(F, states[0]), self.seq_len)
             return self.output_layer(hidden)
         if self.kind == "encode":
-            return self.decoder.init_states(F, self.encoder(x))
-        hidden, attention, new_states = self.decoder.step(F, self._embed(F, x), list(states))
-        return [self.output_layer(hidden), attention] + list(new_states)
+            states = self.decoder.init_states(F, self.encoder(x))
+            if self.weight_normalization:
+                layer = self.output_layer
+                states = list(states) + [layer.normalized_weight(F, layers.param_value(F, layer.weight, x),
+                                                                 layers.param_value(F, layer.scale, x))]
+            return states
+        states = list(states)
+        weight = states.pop(0) if self.weight_normalization else None
+        if self.seq_len > 1:
+            # shared static states: (B, ...) -> (B*K, ...), each input's row repeated for its K beam rows
+            for i in range(self.num_static_states):
+                states[i] = F.reshape(F.broadcast_axis(F.reshape(states[i], shape=(-4, -1, 1, -2)), axis=1,
+                                                     size=self.seq_len), shape=(-3, -2))
+        hidden, attention, new_states = self.decoder.step(F, self._embed(F, x), states)
+        if weight is None:
+            logits = self.output_layer(hidden)
+        else:
+            logits = layers.dense(F, hidden, weight, layers.param_value(F, self.output_layer.bias, hidden),
+                                  self.output_layer.vocab_size)
+        return [logits, attention] + list(new_states)
 
 
 class _GraphCache:
@@ -119,6 +139,7 @@ class CaptionModel(gluon.HybridBlock):
                                                    prefix="output_")
         object.__setattr__(self, "_graphs", _GraphCache())
         object.__setattr__(self, "_hybrid_kwargs", None)
+        object.__setattr__(self, "_step_weight", None)   # the normalised output weight of the last encode
 
     # ----------------------------------------------------------------------------------------------------------
     @property
@@ -172,12 +193,28 @@ class CaptionModel(gluon.HybridBlock):
     def encode(self, features) -> List:
         """The initial decoder states of a batch of features ``(B, C, H, W)``."""
         states = _call(self._graph("encode"), features)
-        return list(states) if isinstance(states, (list, tuple)) else [states]
+        states = list(states) if isinstance(states, (list, tuple)) else [states]
+        if self.config.weight_normalization:
+            object.__setattr__(self, "_step_weight", states.pop())
+        return states
 
-    def decode_step(self, prev_word, states: List) -> Tuple:
+    def decode_step(self, prev_word, states: List, beam_size: int = 1) -> Tuple:
         """One step: ``prev_word (N,)`` (word ids as floats) and ``states`` -> (logits ``(N, V)``, attention
-        ``(N, L)``, new states)."""
-        outputs = _call(self._graph("step"), prev_word, *states)
+        ``(N, L)``, new states). With ``beam_size`` K > 1 the static states (the first ``num_static_states``) have
+        one row per input, ``B = N / K``, shared by the input's K consecutive rows: beam search then neither
+        repeats nor reorders them (they are repeated inside the step graph); they are returned as given. With
+        weight normalisation the step uses the output weight normalised by the last ``encode`` on the same device
+        (parameters are not updated within a search)."""
+        shared = beam_size > 1 and self.num_static_states > 0
+        extra = []
+        if self.config.weight_normalization:
+            weight = self._step_weight
+            if weight is None or weight.context != prev_word.context:
+                layer = self.output_layer
+                weight = layer.normalized_weight(mx.nd, layer.weight.data(prev_word.context),
+                                                 layer.scale.data(prev_word.context))
+            extra = [weight]
+        outputs = _call(self._graph("step", beam_size if shared else 0), prev_word, *extra, *states)
         static = list(states[:self.num_static_states])
         return outputs[0], outputs[1], static + list(outputs[2:])
 

@@ -242,3 +242,117 @@ def test_special_symbols_are_never_words():
             for h in r.nbest:
                 assert BOS not in h.tokens and PAD not in h.tokens and EOS not in h.tokens
                 assert len(h.tokens) >= 1 or h.finished
+
+
+# --- the real model's fast path: static states at one row per input, the output weight normalised once ----------
+
+def caption_model(decoder: str = "rnn", weight_normalization: bool = True, vocab_size: int = 14, **kwargs):
+    from captioning.decoder import RecurrentDecoderConfig, TransformerDecoderConfig
+    from captioning.encoder import ImageEncoderConfig
+    from captioning.model import CaptionModel, ModelConfig
+    sections = {"rnn": RecurrentDecoderConfig(num_hidden=16, **kwargs)} if decoder == "rnn" else \
+        {"transformer": TransformerDecoderConfig(model_size=16, attention_heads=2, feed_forward_num_hidden=16)}
+    config = ModelConfig(encoder=ImageEncoderConfig(feature_shape=(5, 2, 3), num_hidden=16), vocab_size=vocab_size,
+                         decoder=decoder, num_embed=16, weight_normalization=weight_normalization, **sections)
+    mx.random.seed(3)
+    model = CaptionModel(config)
+    model.initialize(mx.init.Xavier(magnitude=3.0))
+    model.hybridize()
+    return model
+
+
+def caption_features(batch_size: int, seed: int = 0) -> mx.nd.NDArray:
+    return mx.nd.array(np.random.RandomState(seed).uniform(0, 2, size=(batch_size, 5, 2, 3)))
+
+
+class PlainContract:
+    """A model seen through the plain state contract only (``decode_step`` without ``beam_size``): the search
+    repeats and reorders every state, as before the fast path."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.shapes: List[Tuple[int, ...]] = []
+
+    def encode(self, features):
+        return self.model.encode(features)
+
+    def decode_step(self, prev_word, states):
+        self.shapes.append(tuple(s.shape[0] for s in states))
+        return self.model.decode_step(prev_word, states)
+
+
+def test_decode_step_with_shared_static_states_is_exact():
+    model = caption_model()
+    n = model.num_static_states
+    assert n == 2
+    states = model.encode(caption_features(2))
+    k = 3
+    repeated = [mx.nd.repeat(s, repeats=k, axis=0) for s in states]
+    shared = states[:n] + repeated[n:]
+    assert shared[0].shape[0] == 2 and shared[n].shape[0] == 6
+    prev = mx.nd.array([2, 5, 6, 7, 8, 9])
+    logits, attention, new_states = model.decode_step(prev, repeated)
+    fast_logits, fast_attention, fast_states = model.decode_step(prev, shared, beam_size=k)
+    np.testing.assert_array_equal(fast_logits.asnumpy(), logits.asnumpy())
+    np.testing.assert_array_equal(fast_attention.asnumpy(), attention.asnumpy())
+    assert all(a is b for a, b in zip(fast_states[:n], states[:n]))   # passed through, still one row per input
+    for a, b in zip(fast_states[n:], new_states[n:]):
+        np.testing.assert_array_equal(a.asnumpy(), b.asnumpy())
+    assert len({tuple(logits[r].asnumpy()) for r in range(6)}) == 6   # the rows really differ
+
+
+@pytest.mark.parametrize("decoder,kwargs", [("rnn", {}), ("rnn", {"attention_type": "coverage"}),
+                                            ("transformer", {})])
+def test_fast_search_equals_plain_contract_search(decoder, kwargs):
+    model = caption_model(decoder, **kwargs)
+    features = caption_features(5, seed=4)
+    plain_model = PlainContract(model)
+    fast = BeamSearch([model], beam_size=3, max_output_length=6, nbest_size=3).search(features)
+    plain = BeamSearch([plain_model], beam_size=3, max_output_length=6, nbest_size=3).search(features)
+    n = model.num_static_states
+    assert n >= 1 and BeamSearch([model], 3, 6)._num_shared(model) == n
+    assert BeamSearch([model], 1, 6)._num_shared(model) == 0       # greedy search: nothing to share
+    assert plain_model.shapes[-1][:n] == (15,) * n                   # the plain search repeated them
+    for a, b in zip(fast, plain):
+        assert [h.tokens for h in a.nbest] == [h.tokens for h in b.nbest]
+        assert [h.score for h in a.nbest] == [h.score for h in b.nbest]
+        for ha, hb in zip(a.nbest, b.nbest):
+            np.testing.assert_array_equal(ha.attention, hb.attention)
+    assert len({r.score for r in fast}) == len(fast)   # the inputs' searches really differ
+
+
+def test_fast_search_ensemble_of_a_model_with_itself():
+    model = caption_model()
+    features = caption_features(4, seed=2)
+    single = BeamSearch([model], beam_size=3, max_output_length=7, nbest_size=3).search(features)
+    # log-linear: (lp + lp) / 2 == lp exactly, so the ensemble path must give the very same search
+    pair = BeamSearch([model, model], beam_size=3, max_output_length=7, nbest_size=3,
+                      ensemble_mode="log_linear").search(features)
+    assert [[(h.tokens, h.score) for h in r.nbest] for r in single] == \
+        [[(h.tokens, h.score) for h in r.nbest] for r in pair]
+
+
+def test_step_uses_the_output_weight_normalised_by_the_last_encode():
+    from captioning.model import CaptionModel
+    model = caption_model()
+    features = caption_features(2, seed=1)
+    words = mx.nd.array([[2, 5, 6], [2, 7, 4]])
+
+    def first_step_logits(m, states=None):
+        states = m.encode(features) if states is None else states
+        return m.decode_step(words[:, 0], states)[0].asnumpy()
+
+    before = first_step_logits(model)
+    np.testing.assert_allclose(before, model(features, words).asnumpy()[:, 0], rtol=1e-4, atol=1e-5)
+    scale = model.output_layer.scale
+    scale.set_data(scale.data() * 3.0)
+    after = first_step_logits(model)
+    assert np.abs(after - before).max() > 1e-3
+    np.testing.assert_allclose(after, model(features, words).asnumpy()[:, 0], rtol=1e-4, atol=1e-5)
+    # a model that has not encoded anything normalises the weight itself
+    twin = CaptionModel(model.config)
+    twin.initialize()
+    for name, param in model.collect_params().items():
+        twin.collect_params()[name.replace(model.prefix, twin.prefix, 1)].set_data(param.data())
+    twin.hybridize()
+    np.testing.assert_allclose(first_step_logits(twin, model.encode(features)), after, rtol=1e-5, atol=1e-6)

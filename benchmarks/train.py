@@ -1,0 +1,176 @@
+"""Training benchmark on FLICKR-A (BENCHMARKS.md): speed, peak memory, validation perplexity and caption quality.
+
+    .venv/bin/python benchmarks/train.py [--shared ../shared] [--cache-dir /tmp/captioning-bench] [--short]
+
+1. Extracts EfficientNet-Lite0 ``head_conv`` features (1280x7x7) of flickr8k-sample's train and dev photos into the
+   cache folder (outside the repository; done once).
+2. Training pairs: train.images repeated 5 times, block k with train.captions.k; validation: dev.images +
+   dev.captions.0.
+3. Speed: the tutorial configuration (1-layer LSTM-512, MLP attention, state init zero, image projection 512,
+   embedding 512, weight normalisation, batch 64 captions, Adam 0.0003, clipping abs 1.0, bucket width 5, max length
+   60) for ``--speed-updates`` updates with each feature store (lazy, memory, mmap): median of the logged
+   samples/s, peak RSS, validation perplexity at the end.
+4. Quality: the same configuration with regularisation (dropout, label smoothing 0.1, weight decay, early stopping)
+   for ``--quality-updates`` updates; the best checkpoint captions dev (beam 3) and is scored against the 5
+   references (BLEU-4, METEOR, ROUGE-L, CIDEr-D via captioning.evaluate / pycocoevalcap).
+Prints one line per figure.
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+TUTORIAL = ["--encoder", "image-pretrain-cnn", "--decoder", "rnn", "--num-layers", "1:1", "--rnn-num-hidden", "512",
+            "--rnn-decoder-state-init", "zero", "--rnn-attention-type", "mlp", "--image-encoder-num-hidden", "512",
+            "--num-embed", "512", "--batch-type", "sentence", "--batch-size", "64", "--initial-learning-rate",
+            "0.0003", "--gradient-clipping-type", "abs", "--gradient-clipping-threshold", "1.0", "--bucket-width",
+            "5", "--max-seq-len", "1:60", "--weight-normalization", "--seed", "13", "--use-cpu"]
+# our additions for caption quality (the peer overfits after ~12 epochs)
+REGULARISED = ["--rnn-decoder-hidden-dropout", "0.3", "--embed-dropout", "0.2", "--image-encoder-dropout", "0.2",
+               "--label-smoothing", "0.1", "--weight-decay", "0.00001", "--learning-rate-reduce-num-not-improved",
+               "2", "--learning-rate-reduce-factor", "0.5", "--max-num-checkpoint-not-improved", "4"]
+
+
+def run(cmd: List[str], log_path: Optional[Path] = None, env: Optional[Dict[str, str]] = None) -> Tuple[float, int]:
+    """Run a command; returns (wall seconds, peak RSS in MB of the process)."""
+    start = time.time()
+    with open(log_path, "w") if log_path else open(os.devnull, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=out, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})))
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        tail = log_path.read_text()[-3000:] if log_path else ""
+        raise SystemExit("command failed (%d): %s\n%s" % (proc.returncode, " ".join(cmd), tail))
+    return time.time() - start, usage.ru_maxrss // 1024
+
+
+def extract(shared: Path, cache: Path) -> Path:
+    data = shared / "data" / "flickr8k-sample"
+    feats = cache / "features-head_conv"
+    if (feats / "train.features").exists() and (feats / "dev.features").exists():
+        return feats
+    feats.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev"):
+        seconds, rss = run([PYTHON, "-m", "captioning.extract_features", "--image-root", str(data), "--input",
+                            str(data / ("%s.images" % split)), "--output-root", str(feats), "--output",
+                            str(feats / ("%s.features" % split)), "--image-encoder-model-path",
+                            str(shared / "models" / "efficientnet-lite0" / "efficientnet-lite0"),
+                            "--image-encoder-layer", "head_conv", "--source-image-size", "3", "224", "224",
+                            "--batch-size", "128", "--device-id", "0", "--use-cpu", "--mmap-store"],
+                           cache / ("extract-%s.log" % split))
+        print("extraction %s: %.1f s, peak RSS %d MB" % (split, seconds, rss))
+    return feats
+
+
+def make_lists(shared: Path, feats: Path, cache: Path) -> Dict[str, str]:
+    data = shared / "data" / "flickr8k-sample"
+    lists = cache / "lists"
+    lists.mkdir(exist_ok=True)
+    train_names = (feats / "train.features").read_text().splitlines()
+    (lists / "train.features").write_text("\n".join(train_names * 5) + "\n")
+    captions = []
+    for k in range(5):
+        captions += (data / ("train.captions.%d" % k)).read_text().splitlines()
+    (lists / "train.captions").write_text("\n".join(captions) + "\n")
+    return {"source": str(lists / "train.features"), "target": str(lists / "train.captions"),
+            "validation_source": str(feats / "dev.features"), "validation_target": str(data / "dev.captions.0"),
+            "root": str(feats)}
+
+
+def train_command(paths: Dict[str, str], output: Path, extra: List[str]) -> List[str]:
+    return [PYTHON, "-m", "captioning.train", "--source-root", paths["root"], "--source", paths["source"],
+            "--target", paths["target"], "--validation-source", paths["validation_source"], "--validation-target",
+            paths["validation_target"], "--output", str(output), "--overwrite-output"] + TUTORIAL + extra
+
+
+def speeds(log: Path) -> List[float]:
+    return [float(m) for m in re.findall(r"([0-9.]+) samples/s", log.read_text())]
+
+
+def metrics(folder: Path) -> List[Dict[str, float]]:
+    rows = []
+    for line in (folder / "metrics").read_text().splitlines():
+        n, *pairs = line.split("\t")
+        row = {k: float(v) for k, v in (p.split("=") for p in pairs)}
+        row["checkpoint"] = int(n)
+        rows.append(row)
+    return rows
+
+
+def quality(paths: Dict[str, str], shared: Path, model: Path, cache: Path) -> Dict[str, float]:
+    """Caption dev with params.best (beam 3) and score against the 5 references."""
+    data = shared / "data" / "flickr8k-sample"
+    predictions = cache / "dev.predictions"
+    seconds, _ = run([PYTHON, "-m", "captioning.captioner", "--models", str(model), "--input",
+                      paths["validation_source"], "--source-root", paths["root"], "--beam-size", "3",
+                      "--batch-size", "64", "--max-output-length", "60", "--use-cpu", "--output", str(predictions)],
+                     cache / "captioner.log")
+    sys.path.insert(0, str(REPO))
+    from captioning import evaluate
+    hyps = predictions.read_text().splitlines()
+    refs = list(zip(*[(data / ("dev.captions.%d" % k)).read_text().splitlines() for k in range(5)]))
+    return evaluate.evaluate(hyps, [list(r) for r in refs], ["coco"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shared", default=str(REPO / ".." / "shared"))
+    parser.add_argument("--cache-dir", default="/tmp/captioning-bench")
+    parser.add_argument("--speed-updates", type=int, default=200, help="0: no speed runs")
+    parser.add_argument("--quality-updates", type=int, default=1600)
+    parser.add_argument("--stores", nargs="+", default=["memory", "lazy", "mmap"])
+    parser.add_argument("--short", action="store_true", help="60 speed updates per store, 800 quality updates")
+    parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--threads", default=None, help="OMP_NUM_THREADS for the runs (default: the package's)")
+    args = parser.parse_args()
+    if args.short:
+        args.speed_updates, args.quality_updates = 60, 800
+    shared, cache = Path(args.shared).resolve(), Path(args.cache_dir)
+    if not (shared / "data" / "flickr8k-sample").is_dir():
+        raise SystemExit("%s: no data/flickr8k-sample" % shared)
+    cache.mkdir(parents=True, exist_ok=True)
+    env = {"OMP_NUM_THREADS": args.threads} if args.threads else {}
+    feats = extract(shared, cache)
+    paths = make_lists(shared, feats, cache)
+
+    for store in args.stores if args.speed_updates > 0 else []:
+        out = cache / ("speed-%s" % store)
+        log = cache / ("speed-%s.log" % store)
+        extra = ["--feature-store", store, "--max-updates", str(args.speed_updates), "--checkpoint-interval",
+                 str(args.speed_updates), "--decode-and-evaluate", "0"]
+        seconds, rss = run(train_command(paths, out, extra), log, env)
+        values = speeds(log)[1:] or speeds(log)     # the first interval includes graph building
+        ppl = metrics(out)[-1]["perplexity-val"]
+        print("train speed (%s store): median %.1f samples/s over %d logs; %d updates in %.1f s wall; peak RSS %d MB; "
+              "perplexity-val after %d updates %.2f" % (store, statistics.median(values), len(values),
+                                                         args.speed_updates, seconds, rss, args.speed_updates, ppl))
+    if args.skip_quality:
+        return
+    out = cache / "quality"
+    log = cache / "quality.log"
+    extra = ["--load-all-features-to-memory", "--max-updates", str(args.quality_updates), "--checkpoint-interval",
+             "200", "--decode-and-evaluate", "0"] + REGULARISED
+    seconds, rss = run(train_command(paths, out, extra), log, env)
+    rows = metrics(out)
+    best = min(rows, key=lambda r: r["perplexity-val"])
+    print("quality run: %d updates in %.1f s wall, peak RSS %d MB, median %.1f samples/s; perplexity-val by "
+          "checkpoint: %s; best %.2f at update %d" % (rows[-1]["checkpoint"] * 200, seconds, rss,
+                                                       statistics.median(speeds(log)[1:] or speeds(log)),
+                                                       " ".join("%.1f" % r["perplexity-val"] for r in rows),
+                                                       best["perplexity-val"], best["checkpoint"] * 200))
+    scores = quality(paths, shared, out, cache)
+    print("dev caption quality (best checkpoint, beam 3, 5 references): " +
+          ", ".join("%s %.1f" % (k, v) for k, v in sorted(scores.items())))
+
+
+if __name__ == "__main__":
+    main()

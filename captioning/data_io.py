@@ -1,0 +1,349 @@
+"""Training data: parallel feature list + captions, bucketed by caption length, batched, shuffled, resumable.
+
+A caption of n tokens becomes ``target_input = <s> w1 .. wn`` and ``labels = w1 .. wn </s>`` (n+1 positions),
+padded with ``<pad>`` to its bucket's length T. Captions needing more than ``max_seq_len`` positions are dropped
+(and counted in the log). Buckets are multiples of ``bucket_width`` up to ``max_seq_len``
+(or one bucket of the longest caption with ``--no-bucketing``).
+
+Each epoch the iterator draws a *batch plan* with its own random generator: the items of every bucket are
+shuffled and cut into batches, the last batch of a bucket is filled up with random repeats of that bucket's items
+(``--fill-up replicate``), and the batches are shuffled. The plan, the position in it, the epoch and the generator's
+state are the iterator's state (`state_dict`), saved at checkpoints so a resumed run sees the same batches.
+Features of the next batch are read in a background thread while the model trains on the current one.
+"""
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import constants as C
+from . import utils
+from .config import Config
+from .vocab import Vocab, tokens_to_ids
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DataConfig(Config):
+    batch_size: int = 64
+    batch_type: str = C.BATCH_TYPE_SENTENCE     # sentence: captions per batch; word: target tokens per batch
+    bucket_width: int = 10
+    bucketing: bool = True
+    max_seq_len: int = 99                       # target positions, counting </s>
+    fill_up: str = "replicate"
+    seed: int = 13
+    batch_multiple_of: int = 1                  # word batches are rounded down to a multiple of this (devices)
+
+
+class Batch(NamedTuple):
+    """One training/validation batch (numpy)."""
+    features: np.ndarray        # (B, C, H, W) float32
+    target_input: np.ndarray    # (B, T) float32 token ids, <s> first
+    labels: np.ndarray          # (B, T) float32 token ids, </s> last
+    indices: np.ndarray         # (B,) item (line) indices: which list/caption lines this batch holds
+
+    @property
+    def num_valid_tokens(self) -> int:
+        return int((self.labels != C.PAD_ID).sum())
+
+
+class ParallelData(NamedTuple):
+    """Captions as id arrays, aligned with the feature list; ``line_numbers`` are the 1-based lines of the kept
+    items (over-long captions dropped)."""
+    names: List[str]                 # feature file names of the kept items
+    captions: List[np.ndarray]       # token ids without <s>/</s>
+    line_numbers: List[int]
+    texts: List[str]                 # the captions as written (references for decoding)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reading
+# ---------------------------------------------------------------------------------------------------------------
+
+def read_parallel(list_path: str, caption_path: str) -> Tuple[List[str], List[str]]:
+    """The feature list and the caption lines, checked: same number of lines, no empty caption, no empty name."""
+    names = utils.read_lines(list_path)
+    captions = utils.read_lines(caption_path)
+    utils.check_condition(len(names) == len(captions),
+                          "%s has %d lines but %s has %d: the feature list and the captions must be aligned line "
+                          "by line" % (list_path, len(names), caption_path, len(captions)))
+    utils.check_condition(len(names) > 0, "%s: empty file; give at least one feature and caption" % list_path)
+    for i, (name, caption) in enumerate(zip(names, captions), 1):
+        utils.check_condition(name.strip() != "", "%s: empty feature name; every line must name a feature file"
+                              % utils.location(list_path, i))
+        utils.check_condition(caption.strip() != "", "%s: empty caption; every line needs at least one word"
+                              % utils.location(caption_path, i))
+    return [n.strip() for n in names], captions
+
+
+def load_parallel(list_path: str, caption_path: str, vocab: Vocab, max_seq_len: int,
+                  what: str = "training") -> ParallelData:
+    """Read, check and convert to ids; drop captions longer than ``max_seq_len - 1`` tokens (logged with a count).
+    Raises `CaptioningError` if nothing is left."""
+    names, texts = read_parallel(list_path, caption_path)
+    kept = ParallelData([], [], [], [])
+    dropped = 0
+    for i, (name, text) in enumerate(zip(names, texts), 1):
+        tokens = text.split()
+        if len(tokens) + 1 > max_seq_len:
+            dropped += 1
+            continue
+        kept.names.append(name)
+        kept.captions.append(np.array(tokens_to_ids(tokens, vocab), dtype=np.int32))
+        kept.line_numbers.append(i)
+        kept.texts.append(" ".join(tokens))
+    if dropped:
+        logger.warning("%s: dropped %d of %d %s captions longer than --max-seq-len %d (%d tokens + </s>)",
+                       caption_path, dropped, len(texts), what, max_seq_len, max_seq_len - 1)
+    utils.check_condition(len(kept.names) > 0,
+                          "%s: all %d captions are longer than --max-seq-len %d allows (%d tokens + </s>); raise "
+                          "--max-seq-len" % (caption_path, len(texts), max_seq_len, max_seq_len - 1))
+    unk = sum(int((c == C.UNK_ID).sum()) for c in kept.captions)
+    total = sum(len(c) for c in kept.captions)
+    logger.info("%s data: %d captions (%d tokens, %.2f%% <unk>) from %s and %s", what.capitalize(), len(kept.names),
+                total, 100.0 * unk / max(total, 1), list_path, caption_path)
+    return kept
+
+
+def longest_caption(data: ParallelData) -> int:
+    """Tokens of the longest caption (without </s>)."""
+    return max(len(c) for c in data.captions)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# buckets and batch plans
+# ---------------------------------------------------------------------------------------------------------------
+
+def define_buckets(max_seq_len: int, bucket_width: int) -> List[int]:
+    """Bucket lengths ``w, 2w, ..., max_seq_len`` (the last one may be shorter than w wide)."""
+    buckets = list(range(bucket_width, max_seq_len, bucket_width))
+    buckets.append(max_seq_len)
+    return sorted(set(buckets))
+
+
+def assign_buckets(lengths: Sequence[int], buckets: Sequence[int]) -> Dict[int, np.ndarray]:
+    """``{bucket length T: item indices}`` with each item (needing ``length`` positions) in the smallest bucket
+    that holds it; empty buckets left out."""
+    lengths_arr = np.asarray(lengths)
+    which = np.searchsorted(np.asarray(buckets), lengths_arr, side="left")
+    result = {}
+    for b, bucket in enumerate(buckets):
+        members = np.nonzero(which == b)[0]
+        if len(members):
+            result[int(bucket)] = members
+    return result
+
+
+def bucket_batch_size(config: DataConfig, bucket: int) -> int:
+    """Captions per batch in a bucket: ``batch_size`` (sentence), or ``batch_size // T`` rounded down to a
+    multiple of ``batch_multiple_of`` (word; at least that multiple)."""
+    if config.batch_type == C.BATCH_TYPE_SENTENCE:
+        return config.batch_size
+    size = config.batch_size // bucket
+    size -= size % config.batch_multiple_of
+    return max(size, config.batch_multiple_of)
+
+
+Plan = List[Tuple[int, List[int]]]   # [(bucket length, item indices), ...]
+
+
+def make_plan(buckets: Dict[int, np.ndarray], config: DataConfig, rng: Optional[np.random.Generator],
+              fill_up: bool = True) -> Plan:
+    """The batches of one pass: shuffled within and across buckets when ``rng`` is given (training), in order
+    otherwise (validation). The last batch of a bucket is filled up with random repeats of that bucket's items
+    when ``fill_up`` (only with an ``rng``)."""
+    plan: Plan = []
+    for bucket in sorted(buckets):
+        items = buckets[bucket]
+        if rng is not None:
+            items = rng.permutation(items)
+        size = bucket_batch_size(config, bucket)
+        for start in range(0, len(items), size):
+            batch = [int(i) for i in items[start:start + size]]
+            if fill_up and rng is not None and len(batch) < size:
+                batch += [int(i) for i in rng.choice(buckets[bucket], size - len(batch), replace=True)]
+            plan.append((bucket, batch))
+    if rng is not None:
+        order = rng.permutation(len(plan))
+        plan = [plan[i] for i in order]
+    return plan
+
+
+def shard_plan(plan: Plan, rank: int, num_workers: int) -> Plan:
+    """Worker ``rank``'s batches of a plan: every ``num_workers``-th, the plan padded by repeating its first
+    batches so that every worker gets the same number (distributed training needs equal update counts)."""
+    if num_workers <= 1:
+        return plan
+    pad = (-len(plan)) % num_workers
+    padded = plan + plan[:pad] if pad <= len(plan) else plan + [plan[i % len(plan)] for i in range(pad)]
+    return padded[rank::num_workers]
+
+
+def make_batch(features: np.ndarray, captions: Sequence[np.ndarray], bucket: int, indices: Sequence[int]) -> Batch:
+    """Pad a batch's captions to the bucket length: ``<s> w.. <pad>..`` and ``w.. </s> <pad>..``."""
+    batch_size = len(captions)
+    target_input = np.zeros((batch_size, bucket), dtype=np.float32)
+    labels = np.zeros((batch_size, bucket), dtype=np.float32)
+    for row, ids in enumerate(captions):
+        n = len(ids)
+        target_input[row, 0] = C.BOS_ID
+        target_input[row, 1:n + 1] = ids
+        labels[row, :n] = ids
+        labels[row, n] = C.EOS_ID
+    return Batch(features, target_input, labels, np.asarray(indices, dtype=np.int64))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# iterators
+# ---------------------------------------------------------------------------------------------------------------
+
+class BatchIterator:
+    """Batches of ``data`` with features from ``store`` (indexed by the item's position in ``data``... see
+    ``feature_index``). ``shuffle=True``: training (per-epoch plans, fill-up, resumable state, endless epochs
+    through `next_batch`); ``shuffle=False``: one ordered pass per `__iter__` (validation).
+
+    ``feature_index[i]`` is the store row of item i (the store is opened on the whole list; dropped lines are
+    skipped through this index)."""
+
+    def __init__(self, data: ParallelData, store: Any, feature_index: Sequence[int], config: DataConfig,
+                 shuffle: bool = True, rank: int = 0, num_workers: int = 1, prefetch: bool = True) -> None:
+        self.data = data
+        self.store = store
+        self.feature_index = np.asarray(feature_index, dtype=np.int64)
+        self.config = config
+        self.shuffle = shuffle
+        self.rank = rank
+        self.num_workers = num_workers
+        self.prefetch = prefetch
+        if config.bucketing:
+            buckets = define_buckets(config.max_seq_len, config.bucket_width)
+        else:
+            buckets = [max(len(c) for c in data.captions) + 1]
+        self.buckets = assign_buckets([len(c) + 1 for c in data.captions], buckets)
+        self.rng = np.random.default_rng(config.seed)
+        self.epoch = 0
+        self.position = 0
+        self.full_plan: Plan = []     # the epoch's plan before sharding (the same on every worker)
+        self.plan: Plan = []          # this worker's batches
+        self._prefetched: Optional[Tuple[int, int, "queue.Queue"]] = None
+        if shuffle:
+            self._new_epoch(first=True)
+        logger.info("%s: %d captions in %d buckets %s", "Training batches" if shuffle else "Validation batches",
+                    len(data.captions), len(self.buckets),
+                    ", ".join("%d:%d" % (b, len(m)) for b, m in sorted(self.buckets.items())))
+
+    # -- training ------------------------------------------------------------------------------------------------
+    def _new_epoch(self, first: bool = False) -> None:
+        self.full_plan = make_plan(self.buckets, self.config, self.rng, fill_up=self.config.fill_up == "replicate")
+        self.plan = shard_plan(self.full_plan, self.rank, self.num_workers)
+        self.position = 0
+        if not first:
+            self.epoch += 1
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.plan)
+
+    def next_batch(self) -> Tuple[Batch, bool]:
+        """The next training batch and whether it is the last of its epoch (the iterator then moves on to the
+        next epoch's plan)."""
+        batch = self._take(self.position)
+        self.position += 1
+        end_of_epoch = self.position >= len(self.plan)
+        if end_of_epoch:
+            self._new_epoch()
+        if self.prefetch:
+            self._start_prefetch(self.position)
+        return batch, end_of_epoch
+
+    def _load(self, position: int) -> Batch:
+        bucket, items = self.plan[position]
+        features = self.store.get_batch(self.feature_index[items])
+        return make_batch(features, [self.data.captions[i] for i in items], bucket, items)
+
+    def _take(self, position: int) -> Batch:
+        if self._prefetched is not None:
+            epoch, pos, box = self._prefetched
+            self._prefetched = None
+            if (epoch, pos) == (self.epoch, position):
+                result = box.get()
+                if isinstance(result, BaseException):
+                    raise result
+                return result
+        return self._load(position)
+
+    def _start_prefetch(self, position: int) -> None:
+        box: "queue.Queue" = queue.Queue(maxsize=1)
+
+        def work() -> None:
+            try:
+                box.put(self._load(position))
+            except BaseException as e:  # noqa: BLE001 - re-raised in the training thread
+                box.put(e)
+
+        self._prefetched = (self.epoch, position, box)
+        threading.Thread(target=work, name="prefetch", daemon=True).start()
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Epoch, position, the (unsharded) plan and the generator state: enough to continue with the same
+        batches, on every worker of a distributed run."""
+        return {"epoch": self.epoch, "position": self.position,
+                "plan": [[b, list(items)] for b, items in self.full_plan], "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.position = int(state["position"])
+        self.full_plan = [(int(b), [int(i) for i in items]) for b, items in state["plan"]]
+        self.plan = shard_plan(self.full_plan, self.rank, self.num_workers)
+        self.rng.bit_generator.state = state["rng"]
+        self._prefetched = None
+
+    # -- validation ----------------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Batch]:
+        """One ordered pass over every item (no fill-up, no shuffling), features read one batch ahead."""
+        plan = make_plan(self.buckets, self.config, None, fill_up=False)
+        if not plan:
+            return
+        pending = self._load_async(plan[0])
+        for k in range(len(plan)):
+            batch = pending.get()
+            if isinstance(batch, BaseException):
+                raise batch
+            if k + 1 < len(plan):
+                pending = self._load_async(plan[k + 1])
+            yield batch
+
+    def _load_async(self, entry: Tuple[int, List[int]]) -> "queue.Queue":
+        box: "queue.Queue" = queue.Queue(maxsize=1)
+        bucket, items = entry
+
+        def work() -> None:
+            try:
+                features = self.store.get_batch(self.feature_index[items])
+                box.put(make_batch(features, [self.data.captions[i] for i in items], bucket, items))
+            except BaseException as e:  # noqa: BLE001
+                box.put(e)
+
+        if self.prefetch:
+            threading.Thread(target=work, name="prefetch-val", daemon=True).start()
+        else:
+            work()
+        return box
+
+    @property
+    def num_items(self) -> int:
+        return len(self.data.captions)
+
+
+def open_store(root: str, list_path: str, data: ParallelData, mode: str) -> Tuple[Any, List[int]]:
+    """A feature store over every line of ``list_path`` (via `features.open_feature_store`, so its errors name the
+    right line) and the store row of each kept item of ``data``. Stores load a file listed on several lines (one
+    image with several captions) once."""
+    from . import features
+    names = [n.strip() for n in utils.read_lines(list_path)]
+    store = features.open_feature_store(root, names, mode=mode, list_path=list_path)
+    return store, [line - 1 for line in data.line_numbers]

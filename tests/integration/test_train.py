@@ -1,0 +1,256 @@
+"""python -m captioning.train on the synthetic features: the model folder, resume after kill -9, refusal of a
+different command, and each bad input as a one-line error."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY = ["--rnn-num-hidden", "16", "--num-embed", "16", "--image-encoder-num-hidden", "16", "--batch-size", "8",
+        "--bucket-width", "10", "--decode-and-evaluate", "0", "--use-cpu", "--seed", "3",
+        "--rnn-decoder-hidden-dropout", "0.3", "--embed-dropout", "0.1"]
+
+
+def train_args(f, output, *extra):
+    return ["--source-root", f.feature_root, "--source", f.train_features, "--target", f.train_captions,
+            "--validation-source", f.val_features, "--validation-target", f.val_captions,
+            "--output", str(output)] + TINY + list(extra)
+
+
+def run_train(args, check=True, timeout=240):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    result = subprocess.run([sys.executable, "-m", "captioning.train"] + args, cwd=str(REPO), env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def read_metrics(folder, drop=("time-elapsed",)):
+    rows = []
+    for line in (Path(folder) / "metrics").read_text().splitlines():
+        n, *pairs = line.split("\t")
+        values = {k: float(v) for k, v in (p.split("=") for p in pairs) if k not in drop}
+        rows.append((int(n), values))
+    return rows
+
+
+def assert_same_metrics(a, b):
+    assert [n for n, _ in a] == [n for n, _ in b]
+    for (_, va), (_, vb) in zip(a, b):
+        assert set(va) == set(vb)
+        for key in va:
+            assert float("%.4g" % va[key]) == float("%.4g" % vb[key]), (key, va, vb)
+
+
+def test_model_folder_complete_then_finished_run_exits_0(synthetic_features, tmp_path):
+    out = tmp_path / "model"
+    args = train_args(synthetic_features, out, "--checkpoint-interval", "5", "--max-updates", "10",
+                      "--metrics", "perplexity", "accuracy", "--keep-last-params", "1",
+                      "--decode-and-evaluate", "10", "--optimized-metric", "bleu")
+    run_train(args)
+    names = set(os.listdir(out))
+    assert {"args.yaml", "config", "version", "vocab.trg.0.json", "params.best", "metrics", "log",
+            "training_state"} <= names
+    # keep-last-params 1: the last and the best survive (params.00000 is not kept without --keep-initializations)
+    params = sorted(n for n in names if n.startswith("params.0"))
+    assert "params.00002" in params and "params.00000" not in params
+    assert os.path.realpath(out / "params.best") in {os.path.realpath(out / p) for p in params}
+    rows = read_metrics(out, drop=())
+    assert [n for n, _ in rows] == [1, 2]
+    for _, values in rows:
+        assert {"perplexity-train", "perplexity-val", "accuracy-train", "accuracy-val", "bleu-val", "chrf-val",
+                "learning-rate", "time-elapsed"} == set(values)
+        assert 1.0 < values["perplexity-val"] < 200 and 0.0 <= values["accuracy-val"] <= 1.0
+        assert 0.0 <= values["bleu-val"] <= 100 and 0.0 < values["chrf-val"] <= 100
+    assert rows[1][1]["perplexity-val"] < rows[0][1]["perplexity-val"]
+    # --optimized-metric bleu picks params.best
+    bleus = [v["bleu-val"] for _, v in rows]
+    assert os.readlink(out / "params.best") == "params.%05d" % (bleus.index(max(bleus)) + 1)
+    config = yaml.safe_load((out / "config").read_text())
+    assert config["decoder"] == "rnn" and config["rnn"]["num_layers"] == 1
+    longest = max(len(l.split()) for l in Path(synthetic_features.train_captions).read_text().splitlines())
+    assert longest + 1 <= config["max_output_length"] <= 99
+    assert config["cnn_config"] is not None
+    log = (out / "log").read_text()
+    assert "Checkpoint decoder" in log and "tokens/s" not in log
+    # started again: nothing to do, exit 0, the files untouched
+    before = (out / "metrics").read_text()
+    result = run_train(args)
+    assert "already finished" in result.stderr
+    assert (out / "metrics").read_text() == before
+
+
+def test_resume_after_kill_matches_uninterrupted_run(synthetic_features, tmp_path):
+    extra = ["--checkpoint-interval", "4", "--max-updates", "24", "--max-num-checkpoint-not-improved", "-1"]
+    straight = tmp_path / "straight"
+    run_train(train_args(synthetic_features, straight, *extra))
+    expected = read_metrics(straight)
+    assert len(expected) == 6
+
+    killed = tmp_path / "killed"
+    args = train_args(synthetic_features, killed, *extra)
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    proc = subprocess.Popen([sys.executable, "-m", "captioning.train"] + args, cwd=str(REPO), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = killed / "metrics"
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(read_metrics(killed)) < 6
+    run_train(args)
+    assert_same_metrics(read_metrics(killed), expected)
+    # the final params are the same too
+    import mxnet as mx
+    a = mx.nd.load(str(straight / "params.00006"))
+    b = mx.nd.load(str(killed / "params.00006"))
+    for key in a:
+        np.testing.assert_allclose(a[key].asnumpy(), b[key].asnumpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_different_command_is_refused_unless_overwrite(synthetic_features, tmp_path):
+    out = tmp_path / "model"
+    run_train(train_args(synthetic_features, out, "--checkpoint-interval", "2", "--max-updates", "2"))
+    result = run_train(train_args(synthetic_features, out, "--checkpoint-interval", "2", "--max-updates", "2",
+                                  "--initial-learning-rate", "0.01"), check=False)
+    assert result.returncode == 1
+    assert "--initial-learning-rate (0.0002 -> 0.01)" in result.stderr
+    assert "Traceback" not in result.stderr
+    # harmless options may differ
+    result = run_train(train_args(synthetic_features, out, "--checkpoint-interval", "2", "--max-updates", "2",
+                                  "--loglevel", "WARNING"))
+    run_train(train_args(synthetic_features, out, "--checkpoint-interval", "2", "--max-updates", "2",
+                         "--initial-learning-rate", "0.01", "--overwrite-output"))
+    assert yaml.safe_load((out / "args.yaml").read_text())["initial_learning_rate"] == 0.01
+    assert len(read_metrics(out)) == 1
+
+
+def _copy_data(f, tmp_path):
+    """A writable copy of the lists and captions (the features stay where they are)."""
+    d = tmp_path / "data"
+    d.mkdir()
+    paths = {}
+    for name in ("train_features", "train_captions", "val_features", "val_captions"):
+        paths[name] = d / name
+        paths[name].write_text(Path(getattr(f, name)).read_text())
+    return paths
+
+
+def _bad_run(f, tmp_path, paths, *extra, root=None):
+    args = ["--source-root", root or f.feature_root, "--source", str(paths["train_features"]),
+            "--target", str(paths["train_captions"]), "--validation-source", str(paths["val_features"]),
+            "--validation-target", str(paths["val_captions"]), "--output", str(tmp_path / "model")] + TINY + \
+        ["--max-updates", "1", "--checkpoint-interval", "1"] + list(extra)
+    result = run_train(args, check=False)
+    assert result.returncode != 0
+    lines = [l for l in result.stderr.strip().splitlines() if "ERROR" in l or l.startswith("error")]
+    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr[-2000:]
+    return lines[0]
+
+
+def test_bad_inputs_are_one_line_errors(synthetic_features, tmp_path):
+    f = synthetic_features
+    paths = _copy_data(f, tmp_path)
+    captions = paths["train_captions"].read_text().splitlines()
+
+    paths["train_captions"].write_text("\n".join(captions[:-1]) + "\n")
+    msg = _bad_run(f, tmp_path, paths)
+    assert "train_features has %d lines but" % len(captions) in msg and "train_captions has %d" % (len(captions) - 1) \
+        in msg
+
+    bad = list(captions)
+    bad[6] = "   "
+    paths["train_captions"].write_text("\n".join(bad) + "\n")
+    msg = _bad_run(f, tmp_path, paths)
+    assert "train_captions, line 7: empty caption" in msg
+
+    paths["train_captions"].write_text("\n".join(captions) + "\n")
+    msg = _bad_run(f, tmp_path, paths, "--max-seq-len", "3")
+    assert "--max-seq-len 3" in msg and "train_captions" in msg
+
+    names = paths["train_features"].read_text().splitlines()
+    names[4] = "no_such_file.npy"
+    paths["train_features"].write_text("\n".join(names) + "\n")
+    msg = _bad_run(f, tmp_path, paths)
+    assert "train_features, line 5" in msg and "no_such_file.npy" in msg
+
+    # a wrong-shaped feature file (in a copy of the feature folder)
+    root = tmp_path / "features"
+    root.mkdir()
+    for name in os.listdir(f.feature_root):
+        if name.endswith(".npy") or name.startswith("image_feature_sizes"):
+            os.symlink(os.path.join(f.feature_root, name), root / name)
+    names = Path(f.train_features).read_text().splitlines()
+    os.remove(root / names[9])
+    np.save(root / names[9], np.zeros((3, 2, 2), np.float32))
+    paths["train_features"].write_text("\n".join(names) + "\n")
+    line = names.index(names[9]) + 1
+    msg = _bad_run(f, tmp_path, paths, root=str(root))
+    assert "train_features, line %d" % line in msg and names[9] in msg and "(3, 2, 2)" in msg
+
+    # unwritable output folder
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run_train(train_args(f, blocker / "model"), check=False)
+    assert result.returncode == 1 and "cannot write the model folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_over_long_captions_dropped_and_counted(synthetic_features, tmp_path):
+    f = synthetic_features
+    out = tmp_path / "model"
+    lengths = [len(l.split()) for l in Path(f.train_captions).read_text().splitlines()]
+    limit = sorted(lengths)[len(lengths) // 2]
+    dropped = sum(1 for n in lengths if n + 1 > limit)
+    result = run_train(train_args(f, out, "--max-seq-len", str(limit), "--max-updates", "1", "--dry-run"))
+    assert "dropped %d of %d training captions" % (dropped, len(lengths)) in result.stderr
+    assert not out.exists()      # --dry-run writes nothing
+
+
+def test_tutorial_command_verbatim(synthetic_features, tmp_path):
+    f = synthetic_features
+    args = ("--source-root %s --source %s --target %s --validation-source-root %s --validation-source %s "
+            "--validation-target %s --batch-size 64 --initial-learning-rate 0.0003 --gradient-clipping-threshold 1.0 "
+            "--bucket-width 5 --max-seq-len 1:60 --fill-up replicate --output %s --encoder image-pretrain-cnn "
+            "--rnn-num-hidden 512 --rnn-decoder-state-init zero --checkpoint-frequency 200 --weight-normalization "
+            "--use-cpu --dry-run" % (f.feature_root, f.train_features, f.train_captions, f.feature_root,
+                                     f.val_features, f.val_captions, tmp_path / "models")).split()
+    result = run_train(args)
+    assert "Training rnn decoder, 1 layer(s); batches of 64 captions" in result.stderr
+    assert "--dry-run" in result.stderr and not (tmp_path / "models").exists()
+
+
+def test_flags_map_onto_the_configs():
+    from captioning import train
+    base = "--source s --source-root r --target t --validation-source vs --validation-target vt --output o".split()
+    args = train.build_parser().parse_args(base + "--rnn-num-hidden 512 --rnn-decoder-state-init zero "
+                                                  "--weight-normalization --num-embed 1:64 --embed-dropout 0:0.2 "
+                                                  "--rnn-attention-type bilinear --max-seq-len 1:60".split())
+    config = train.create_model_config(args, (1280, 7, 7), 100, 33, {"layer": "x"})
+    assert config.decoder == "rnn" and config.rnn.num_layers == 1 and config.rnn.num_hidden == 512
+    assert config.rnn.attention_type == "bilinear" and config.rnn.state_init == "zero"
+    assert config.weight_normalization and config.num_embed == 64 and config.embed_dropout == 0.2
+    assert config.encoder.feature_shape == (1280, 7, 7) and config.vocab_size == 100
+    assert config.max_output_length == 33 and config.cnn_config == {"layer": "x"}
+    transformer = train.create_model_config(train.build_parser().parse_args(
+        base + "--decoder transformer --transformer-model-size 32 --max-seq-len 40".split()), (8, 2, 2), 10, 20)
+    assert transformer.rnn is None and transformer.transformer.model_size == 32
+    assert transformer.transformer.max_seq_len == 40
+    tc = train.create_training_config(train.build_parser().parse_args(
+        base + "--gradient-clipping-threshold 0 --optimizer-params beta1:0.8 --label-smoothing 0.2".split()), 100)
+    assert tc.optimizer.clip_type == "none" and tc.optimizer.params == {"beta1": 0.8}
+    assert tc.loss.label_smoothing == 0.2 and tc.loss.vocab_size == 100
+    assert train.default_max_output_length(20, 60) == 25 and train.default_max_output_length(50, 40) == 40
+    assert train.differing_options({"a": [1, 2], "quiet": True}, {"a": (1, 2), "quiet": False}) == []
+    assert train.differing_options({"a": 1}, {"a": 2, "b": 3}) == ["--a (1 -> 2)", "--b (None -> 3)"]

@@ -1,0 +1,168 @@
+import collections
+
+import numpy as np
+import pytest
+
+from captioning import constants as C
+from captioning import data_io as D
+from captioning import utils
+from captioning import vocab as V
+
+
+class FakeStore:
+    """Feature i is filled with the value i (stand-in for features.FeatureStore)."""
+    feature_shape = (2, 1, 1)
+
+    def __init__(self, n):
+        self.n = n
+        self.calls = 0
+
+    def __len__(self):
+        return self.n
+
+    def get_batch(self, indices):
+        self.calls += 1
+        return np.asarray(indices, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 1, 1), np.float32)
+
+
+def write_data(tmp_path, captions, names=None):
+    names = names or ["f%d.npy" % i for i in range(len(captions))]
+    (tmp_path / "list").write_text("\n".join(names) + "\n")
+    (tmp_path / "caps").write_text("\n".join(captions) + "\n")
+    return str(tmp_path / "list"), str(tmp_path / "caps")
+
+
+CAPTIONS = ["w%d " % (i % 3) * (1 + i % 9) for i in range(40)]
+
+
+def make_iter(tmp_path, captions=CAPTIONS, **cfg):
+    lst, caps = write_data(tmp_path, captions)
+    vocab = V.build_vocab(captions)
+    data = D.load_parallel(lst, caps, vocab, cfg.pop("max_seq_len", 20))
+    config = D.DataConfig(max_seq_len=20, **cfg)
+    store = FakeStore(len(captions))
+    return D.BatchIterator(data, store, [n - 1 for n in data.line_numbers], config), data, vocab
+
+
+def test_read_errors_name_files_and_lines(tmp_path):
+    lst, caps = write_data(tmp_path, ["a b", "c"], names=["x.npy", "y.npy"])
+    (tmp_path / "caps").write_text("a b\n")
+    with pytest.raises(utils.CaptioningError, match=r"list has 2 lines but .*caps has 1"):
+        D.read_parallel(lst, caps)
+    (tmp_path / "caps").write_text("a b\n  \n")
+    with pytest.raises(utils.CaptioningError, match=r"caps, line 2: empty caption"):
+        D.read_parallel(lst, caps)
+
+
+def test_overlong_dropped_and_counted(tmp_path, caplog):
+    lst, caps = write_data(tmp_path, ["a b c d", "a", "a b"])
+    vocab = V.build_vocab(["a b c d"])
+    data = D.load_parallel(lst, caps, vocab, max_seq_len=3)
+    assert data.line_numbers == [2, 3]
+    assert "dropped 1 of 3" in caplog.text
+    with pytest.raises(utils.CaptioningError, match="all 3 captions are longer than --max-seq-len 1"):
+        D.load_parallel(lst, caps, vocab, max_seq_len=1)
+
+
+def test_buckets():
+    assert D.define_buckets(12, 5) == [5, 10, 12]
+    assert D.define_buckets(10, 5) == [5, 10]
+    got = D.assign_buckets([1, 5, 6, 12], [5, 10, 12])
+    assert {k: list(v) for k, v in got.items()} == {5: [0, 1], 10: [2], 12: [3]}
+
+
+def test_make_batch_layout():
+    b = D.make_batch(np.zeros((2, 1, 1, 1)), [np.array([7, 8]), np.array([9])], 4, [0, 1])
+    np.testing.assert_array_equal(b.target_input, [[C.BOS_ID, 7, 8, 0], [C.BOS_ID, 9, 0, 0]])
+    np.testing.assert_array_equal(b.labels, [[7, 8, C.EOS_ID, 0], [9, C.EOS_ID, 0, 0]])
+    assert b.num_valid_tokens == 5
+
+
+def test_epoch_covers_every_item_with_fill_up(tmp_path):
+    it, data, _ = make_iter(tmp_path, batch_size=4, bucket_width=3)
+    seen = collections.Counter()
+    for _ in range(it.batches_per_epoch):
+        batch, end = it.next_batch()
+        assert batch.features.shape[0] == 4           # filled up to the batch size
+        lengths = (batch.labels != 0).sum(1)
+        T = batch.labels.shape[1]
+        assert lengths.max() <= T and lengths.min() > T - 3   # all from the same bucket of width 3
+        # features belong to the captions of the batch
+        np.testing.assert_array_equal(batch.features[:, 0, 0, 0], batch.indices)
+        seen.update(batch.indices.tolist())
+    assert end and it.epoch == 1
+    assert set(seen) == set(range(40))
+    assert sum(seen.values()) - 40 < 4 * len(it.buckets)     # only fill-up repeats
+
+
+def test_word_batches(tmp_path):
+    it, _, _ = make_iter(tmp_path, batch_size=20, batch_type="word", bucket_width=5, batch_multiple_of=2)
+    for _ in range(it.batches_per_epoch):
+        batch, _ = it.next_batch()
+        T = batch.labels.shape[1]
+        assert batch.features.shape[0] == max(2, (20 // T) // 2 * 2)
+
+
+def test_no_bucketing_uses_one_bucket(tmp_path):
+    it, data, _ = make_iter(tmp_path, batch_size=8, bucketing=False)
+    assert list(it.buckets) == [D.longest_caption(data) + 1]
+
+
+def test_state_restores_the_same_batches(tmp_path):
+    it, data, _ = make_iter(tmp_path, batch_size=3, bucket_width=4, seed=5)
+    for _ in range(it.batches_per_epoch + 2):
+        it.next_batch()
+    state = it.state_dict()
+    expected = [it.next_batch()[0].indices.tolist() for _ in range(30)]
+    it2, _, _ = make_iter(tmp_path, batch_size=3, bucket_width=4, seed=5)
+    it2.load_state_dict(state)
+    got = [it2.next_batch()[0].indices.tolist() for _ in range(30)]
+    assert got == expected
+    # another seed shuffles differently
+    it3, _, _ = make_iter(tmp_path, batch_size=3, bucket_width=4, seed=6)
+    it1, _, _ = make_iter(tmp_path, batch_size=3, bucket_width=4, seed=5)
+    assert [it3.next_batch()[0].indices.tolist() for _ in range(5)] != \
+        [it1.next_batch()[0].indices.tolist() for _ in range(5)]
+
+
+def test_validation_pass_in_order_without_fill_up(tmp_path):
+    lst, caps = write_data(tmp_path, CAPTIONS)
+    data = D.load_parallel(lst, caps, V.build_vocab(CAPTIONS), 20)
+    it = D.BatchIterator(data, FakeStore(40), list(range(40)), D.DataConfig(batch_size=6, max_seq_len=20),
+                         shuffle=False)
+    for _ in range(2):
+        indices = [i for b in it for i in b.indices.tolist()]
+        assert sorted(indices) == list(range(40))
+
+
+def test_shard_plan_equal_counts():
+    plan = [(5, [i]) for i in range(7)]
+    shards = [D.shard_plan(plan, r, 3) for r in range(3)]
+    assert [len(s) for s in shards] == [3, 3, 3]
+    assert set(b[1][0] for s in shards for b in s) == set(range(7))
+    assert sorted(b[1][0] for s in shards for b in s) == [0, 0, 1, 1, 2, 3, 4, 5, 6]
+
+
+def test_prefetch_errors_reach_the_caller(tmp_path):
+    it, _, _ = make_iter(tmp_path, batch_size=4)
+
+    def broken(indices):
+        raise utils.CaptioningError("list, line 3: feature file x.npy has shape (1,) but (2, 1, 1) expected")
+    it.next_batch()
+    it.store.get_batch = broken
+    it._prefetched = None
+    with pytest.raises(utils.CaptioningError, match="line 3"):
+        it.next_batch()
+
+
+def test_open_store_with_real_features(tmp_path):
+    for i in range(3):
+        np.save(tmp_path / ("f%d.npy" % i), np.full((2, 1, 1), i, np.float32))
+    lst, caps = write_data(tmp_path, ["a", "b", "c", "d"], names=["f0.npy", "f1.npy", "f2.npy", "f1.npy"])
+    data = D.load_parallel(lst, caps, V.build_vocab(["a"]), 5)
+    for mode in C.FEATURE_STORES:
+        store, index = D.open_store(str(tmp_path), lst, data, mode)
+        np.testing.assert_array_equal(store.get_batch([index[3], index[2]])[:, 0, 0, 0], [1, 2])
+    (tmp_path / "list").write_text("f0.npy\nf1.npy\nmissing.npy\nf1.npy\n")
+    with pytest.raises(utils.CaptioningError, match="line 3"):
+        D.open_store(str(tmp_path), lst, data, "lazy")
