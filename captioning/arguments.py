@@ -6,8 +6,7 @@ every difference. ``ConfigArgumentParser`` adds ``--config FILE.yaml``: any opti
 (keys are the option names with ``_`` or ``-``); options on the command line win.
 """
 import argparse
-import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import yaml
 

@@ -254,7 +254,6 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
     check_arguments(args)
 
     import mxnet as mx
-    from . import features, training
 
     kv = None
     rank, num_workers = 0, 1
@@ -263,6 +262,21 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
         rank, num_workers = kv.rank, kv.num_workers
         log.setup_main_logger(console=not args.quiet, level=args.loglevel, prefix="[rank %d] " % rank)
         logger.info("Distributed training: worker %d of %d (%s)", rank, num_workers, args.kvstore)
+
+    try:
+        _train(args, kv, rank, num_workers)
+    except BaseException:
+        if kv is not None:
+            # a worker failing alone must exit now (not wait for the others at MXNet's exit barrier), so that the
+            # launcher sees the failure and stops the job
+            from .launch import skip_exit_barrier
+            skip_exit_barrier(kv)
+        raise
+
+
+def _train(args: argparse.Namespace, kv: Any, rank: int, num_workers: int) -> None:
+    """Everything after the command line is parsed and the (distributed) kvstore exists."""
+    from . import features, training
 
     folder = args.output
     state_file = os.path.join(folder, C.TRAINING_STATE_DIRNAME, training.STATE_FILE)
