@@ -9,7 +9,10 @@ weight normalisation, the training captions' vocabulary) with ``--max-output-len
 trained model's captions average, so every caption costs a realistic number of steps: a random model never stops
 on its own). Such a model measures speed only. Each configuration runs the real CLI (``python -m
 captioning.captioner``) in a fresh process; captions/s is the captioner's own count (model loading excluded, as
-Sockeye's), peak memory the process' maximum RSS; figures are medians over ``--repeats`` runs.
+Sockeye's), peak memory the process' maximum RSS; figures are medians over ``--repeats`` runs. On a shared, busy
+machine wall-clock figures swing with the load (printed with them); ``CPU ms/caption`` (the process' user + system
+CPU time, less that of a run with an empty input: start-up and model loading) is steadier. ``--threads 1 2`` runs
+each configuration with each ``OMP_NUM_THREADS``.
 """
 import argparse
 import os
@@ -19,7 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -88,8 +91,9 @@ def make_random_model(folder: Path, max_output_length: int) -> Path:
     return folder
 
 
-def run_captioner(args: List[str], env: Dict[str, str]) -> Tuple[float, float, float]:
-    """(captions/s by the captioner's count, wall seconds of the whole process, peak RSS in MB)."""
+def run_captioner(args: List[str], env: Dict[str, str], empty: bool = False) -> Tuple[float, float, float, float]:
+    """(captions/s by the captioner's count, wall seconds of the whole process, peak RSS in MB, CPU seconds of
+    the process); ``empty``: the input is empty (start-up cost only; captions/s is 0)."""
     start = time.time()
     proc = subprocess.Popen([sys.executable, "-m", "captioning.captioner", *args], cwd=str(REPO), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -99,9 +103,12 @@ def run_captioner(args: List[str], env: Dict[str, str]) -> Tuple[float, float, f
     wall = time.time() - start
     if proc.returncode != 0:
         raise SystemExit("captioner failed:\n" + stderr[-3000:])
+    cpu = usage.ru_utime + usage.ru_stime
+    if empty:
+        return 0.0, wall, usage.ru_maxrss / 1024.0, cpu
     match = re.search(r"Processed (\d+) lines \((\d+) failed\) in ([\d.]+)s: ([\d.]+) captions/s", stderr)
     assert match, stderr[-2000:]
-    return float(match.group(4)), wall, usage.ru_maxrss / 1024.0
+    return float(match.group(4)), wall, usage.ru_maxrss / 1024.0, cpu
 
 
 def main() -> None:
@@ -112,8 +119,9 @@ def main() -> None:
     parser.add_argument("--beam-size", type=int, default=3)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=str, default=None,
-                        help="OMP_NUM_THREADS for the captioner (default: unset, i.e. every core)")
+    parser.add_argument("--threads", type=str, nargs="+", default=[None],
+                        help="OMP_NUM_THREADS for the captioner, one or more values; 'all' (the default) leaves "
+                             "it unset: every core")
     parser.add_argument("--skip-images", action="store_true", help="Do not time --extract-image-features.")
     args = parser.parse_args()
     if not DATA.is_dir() or not Path(str(CNN_PREFIX) + "-symbol.json").exists():
@@ -121,31 +129,43 @@ def main() -> None:
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     feature_root, listing, image_list = extract_dev_features(work)
+    empty_list = work / "empty.list"
+    empty_list.write_text("")
     model = Path(args.model) if args.model else make_random_model(work / "random-model", args.max_output_length)
-    env = dict(os.environ)
-    if args.threads:
-        env["OMP_NUM_THREADS"] = args.threads
-    env["PYTHONPATH"] = str(REPO)
     n = len(listing.read_text().splitlines())
     print("model: %s (%s)" % (model, "trained" if args.model else "RANDOM INIT: speed only"))
-    print("inputs: %d dev photos, beam %d, max output length %d, OMP_NUM_THREADS=%s"
-          % (n, args.beam_size, args.max_output_length, env.get("OMP_NUM_THREADS", "unset (all cores)")))
     common = ["--models", str(model), "--beam-size", str(args.beam_size), "--max-output-length",
               str(args.max_output_length), "--use-cpu"]
-    rows = []
-    for batch in args.batch_sizes:
-        runs = [run_captioner(common + ["--input", str(listing), "--source-root", str(feature_root),
-                                        "--batch-size", str(batch)], env) for _ in range(args.repeats)]
-        rows.append(("features, batch %d" % batch, runs))
-    if not args.skip_images:
-        runs = [run_captioner(common + ["--extract-image-features", "--input", str(image_list), "--source-root",
-                                        str(DATA), "--batch-size", "64"], env) for _ in range(args.repeats)]
-        rows.append(("images (--extract-image-features), batch 64", runs))
-    print("%-46s %12s %10s %12s" % ("configuration", "captions/s", "wall s", "peak RSS MB"))
-    for name, runs in rows:
-        print("%-46s %12.1f %10.2f %12.0f" % (name, statistics.median(r[0] for r in runs),
-                                              statistics.median(r[1] for r in runs),
-                                              statistics.median(r[2] for r in runs)))
+    for threads in args.threads:
+        env = dict(os.environ)
+        env.pop("OMP_NUM_THREADS", None)
+        if threads and threads != "all":
+            env["OMP_NUM_THREADS"] = threads
+        env["PYTHONPATH"] = str(REPO)
+        print("inputs: %d dev photos, beam %d, max output length %d, OMP_NUM_THREADS=%s, load average %.2f"
+              % (n, args.beam_size, args.max_output_length, env.get("OMP_NUM_THREADS", "unset (all cores)"),
+                 os.getloadavg()[0]))
+        startup = statistics.median(run_captioner(common + ["--input", str(empty_list), "--source-root",
+                                                            str(feature_root)], env, empty=True)[3]
+                                    for _ in range(args.repeats))
+        rows = []
+        for batch in args.batch_sizes:
+            runs = [run_captioner(common + ["--input", str(listing), "--source-root", str(feature_root),
+                                            "--batch-size", str(batch)], env) for _ in range(args.repeats)]
+            rows.append(("features, batch %d" % batch, runs))
+        if not args.skip_images:
+            runs = [run_captioner(common + ["--extract-image-features", "--input", str(image_list),
+                                            "--source-root", str(DATA), "--batch-size", "64"], env)
+                    for _ in range(args.repeats)]
+            rows.append(("images (--extract-image-features), batch 64", runs))
+        print("%-46s %12s %10s %12s %16s" % ("configuration", "captions/s", "wall s", "peak RSS MB",
+                                             "CPU ms/caption"))
+        for name, runs in rows:
+            cpu_ms = 1000.0 * (statistics.median(r[3] for r in runs) - startup) / n
+            print("%-46s %12.1f %10.2f %12.0f %16.2f" % (name, statistics.median(r[0] for r in runs),
+                                                         statistics.median(r[1] for r in runs),
+                                                         statistics.median(r[2] for r in runs), cpu_ms))
+        print("(start-up CPU %.2f s, not counted; load average now %.2f)" % (startup, os.getloadavg()[0]))
 
 
 if __name__ == "__main__":

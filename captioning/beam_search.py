@@ -4,19 +4,23 @@ The search keeps, per row, the accumulated cost (negative log-probability), whet
 (produced ``</s>``) and its length. Each step runs every model's ``decode_step`` on all (B x K) rows, turns the
 logits into costs (ensembles: averaged probabilities or log-probabilities), lets finished rows continue only with
 ``<pad>`` at no cost, and picks each input's K best continuations with one top-k over (B, K x V). The state arrays
-are then reordered with ``take`` along axis 0 (the model state contract). As in Sockeye, a hypothesis' score is
-divided by the length penalty ``((beta + len) / (beta + 1)) ** alpha`` when it finishes (len counts ``</s>``), and
-finished hypotheses compete for beam slots with those still growing. Search stops for an input when all its rows
-have finished (``stop='all'``) or its best row has (``stop='first'``); an input that has stopped no longer changes,
-so a caption never depends on which other inputs share its batch.
+are then reordered with ``take`` along axis 0 (the model state contract), except a model's static states (attention
+keys and values, the encoded image: the same for every row of an input), which stay at one row per input when its
+``decode_step`` takes ``beam_size`` (`model.CaptionModel`): no ``repeat`` after encoding, no ``take`` per step.
+As in Sockeye, a hypothesis' score is divided by the length penalty ``((beta + len) / (beta + 1)) ** alpha`` when
+it finishes (len counts ``</s>``), and finished hypotheses compete for beam slots with those still growing. Search
+stops for an input when all its rows have finished (``stop='all'``) or its best row has (``stop='first'``); an
+input that has stopped no longer changes, so a caption never depends on which other inputs share its batch.
 
 The scoring and the bookkeeping are two hybridized blocks; the only device-to-host copy per step is one scalar
-(have all rows stopped?). Back-pointers, words and attention are kept on the device and read once at the end.
+(have all rows stopped?), so a search stops at the exact step (reading it one step late would hide the wait but
+cost an extra step per batch: measured slower). Back-pointers, words and attention are kept on the device and
+read once at the end.
 """
 import inspect
 import logging
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import mxnet as mx
 import numpy as np
@@ -303,9 +307,11 @@ class BeamSearch:
                  ) -> List[SearchResult]:
         """Follow the back-pointers once, on the host, and rank each input's final rows."""
         k = self.beam_size
-        parents = mx.nd.stack(*history_rows).asnumpy().astype(np.int64)      # (T, N)
-        words = mx.nd.stack(*history_words).asnumpy().astype(np.int64)       # (T, N)
-        attention = mx.nd.stack(*history_attention).asnumpy()                # (T, N, L)
+        # copied one by one and stacked on the host: MXNet's stack / concat of a few small arrays can take ~200 ms
+        # with 2 OpenMP threads on a busy machine (measured), which made batch-1 captioning crawl
+        parents = np.stack([a.asnumpy() for a in history_rows]).astype(np.int64)       # (T, N)
+        words = np.stack([a.asnumpy() for a in history_words]).astype(np.int64)        # (T, N)
+        attention = np.stack([a.asnumpy() for a in history_attention])                 # (T, N, L)
         scores_np = scores.asnumpy().reshape(-1).astype(np.float64)
         finished_np = finished.asnumpy().astype(bool)
         lengths_np = lengths.asnumpy().astype(np.int64)
