@@ -1,18 +1,22 @@
 """Training benchmark on FLICKR-A (BENCHMARKS.md): speed, peak memory, validation perplexity and caption quality.
 
     .venv/bin/python benchmarks/train.py [--shared ../shared] [--cache-dir /tmp/captioning-bench] [--short]
+        [--layer head_conv|head_relu6] [--recipe regularised|...] [--beam-size 3] [--checkpoint best|last]
+        [--score-all-checkpoints]
 
-1. Extracts EfficientNet-Lite0 ``head_conv`` features (1280x7x7) of flickr8k-sample's train and dev photos into the
-   cache folder (outside the repository; done once).
+1. Extracts EfficientNet-Lite0 ``--layer`` features (1280x7x7; default ``head_conv``, the peer's) of flickr8k-sample's
+   train and dev photos into the cache folder (outside the repository; done once per layer).
 2. Training pairs: train.images repeated 5 times, block k with train.captions.k; validation: dev.images +
    dev.captions.0.
 3. Speed: the tutorial configuration (1-layer LSTM-512, MLP attention, state init zero, image projection 512,
    embedding 512, weight normalisation, batch 64 captions, Adam 0.0003, clipping abs 1.0, bucket width 5, max length
    60) for ``--speed-updates`` updates with each feature store (lazy, memory, mmap): median of the logged
    samples/s, peak RSS, validation perplexity at the end.
-4. Quality: the same configuration with regularisation (dropout, label smoothing 0.1, weight decay, early stopping)
-   for ``--quality-updates`` updates; the best checkpoint captions dev (beam 3) and is scored against the 5
-   references (BLEU-4, METEOR, ROUGE-L, CIDEr-D via captioning.evaluate / pycocoevalcap).
+4. Quality: the same configuration with the ``--recipe``'s regularisation (RECIPES; dropout, label smoothing 0.1,
+   weight decay, early stopping) for ``--quality-updates`` updates; the ``--checkpoint`` (params.best by validation
+   perplexity, or the last one) captions dev (``--beam-size``, length penalty alpha 1.0) and is scored against the 5
+   references (BLEU-4, METEOR, ROUGE-L, CIDEr-D via captioning.evaluate / pycocoevalcap). The validation split is
+   the dev split: ``--score-all-checkpoints`` scores every checkpoint (for reports; choosing by it tunes on dev).
 Prints one line per figure.
 """
 import argparse
@@ -37,6 +41,12 @@ TUTORIAL = ["--encoder", "image-pretrain-cnn", "--decoder", "rnn", "--num-layers
 REGULARISED = ["--rnn-decoder-hidden-dropout", "0.3", "--embed-dropout", "0.2", "--image-encoder-dropout", "0.2",
                "--label-smoothing", "0.1", "--weight-decay", "0.00001", "--learning-rate-reduce-num-not-improved",
                "2", "--learning-rate-reduce-factor", "0.5", "--max-num-checkpoint-not-improved", "4"]
+# stronger dropout (hidden 0.5, embedding and image 0.3), otherwise as REGULARISED
+DROPOUT5 = ["--rnn-decoder-hidden-dropout", "0.5", "--embed-dropout", "0.3", "--image-encoder-dropout", "0.3",
+            "--label-smoothing", "0.1", "--weight-decay", "0.00001", "--learning-rate-reduce-num-not-improved",
+            "2", "--learning-rate-reduce-factor", "0.5", "--max-num-checkpoint-not-improved", "4"]
+RECIPES = {"regularised": REGULARISED, "dropout5": DROPOUT5}
+LAYERS = ("head_conv", "head_relu6")
 
 
 def run(cmd: List[str], log_path: Optional[Path] = None, env: Optional[Dict[str, str]] = None) -> Tuple[float, int]:
@@ -53,9 +63,9 @@ def run(cmd: List[str], log_path: Optional[Path] = None, env: Optional[Dict[str,
     return time.time() - start, usage.ru_maxrss // 1024
 
 
-def extract(shared: Path, cache: Path) -> Path:
+def extract(shared: Path, cache: Path, layer: str = "head_conv") -> Path:
     data = shared / "data" / "flickr8k-sample"
-    feats = cache / "features-head_conv"
+    feats = cache / ("features-%s" % layer)
     if (feats / "train.features").exists() and (feats / "dev.features").exists():
         return feats
     feats.mkdir(parents=True, exist_ok=True)
@@ -64,10 +74,10 @@ def extract(shared: Path, cache: Path) -> Path:
                             str(data / ("%s.images" % split)), "--output-root", str(feats), "--output",
                             str(feats / ("%s.features" % split)), "--image-encoder-model-path",
                             str(shared / "models" / "efficientnet-lite0" / "efficientnet-lite0"),
-                            "--image-encoder-layer", "head_conv", "--source-image-size", "3", "224", "224",
+                            "--image-encoder-layer", layer, "--source-image-size", "3", "224", "224",
                             "--batch-size", "128", "--device-id", "0", "--use-cpu", "--mmap-store"],
-                           cache / ("extract-%s.log" % split))
-        print("extraction %s: %.1f s, peak RSS %d MB" % (split, seconds, rss))
+                           cache / ("extract-%s-%s.log" % (layer, split)))
+        print("extraction %s (%s): %.1f s, peak RSS %d MB" % (split, layer, seconds, rss))
     return feats
 
 
@@ -106,14 +116,17 @@ def metrics(folder: Path) -> List[Dict[str, float]]:
     return rows
 
 
-def quality(paths: Dict[str, str], shared: Path, model: Path, cache: Path) -> Dict[str, float]:
-    """Caption dev with params.best (beam 3) and score against the 5 references."""
+def quality(paths: Dict[str, str], shared: Path, model: Path, cache: Path, beam_size: int = 3,
+            checkpoint: Optional[int] = None) -> Dict[str, float]:
+    """Caption dev with params.best (or params.NNNNN of ``checkpoint``; length penalty alpha 1.0) and score against the
+    5 references."""
     data = shared / "data" / "flickr8k-sample"
     predictions = cache / "dev.predictions"
+    chosen = [] if checkpoint is None else ["--checkpoints", str(checkpoint)]
     seconds, _ = run([PYTHON, "-m", "captioning.captioner", "--models", str(model), "--input",
-                      paths["validation_source"], "--source-root", paths["root"], "--beam-size", "3",
-                      "--batch-size", "64", "--max-output-length", "60", "--use-cpu", "--output", str(predictions)],
-                     cache / "captioner.log")
+                      paths["validation_source"], "--source-root", paths["root"], "--beam-size", str(beam_size),
+                      "--length-penalty-alpha", "1.0", "--batch-size", "64", "--max-output-length", "60", "--use-cpu",
+                      "--output", str(predictions)] + chosen, cache / "captioner.log")
     sys.path.insert(0, str(REPO))
     from captioning import evaluate
     hyps = predictions.read_text().splitlines()
@@ -131,6 +144,15 @@ def main() -> None:
     parser.add_argument("--short", action="store_true", help="60 speed updates per store, 800 quality updates")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--threads", default=None, help="OMP_NUM_THREADS for the runs (default: the package's)")
+    parser.add_argument("--layer", choices=LAYERS, default="head_conv",
+                        help="CNN layer of the features (head_conv: the peer's, for like-for-like timing)")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="regularised",
+                        help="regularisation flags of the quality run (RECIPES)")
+    parser.add_argument("--beam-size", type=int, default=3, help="beam of the dev captions of the quality run")
+    parser.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                        help="checkpoint scored: params.best (validation perplexity) or the last one")
+    parser.add_argument("--score-all-checkpoints", action="store_true",
+                        help="also score every checkpoint on dev (= the validation split: choosing by it tunes on dev)")
     args = parser.parse_args()
     if args.short:
         args.speed_updates, args.quality_updates = 60, 800
@@ -139,7 +161,7 @@ def main() -> None:
         raise SystemExit("%s: no data/flickr8k-sample" % shared)
     cache.mkdir(parents=True, exist_ok=True)
     env = {"OMP_NUM_THREADS": args.threads} if args.threads else {}
-    feats = extract(shared, cache)
+    feats = extract(shared, cache, args.layer)
     paths = make_lists(shared, feats, cache)
 
     for store in args.stores if args.speed_updates > 0 else []:
@@ -155,10 +177,12 @@ def main() -> None:
                                                          args.speed_updates, seconds, rss, args.speed_updates, ppl))
     if args.skip_quality:
         return
-    out = cache / "quality"
-    log = cache / "quality.log"
+    name = "quality" if (args.layer, args.recipe) == ("head_conv", "regularised") else \
+        "quality-%s-%s" % (args.layer, args.recipe)
+    out = cache / name
+    log = cache / ("%s.log" % name)
     extra = ["--load-all-features-to-memory", "--max-updates", str(args.quality_updates), "--checkpoint-interval",
-             "200", "--decode-and-evaluate", "0"] + REGULARISED
+             "200", "--decode-and-evaluate", "0"] + RECIPES[args.recipe]
     seconds, rss = run(train_command(paths, out, extra), log, env)
     rows = metrics(out)
     best = min(rows, key=lambda r: r["perplexity-val"])
@@ -167,9 +191,19 @@ def main() -> None:
                                                        statistics.median(speeds(log)[1:] or speeds(log)),
                                                        " ".join("%.1f" % r["perplexity-val"] for r in rows),
                                                        best["perplexity-val"], best["checkpoint"] * 200))
-    scores = quality(paths, shared, out, cache)
-    print("dev caption quality (best checkpoint, beam 3, 5 references): " +
-          ", ".join("%s %.1f" % (k, v) for k, v in sorted(scores.items())))
+    def line(scores: Dict[str, float]) -> str:
+        return ", ".join("%s %.1f" % (k, v) for k, v in sorted(scores.items()))
+
+    last = rows[-1]["checkpoint"]
+    scores = quality(paths, shared, out, cache, args.beam_size, last if args.checkpoint == "last" else None)
+    print("dev caption quality (%s: %s, recipe %s, %s features, beam %d, 5 references): %s"
+          % ("last checkpoint" if args.checkpoint == "last" else "best checkpoint by perplexity",
+             "update %d" % ((last if args.checkpoint == "last" else best["checkpoint"]) * 200), args.recipe,
+             args.layer, args.beam_size, line(scores)))
+    for row in rows if args.score_all_checkpoints else []:
+        print("  checkpoint %d (update %d, perplexity-val %.2f), beam %d: %s"
+              % (row["checkpoint"], row["checkpoint"] * 200, row["perplexity-val"], args.beam_size,
+                 line(quality(paths, shared, out, cache, args.beam_size, row["checkpoint"]))))
 
 
 if __name__ == "__main__":
