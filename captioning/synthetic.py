@@ -700,8 +700,9 @@ def build_parser() -> arguments.ConfigArgumentParser:
                        help="Updates (batches of 32 scenes) of --train-cnn.")
     group.add_argument("--train-cnn-seconds", type=arguments.float_greater_or_equal(1.0), default=600.0,
                        help="Wall-clock cap of --train-cnn (stops early).")
-    group.add_argument("--cnn-output", type=str, default=BUNDLED_PARAMS,
-                       help="Where --train-cnn writes the weights (PREFIX-0000.params; PREFIX-symbol.json beside it).")
+    group.add_argument("--cnn-output", type=str, default=None,
+                       help="Where --train-cnn writes the weights (PREFIX-0000.params; PREFIX-symbol.json beside it). "
+                            "Default: the package's bundled weights, captioning/data/%s-0000.params." % CNN_PREFIX_NAME)
     arguments.add_logging_args(parser)
     return parser
 
@@ -711,7 +712,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     log.setup_main_logger(console=not args.quiet, level=args.loglevel)
     if args.train_cnn:
-        train_cnn(args.cnn_output, steps=args.train_cnn_steps, seconds=args.train_cnn_seconds, seed=args.seed)
+        train_cnn(args.cnn_output or BUNDLED_PARAMS, steps=args.train_cnn_steps, seconds=args.train_cnn_seconds,
+                  seed=args.seed)
         return
     if args.out_dir is None:
         parser.error("give OUT_DIR (or --train-cnn)")
