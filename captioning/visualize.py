@@ -315,12 +315,7 @@ def draw_pages(items: Sequence[CaptionedImage], source: str, config: PageConfig,
         title = "page %d of %d  (images %d-%d of %d)" % (number, len(pages), (number - 1) * config.per_page + 1,
                                                           (number - 1) * config.per_page + len(page), len(items))
         fig = draw_page(page, pictures, config, title=title, on_screen=folder is None)
-        if folder is None:
-            _show(fig)
-        else:
-            path = os.path.join(folder, PAGE_NAME % number)
-            save_figure(fig, path)
-            written.append(path)
+        _show_or_save(fig, folder, PAGE_NAME % number, written)
     if folder is not None:
         logger.info("%d images on %d pages in %s", len(items), len(pages), folder)
     return written
@@ -405,12 +400,7 @@ def draw_attention_maps(items: Sequence[CaptionedImage], source: str, folder: Op
         if item.alignment is None:
             continue
         fig = draw_attention(item, square_picture(item, source, size), on_screen=folder is None)
-        if folder is None:
-            _show(fig)
-        else:
-            path = os.path.join(folder, ATTENTION_NAME % number)
-            save_figure(fig, path)
-            written.append(path)
+        _show_or_save(fig, folder, ATTENTION_NAME % number, written)
     if folder is not None:
         logger.info("%d attention maps in %s", len(written), folder)
     return written
@@ -538,6 +528,16 @@ def check_screen() -> None:
     check_condition(backend not in _non_interactive_backends() and not backend.startswith("module://"),
                     "Matplotlib's backend %r cannot show windows (set MPLBACKEND to an interactive one such as "
                     "TkAgg or QtAgg), or %s" % (backend, hint))
+
+
+def _show_or_save(fig: "Figure", folder: Optional[str], name: str, written: List[str]) -> None:
+    """Show ``fig`` on screen (no folder) or save it as ``folder/name`` and add the path to ``written``."""
+    if folder is None:
+        _show(fig)
+    else:
+        path = os.path.join(folder, name)
+        save_figure(fig, path)
+        written.append(path)
 
 
 def _show(fig: "Figure") -> None:
