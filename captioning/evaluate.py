@@ -292,7 +292,8 @@ def format_table(scores: Dict[str, float]) -> str:
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = arguments.ConfigArgumentParser(prog="python -m captioning.evaluate",
+    parser = arguments.ConfigArgumentParser(
+        prog="python -m captioning.evaluate",
         description="Score predicted captions against references: sacrebleu BLEU and chrF, and the COCO caption "
                     "metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D; x100).")
     arguments.add_evaluate_args(parser)

@@ -35,10 +35,3 @@ def setup_main_logger(console: bool = True, path: Optional[str] = None, level: s
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     logging.getLogger("PIL").setLevel(logging.WARNING)
 
-
-def add_file_handler(path: str) -> None:
-    """Also log to ``path`` (training adds the model folder's log once the folder exists)."""
-    root = logging.getLogger()
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(root.handlers[0].formatter if root.handlers else logging.Formatter(FORMAT, DATE_FORMAT))
-    root.addHandler(handler)

@@ -551,7 +551,8 @@ def _show(fig: "Figure") -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 def _main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = arguments.ConfigArgumentParser(prog="python -m captioning.visualize",
+    parser = arguments.ConfigArgumentParser(
+        prog="python -m captioning.visualize",
         description="Draw images with their predicted and ground-truth captions (PNG pages or on screen), "
                     "attention maps (--alignments), training curves (--metrics) and an HTML report (--html).")
     arguments.add_visualize_args(parser)
