@@ -96,8 +96,20 @@ class Attention(gluon.HybridBlock):
         previous one) and mlp (its (N, L, a) hidden layer is cheapest per step)."""
         return self.type in ("mlp", "coverage")
 
+    @property
+    def num_precomputed(self) -> int:
+        """How many arrays `precompute` returns (the decoder's static states)."""
+        if self.type in ("mlp", "coverage"):
+            return 3 if self.type == "coverage" and self.coverage_type != "count" else 2
+        if self.type in ("bilinear", "mhdot"):
+            return 2
+        if self.type == "dot":
+            return 2 if self.source_size != self.num_hidden else 1
+        return 1
+
     def precompute(self, F, encoded) -> List:
-        """What depends only on the image, computed once: ``[values, keys...]`` (batch on axis 0)."""
+        """What depends only on the image, computed once: ``[values, keys...]`` (batch on axis 0), as many as
+        ``num_precomputed``."""
         if self.type in ("mlp", "coverage"):
             pre = [encoded, self.key_proj(encoded)]
             if self.type == "coverage" and self.coverage_type != "count":

@@ -17,10 +17,9 @@ The scoring and the bookkeeping are two hybridized blocks; the only device-to-ho
 cost an extra step per batch: measured slower). Back-pointers, words and attention are kept on the device and
 read once at the end.
 """
-import inspect
 import logging
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import List, Optional, Protocol, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -36,6 +35,29 @@ ENSEMBLE_LINEAR = "linear"
 ENSEMBLE_LOG_LINEAR = "log_linear"
 STOP_ALL = "all"
 STOP_FIRST = "first"
+
+
+class StepModel(Protocol):
+    """What a search (beam search, sampling) needs of a model; `model.CaptionModel` implements it, and so do the
+    tests' fake models.
+
+    - ``encode(features (B, C, H, W)) -> states``: the initial states of a batch, every one batch-major (B rows).
+    - ``num_static_states``: how many leading states are static: they depend only on the input (attention keys
+      and values, the encoded image), never change, and ``decode_step`` returns them as given.
+    - ``decode_step(prev_words (N,), states, beam_size=K) -> (logits (N, V), attention (N, L), new states)``:
+      one step for N = B * K rows, the K rows of an input consecutive. The static states have one row per input
+      (B rows; the step repeats them for its K rows), all other states N rows. With ``beam_size=1`` every state
+      has one row per row. A search may select rows of any state with ``take`` on axis 0 (reorder beam rows,
+      drop finished inputs), keeping the static states' rows in step with their inputs.
+    """
+
+    @property
+    def num_static_states(self) -> int: ...
+
+    def encode(self, features: mx.nd.NDArray) -> List[mx.nd.NDArray]: ...
+
+    def decode_step(self, prev_words: mx.nd.NDArray, states: List[mx.nd.NDArray], beam_size: int = 1
+                    ) -> Tuple[mx.nd.NDArray, mx.nd.NDArray, List[mx.nd.NDArray]]: ...
 
 
 @dataclass
@@ -167,12 +189,10 @@ class _Update(gluon.HybridBlock):
 
 
 class BeamSearch:
-    """Beam search over one model or an ensemble (all with the same vocabulary and feature shape).
+    """Beam search over one model or an ensemble of `StepModel` s (all with the same vocabulary and feature
+    shape)."""
 
-    ``models`` implement ``encode(features) -> states`` and ``decode_step(prev_word, states) -> (logits,
-    attention, states)`` with every state batch-major (see docs/architecture.md)."""
-
-    def __init__(self, models: Sequence, beam_size: int, max_output_length: int,
+    def __init__(self, models: Sequence[StepModel], beam_size: int, max_output_length: int,
                  ensemble_mode: str = ENSEMBLE_LINEAR, length_penalty: Optional[LengthPenalty] = None,
                  beam_prune: float = 0.0, stop: str = STOP_ALL, nbest_size: int = 1,
                  ctx: Optional[mx.Context] = None, softmax_temperature: Optional[float] = None) -> None:
@@ -224,15 +244,10 @@ class BeamSearch:
         return self._rows
 
     # --- search -------------------------------------------------------------------------------------------------
-    def _num_shared(self, model) -> int:
+    def _num_shared(self, model: StepModel) -> int:
         """How many leading states of ``model`` the search keeps at one row per input (never repeated nor
-        reordered): its static states, when its ``decode_step`` takes ``beam_size`` (`model.CaptionModel`)."""
-        if self.beam_size == 1:
-            return 0
-        n = int(getattr(model, "num_static_states", 0) or 0)
-        if n and "beam_size" in inspect.signature(model.decode_step).parameters:
-            return n
-        return 0
+        reordered by beam): its declared static states (none to share in a greedy search)."""
+        return model.num_static_states if self.beam_size > 1 else 0
 
     def search(self, features: mx.nd.NDArray,
                constraints: Optional[Sequence[Optional[lc.Constraints]]] = None) -> List[SearchResult]:
@@ -264,10 +279,7 @@ class BeamSearch:
         for t in range(self.max_output_length):
             logits, attentions = [], []
             for i, model in enumerate(self.models):
-                if shared[i]:
-                    step_logits, attention, states[i] = model.decode_step(prev_words, states[i], beam_size=k)
-                else:
-                    step_logits, attention, states[i] = model.decode_step(prev_words, states[i])
+                step_logits, attention, states[i] = model.decode_step(prev_words, states[i], beam_size=k)
                 logits.append(step_logits)
                 attentions.append(attention)
             if t == 0:

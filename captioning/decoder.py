@@ -183,10 +183,7 @@ class RecurrentDecoder(Decoder):
                                                   prefix="hidden_")
                 if config.layer_normalization:
                     self.hidden_norm = gluon.nn.LayerNorm(in_channels=hidden, prefix="hidden_norm_")
-        self.num_static_states = {"mlp": 2, "coverage": 2 if config.attention_coverage_type == "count" else 3,
-                                  "bilinear": 2, "mhdot": 2, "location": 1, "fixed": 1,
-                                  "dot": 1 if source_size == (config.attention_num_hidden or hidden) else 2,
-                                  }[config.attention_type]
+        self.num_static_states = self.attention.num_precomputed
 
     # ----------------------------------------------------------------------------------------------------------
     def _residual(self, index: int) -> bool:

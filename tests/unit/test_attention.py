@@ -32,6 +32,9 @@ def test_step_probabilities_and_context(kind, kwargs):
     attention = make(kind, **kwargs)
     encoded, query, word = inputs()
     pre = attention.precompute(mx.nd, encoded)
+    assert len(pre) == attention.num_precomputed == {"mlp": 2, "dot": 2, "bilinear": 2, "mhdot": 2, "location": 1,
+                                                     "fixed": 1}.get(kind, 2 if kwargs.get("coverage_type", "count")
+                                                                     == "count" else 3)
     context, probs, state = attention.step(mx.nd, pre, query, word, attention.initial_state(mx.nd, encoded))
     probs = probs.asnumpy()
     assert probs.shape == (N, L)
@@ -45,6 +48,12 @@ def test_step_probabilities_and_context(kind, kwargs):
     elif kind != "location":   # scores depend on the image
         assert probs.std() > 1e-4
     assert len(state) == (1 if kind == "coverage" else 0)
+
+
+def test_dot_attention_without_key_projection_precomputes_one_array():
+    attention = Attention("dot", query_size=D, source_size=D, num_positions=L, num_hidden=D)
+    attention.initialize()
+    assert attention.num_precomputed == len(attention.precompute(mx.nd, inputs()[0])) == 1
 
 
 def test_count_coverage_accumulates_probabilities():

@@ -15,14 +15,16 @@ EOS, BOS, PAD = C.EOS_ID, C.BOS_ID, C.PAD_ID
 
 
 class MarkovModel:
-    """A fake caption model: the next-word logits depend on the previous word (a fixed table) plus a per-input bias
-    read from the features, so every sequence's probability can be computed exactly. States: the bias (B, V), the
-    feature sum (B, L) and a step counter (B, 1); all batch-major as the real models'."""
+    """A fake caption model (a `StepModel`): the next-word logits depend on the previous word (a fixed table) plus
+    a per-input bias read from the features, so every sequence's probability can be computed exactly. States: the
+    bias (B, V), the feature sum (B, L) and a step counter (B, 1); all batch-major as the real models'. With
+    ``static`` the first two are declared static (one row per input, repeated in the step as the real models do)."""
 
     def __init__(self, vocab_size: int = 8, seed: int = 0, scale: float = 2.0, eos_bonus: float = 0.0,
-                 bias_scale: float = 1.0) -> None:
+                 bias_scale: float = 1.0, static: bool = False) -> None:
         rng = np.random.RandomState(seed)
         self.vocab_size = vocab_size
+        self.num_static_states = 2 if static else 0
         self.table = (rng.randn(vocab_size, vocab_size) * scale).astype(np.float32)
         self.table[:, PAD] = -1e4  # the model never proposes <pad>, <unk> or <s>
         self.table[:, BOS] = -1e4
@@ -40,11 +42,14 @@ class MarkovModel:
         positions = features.reshape((0, 0, -1)).sum(axis=1)  # (B, L=2)
         return [bias, positions, mx.nd.zeros((features.shape[0], 1))]
 
-    def decode_step(self, prev_word, states):
+    def decode_step(self, prev_word, states, beam_size: int = 1):
         bias, positions, step = states
+        if self.num_static_states and beam_size > 1:
+            bias, positions = [mx.nd.repeat(s, repeats=beam_size, axis=0) for s in (bias, positions)]
         logits = mx.nd.take(mx.nd.array(self.table), prev_word) + bias
         attention = mx.nd.softmax(positions + step, axis=-1)
-        return logits, attention, [bias, positions, step + 1]
+        return logits, attention, list(states[:self.num_static_states]) + [bias, positions, step + 1][
+            self.num_static_states:]
 
     def log_probs(self, features: np.ndarray) -> np.ndarray:
         """(V, V) log P(next | prev) for one input."""
@@ -162,6 +167,17 @@ def test_results_do_not_depend_on_batch_composition():
         assert [r.tokens for r in together[3:5]] == [r.tokens for r in pairs]
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_declared_static_states_give_the_same_search(k):
+    plain, static = MarkovModel(vocab_size=10, seed=6, scale=1.0), MarkovModel(vocab_size=10, seed=6, scale=1.0,
+                                                                               static=True)
+    feats = plain.features(5, seed=8)
+    a = BeamSearch([plain], beam_size=k, max_output_length=7, nbest_size=k).search(feats)
+    b = BeamSearch([static], beam_size=k, max_output_length=7, nbest_size=k).search(feats)
+    assert [[(h.tokens, h.score) for h in r.nbest] for r in a] == [[(h.tokens, h.score) for h in r.nbest] for r in b]
+    assert len({tuple(r.tokens) for r in a}) > 1
+
+
 def test_nbest_sorted_and_distinct():
     model = MarkovModel(vocab_size=10, seed=2, scale=1.0)
     feats = model.features(3, seed=5)
@@ -266,8 +282,9 @@ def caption_features(batch_size: int, seed: int = 0) -> mx.nd.NDArray:
 
 
 class PlainContract:
-    """A model seen through the plain state contract only (``decode_step`` without ``beam_size``): the search
-    repeats and reorders every state, as before the fast path."""
+    """A model that declares no static states: the search repeats and reorders every state, as before the fast
+    path."""
+    num_static_states = 0
 
     def __init__(self, model) -> None:
         self.model = model
@@ -276,7 +293,7 @@ class PlainContract:
     def encode(self, features):
         return self.model.encode(features)
 
-    def decode_step(self, prev_word, states):
+    def decode_step(self, prev_word, states, beam_size: int = 1):
         self.shapes.append(tuple(s.shape[0] for s in states))
         return self.model.decode_step(prev_word, states)
 
