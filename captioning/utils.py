@@ -1,7 +1,9 @@
 """Small helpers shared by every module: user-facing errors, atomic file writes, device selection."""
 import contextlib
+import errno
 import logging
 import os
+import stat
 import sys
 import tempfile
 from typing import IO, Callable, Iterator, List, Optional, Sequence
@@ -25,6 +27,56 @@ def location(path: str, line: Optional[int] = None) -> str:
     return path if line is None else "%s, line %d" % (path, line)
 
 
+def num_cpus() -> int:
+    """Cores this process may run on (its CPU affinity where the OS has one, else all cores)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+# errors of a write that are about the target, not the program: full disk, quota, file too large, read-only fs
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def write_error(path: str, error: OSError) -> CaptioningError:
+    """The one-line error for an OS error while writing ``path``."""
+    return CaptioningError("%s: cannot write (%s)" % (path, error.strerror or error))
+
+
+def check_output_file(path: str, flag: str = "--output") -> None:
+    """Fail early, before any long work, unless ``path`` can be written as a file: it is not a folder, its folder
+    exists and is writable (checked by creating and removing a temporary file there, which also catches
+    read-only file systems and root's bypass of permission bits)."""
+    check_condition(not os.path.isdir(path), "%s: is a folder; %s needs a file name" % (path, flag))
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        return  # a device or pipe such as /dev/null or /dev/stdout: written in place
+    folder = os.path.dirname(os.path.abspath(path))
+    check_condition(os.path.isdir(folder), "%s: folder %s does not exist (%s)" % (path, folder, flag))
+    probe_folder(folder, path)
+
+
+def check_output_folder(path: str, flag: str) -> None:
+    """Fail early unless ``path`` is (or can be made as) a writable folder; it is created if missing."""
+    check_condition(not os.path.exists(path) or os.path.isdir(path),
+                    "%s: exists and is not a folder; %s needs a folder" % (path, flag))
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise CaptioningError("%s: cannot create the folder (%s) for %s" % (path, e.strerror, flag)) from None
+    probe_folder(path, path)
+
+
+def probe_folder(folder: str, name: str) -> None:
+    """Create and remove a temporary file in ``folder``; a one-line error naming ``name`` if that fails."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.remove(tmp)
+    except OSError as e:
+        raise CaptioningError("%s: cannot write there (%s)" % (name, e.strerror or e)) from None
+
+
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w", encoding: Optional[str] = "utf-8") -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing; on success it replaces ``path`` in one rename, on any
@@ -40,18 +92,26 @@ def atomic_open(path: str, mode: str = "w", encoding: Optional[str] = "utf-8") -
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
     """A temporary file name beside ``path`` for a writer that wants a name (``np.save``, ``save_parameters``).
-    Renamed to ``path`` when the block ends without error, removed otherwise."""
+    Renamed to ``path`` when the block ends without error, removed otherwise.
+    Errors of the file system (full disk, read-only, ``path`` a folder) become a one-line `CaptioningError`
+    naming ``path``; nothing partial is left behind."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    os.close(fd)
-    # mkstemp makes the file private (0600); give it the permissions a plain open() would have
-    os.chmod(tmp, 0o666 & ~_current_umask())
+    check_condition(not os.path.isdir(path), "%s: is a folder, cannot write a file there" % path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+        os.close(fd)
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would have
+        os.chmod(tmp, 0o666 & ~_current_umask())
+    except OSError as e:
+        raise write_error(path, e) from None
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.errno in WRITE_ERRNOS and e.filename in (None, tmp, path):
+            raise write_error(path, e) from None
         raise
 
 
@@ -69,18 +129,46 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def read_lines(path: str) -> List[str]:
-    """The lines of a UTF-8 text file without their line ends; a clear error when it cannot be read."""
+    """The lines of a UTF-8 text file (or a pipe such as ``/dev/fd/N`` from ``<(...)``) without their line
+    ends; a clear error when it cannot be read, naming the line that is not UTF-8."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return [line.rstrip("\r\n") for line in f]
+        with open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         raise CaptioningError("%s: no such file" % path) from None
     except IsADirectoryError:
         raise CaptioningError("%s: is a folder, expected a text file" % path) from None
-    except UnicodeDecodeError as e:
-        raise CaptioningError("%s: not UTF-8 text (%s)" % (path, e.reason)) from None
     except OSError as e:
-        raise CaptioningError("%s: cannot read (%s)" % (path, e.strerror)) from None
+        raise CaptioningError("%s: cannot read (%s)" % (path, e.strerror or e)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CaptioningError("%s: not UTF-8 text (%s at byte %d of the line); save the file as UTF-8"
+                              % (location(path, data.count(b"\n", 0, e.start) + 1), e.reason,
+                                 e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1)) from None
+    # universal newlines, as text-mode open(): \r\n and a lone \r end a line too
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+def decode_line(raw: bytes, where: str) -> str:
+    """One line read in binary, as text without its line end; a `CaptioningError` naming ``where`` if it is not
+    UTF-8 (streaming readers use it so that a bad line costs only itself)."""
+    try:
+        return raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise CaptioningError("%s: not UTF-8 text (%s at byte %d)" % (where, e.reason, e.start + 1)) from None
+
+
+def open_input(path: str, flag: str = "--input") -> IO[bytes]:
+    """``path`` opened for reading in binary (a regular file or a pipe such as ``/dev/fd/N``); one-line errors."""
+    check_condition(not os.path.isdir(path), "%s: is a folder; %s needs a file" % (path, flag))
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise CaptioningError("%s: no such input file (%s)" % (path, flag)) from None
+    except OSError as e:
+        raise CaptioningError("%s: cannot read (%s)" % (path, e.strerror or e)) from None
 
 
 def get_context(use_cpu: bool, device_ids: Sequence[int]) -> List["mx.Context"]:  # noqa: F821
@@ -117,15 +205,34 @@ def num_gpus_available() -> int:
 
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]], argv: Optional[Sequence[str]] = None) -> None:
-    """Run a CLI's main: user errors become one logged line and exit status 1; Ctrl-C exits 130."""
+    """Run a CLI's main: user errors become one logged line and exit status 1; Ctrl-C exits 130. Standard output is
+    flushed here, so that a full disk or a closed pipe behind it is one line too, not a traceback at exit."""
     try:
         code = main(argv)
+        sys.stdout.flush()
     except CaptioningError as e:
-        logging.getLogger("captioning").error("%s", e)
-        if not logging.getLogger().handlers:
-            print("error: %s" % e, file=sys.stderr)
+        _report(str(e))
+        sys.exit(1)
+    except BrokenPipeError:
+        # the reader went away (e.g. `| head`): nothing more to say to it; keep Python from failing at exit too
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except OSError as e:
+        if e.errno not in WRITE_ERRNOS or e.filename is not None:
+            raise
+        # a write to standard output failed (its file is on a full disk, ...): drop what is left in its buffer
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _report("standard output: cannot write (%s)" % (e.strerror or e))
         sys.exit(1)
     except KeyboardInterrupt:
         logging.getLogger("captioning").error("interrupted")
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def _report(message: str) -> None:
+    logging.getLogger("captioning").error("%s", message)
+    if not logging.getLogger().handlers:
+        print("error: %s" % message, file=sys.stderr)
