@@ -1,0 +1,179 @@
+"""Batched sampling of captions (Sockeye 1.x's ``--sample``): B inputs x N samples advance together.
+
+Each step runs every model's ``decode_step`` on all (B x N) rows, turns the logits into log-probabilities (ensembles:
+averaged probabilities or log-probabilities, as in `beam_search`), divides them by the temperature, keeps the K most
+likely words when ``top_k`` is set, and draws each row's next word from the resulting softmax with MXNet's
+multinomial sampler (so `mx.random.seed` makes the samples reproducible). ``<pad>`` and ``<s>`` are never drawn; a row
+that has drawn ``</s>`` continues with ``<pad>``. The step is one hybridized block and the only device-to-host copy
+per step is one scalar (have all rows finished?). A model's static states stay at one row per input (they are shared
+by the input's N rows inside its step graph, as in beam search).
+
+A sample's score is its cost under the model (the negative log-probability of its words and ``</s>``, without
+temperature or top-k) divided by the length penalty (as beam search scores hypotheses), so scores of samples and of
+beam search read alike. `Sampler.search` returns, per input, the N samples in the order drawn (`SearchResult.nbest`),
+the first also as the result itself.
+"""
+import inspect
+import logging
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+
+from . import constants as C
+from .beam_search import ENSEMBLE_LINEAR, ENSEMBLE_LOG_LINEAR, Hypothesis, LengthPenalty, SearchResult
+
+logger = logging.getLogger(__name__)
+
+INF = float("inf")
+
+
+@dataclass
+class Samples:
+    """Sampled captions of B inputs x N samples, row ``b * N + i`` = sample i of input b (all on the host).
+
+    ``tokens (B*N, T)``: the drawn words, ``</s>`` included, ``<pad>`` (0) after it; ``lengths``: words drawn up to
+    and including ``</s>`` (a row cut at the maximum length has no ``</s>``); ``finished``: whether it drew ``</s>``;
+    ``costs``: negative log-probability under the model; ``attention``: ``(T, B*N, L)`` when collected."""
+    tokens: np.ndarray
+    lengths: np.ndarray
+    finished: np.ndarray
+    costs: np.ndarray
+    attention: Optional[np.ndarray] = None
+
+    def captions(self) -> List[List[int]]:
+        """Each row's words without ``</s>`` and padding."""
+        return [[int(w) for w in row[:n - int(f)]] for row, n, f in zip(self.tokens, self.lengths, self.finished)]
+
+
+class _SampleStep(gluon.HybridBlock):
+    """(N, V) logits of each model -> the drawn word of each row, the updated costs and finished flags, and whether
+    every row has finished."""
+
+    def __init__(self, num_models: int, ensemble_mode: str, top_k: int, temperature: float) -> None:
+        super().__init__()
+        self.num_models = num_models
+        self.ensemble_mode = ensemble_mode
+        self.top_k = top_k
+        self.temperature = temperature
+
+    def hybrid_forward(self, F, finished, costs, forbidden, *logits):  # type: ignore[override]
+        if self.num_models == 1:
+            log_probs = F.log_softmax(logits[0], axis=-1)
+        elif self.ensemble_mode == ENSEMBLE_LOG_LINEAR:
+            log_probs = F.add_n(*[F.log_softmax(l, axis=-1) for l in logits]) / self.num_models
+        else:
+            log_probs = F.log(F.add_n(*[F.softmax(l, axis=-1) for l in logits]) / self.num_models)
+        # forbidden (1, V): -inf for <pad> and <s>, 0 elsewhere
+        scores = F.broadcast_add(log_probs / self.temperature if self.temperature != 1.0 else log_probs, forbidden)
+        if self.top_k > 0:
+            kth = F.slice_axis(F.topk(scores, axis=-1, k=self.top_k, ret_typ="value"), axis=-1,
+                               begin=self.top_k - 1, end=self.top_k)
+            scores = F.where(F.broadcast_lesser(scores, kth), F.ones_like(scores) * -INF, scores)
+        drawn = F.cast(F.sample_multinomial(F.softmax(scores, axis=-1)), dtype="float32")
+        words = F.where(finished, F.zeros_like(drawn), drawn)
+        step_costs = F.where(finished, F.zeros_like(costs), -F.pick(log_probs, words, axis=-1))
+        finished = F.maximum(finished, words == C.EOS_ID)
+        return words, costs + step_costs, finished, F.min(finished)
+
+
+def _num_static(model, num_samples: int) -> int:
+    """How many leading states of ``model`` stay at one row per input: its static states, when its ``decode_step``
+    takes ``beam_size`` (`model.CaptionModel`); none for one sample per input."""
+    if num_samples == 1:
+        return 0
+    n = int(getattr(model, "num_static_states", 0) or 0)
+    if n and "beam_size" in inspect.signature(model.decode_step).parameters:
+        return n
+    return 0
+
+
+class Sampler:
+    """Draws ``num_samples`` captions per input from one model or an ensemble (same vocabulary and feature shape).
+
+    ``top_k`` 0 samples from the whole softmax, K > 0 from its K most likely words; ``temperature`` divides the
+    log-probabilities before sampling. ``models`` implement ``encode`` and ``decode_step`` as for `BeamSearch`."""
+
+    def __init__(self, models: Sequence, num_samples: int, max_output_length: int, top_k: int = 0,
+                 temperature: float = 1.0, ctx: Optional[mx.Context] = None,
+                 ensemble_mode: str = ENSEMBLE_LINEAR, length_penalty: Optional[LengthPenalty] = None) -> None:
+        assert models, "at least one model"
+        assert num_samples >= 1 and max_output_length >= 1 and top_k >= 0 and temperature > 0
+        assert ensemble_mode in (ENSEMBLE_LINEAR, ENSEMBLE_LOG_LINEAR), ensemble_mode
+        self.models = list(models)
+        self.num_samples = num_samples
+        self.max_output_length = max_output_length
+        self.top_k = top_k
+        self.temperature = temperature
+        self.ctx = ctx if ctx is not None else mx.cpu()
+        self.length_penalty = length_penalty if length_penalty is not None else LengthPenalty(1.0, 0.0)
+        self._step = _SampleStep(len(self.models), ensemble_mode, top_k, temperature)
+        self._step.hybridize(static_alloc=True)
+        self._forbidden: Optional[mx.nd.NDArray] = None
+
+    def _forbidden_words(self, vocab_size: int) -> mx.nd.NDArray:
+        if self._forbidden is None or self._forbidden.shape[1] != vocab_size:
+            row = np.zeros((1, vocab_size), dtype=np.float32)
+            row[0, [C.PAD_ID, C.BOS_ID]] = -INF
+            self._forbidden = mx.nd.array(row, ctx=self.ctx)
+        return self._forbidden
+
+    def sample(self, features: mx.nd.NDArray, with_attention: bool = False) -> Samples:
+        """Draw ``num_samples`` captions for each of a batch of features ``(B, C, H, W)``."""
+        n = self.num_samples
+        rows = features.shape[0] * n
+        static = [_num_static(model, n) for model in self.models]
+        states = []
+        for model, s in zip(self.models, static):
+            model_states = list(model.encode(features))
+            if n > 1:
+                model_states = model_states[:s] + [mx.nd.repeat(x, repeats=n, axis=0) for x in model_states[s:]]
+            states.append(model_states)
+        prev_words = mx.nd.full((rows,), C.BOS_ID, ctx=self.ctx)
+        finished = mx.nd.zeros((rows,), ctx=self.ctx)
+        costs = mx.nd.zeros((rows,), ctx=self.ctx)
+        history, attention_history = [], []
+        for _ in range(self.max_output_length):
+            logits, attentions = [], []
+            for i, model in enumerate(self.models):
+                if static[i]:
+                    step_logits, attention, states[i] = model.decode_step(prev_words, states[i], beam_size=n)
+                else:
+                    step_logits, attention, states[i] = model.decode_step(prev_words, states[i])
+                logits.append(step_logits)
+                attentions.append(attention)
+            forbidden = self._forbidden_words(logits[0].shape[1])
+            prev_words, costs, finished, all_finished = self._step(finished, costs, forbidden, *logits)
+            history.append(prev_words)
+            if with_attention:
+                attention_history.append(attentions[0] if len(attentions) == 1 or len({a.shape for a in attentions})
+                                         > 1 else mx.nd.add_n(*attentions) / len(attentions))
+            if all_finished.asscalar() == 1:   # the one host copy per step
+                break
+        # copied one by one and stacked on the host (as beam search does: faster than MXNet's stack of small arrays)
+        tokens = np.stack([w.asnumpy() for w in history], axis=1).astype(np.int64)         # (B*N, T)
+        finished_np = finished.asnumpy().astype(bool)
+        lengths = (tokens != C.PAD_ID).sum(axis=1)
+        attention = np.stack([a.asnumpy() for a in attention_history]) if with_attention else None
+        return Samples(tokens, lengths, finished_np, costs.asnumpy().astype(np.float64), attention)
+
+    def search(self, features: mx.nd.NDArray) -> List[SearchResult]:
+        """Per input, its ``num_samples`` samples as the n-best list (in the order drawn), the first as the result;
+        the same type as `BeamSearch.search`."""
+        samples = self.sample(features, with_attention=True)
+        assert samples.attention is not None
+        n = self.num_samples
+        scores = samples.costs / self.length_penalty(np.maximum(samples.lengths, 1).astype(np.float64))
+        captions = samples.captions()
+        results = []
+        for b in range(features.shape[0]):
+            nbest = []
+            for r in range(b * n, (b + 1) * n):
+                length = len(captions[r])
+                nbest.append(Hypothesis(captions[r], float(scores[r]), samples.attention[:length, r].copy(),
+                                        bool(samples.finished[r])))
+            best = nbest[0]
+            results.append(SearchResult(best.tokens, best.score, best.attention, nbest))
+        return results
