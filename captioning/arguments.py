@@ -432,7 +432,16 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                        help="Fill the last batch of a bucket with random repeats of that bucket's items.")
     group.add_argument("--update-interval", type=int_greater_or_equal(1), default=1,
                        help="Accumulate gradients over this many batches before each update.")
-    group.add_argument("--loss", choices=["cross-entropy"], default="cross-entropy", help="Loss function.")
+    group.add_argument("--loss", choices=C.LOSSES, default=C.LOSS_CROSS_ENTROPY,
+                       help="Training objective: 'cross-entropy' (teacher forcing, label smoothing) or "
+                            "'self-critical' (self-critical sequence training with CIDEr-D rewards; continues from "
+                            "a cross-entropy model given with --params).")
+    group.add_argument("--self-critical-samples", type=int_greater_or_equal(1), default=5,
+                       help="--loss self-critical: captions sampled per image at each update.")
+    group.add_argument("--self-critical-baseline", choices=C.SELF_CRITICAL_BASELINES,
+                       default=C.SELF_CRITICAL_BASELINE_MEAN,
+                       help="--loss self-critical: reward baseline, 'mean' (the mean reward of the image's other "
+                            "samples) or 'greedy' (the reward of the greedy caption).")
     group.add_argument("--label-smoothing", type=float, default=0.1, help="Label smoothing of the cross-entropy.")
     group.add_argument("--loss-normalization-type", choices=["valid", "batch"], default="valid",
                        help="Normalise the loss by the number of valid (non-pad) tokens, or by the batch size.")

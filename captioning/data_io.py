@@ -109,6 +109,23 @@ def load_parallel(list_path: str, caption_path: str, vocab: Vocab, max_seq_len: 
     return kept
 
 
+def image_ids(names: Sequence[str]) -> Tuple[np.ndarray, List[str]]:
+    """The image id of every item (distinct feature names numbered in order of first appearance: a list that
+    repeats an image on several lines, one per caption, gives those lines one id) and the distinct names."""
+    ids: Dict[str, int] = {}
+    per_item = np.array([ids.setdefault(name, len(ids)) for name in names], dtype=np.int64)
+    return per_item, list(ids)
+
+
+def references_by_image(data: ParallelData) -> List[List[str]]:
+    """``result[i]``: every caption (tokens joined by single spaces) of image ``i`` (the ids of `image_ids`)."""
+    per_item, distinct = image_ids(data.names)
+    references: List[List[str]] = [[] for _ in distinct]
+    for image, text in zip(per_item, data.texts):
+        references[image].append(text)
+    return references
+
+
 def longest_caption(data: ParallelData) -> int:
     """Tokens of the longest caption (without </s>)."""
     return max(len(c) for c in data.captions)
@@ -214,6 +231,7 @@ class BatchIterator:
         self.data = data
         self.store = store
         self.feature_index = np.asarray(feature_index, dtype=np.int64)
+        self.image_ids = image_ids(data.names)[0]     # item -> image (see `references_by_image`)
         self.config = config
         self.shuffle = shuffle
         self.rank = rank

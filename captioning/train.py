@@ -107,8 +107,10 @@ def create_training_config(args: argparse.Namespace, vocab_size: int) -> Any:
     clip_type = args.gradient_clipping_type if args.gradient_clipping_threshold > 0 else optimizers.CLIP_NONE
     return training.TrainingConfig(
         output_folder=args.output,
-        loss=loss.LossConfig(vocab_size=vocab_size, label_smoothing=args.label_smoothing,
-                             normalization=args.loss_normalization_type),
+        cross_entropy=loss.LossConfig(vocab_size=vocab_size, label_smoothing=args.label_smoothing,
+                                      normalization=args.loss_normalization_type),
+        loss=args.loss, self_critical_samples=args.self_critical_samples,
+        self_critical_baseline=args.self_critical_baseline,
         optimizer=optimizers.OptimizerConfig(name=args.optimizer, learning_rate=args.initial_learning_rate,
                                              weight_decay=args.weight_decay, momentum=args.momentum,
                                              clip_type=clip_type, clip_threshold=args.gradient_clipping_threshold,
@@ -138,6 +140,9 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.optimized_metric in (C.METRIC_BLEU, C.METRIC_CHRF):
         utils.check_condition(args.decode_and_evaluate != 0, "--optimized-metric %s needs --decode-and-evaluate N "
                                                              "(N > 0, or -1 for all)" % args.optimized_metric)
+    utils.check_condition(args.loss != C.LOSS_SELF_CRITICAL or args.params is not None,
+                          "--loss self-critical continues from a cross-entropy model: give its parameters with "
+                          "--params XE_FOLDER/params.best")
     if args.learning_rate_scheduler_type == "fixed-step":
         utils.check_condition(bool(args.learning_rate_schedule), "--learning-rate-scheduler-type fixed-step needs "
                                                                  "--learning-rate-schedule RATE:UPDATES,...")
@@ -386,8 +391,11 @@ def _train(args: argparse.Namespace, kv: Any, rank: int, num_workers: int) -> No
     decoder = None
     if args.decode_and_evaluate != 0 and rank == 0:
         decoder = create_checkpoint_decoder(args, val_root, vocab, max_output_length, contexts[0])
+    from . import objective
+    train_objective = objective.create_objective(training_config, data_io.references_by_image(train_data), vocab,
+                                                 max_output_length)
     trainer = training.Trainer(training_config, model, train_iter, val_iter, contexts, checkpoint_decoder=decoder,
-                               vocab=vocab, kvstore=kv)
+                               vocab=vocab, kvstore=kv, objective=train_objective)
     trainer.fit(resume=resume)
 
 

@@ -35,6 +35,7 @@ from . import constants as C
 from . import data_io
 from . import loss as loss_module
 from . import lr_scheduler
+from . import objective as objective_module
 from . import optimizers
 from . import utils
 from .config import Config
@@ -52,7 +53,10 @@ _BROADCAST_KEY = 1 << 24          # kvstore keys for rank 0's decisions (the glu
 @dataclass
 class TrainingConfig(Config):
     output_folder: str
-    loss: loss_module.LossConfig
+    cross_entropy: loss_module.LossConfig            # the cross-entropy (label smoothing); validation perplexity
+    loss: str = C.LOSS_CROSS_ENTROPY                 # the training objective: cross-entropy | self-critical
+    self_critical_samples: int = 5
+    self_critical_baseline: str = C.SELF_CRITICAL_BASELINE_MEAN
     optimizer: optimizers.OptimizerConfig = field(default_factory=optimizers.OptimizerConfig)
     scheduler: lr_scheduler.SchedulerConfig = field(default_factory=lr_scheduler.SchedulerConfig)
     checkpoint_interval: int = 4000
@@ -98,7 +102,7 @@ class Trainer:
     def __init__(self, config: TrainingConfig, model: gluon.Block, train_iter: data_io.BatchIterator,
                  val_iter: data_io.BatchIterator, contexts: Sequence[mx.Context],
                  checkpoint_decoder: Optional[Any] = None, vocab: Optional[Dict[str, int]] = None,
-                 kvstore: Optional[Any] = None) -> None:
+                 kvstore: Optional[Any] = None, objective: Optional[objective_module.Objective] = None) -> None:
         self.config = config
         self.model = model
         self.train_iter = train_iter
@@ -114,7 +118,9 @@ class Trainer:
         self.folder = config.output_folder
         self.state = TrainingState()
         self.scheduler = lr_scheduler.create_scheduler(config.scheduler)
-        self.loss = loss_module.CrossEntropyLoss(config.loss)
+        self.objective = objective if objective is not None else \
+            objective_module.CrossEntropyObjective(config.cross_entropy)
+        self.loss = loss_module.CrossEntropyLoss(config.cross_entropy)   # validation
         self.loss.hybridize()
         self.params = model.collect_params()
         if config.update_interval > 1:
@@ -128,14 +134,13 @@ class Trainer:
                                      kvstore=kvstore if kvstore is not None else config.kvstore,
                                      update_on_kvstore=self.server_updates)
         self.metric_lines: List[str] = []
-        self._train_stats = [loss_module.new_stats(ctx) for ctx in self.contexts]
         self._session_start = time.time()
         self._speed_mark = (time.time(), 0, 0, 0)
         self._initial_states: Optional[bytes] = None
         self._best_states: Optional[bytes] = None
         self._images_seen = 0
         self._pending: Optional[mx.nd.NDArray] = None
-        self._last_stats: Optional[mx.nd.NDArray] = None
+        self._last_marker: Optional[mx.nd.NDArray] = None
 
     # ---------------------------------------------------------------------------------------------------------
     # the loop
@@ -187,7 +192,7 @@ class Trainer:
             batch, end_of_epoch = self.train_iter.next_batch()
             num_grads += self._forward_backward(batch)
             self.state.samples += batch.labels.shape[0] * self.num_workers
-            self._images_seen += len(np.unique(self.train_iter.feature_index[batch.indices]))
+            self._images_seen += len(np.unique(self.train_iter.image_ids[batch.indices]))
             if end_of_epoch:
                 self.state.epoch = self.train_iter.epoch
                 logger.info("Epoch %d finished (update %d)", self.state.epoch, self.state.updates + 1)
@@ -208,26 +213,16 @@ class Trainer:
         # keep the Python side at most one update ahead of the engine (bounded memory, honest timings)
         if self._pending is not None:
             self._pending.wait_to_read()
-        self._pending = self._last_stats
+        self._pending = self._last_marker
 
     def _forward_backward(self, batch: data_io.Batch) -> int:
         """Forward and backward of one batch split across the devices; returns the number of device shares."""
-        n = min(len(self.contexts), batch.labels.shape[0])
-        contexts = self.contexts[:n]
-        feats = gluon.utils.split_and_load(batch.features, contexts, even_split=False)
-        inputs = gluon.utils.split_and_load(batch.target_input, contexts, even_split=False)
-        labels = gluon.utils.split_and_load(batch.labels, contexts, even_split=False)
-        outputs, stats = [], []
-        with autograd.record():
-            for f, x, y in zip(feats, inputs, labels):
-                out, batch_stats = self.loss(self.model(f, x), y)
-                outputs.append(out)
-                stats.append(batch_stats)
-        autograd.backward(outputs)
-        for k, batch_stats in enumerate(stats):
-            self._train_stats[k] += batch_stats.astype("float64")
-        self._last_stats = stats[0]
-        return n
+        shares = split_batch(batch, self.contexts, self.train_iter.image_ids[batch.indices])
+        self.objective.forward_backward(self.model, shares)
+        # a tiny copy of a gradient: once it is computed, this batch's backward pass is done
+        grad = next(p for p in self.params.values() if p.grad_req != "null").list_grad()[0]
+        self._last_marker = grad.reshape((-1,))[0:1]
+        return len(shares)
 
     def _clip_norm(self, scale: int) -> None:
         """Clip the averaged gradient's global norm at the threshold (the gradients are ``scale`` x average)."""
@@ -264,18 +259,17 @@ class Trainer:
         """Validate, write params/metrics/state; returns a stop reason or ''."""
         self.state.checkpoint += 1
         checkpoint = self.state.checkpoint
-        train_stats = sum(s.asnumpy() for s in self._train_stats)
-        for s in self._train_stats:
-            s[:] = 0
+        train = self.objective.metrics()
         learning_rate = self.trainer.learning_rate
         improved = stop = False
         if self.is_primary:
             metrics = {}
-            train = loss_module.metrics_from_stats(train_stats, "train")
             val = loss_module.metrics_from_stats(self.validate(), "val")
             for name in self.config.metrics:
-                metrics["%s-train" % name] = train["%s-train" % name]
+                if "%s-train" % name in train:
+                    metrics["%s-train" % name] = train["%s-train" % name]
                 metrics["%s-val" % name] = val["%s-val" % name]
+            metrics.update((k, v) for k, v in train.items() if k.rsplit("-", 1)[0] not in C.METRICS_OPTIMIZABLE)
             if self.checkpoint_decoder is not None:
                 start = time.time()
                 metrics.update(self.checkpoint_decoder.decode_and_evaluate(self.model, self.vocab))
@@ -345,13 +339,8 @@ class Trainer:
         """Summed loss stats over the validation data (no dropout)."""
         total = [loss_module.new_stats(ctx) for ctx in self.contexts]
         for batch in self.val_iter:
-            n = min(len(self.contexts), batch.labels.shape[0])
-            contexts = self.contexts[:n]
-            feats = gluon.utils.split_and_load(batch.features, contexts, even_split=False)
-            inputs = gluon.utils.split_and_load(batch.target_input, contexts, even_split=False)
-            labels = gluon.utils.split_and_load(batch.labels, contexts, even_split=False)
-            for k, (f, x, y) in enumerate(zip(feats, inputs, labels)):
-                _, stats = self.loss(self.model(f, x), y)
+            for k, share in enumerate(split_batch(batch, self.contexts, batch.indices)):
+                _, stats = self.loss(self.model(share.features, share.target_input), share.labels)
                 total[k] += stats.astype("float64")
         return sum(t.asnumpy() for t in total)
 
@@ -420,17 +409,16 @@ class Trainer:
         return {"used-gpu-memory": used} if used else {}
 
     def _log_speed(self) -> None:
+        if self._pending is not None:
+            self._pending.wait_to_read()
         now = time.time()
-        self._train_stats[0].wait_to_read()
         start, updates0, samples0, images0 = self._speed_mark
         seconds = max(now - start, 1e-9)
         samples = self.state.samples - samples0
         images = self._images_seen - images0
-        stats = sum(s.asnumpy() for s in self._train_stats)
-        ppl = loss_module.metrics_from_stats(stats, "train")["perplexity-train"]
-        logger.info("Epoch %d, update %d: %.1f samples/s (captions), %.1f images/s, perplexity-train=%.3f, "
-                    "learning rate %.3g", self.state.epoch, self.state.updates, samples / seconds,
-                    images * self.num_workers / seconds, ppl, self.trainer.learning_rate)
+        logger.info("Epoch %d, update %d: %.1f samples/s (captions), %.1f images/s, learning rate %.3g",
+                    self.state.epoch, self.state.updates, samples / seconds, images * self.num_workers / seconds,
+                    self.trainer.learning_rate)
         self._speed_mark = (time.time(), self.state.updates, self.state.samples, self._images_seen)
 
     # ---------------------------------------------------------------------------------------------------------
@@ -554,6 +542,18 @@ class Trainer:
         self.kv.init(key, data)
         self.kv.pull(key, out=out)
         return [float(v) for v in out.asnumpy()]
+
+
+def split_batch(batch: data_io.Batch, contexts: Sequence[mx.Context], image_ids: np.ndarray) -> \
+        List[objective_module.BatchShare]:
+    """The batch cut into one share per device (fewer when it has fewer rows than devices), loaded there."""
+    n = min(len(contexts), batch.labels.shape[0])
+    used = list(contexts[:n])
+    parts = [gluon.utils.split_and_load(array, used, even_split=False)
+             for array in (batch.features, batch.target_input, batch.labels)]
+    ids = np.array_split(np.asarray(image_ids, dtype=np.int64), n)    # the rows split_and_load gives each device
+    return [objective_module.BatchShare(ctx=ctx, features=f, target_input=x, labels=y, image_ids=i)
+            for ctx, f, x, y, i in zip(used, *parts, ids)]
 
 
 def recover_interrupted_state_swap(folder: str) -> None:

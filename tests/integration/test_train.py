@@ -250,7 +250,7 @@ def test_flags_map_onto_the_configs():
     tc = train.create_training_config(train.build_parser().parse_args(
         base + "--gradient-clipping-threshold 0 --optimizer-params beta1:0.8 --label-smoothing 0.2".split()), 100)
     assert tc.optimizer.clip_type == "none" and tc.optimizer.params == {"beta1": 0.8}
-    assert tc.loss.label_smoothing == 0.2 and tc.loss.vocab_size == 100
+    assert tc.cross_entropy.label_smoothing == 0.2 and tc.cross_entropy.vocab_size == 100
     assert train.default_max_output_length(20, 60) == 25 and train.default_max_output_length(50, 40) == 40
     assert train.differing_options({"a": [1, 2], "quiet": True}, {"a": (1, 2), "quiet": False}) == []
     assert train.differing_options({"a": 1}, {"a": 2, "b": 3}) == ["--a (1 -> 2)", "--b (None -> 3)"]

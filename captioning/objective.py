@@ -1,0 +1,98 @@
+"""Training objectives: what the `training.Trainer` optimises, as one interface (`Objective`).
+
+The Trainer cuts each batch into one `BatchShare` per device and hands all shares of the batch to the objective's
+``forward_backward``, which records the forward pass itself (``autograd.record``), so it may first run an unrecorded
+pass (e.g. sampling captions for self-critical training), and calls ``backward`` once. The Trainer then reduces the
+gradients over devices and workers, divides them by the number of shares x workers, clips and updates. Each share's
+loss must therefore be that share's mean per row (per caption, or per valid token for cross-entropy's ``valid``
+normalisation): the Trainer knows nothing about the loss.
+
+Randomness: objectives draw only from ``mx.random`` and ``np.random``. The Trainer re-seeds MXNet's generator after
+every checkpoint and saves and restores NumPy's with the training state, so a resumed run draws the same numbers as
+an uninterrupted one.
+
+- `CrossEntropyObjective` (``--loss cross-entropy``): teacher-forced, label-smoothed cross-entropy (`loss.py`);
+  metrics ``perplexity-train`` and ``accuracy-train``.
+- ``--loss self-critical``: `self_critical.SelfCriticalObjective` (imported only when chosen).
+"""
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Dict, List, Protocol, Sequence
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd
+
+from . import constants as C
+from . import loss as loss_module
+
+if TYPE_CHECKING:  # pragma: no cover
+    from . import model
+    from .training import TrainingConfig
+    from .vocab import Vocab
+
+
+@dataclass
+class BatchShare:
+    """One device's share of a training batch (the rows of the batch that device computes)."""
+    ctx: mx.Context
+    features: mx.nd.NDArray       # (b, C, H, W) on ctx
+    target_input: mx.nd.NDArray   # (b, T) <s> w1 ... (teacher forcing input)
+    labels: mx.nd.NDArray         # (b, T) w1 ... </s> (0 = <pad>)
+    image_ids: np.ndarray         # (b,) int: index of each row's image in the training feature store
+
+
+class Objective(Protocol):
+    """A training objective: turns the shares of a batch into gradients, and keeps its training metrics."""
+    name: str
+
+    def forward_backward(self, model: "model.CaptionModel", shares: Sequence[BatchShare]) -> None:
+        """Records the forward pass of every share (it calls autograd.record itself, so it may run an
+        unrecorded pass first, e.g. sampling), and calls backward once. Each share's loss is that share's
+        mean per row (the Trainer divides the summed gradients by the number of shares and workers)."""
+
+    def metrics(self) -> Dict[str, float]:
+        """Training metrics accumulated since the last call, then reset (e.g. perplexity-train)."""
+
+
+class CrossEntropyObjective:
+    """Label-smoothed cross-entropy with teacher forcing (`loss.CrossEntropyLoss`); metrics ``perplexity-train``
+    and ``accuracy-train`` from the unsmoothed likelihood, summed on each device and read only by `metrics`."""
+    name = C.LOSS_CROSS_ENTROPY
+
+    def __init__(self, config: loss_module.LossConfig) -> None:
+        self.loss = loss_module.CrossEntropyLoss(config)
+        self.loss.hybridize()
+        self._stats: Dict[mx.Context, mx.nd.NDArray] = {}
+
+    def forward_backward(self, model: "model.CaptionModel", shares: Sequence[BatchShare]) -> None:
+        outputs: List[mx.nd.NDArray] = []
+        stats: List[mx.nd.NDArray] = []
+        with autograd.record():
+            for share in shares:
+                output, share_stats = self.loss(model(share.features, share.target_input), share.labels)
+                outputs.append(output)
+                stats.append(share_stats)
+        autograd.backward(outputs)
+        for share, share_stats in zip(shares, stats):
+            if share.ctx not in self._stats:
+                self._stats[share.ctx] = loss_module.new_stats(share.ctx)
+            self._stats[share.ctx] += share_stats.astype("float64")
+
+    def metrics(self) -> Dict[str, float]:
+        totals = sum(s.asnumpy() for s in self._stats.values()) if self._stats else np.zeros(3)
+        for s in self._stats.values():
+            s[:] = 0
+        return loss_module.metrics_from_stats(totals, "train")
+
+
+def create_objective(config: "TrainingConfig", references: Sequence[Sequence[str]], vocab: "Vocab",
+                     max_output_length: int) -> Objective:
+    """The objective ``config.loss`` names. ``references[i]``: every training caption (tokens joined by single
+    spaces) of training image i (the `BatchShare.image_ids`); used by self-critical training only."""
+    if config.loss == C.LOSS_CROSS_ENTROPY:
+        return CrossEntropyObjective(config.cross_entropy)
+    if config.loss == C.LOSS_SELF_CRITICAL:
+        from .self_critical import SelfCriticalObjective
+        return SelfCriticalObjective(references=references, vocab=vocab, num_samples=config.self_critical_samples,
+                                     baseline=config.self_critical_baseline, max_output_length=max_output_length)
+    raise ValueError("unknown loss %r (expected one of %s)" % (config.loss, ", ".join(C.LOSSES)))
