@@ -598,8 +598,10 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
     search.add_argument("--batch-size", type=int_greater_or_equal(1), default=1,
                         help="Inputs searched together (each with --beam-size rows).")
     search.add_argument("--chunk-size", type=int_greater_or_equal(1), default=None,
-                        help="Inputs read, and sorted for batching, at a time (default: 500 x --batch-size, as "
-                             "Sockeye). Outputs are always in input order.")
+                        help="Input lines read, and grouped for batching, at a time (default: 1 at --batch-size 1, "
+                             "as Sockeye, so each line is captioned as soon as it is read; otherwise 500 x "
+                             "--batch-size, at most 5000 lines but at least one batch). Features are loaded a "
+                             "batch at a time whatever the chunk size; outputs are always in input order.")
     search.add_argument("--ensemble-mode", choices=["linear", "log_linear"], default="linear",
                         help="How ensemble members' word distributions are combined.")
     search.add_argument("--max-output-length", type=int_greater_or_equal(1), default=None,
@@ -617,7 +619,10 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
     images = parser.add_argument_group("Captioning straight from images")
     images.add_argument("--extract-image-features", action="store_true", default=False,
                         help="Input lines are image paths: run the CNN on them first.")
-    add_image_size_args(images)
+    images.add_argument("--source-image-size", "-sis", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
+                        help="Size of the CNN's input: channels, height, width (default: the size the training "
+                             "features were made with, recorded in the model folder, else %s)."
+                             % " ".join(map(str, C.DEFAULT_SOURCE_IMAGE_SIZE)))
     images.add_argument("--image-encoder-model-path", type=str, default=None, metavar="PREFIX",
                         help="CNN checkpoint prefix (default: the copy recorded with the training features).")
     images.add_argument("--image-encoder-model-epoch", type=int_greater_or_equal(0), default=None,

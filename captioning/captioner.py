@@ -4,14 +4,15 @@
         --max-output-length 60 --batch-size 1024 --chunk-size 2048 --beam-size 3 > validation_set.predictions
 
 Captions go to standard output (or ``--output``), one line per input line in input order; logs go to standard error.
-A bad input line gives an empty output line and an error naming it; the exit status is then 1.
+A bad input line gives an empty output line and an error naming it; the exit status is then 1. Input is read a line
+at a time: at ``--batch-size 1`` each caption is written (and flushed) before the next line is read.
 """
 import logging
 import os
 import sys
 import time
 import warnings
-from typing import Any, Dict, Optional, Sequence
+from typing import IO, Any, Dict, List, Optional, Sequence
 
 from . import arguments, log, utils
 from . import constants as C
@@ -19,30 +20,72 @@ from . import constants as C
 logger = logging.getLogger(__name__)
 
 
-def _cnn_config(args: Any, model_config: Any, model_folder: str) -> Any:
+def recorded_cnn(model_config: Any) -> Dict[str, Any]:
+    """The CNN the model's training features came from, as recorded in its config (empty if unknown)."""
+    return dict(getattr(model_config, "cnn_config", None) or {})
+
+
+def _training_source_root(model_folder: str) -> Optional[str]:
+    """``--source-root`` of the training run (from the model folder's ``args.yaml``), or None."""
+    import yaml
+    try:
+        with open(os.path.join(model_folder, C.ARGS_NAME), encoding="utf-8") as f:
+            values = yaml.safe_load(f)
+    except (OSError, ValueError, yaml.YAMLError, RecursionError):
+        return None
+    root = values.get("source_root") if isinstance(values, dict) else None
+    return root if isinstance(root, str) else None
+
+
+def resolve_cnn_path(model_path: str, model_folder: str) -> str:
+    """A recorded CNN prefix: extraction records the copy in the feature folder (``cnn/NAME``) relative to that
+    folder, so a relative prefix is looked for from here, in the training's ``--source-root`` and in the model
+    folder; the first that exists wins."""
+    if os.path.isabs(model_path):
+        return model_path
+    from .cnn import symbol_file
+    candidates = [model_path]
+    root = _training_source_root(model_folder)
+    if root is not None:
+        candidates.append(os.path.join(root, model_path))
+        if not os.path.isabs(root):  # relative to where training ran: the model folder's parent is a good guess
+            candidates.append(os.path.join(os.path.dirname(os.path.abspath(model_folder)), root, model_path))
+    candidates.append(os.path.join(model_folder, model_path))
+    return next((c for c in candidates if os.path.exists(symbol_file(c))), model_path)
+
+
+def cnn_config_for(args: Any, model_config: Any, model_folder: str) -> Any:
     """The CNN for ``--extract-image-features``: what the training features were made with (recorded in the
     model's config), each flag given overriding it."""
-    from .cnn import CNNConfig
-    recorded: Dict[str, Any] = dict(getattr(model_config, "cnn_config", None) or {})
-    model_path = args.image_encoder_model_path or recorded.get("model_path")
+    from .cnn import CNNConfig, strip_output_suffix
+    recorded = recorded_cnn(model_config)
+    model_path = args.image_encoder_model_path
+    if model_path is None and recorded.get("model_path"):
+        model_path = resolve_cnn_path(str(recorded["model_path"]), model_folder)
     utils.check_condition(model_path is not None,
                           "--extract-image-features: the model folder %s does not record the CNN its features came "
                           "from; give --image-encoder-model-path (and --image-encoder-layer)" % model_folder)
-    if args.image_encoder_model_path is None and not os.path.isabs(model_path) \
-            and not os.path.exists(model_path + "-symbol.json"):
-        beside = os.path.join(model_folder, model_path)
-        if os.path.exists(beside + "-symbol.json"):
-            model_path = beside
     layer = args.image_encoder_layer or recorded.get("layer")
     utils.check_condition(layer is not None, "--extract-image-features: give --image-encoder-layer (the model "
                                              "folder %s does not record it)" % model_folder)
-    image_size = list(args.source_image_size)
-    if image_size == list(C.DEFAULT_SOURCE_IMAGE_SIZE) and recorded.get("image_size"):
-        image_size = list(recorded["image_size"])
+    # an explicit --source-image-size wins, even when it equals the default
+    image_size = args.source_image_size or recorded.get("image_size") or list(C.DEFAULT_SOURCE_IMAGE_SIZE)
     epoch = args.image_encoder_model_epoch
     if epoch is None:
         epoch = recorded.get("epoch", 0)
-    return CNNConfig(model_path=model_path, epoch=int(epoch), layer=layer, image_size=tuple(image_size))
+    return CNNConfig(model_path=model_path, epoch=int(epoch), layer=strip_output_suffix(str(layer)),
+                     image_size=tuple(int(v) for v in image_size))
+
+
+def captioner_config(args: Any) -> Any:
+    """The `inference.CaptionerConfig` of the flags (checked before any model is loaded)."""
+    from .inference import CaptionerConfig
+    return CaptionerConfig(
+        beam_size=args.beam_size, batch_size=args.batch_size, chunk_size=args.chunk_size,
+        max_output_length=args.max_output_length, ensemble_mode=args.ensemble_mode,
+        length_penalty_alpha=args.length_penalty_alpha, length_penalty_beta=args.length_penalty_beta,
+        beam_prune=args.beam_prune, beam_search_stop=args.beam_search_stop, nbest_size=args.nbest_size,
+        softmax_temperature=args.softmax_temperature, strip_unknown_words=args.strip_unknown_words)
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
@@ -55,62 +98,54 @@ def _main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     # Gluon warns about parameters of the model's other graphs (training, encoding) in each one it runs
     warnings.filterwarnings("ignore", message="Parameter .* is not used by any computation")
 
+    # everything that can be checked cheaply is checked before the models load
+    config = captioner_config(args)
+    if args.output is not None:
+        utils.check_output_file(args.output, "--output")
+    input_file: IO[bytes] = utils.open_input(args.input) if args.input is not None else sys.stdin.buffer
+    try:
+        return _caption(args, config, input_file)
+    finally:
+        if input_file is not sys.stdin.buffer:
+            input_file.close()
+
+
+def _caption(args: Any, config: Any, input_file: IO[bytes]) -> int:
     from . import inference
     from .output_handler import OutputHandler
 
-    utils.check_condition(args.nbest_size <= args.beam_size, "--nbest-size %d is larger than --beam-size %d"
-                          % (args.nbest_size, args.beam_size))
-    if args.softmax_temperature is not None:
-        utils.check_condition(args.softmax_temperature > 0, "--softmax-temperature must be > 0")
     ctx = utils.get_context(args.use_cpu, args.device_ids)[0]
     models, vocab = inference.load_models(args.models, args.checkpoints, ctx)
     feature_shape = tuple(models[0].config.encoder.feature_shape)
     root = args.source_root if args.source_root is not None else "."
+    source: inference.FeatureSource
     if args.extract_image_features:
         from .cnn import FeatureExtractor
-        cnn_config = _cnn_config(args, models[0].config, args.models[0])
+        cnn_config = cnn_config_for(args, models[0].config, args.models[0])
         extractor = FeatureExtractor(cnn_config, ctx, args.batch_size)
         utils.check_condition(tuple(extractor.output_shape) == feature_shape,
                               "--extract-image-features: the CNN layer %r gives features %s but the model was "
                               "trained on %s; use the CNN, layer and --source-image-size of the training features"
                               % (cnn_config.layer, tuple(extractor.output_shape), feature_shape))
-        source: Any = inference.ImageSource(root, extractor, args.allow_absolute_paths, args.num_workers)
+        source = inference.ImageSource(root, extractor, args.allow_absolute_paths, args.num_workers)
     else:
         source = inference.FeatureFileSource(root, feature_shape, args.allow_absolute_paths)
-    config = inference.CaptionerConfig(
-        beam_size=args.beam_size, batch_size=args.batch_size, chunk_size=args.chunk_size,
-        max_output_length=args.max_output_length, ensemble_mode=args.ensemble_mode,
-        length_penalty_alpha=args.length_penalty_alpha, length_penalty_beta=args.length_penalty_beta,
-        beam_prune=args.beam_prune, beam_search_stop=args.beam_search_stop, nbest_size=args.nbest_size,
-        softmax_temperature=args.softmax_temperature, strip_unknown_words=args.strip_unknown_words)
     captioner = inference.Captioner(models, vocab, config, source, ctx)
 
-    if args.input is not None:
-        utils.check_condition(os.path.isfile(args.input), "%s: no such input file (--input)" % args.input)
-        input_file = open(args.input, encoding="utf-8", errors="replace")
-        where = args.input
-    else:
-        input_file = sys.stdin
-        where = "<stdin>"
+    where = args.input if args.input is not None else "<stdin>"
     grid = (int(feature_shape[1]), int(feature_shape[2]))
     start = time.time()
-    try:
-        lines = (line.rstrip("\r\n") for line in input_file)
-        outputs = captioner.caption_lines(lines, where, args.json_input)
-        if args.output is not None:
-            with utils.atomic_open(args.output, "w") as out:
-                handler = OutputHandler(out, args.output_type, grid)
-                for output in outputs:
-                    handler.handle(output)
-        else:
-            handler = OutputHandler(sys.stdout, args.output_type, grid)
+    outputs = captioner.caption_stream(input_file, where, args.json_input)
+    if args.output is not None:
+        with utils.atomic_open(args.output, "w") as out:
+            handler = OutputHandler(out, args.output_type, grid)
             for output in outputs:
                 handler.handle(output)
-                if args.batch_size == 1:  # interactive use: each caption as soon as it is made
-                    sys.stdout.flush()
-    finally:
-        if input_file is not sys.stdin:
-            input_file.close()
+    else:
+        handler = OutputHandler(sys.stdout, args.output_type, grid)
+        for output in outputs:
+            handler.handle(output)
+            sys.stdout.flush()  # each caption as soon as it is made (interactive use through pipes)
     total = captioner.num_captioned + captioner.num_failed
     elapsed = time.time() - start
     if total:

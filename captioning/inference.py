@@ -1,19 +1,21 @@
 """`Captioner`: load one model or an ensemble, read inputs in chunks, search in batches, give outputs in input order.
 
 An input line names a feature file under the source root (or, with images, an image file), or is a JSON object
-``{"text": PATH, "constraints": [...], "avoid": [...], ...}``. A line that cannot be captioned (empty, malformed
-JSON, a missing or wrong-shaped feature file, an unreadable image) gives a failed output (an empty output line) and
-an error in the log naming the line; the lines after it are still captioned. Lines with constraints are batched
-apart from the others so that the fast unconstrained search serves every line it can; a caption never depends on
-the batch or chunk size.
+``{"text": PATH, "constraints": [...], "avoid": [...], ...}``. A line that cannot be captioned (empty, not UTF-8,
+malformed or hostile JSON, a missing or wrong-shaped feature file, an unreadable image) gives a failed output (an
+empty output line) and an error in the log naming the line; the lines after it are still captioned. Lines with
+constraints are batched apart from the others so that the fast unconstrained search serves every line it can; a
+caption never depends on the batch or chunk size.
+
+Memory is bounded by the batch, not the input: a chunk holds parsed input lines only; features (or images) are
+loaded one batch at a time, and each output is given as soon as every line before it is done.
 """
-import concurrent.futures
 import json
 import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -21,12 +23,18 @@ import numpy as np
 from . import constants as C
 from . import image_io, utils
 from . import lexical_constraints as lc
-from .beam_search import BeamSearch, LengthPenalty, SearchResult
+from .beam_search import BeamSearch, LengthPenalty, SearchResult, StepModel
 from .config import Config
 
 logger = logging.getLogger(__name__)
 
 Shape = Tuple[int, int, int]
+
+CHUNK_SIZE_NO_BATCHING = 1        # --chunk-size default at --batch-size 1 (Sockeye's): caption each line at once
+CHUNK_SIZE_PER_BATCH = 500        # otherwise Sockeye's 500 batches per chunk ...
+MAX_DEFAULT_CHUNK_SIZE = 5000     # ... but at most this many lines (and at least one batch)
+MAX_JSON_LINE_CHARS = 1_000_000   # a longer JSON input line is refused before parsing
+DEFAULT_MAX_OUTPUT_LENGTH = 100   # length bound for models whose config stores none (test fakes)
 
 
 @dataclass
@@ -34,7 +42,7 @@ class CaptionerConfig(Config):
     """Search and batching options of the captioner (the flags of ``add_captioner_args``)."""
     beam_size: int = 5
     batch_size: int = 1
-    chunk_size: Optional[int] = None            # inputs read at a time; default 500 x batch_size, as Sockeye
+    chunk_size: Optional[int] = None            # inputs read at a time; default: see `effective_chunk_size`
     max_output_length: Optional[int] = None     # default: the bound stored with the model(s)
     ensemble_mode: str = "linear"
     length_penalty_alpha: float = 1.0
@@ -45,8 +53,25 @@ class CaptionerConfig(Config):
     softmax_temperature: Optional[float] = None
     strip_unknown_words: bool = False
 
+    def __post_init__(self) -> None:
+        check_nbest_size(self.nbest_size, self.beam_size)
+        utils.check_condition(self.softmax_temperature is None or self.softmax_temperature > 0,
+                              "--softmax-temperature must be > 0")
+
     def effective_chunk_size(self) -> int:
-        return self.chunk_size if self.chunk_size else 500 * self.batch_size
+        """``chunk_size``, or by default 1 at batch size 1 (as Sockeye: each line is captioned as soon as it is
+        read) and otherwise 500 batches, at most `MAX_DEFAULT_CHUNK_SIZE` lines but at least one batch."""
+        if self.chunk_size:
+            return self.chunk_size
+        if self.batch_size == 1:
+            return CHUNK_SIZE_NO_BATCHING
+        return max(self.batch_size, min(CHUNK_SIZE_PER_BATCH * self.batch_size, MAX_DEFAULT_CHUNK_SIZE))
+
+
+def check_nbest_size(nbest_size: int, beam_size: int) -> None:
+    """The one check that an n-best list fits in the beam (captioner and checkpoint decoder alike)."""
+    utils.check_condition(1 <= nbest_size <= beam_size, "--nbest-size %d is larger than --beam-size %d"
+                          % (nbest_size, beam_size))
 
 
 @dataclass
@@ -75,19 +100,39 @@ class CaptionOutput:
     failed: bool = False
 
 
+def _refuse_constant(value: str) -> float:
+    raise ValueError("%s is not a JSON number" % value)
+
+
+def _finite_float(value: str) -> float:
+    number = float(value)
+    if not np.isfinite(number):
+        raise ValueError("number %s is out of range" % (value if len(value) <= 20 else value[:20] + "..."))
+    return number
+
+
 def parse_input(line: str, sentence_id: int, json_input: bool, where: str) -> CaptionInput:
-    """An input line as a `CaptionInput`; problems are recorded in ``error`` (naming ``where``), not raised."""
+    """An input line as a `CaptionInput`; problems are recorded in ``error`` (naming ``where``), not raised: any
+    single line, however hostile (deep nesting, huge numbers, wrong types), costs only itself."""
     text = line.strip()
     if not text:
         return CaptionInput(sentence_id, "", error="%s: empty line; expected a %s" % (
             where, "JSON object" if json_input else "feature or image path"))
     if not json_input:
         return CaptionInput(sentence_id, text)
+    expected = "expected {\"text\": PATH, \"constraints\": [...], \"avoid\": [...]}"
+    if len(text) > MAX_JSON_LINE_CHARS:
+        return CaptionInput(sentence_id, "", error="%s: JSON line of %d characters is longer than %d; %s"
+                                                   % (where, len(text), MAX_JSON_LINE_CHARS, expected))
     try:
-        record = json.loads(text)
+        # NaN, Infinity and floats beyond float64 are refused; so are integers of more than 4,300 digits (Python)
+        record = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as e:
-        return CaptionInput(sentence_id, "", error="%s: malformed JSON (%s); expected {\"text\": PATH, "
-                                                   "\"constraints\": [...], \"avoid\": [...]}" % (where, e.msg))
+        return CaptionInput(sentence_id, "", error="%s: malformed JSON (%s); %s" % (where, e.msg, expected))
+    except RecursionError:
+        return CaptionInput(sentence_id, "", error="%s: JSON nested too deeply; %s" % (where, expected))
+    except ValueError as e:  # NaN, Infinity, an integer with too many digits (Python's int limit)
+        return CaptionInput(sentence_id, "", error="%s: malformed JSON (%s); %s" % (where, e, expected))
     if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not record["text"].strip():
         return CaptionInput(sentence_id, "", error="%s: a JSON input line needs a \"text\" string (the path)"
                                                    % where)
@@ -101,71 +146,112 @@ def parse_input(line: str, sentence_id: int, json_input: bool, where: str) -> Ca
                                                                    % (where, key))
         lists[key] = value
     extra = {k: v for k, v in record.items() if k not in ("text", "constraints", "avoid")}
+    try:  # the json output type writes these keys back: refuse what cannot be written (e.g. huge integers)
+        json.dumps(extra)
+    except (ValueError, RecursionError) as e:
+        return CaptionInput(sentence_id, record["text"], error="%s: cannot pass the other keys through (%s)"
+                                                               % (where, e))
     return CaptionInput(sentence_id, record["text"].strip(), lists["constraints"], lists["avoid"], extra)
+
+
+def read_input_lines(stream: "Iterable[bytes]", where: str) -> Iterator[Tuple[int, str, Optional[str]]]:
+    """(line number, text, error) for each line of a binary stream, read one line at a time (so that a pipe is
+    captioned interactively); a line that is not UTF-8 has an error naming it instead of text."""
+    for number, raw in enumerate(stream, 1):
+        try:
+            yield number, utils.decode_line(raw, utils.location(where, number)), None
+        except utils.CaptioningError as e:
+            yield number, "", str(e)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # where the features come from
 # ---------------------------------------------------------------------------------------------------------------
 
+class FeatureSource(Protocol):
+    """Where a `Captioner` gets features: (C, H, W) arrays for parsed input lines, a batch at a time."""
+    feature_shape: Tuple[int, ...]
+
+    def batches(self, inputs: Sequence[CaptionInput], batch_size: int, where: str
+                ) -> Iterator[Tuple[List[int], np.ndarray]]:
+        """(positions in ``inputs``, features (B, C, H, W)) in input order, at most ``batch_size`` at a time;
+        an input that cannot be read gets its ``error`` set and is left out."""
+        ...
+
+
 class FeatureFileSource:
-    """Features read from ``.npy`` files under ``root`` (the ``--source-root``)."""
+    """Features read from ``.npy`` files under ``root`` (the ``--source-root``), one batch at a time."""
 
     def __init__(self, root: str, feature_shape: Shape, allow_absolute: bool = False) -> None:
         self.root = root
         self.feature_shape = tuple(feature_shape)
         self.allow_absolute = allow_absolute
 
-    def load(self, inputs: Sequence[CaptionInput], where: str) -> Dict[int, np.ndarray]:
-        """Features of the inputs that can be read, by position in ``inputs``; the others get ``error`` set."""
+    def batches(self, inputs: Sequence[CaptionInput], batch_size: int, where: str
+                ) -> Iterator[Tuple[List[int], np.ndarray]]:
         from . import features
-        loaded = {}
-        for k, item in enumerate(inputs):
-            location = utils.location(where, item.sentence_id)
-            try:
-                path = image_io.resolve_path(self.root, item.text, self.allow_absolute, location)
-                loaded[k] = features.load_feature(path, self.feature_shape, location)  # type: ignore[arg-type]
-            except utils.CaptioningError as e:
-                item.error = str(e)
-        return loaded
+        for start in range(0, len(inputs), batch_size):
+            positions, arrays = [], []
+            for k in range(start, min(start + batch_size, len(inputs))):
+                item = inputs[k]
+                location = utils.location(where, item.sentence_id)
+                try:
+                    path = image_io.resolve_path(self.root, item.text, self.allow_absolute, location)
+                    arrays.append(features.load_feature(path, self.feature_shape, location))  # type: ignore
+                    positions.append(k)
+                except utils.CaptioningError as e:
+                    item.error = str(e)
+            if positions:
+                yield positions, np.stack(arrays)
+
+
+class FeatureExtractorLike(Protocol):
+    """What `ImageSource` needs of `cnn.FeatureExtractor`."""
+    config: Any                   # cnn.CNNConfig: image_size (C, H, W)
+    output_shape: Tuple[int, ...]
+
+    def extract(self, images: np.ndarray) -> np.ndarray:
+        ...
 
 
 class ImageSource:
     """Features computed from image files under ``root`` by the CNN the model was trained with; they stay in
-    memory. Images are decoded in a thread pool while the CNN runs."""
+    memory, a batch at a time. Images are decoded by ``cnn.iterate_image_batches`` in worker processes while the
+    CNN runs on the batch before."""
 
-    def __init__(self, root: str, extractor: Any, allow_absolute: bool = False,
+    def __init__(self, root: str, extractor: FeatureExtractorLike, allow_absolute: bool = False,
                  num_workers: Optional[int] = None) -> None:
         self.root = root
         self.extractor = extractor
         self.allow_absolute = allow_absolute
-        self.num_workers = num_workers if num_workers is not None else (os.cpu_count() or 1)
+        self.num_workers = num_workers if num_workers is not None else utils.num_cpus()
         self.feature_shape = tuple(extractor.output_shape)
 
-    def _read(self, item: CaptionInput, where: str) -> Optional[np.ndarray]:
-        location = utils.location(where, item.sentence_id)
-        try:
-            path = image_io.resolve_path(self.root, item.text, self.allow_absolute, location)
-            size = tuple(self.extractor.config.image_size[1:])
-            return image_io.load_image(path, size, location)  # type: ignore[arg-type]
-        except utils.CaptioningError as e:
-            item.error = str(e)
-        except Exception as e:  # noqa: BLE001 - any decoder failure is a bad input line, not a crash
-            item.error = "%s: cannot read image %s (%s)" % (location, item.text, e)
-        return None
-
-    def load(self, inputs: Sequence[CaptionInput], where: str) -> Dict[int, np.ndarray]:
-        if self.num_workers > 0:
-            with concurrent.futures.ThreadPoolExecutor(self.num_workers) as pool:
-                images = list(pool.map(lambda item: self._read(item, where), inputs))
-        else:
-            images = [self._read(item, where) for item in inputs]
-        positions = [k for k, image in enumerate(images) if image is not None]
-        if not positions:
-            return {}
-        batch = np.stack([images[k] for k in positions]).astype(np.float32, copy=False)
-        extracted = self.extractor.extract(batch)
-        return {k: extracted[i] for i, k in enumerate(positions)}
+    def batches(self, inputs: Sequence[CaptionInput], batch_size: int, where: str
+                ) -> Iterator[Tuple[List[int], np.ndarray]]:
+        from . import cnn
+        positions, paths, labels = [], [], []
+        for k, item in enumerate(inputs):
+            location = utils.location(where, item.sentence_id)
+            try:
+                paths.append(image_io.resolve_path(self.root, item.text, self.allow_absolute, location))
+                positions.append(k)
+                labels.append(location)
+            except utils.CaptioningError as e:
+                item.error = str(e)
+        size = tuple(self.extractor.config.image_size[1:])
+        # one batch has nothing to overlap with: decode it here rather than start worker processes
+        workers = self.num_workers if len(paths) > batch_size else 0
+        for batch in cnn.iterate_image_batches(paths, size, batch_size, workers,  # type: ignore[arg-type]
+                                               skip_bad_images=True, where=labels):
+            good = [i for i, bad in zip(batch.indices, batch.bad) if not bad]
+            for i, bad in zip(batch.indices, batch.bad):
+                if bad:
+                    inputs[positions[i]].error = "%s: cannot read image %s" % (labels[i], paths[i])
+            if good:
+                keep = [j for j, bad in enumerate(batch.bad) if not bad]
+                images = batch.images if len(keep) == len(batch.bad) else batch.images[keep]
+                yield [positions[i] for i in good], self.extractor.extract(images)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -202,33 +288,37 @@ def load_models(folders: Sequence[str], checkpoints: Optional[Sequence[Optional[
     return models, vocab
 
 
-class Captioner:
-    """Captions inputs with a `BeamSearch` over ``models``; see the module docstring."""
+class Searcher(Protocol):
+    """What captions a batch of features: `beam_search.BeamSearch` (or, with ``--sample``, a sampler with the same
+    method)."""
 
-    def __init__(self, models: Sequence[Any], vocab: Dict[str, int], config: CaptionerConfig, source: Any,
-                 ctx: Optional[mx.Context] = None) -> None:
+    def search(self, features: mx.nd.NDArray) -> List[SearchResult]:
+        ...
+
+
+class Captioner:
+    """Captions inputs with a `BeamSearch` over ``models``; see the module docstring. ``searcher`` replaces the
+    beam search (e.g. a sampler); lexical constraints always need the beam search."""
+
+    def __init__(self, models: Sequence[StepModel], vocab: Dict[str, int], config: CaptionerConfig,
+                 source: FeatureSource, ctx: Optional[mx.Context] = None, searcher: Optional[Searcher] = None,
+                 banned_final_ids: Sequence[int] = (), no_repeat_ngram_size: int = 0) -> None:
         self.models = list(models)
         self.vocab = vocab
         self.rvocab = {i: w for w, i in vocab.items()}
         self.config = config
         self.source = source
         self.ctx = ctx if ctx is not None else mx.cpu()
-        max_length = config.max_output_length
-        if max_length is None:
-            bounds = [getattr(getattr(m, "config", None), "max_output_length", None) for m in self.models]
-            bounds = [b for b in bounds if b]
-            max_length = min(bounds) if bounds else 100
-        self.max_output_length = int(max_length)
-        utils.check_condition(config.nbest_size <= config.beam_size,
-                              "--nbest-size %d is larger than --beam-size %d" % (config.nbest_size,
-                                                                                 config.beam_size))
+        self.max_output_length = config.max_output_length or default_max_output_length(self.models)
         self.search = BeamSearch(self.models, beam_size=config.beam_size, max_output_length=self.max_output_length,
                                  ensemble_mode=config.ensemble_mode,
                                  length_penalty=LengthPenalty(config.length_penalty_alpha,
                                                               config.length_penalty_beta),
                                  beam_prune=config.beam_prune, stop=config.beam_search_stop,
                                  nbest_size=config.nbest_size, ctx=self.ctx,
-                                 softmax_temperature=config.softmax_temperature)
+                                 softmax_temperature=config.softmax_temperature,
+                                 **_repetition_options(banned_final_ids, no_repeat_ngram_size))
+        self.searcher: Searcher = searcher if searcher is not None else self.search
         self.num_failed = 0
         self.num_captioned = 0
         self.search_seconds = 0.0
@@ -236,60 +326,78 @@ class Captioner:
     # --- the whole input --------------------------------------------------------------------------------------
     def caption_lines(self, lines: Iterable[str], where: str, json_input: bool = False
                       ) -> Iterator[CaptionOutput]:
-        """Outputs for ``lines`` (an input file's lines, or stdin), one per line, in order."""
+        """Outputs for ``lines`` (text without line ends), one per line, in order."""
+        return self.caption_inputs((parse_input(line, number, json_input, utils.location(where, number))
+                                    for number, line in enumerate(lines, 1)), where)
+
+    def caption_stream(self, stream: Iterable[bytes], where: str, json_input: bool = False
+                       ) -> Iterator[CaptionOutput]:
+        """Outputs for the lines of a binary stream (an input file, or stdin), read one line at a time; a line
+        that is not UTF-8 fails alone."""
+        return self.caption_inputs((CaptionInput(number, "", error=error) if error is not None else
+                                    parse_input(text, number, json_input, utils.location(where, number))
+                                    for number, text, error in read_input_lines(stream, where)), where)
+
+    def caption_inputs(self, inputs: Iterable[CaptionInput], where: str) -> Iterator[CaptionOutput]:
+        """Outputs for parsed inputs, in order, a chunk (`CaptionerConfig.effective_chunk_size`) at a time."""
         chunk: List[CaptionInput] = []
         chunk_size = self.config.effective_chunk_size()
-        for number, line in enumerate(lines, 1):
-            chunk.append(parse_input(line, number, json_input, utils.location(where, number)))
+        for item in inputs:
+            chunk.append(item)
             if len(chunk) == chunk_size:
                 yield from self.caption_chunk(chunk, where)
                 chunk = []
         if chunk:
             yield from self.caption_chunk(chunk, where)
 
-    def caption_chunk(self, inputs: List[CaptionInput], where: str) -> List[CaptionOutput]:
-        """Outputs for one chunk of parsed inputs, in the same order."""
-        pending = [k for k, item in enumerate(inputs) if item.error is None]
-        features = self.source.load([inputs[k] for k in pending], where) if pending else {}
-        loaded = {pending[i]: f for i, f in features.items()}
-        constraints: Dict[int, Optional[lc.Constraints]] = {}
-        for k in loaded:
-            item = inputs[k]
-            if item.constraints or item.avoid:
-                location = utils.location(where, item.sentence_id)
-                constraints[k] = lc.Constraints(
-                    lc.phrases_to_ids(item.constraints, self.vocab, location, "constraint"),
-                    lc.phrases_to_ids(item.avoid, self.vocab, location, "avoid"))
-            else:
-                constraints[k] = None
+    def caption_chunk(self, inputs: List[CaptionInput], where: str) -> Iterator[CaptionOutput]:
+        """Outputs for one chunk of parsed inputs, in the same order. Features are loaded a batch at a time, and
+        each output is given as soon as the inputs before it are done."""
+        constraints = {k: self._constraints(item, where) for k, item in enumerate(inputs) if item.error is None}
         # constraint-free inputs and constrained ones are searched in separate batches
-        plain = [k for k in sorted(loaded) if not constraints[k]]
-        constrained = [k for k in sorted(loaded) if constraints[k]]
+        plain = [k for k in sorted(constraints) if not constraints[k]]
+        constrained = [k for k in sorted(constraints) if constraints[k]]
         results: Dict[int, SearchResult] = {}
+        done = 0
         for group in (plain, constrained):
-            for start in range(0, len(group), self.config.batch_size):
-                batch = group[start:start + self.config.batch_size]
-                array = np.stack([loaded[k] for k in batch])
+            for positions, features in self.source.batches([inputs[k] for k in group], self.config.batch_size,
+                                                           where):
+                batch = [group[i] for i in positions]
                 batch_constraints = [constraints[k] for k in batch] if group is constrained else None
-                for k, result in zip(batch, self.caption_features(array, batch_constraints)):
+                for k, result in zip(batch, self.caption_features(features, batch_constraints)):
                     results[k] = result
-        outputs = []
-        for k, item in enumerate(inputs):
-            if k in results:
-                outputs.append(self._output(item, results[k]))
-                self.num_captioned += 1
-            else:
-                logger.error("%s", item.error or "%s: not captioned" % utils.location(where, item.sentence_id))
-                outputs.append(CaptionOutput(item.sentence_id, item.text, extra=item.extra, failed=True))
-                self.num_failed += 1
-        return outputs
+                while done < len(inputs) and (done in results or inputs[done].error is not None):
+                    yield self._finish(inputs[done], results.pop(done, None), where)
+                    done += 1
+        for k in range(done, len(inputs)):
+            yield self._finish(inputs[k], results.pop(k, None), where)
+
+    def _finish(self, item: CaptionInput, result: Optional[SearchResult], where: str) -> CaptionOutput:
+        if result is not None:
+            self.num_captioned += 1
+            return self._output(item, result)
+        logger.error("%s", item.error or "%s: not captioned" % utils.location(where, item.sentence_id))
+        self.num_failed += 1
+        return CaptionOutput(item.sentence_id, item.text, extra=item.extra, failed=True)
+
+    def _constraints(self, item: CaptionInput, where: str) -> Optional[lc.Constraints]:
+        """The word-id constraints of an input (None without any); impossible ones are dropped with a warning."""
+        if not (item.constraints or item.avoid):
+            return None
+        location = utils.location(where, item.sentence_id)
+        avoid = lc.phrases_to_ids(item.avoid, self.vocab, location, "avoid")
+        include = lc.possible_constraints(lc.phrases_to_ids(item.constraints, self.vocab, location, "constraint"),
+                                          avoid, self.max_output_length, location, self.rvocab)
+        constraints = lc.Constraints(include, avoid)
+        return constraints if constraints else None
 
     # --- one batch ------------------------------------------------------------------------------------------------
     def caption_features(self, features: np.ndarray,
                          constraints: Optional[Sequence[Optional[lc.Constraints]]] = None) -> List[SearchResult]:
         """Search a batch of features ``(B, C, H, W)``."""
         start = time.time()
-        results = self.search.search(mx.nd.array(features, ctx=self.ctx, dtype=np.float32), constraints)
+        array = mx.nd.array(features, ctx=self.ctx, dtype=np.float32)
+        results = self.search.search(array, constraints) if constraints else self.searcher.search(array)
         self.search_seconds += time.time() - start
         return results
 
@@ -306,3 +414,20 @@ class Captioner:
                           for h in result.nbest]
         return CaptionOutput(item.sentence_id, item.text, " ".join(words), result.score, words, attention,
                              nbest_captions, [h.score for h in result.nbest], item.extra)
+
+
+def default_max_output_length(models: Sequence[Any]) -> int:
+    """The captioner's default length bound: the smallest ``max_output_length`` the models' configs store
+    (training writes it from its longest caption)."""
+    bounds = [m.config.max_output_length for m in models if getattr(m, "config", None) is not None]
+    return int(min(bounds)) if bounds else DEFAULT_MAX_OUTPUT_LENGTH
+
+
+def _repetition_options(banned_final_ids: Sequence[int], no_repeat_ngram_size: int) -> Dict[str, Any]:
+    """BeamSearch's repetition controls, passed only when used."""
+    options: Dict[str, Any] = {}
+    if no_repeat_ngram_size:
+        options["no_repeat_ngram_size"] = no_repeat_ngram_size
+    if banned_final_ids:
+        options["banned_final_ids"] = list(banned_final_ids)
+    return options

@@ -53,6 +53,38 @@ def phrases_to_ids(phrases: Sequence[str], vocab: Dict[str, int], where: str, ki
     return tuple(result)
 
 
+def possible_constraints(include: Sequence[Phrase], avoid: Sequence[Phrase], max_output_length: int, where: str,
+                         words: Optional[Dict[int, str]] = None) -> Tuple[Phrase, ...]:
+    """The constraint phrases a caption can meet: a phrase that contains an avoided phrase can never be produced,
+    and all of them together must fit in ``max_output_length`` tokens (phrases are kept in order while they fit).
+    Each one left out is a warning naming ``where`` (the input line)."""
+    def text(phrase: Phrase) -> str:
+        return " ".join(words.get(w, str(w)) for w in phrase) if words else " ".join(map(str, phrase))
+
+    kept: List[Phrase] = []
+    length = 0
+    for phrase in include:
+        blocking = next((a for a in avoid if _contains(phrase, a)), None)
+        if blocking is not None:
+            logger.warning("%s: constraint %r contains the avoided phrase %r and can never be met; ignored",
+                           where, text(phrase), text(blocking))
+            continue
+        if length + len(phrase) > max_output_length:
+            logger.warning("%s: constraint %r ignored: the constraints need %d words, more than the maximum output "
+                           "length %d (--max-output-length)", where, text(phrase), length + len(phrase),
+                           max_output_length)
+            continue
+        kept.append(phrase)
+        length += len(phrase)
+    return tuple(kept)
+
+
+def _contains(phrase: Phrase, part: Phrase) -> bool:
+    """Whether ``part`` occurs contiguously in ``phrase``."""
+    n = len(part)
+    return any(phrase[i:i + n] == part for i in range(len(phrase) - n + 1))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # positive constraints
 # ---------------------------------------------------------------------------------------------------------------

@@ -9,19 +9,26 @@ from .test_beam_search import MarkovModel
 
 
 class ArraySource:
-    """A feature source backed by a dict name -> feature; unknown names fail like a missing file."""
+    """A feature source backed by a dict name -> feature; unknown names fail like a missing file. Records the
+    size of every batch it hands out."""
 
     def __init__(self, arrays):
         self.arrays = arrays
+        self.feature_shape = next(iter(arrays.values())).shape
+        self.batch_sizes = []
 
-    def load(self, inputs, where):
-        loaded = {}
-        for k, item in enumerate(inputs):
-            if item.text in self.arrays:
-                loaded[k] = self.arrays[item.text]
-            else:
-                item.error = "%s, line %d: feature file %s not found" % (where, item.sentence_id, item.text)
-        return loaded
+    def batches(self, inputs, batch_size, where):
+        for start in range(0, len(inputs), batch_size):
+            positions = []
+            for k in range(start, min(start + batch_size, len(inputs))):
+                item = inputs[k]
+                if item.text in self.arrays:
+                    positions.append(k)
+                else:
+                    item.error = "%s, line %d: feature file %s not found" % (where, item.sentence_id, item.text)
+            if positions:
+                self.batch_sizes.append(len(positions))
+                yield positions, np.stack([self.arrays[inputs[k].text] for k in positions])
 
 
 def make_captioner(batch_size=1, chunk_size=None, beam_size=3, **kw):
@@ -99,3 +106,106 @@ def test_nbest_larger_than_beam_is_an_error():
     from captioning.utils import CaptioningError
     with pytest.raises(CaptioningError, match="--nbest-size"):
         make_captioner(beam_size=2, nbest_size=3)
+
+
+HOSTILE_JSON_LINES = [
+    "[" * 50000 + "]" * 50000,                              # RecursionError in json.loads
+    '{"text": "f1", "id": ' + "[" * 50000 + "]" * 50000 + "}",
+    '{"text": "f1", "id": 1e999}',                           # a float beyond float64
+    '{"text": "f1", "id": ' + "9" * 5000 + "}",             # an integer beyond Python's digit limit
+    '{"text": "f1", "id": NaN}',
+    '{"text": 5}', '["f1"]', '"f1"', "null", '{"text": ["f1"]}',
+    '{"text": "f1", "constraints": {"a": 1}}', '{"text": "f1", "avoid": [null]}',
+    '{"text": "f1", "constraints": [[["dog"]]]}',
+    '{"text": "' + "x" * 1_100_000 + '"}',                   # longer than MAX_JSON_LINE_CHARS
+]
+
+
+def test_each_hostile_json_line_costs_only_itself():
+    captioner = make_captioner(batch_size=2, chunk_size=4)
+    lines = []
+    for bad in HOSTILE_JSON_LINES:
+        lines += ['{"text": "f0"}', bad]
+    lines.append('{"text": "f3"}')
+    outputs = list(captioner.caption_lines(lines, "in.json", json_input=True))
+    assert len(outputs) == len(lines)
+    assert [o.failed for o in outputs] == [False, True] * len(HOSTILE_JSON_LINES) + [False]
+    assert [o.sentence_id for o in outputs] == list(range(1, len(lines) + 1))
+    reference = [o.caption for o in make_captioner().caption_lines(["f0", "f3"], "in")]
+    assert {o.caption for o in outputs[0:-1:2]} == {reference[0]} and outputs[-1].caption == reference[1]
+
+
+def test_parse_input_names_the_line_for_each_hostile_line():
+    messages = [parse_input(line, 7, True, "in.json, line 7").error for line in HOSTILE_JSON_LINES]
+    assert all(m is not None and m.startswith("in.json, line 7: ") for m in messages)
+    assert "nested too deeply" in messages[0]
+    assert "out of range" in messages[2]
+    assert "longer than" in messages[-1]
+
+
+def test_non_utf8_line_fails_alone():
+    captioner = make_captioner(batch_size=3)
+    outputs = list(captioner.caption_stream([b"f0\n", b"f\xff1\n", b"f2\r\n"], "in"))
+    assert [o.failed for o in outputs] == [False, True, False]
+    assert captioner.num_failed == 1
+
+
+def test_non_utf8_error_names_the_line(caplog):
+    list(make_captioner().caption_stream([b"f0\n", b"\xfe\n"], "list.txt"))
+    assert any("list.txt, line 2: not UTF-8" in r.getMessage() for r in caplog.records)
+
+
+def test_default_chunk_size_is_bounded():
+    assert CaptionerConfig(batch_size=1).effective_chunk_size() == 1
+    assert CaptionerConfig(batch_size=4).effective_chunk_size() == 2000
+    assert CaptionerConfig(batch_size=512).effective_chunk_size() == 5000
+    assert CaptionerConfig(batch_size=8000).effective_chunk_size() == 8000
+    assert CaptionerConfig(batch_size=8, chunk_size=3).effective_chunk_size() == 3
+
+
+def test_features_are_loaded_per_batch_and_outputs_stream():
+    """The first caption comes out after one batch was loaded, not the whole chunk; at batch size 1 the captioner
+    reads one line, captions it, then reads the next (interactive use)."""
+    consumed = []
+
+    def lines(n):
+        for i in range(n):
+            consumed.append(i)
+            yield "f%d" % i
+
+    captioner = make_captioner(batch_size=4, chunk_size=24)
+    outputs = captioner.caption_lines(lines(24), "in")
+    next(outputs)
+    assert captioner.source.batch_sizes == [4] and len(consumed) == 24
+    rest = list(outputs)
+    assert len(rest) == 23 and captioner.source.batch_sizes == [4] * 6
+    consumed.clear()
+    interactive = make_captioner(batch_size=1).caption_lines(lines(10), "in")
+    for k in range(10):
+        next(interactive)
+        assert len(consumed) == k + 1
+
+
+def test_constrained_lines_wait_only_for_their_batch():
+    """Plain and constrained lines are batched apart; outputs still come in input order."""
+    captioner = make_captioner(batch_size=2, chunk_size=6)
+    lines = ['{"text": "f0"}', '{"text": "f1", "constraints": ["dog"]}', '{"text": "f2"}', '{"text": "f3"}',
+             '{"text": "f4", "constraints": ["cat"]}', '{"text": "f5"}']
+    outputs = list(captioner.caption_lines(lines, "in", json_input=True))
+    assert [o.sentence_id for o in outputs] == [1, 2, 3, 4, 5, 6]
+    assert "dog" in outputs[1].words and "cat" in outputs[4].words
+    assert captioner.source.batch_sizes == [2, 2, 2]
+
+
+def test_impossible_constraints_are_warned_about(caplog):
+    captioner = make_captioner(batch_size=1)
+    lines = ['{"text": "f0", "constraints": ["dog runs"], "avoid": ["runs"]}',
+             '{"text": "f1", "constraints": ["a dog runs on the grass", "cat ball"]}']
+    captioner.max_output_length = 6
+    outputs = list(captioner.caption_lines(lines, "in.json", json_input=True))
+    assert not any(o.failed for o in outputs)
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("in.json, line 1" in m and "'dog runs'" in m and "avoided" in m for m in messages)
+    assert any("in.json, line 2" in m and "'cat ball'" in m and "maximum output length 6" in m for m in messages)
+    assert " a dog runs on the grass " in " %s " % outputs[1].caption
+    assert "runs" not in outputs[0].words
