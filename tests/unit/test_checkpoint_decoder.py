@@ -1,10 +1,14 @@
-"""CheckpointDecoder: fixed seeded sample, BLEU/chrF from sacrebleu, hypotheses file."""
+"""CheckpointDecoder: fixed seeded sample of images, all references of each image (repeated lines, several target
+files), BLEU/chrF from sacrebleu and CIDEr-D x100."""
 import numpy as np
 import pytest
 import sacrebleu
 
 from captioning import constants as C
+from captioning import features
 from captioning.checkpoint_decoder import CheckpointDecoder
+from captioning.cider import corpus_cider
+from captioning.utils import CaptioningError
 
 from .test_beam_search import MarkovModel
 
@@ -31,23 +35,23 @@ def setup_model():
     return model, vocab, model.features(20, seed=2).asnumpy()
 
 
-def test_scores_match_sacrebleu_and_file(tmp_path):
+def test_scores_match_sacrebleu_and_cider():
     model, vocab, feats = setup_model()
     decoder = CheckpointDecoder(Store(feats), ["a dog runs"] * 20, sample_size=-1, beam_size=2, batch_size=6,
                                 max_output_length=6)
     hypotheses = decoder.decode(model, vocab)
     assert len(hypotheses) == 20
-    references = ["a dog runs"] * 20
-    # make the references partly right so that BLEU is neither 0 nor 100
-    references[:10] = hypotheses[:10]
-    decoder.references = references
-    out = tmp_path / "decode.output.00001"
-    metrics = decoder.decode_and_evaluate(model, vocab, output_path=str(out))
-    assert metrics["bleu-val"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references],
+    # two references per image, partly right so that the scores are neither 0 nor 100
+    first = ["a dog runs"] * 20
+    first[:10] = hypotheses[:10]
+    second = ["dog sits here"] * 20   # images 2, 5, 7, 8 (empty captions) have no "a": its idf is not 0
+    decoder.references = [[a, b] for a, b in zip(first, second)]
+    metrics = decoder.decode_and_evaluate(model, vocab)
+    assert metrics["bleu-val"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [first, second],
                                                                       tokenize="none").score)
-    assert metrics["chrf-val"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, [references]).score)
-    assert 0 < metrics["bleu-val"] <= 100
-    assert out.read_text().splitlines() == hypotheses
+    assert metrics["chrf-val"] == pytest.approx(sacrebleu.corpus_chrf(hypotheses, [first, second]).score)
+    assert metrics["cider-val"] == pytest.approx(100 * corpus_cider(hypotheses, decoder.references))
+    assert 0 < metrics["bleu-val"] < 100 and metrics["cider-val"] > 0
 
 
 def test_sample_is_fixed_and_seeded():
@@ -78,10 +82,71 @@ def test_with_a_real_caption_model():
     feats = np.random.RandomState(0).rand(7, 4, 2, 2).astype(np.float32)
     decoder = CheckpointDecoder(Store(feats), ["a dog"] * 7, sample_size=-1, batch_size=3, max_output_length=4)
     metrics = decoder.decode_and_evaluate(model, vocab)
-    assert set(metrics) == {"bleu-val", "chrf-val"} and all(0 <= v <= 100 for v in metrics.values())
+    assert set(metrics) == {"bleu-val", "chrf-val", "cider-val"}
+    assert all(0 <= v <= 100 for k, v in metrics.items() if k != "cider-val") and metrics["cider-val"] >= 0
 
 
 def test_length_mismatch_is_an_error():
-    from captioning.utils import CaptioningError
     with pytest.raises(CaptioningError, match="3 validation features but 2 references"):
         CheckpointDecoder(Store(np.zeros((3, 4, 1, 2))), ["a", "b"], sample_size=1)
+
+
+def write_features(root, names, seed=0):
+    rng = np.random.RandomState(seed)
+    root.mkdir(exist_ok=True)
+    for name in dict.fromkeys(names):
+        features.save_feature(str(root / name), rng.randn(4, 1, 2).astype(np.float32))
+    features.write_feature_sizes(str(root), features.FeatureSizes((3, 8, 8), (4, 1, 2)))
+
+
+@pytest.mark.parametrize("mode", ["lazy", "memory"])
+def test_from_files_groups_repeated_lines_of_an_image(tmp_path, mode):
+    root = tmp_path / "feats"
+    names = ["b.npy", "a.npy", "b.npy", "c.npy", "a.npy", "b.npy"]
+    write_features(root, names)
+    (tmp_path / "val.features").write_text("\n".join(names) + "\n")
+    (tmp_path / "val.captions").write_text("b is one of them\na is the first\nb  is number two\n\n"
+                                           "a is the second\nb is a third one\n")
+    decoder = CheckpointDecoder.from_files(str(root), str(tmp_path / "val.features"), [str(tmp_path / "val.captions")],
+                                           mode, sample_size=-1, seed=1, beam_size=2, batch_size=2,
+                                           max_output_length=5)
+    # c has only an empty caption: left out; b's references in line order, whitespace normalised
+    assert decoder.references == [["b is one of them", "b is number two", "b is a third one"],
+                                  ["a is the first", "a is the second"]]
+    assert decoder.rows == [0, 1]
+    model, vocab, _ = setup_model()
+    hypotheses = decoder.decode(model, vocab)
+    assert len(hypotheses) == 2     # each image captioned once
+    scores = decoder.evaluate(["b is number two", "a is the first"])
+    assert scores["bleu-val"] == pytest.approx(100.0) and scores["cider-val"] > 0
+    # the features of an image are those of its lines
+    expected = features.load_feature(str(root / "a.npy"), None, "x")
+    np.testing.assert_array_equal(decoder.features.get_batch([decoder.rows[1]])[0], expected)
+
+
+def test_from_files_several_target_files_are_several_references(tmp_path):
+    root = tmp_path / "feats"
+    names = ["x.npy", "y.npy", "z.npy"]
+    write_features(root, names, seed=1)
+    (tmp_path / "val.features").write_text("\n".join(names) + "\n")
+    targets = []
+    for k in range(3):
+        path = tmp_path / ("val.captions.%d" % k)
+        path.write_text("".join("%s ref %d\n" % (n[0], k) for n in names))
+        targets.append(str(path))
+    decoder = CheckpointDecoder.from_files(str(root), str(tmp_path / "val.features"), targets, "lazy",
+                                           sample_size=2, seed=5, beam_size=1, batch_size=4, max_output_length=4)
+    assert decoder.references == [["%s ref %d" % (n, k) for k in range(3)] for n in "xyz"]
+    assert len(decoder.indices) == 2
+    hypotheses = ["%s ref 1" % "xyz"[i] for i in decoder.indices]
+    hypotheses[1] = "nothing like it"
+    refs = [decoder.references[i] for i in decoder.indices]
+    scores = decoder.evaluate(hypotheses)
+    assert scores["bleu-val"] == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [list(s) for s in zip(*refs)],
+                                                                     tokenize="none").score)
+    assert scores["cider-val"] == pytest.approx(100 * corpus_cider(hypotheses, refs))
+    # a target file with another number of lines names itself
+    (tmp_path / "short.captions").write_text("x ref\n")
+    with pytest.raises(CaptioningError, match="short.captions: 1 lines, but the validation list .* has 3"):
+        CheckpointDecoder.from_files(str(root), str(tmp_path / "val.features"), targets + [str(tmp_path /
+                                     "short.captions")], "lazy", -1, 1, 1, 1, 4)
