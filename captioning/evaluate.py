@@ -299,9 +299,11 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
     arguments.add_evaluate_args(parser)
     args = parser.parse_args(argv)
     log.setup_main_logger(console=not args.quiet, level=args.loglevel)
+    if not utils.read_lines(args.hypotheses):  # SPEC: an empty input file gives no output and exit status 0
+        logger.warning("%s: no hypotheses, nothing to evaluate", args.hypotheses)
+        return
     hypotheses, references = read_evaluation_inputs(args.hypotheses, args.references, args.source,
                                                      args.hypotheses_source)
-    check_condition(len(hypotheses) > 0, "%s: empty, nothing to evaluate" % args.hypotheses)
     scores = evaluate(hypotheses, references, args.metrics)
     logger.info("%d hypotheses, %d references", len(hypotheses), sum(len(r) for r in references))
     if args.json:

@@ -295,12 +295,18 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
     arguments.add_logging_args(parser)
     args = parser.parse_args(argv)
     log.setup_main_logger(console=not args.quiet, level=args.loglevel)
-    lines = utils.read_lines(args.input) if args.input else [line.rstrip("\r\n") for line in sys.stdin]
+    if args.output:
+        utils.check_output_file(args.output, "--output")
+    where = args.input or "<stdin>"
+    if args.input:
+        lines = utils.read_lines(args.input)
+    else:
+        lines = [utils.decode_line(raw, utils.location(where, number))
+                 for number, raw in enumerate(sys.stdin.buffer, 1)]
     out = []
     for number, line in enumerate(lines, 1):
         utils.check_condition(line.split("\t")[0].strip() != "",
-                              "%s: empty path; expected 'PATH<TAB>phrase<TAB>...'"
-                              % utils.location(args.input or "<stdin>", number))
+                              "%s: empty path; expected 'PATH<TAB>phrase<TAB>...'" % utils.location(where, number))
         out.append(make_json_line(line, args.avoid, args.constraints, args.avoid_phrases))
     text = "".join(line + "\n" for line in out)
     if args.output:

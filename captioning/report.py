@@ -2,16 +2,17 @@
 image (downscaled), its predicted caption, its references and its CIDEr-D, sortable worst-first by a small inline
 script; corpus scores at the top and, when given, the training curves and the attention maps.
 
-Written by ``python -m captioning.visualize ... --html OUT_DIR``.
+Written by ``python -m captioning.visualize ... --html OUT_DIR`` (which draws the curves and attention maps and
+links them here). This module does not import `visualize`: the dependency runs one way, visualize -> report.
 """
 import html
 import logging
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Protocol, Sequence
 
 from PIL import Image
 
-from . import evaluate, utils, visualize
+from . import evaluate, image_io, utils
 from .utils import CaptioningError
 
 logger = logging.getLogger(__name__)
@@ -19,6 +20,24 @@ logger = logging.getLogger(__name__)
 INDEX_NAME = "index.html"
 IMAGES_DIRNAME = "images"
 THUMBNAIL_SIZE = 320   # longest side of the copied images, in pixels
+
+class ReportItem(Protocol):
+    """One image of the report (`visualize.CaptionedImage` is one)."""
+    image: str              # path as listed in --source
+    path: str               # path on disk
+    line: int               # 1-based line in --source
+    prediction: str
+    references: List[str]
+
+
+def format_caption(caption: str) -> str:
+    """A caption as a sentence: first letter upper case, a full stop at the end."""
+    caption = " ".join(caption.split())
+    if not caption:
+        return "(empty caption)"
+    caption = caption[0].upper() + caption[1:]
+    return caption if caption[-1] in ".!?" else caption + "."
+
 
 _STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
@@ -60,7 +79,6 @@ def copy_image(source_path: str, target_path: str, where: str) -> None:
     try:
         with Image.open(source_path) as image:
             image.load()
-            from . import image_io
             rgb = image_io.to_rgb(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise CaptioningError("%s: cannot read image %s (%s)" % (where, source_path, str(e) or type(e).__name__)
@@ -70,7 +88,7 @@ def copy_image(source_path: str, target_path: str, where: str) -> None:
         rgb.save(tmp, format="JPEG", quality=90)
 
 
-def per_image_cider(items: Sequence["visualize.CaptionedImage"]) -> Optional[List[float]]:
+def per_image_cider(items: Sequence[ReportItem]) -> Optional[List[float]]:
     """CIDEr-D (x100) of each image's prediction against its references, idf over these images; None when some
     image has no reference."""
     if not items or any(not item.references for item in items):
@@ -80,7 +98,7 @@ def per_image_cider(items: Sequence["visualize.CaptionedImage"]) -> Optional[Lis
     return per_image[evaluate.KEY_CIDER]
 
 
-def corpus_scores(items: Sequence["visualize.CaptionedImage"]) -> Dict[str, float]:
+def corpus_scores(items: Sequence[ReportItem]) -> Dict[str, float]:
     """BLEU (sacrebleu) and the COCO metrics that need no Java, over the images with references."""
     scored = [item for item in items if item.references]
     if not scored:
@@ -90,7 +108,7 @@ def corpus_scores(items: Sequence["visualize.CaptionedImage"]) -> Dict[str, floa
                               evaluate.METRIC_CIDER])
 
 
-def render_html(items: Sequence["visualize.CaptionedImage"], image_links: Sequence[str],
+def render_html(items: Sequence[ReportItem], image_links: Sequence[str],
                 cider: Optional[Sequence[float]], scores: Dict[str, float], title: str,
                 curves_link: Optional[str] = None, attention_links: Optional[Sequence[Optional[str]]] = None) -> str:
     """The report page as a string (every text HTML-escaped)."""
@@ -120,14 +138,14 @@ def render_html(items: Sequence["visualize.CaptionedImage"], image_links: Sequen
     out.append("<table id=\"captions\"><thead><tr>%s</tr></thead><tbody>" % header)
     for index, item in enumerate(items):
         score = cider[index] if cider is not None else 0.0
-        refs = "".join("<li>%s</li>" % esc(visualize.format_caption(r)) for r in item.references)
+        refs = "".join("<li>%s</li>" % esc(format_caption(r)) for r in item.references)
         attention = ""
         if attention_links and attention_links[index]:
             attention = " <a href=\"%s\">attention</a>" % esc(attention_links[index] or "")
         cells = ["<td>%d</td>" % (index + 1),
                  "<td class=\"img\"><img src=\"%s\" alt=\"%s\"><div class=\"path\">%s (line %d)%s</div></td>"
                  % (esc(image_links[index]), esc(item.image), esc(item.image), item.line, attention),
-                 "<td><div class=\"pred\">%s</div>%s</td>" % (esc(visualize.format_caption(item.prediction)),
+                 "<td><div class=\"pred\">%s</div>%s</td>" % (esc(format_caption(item.prediction)),
                                                               "<ul class=\"refs\">%s</ul>" % refs if refs else "")]
         if cider is not None:
             cells.append("<td class=\"score\">%.1f</td>" % score)
@@ -136,10 +154,12 @@ def render_html(items: Sequence["visualize.CaptionedImage"], image_links: Sequen
     return "\n".join(out) + "\n"
 
 
-def write_report(items: Sequence["visualize.CaptionedImage"], source: str, folder: str,
-                 metrics_path: Optional[str] = None, title: Optional[str] = None) -> str:
-    """Write ``folder/index.html`` with image copies under ``folder/images/`` (plus training curves and
-    attention maps when there are metrics / alignments). Returns the page's path."""
+def write_report(items: Sequence[ReportItem], source: str, folder: str, title: Optional[str] = None,
+                 curves_link: Optional[str] = None, attention_links: Optional[Sequence[Optional[str]]] = None
+                 ) -> str:
+    """Write ``folder/index.html`` with image copies under ``folder/images/``. ``curves_link`` (a training-curves
+    picture) and ``attention_links`` (one per item, or None) are paths relative to ``folder`` of pictures the
+    caller drew there. Returns the page's path."""
     images_dir = os.path.join(folder, IMAGES_DIRNAME)
     os.makedirs(images_dir, exist_ok=True)
     links = []
@@ -147,17 +167,6 @@ def write_report(items: Sequence["visualize.CaptionedImage"], source: str, folde
         name = "%04d.jpg" % number
         copy_image(item.path, os.path.join(images_dir, name), utils.location(source, item.line))
         links.append(IMAGES_DIRNAME + "/" + name)
-    curves_link = None
-    if metrics_path is not None:
-        fig = visualize.draw_training_curves(visualize.read_metrics(metrics_path), title=metrics_path)
-        visualize.save_figure(fig, os.path.join(folder, visualize.CURVES_NAME))
-        curves_link = visualize.CURVES_NAME
-    attention_links: Optional[List[Optional[str]]] = None
-    if any(item.alignment is not None for item in items):
-        written = visualize.draw_attention_maps(items, source, images_dir)
-        names = iter(os.path.basename(p) for p in written)
-        attention_links = [IMAGES_DIRNAME + "/" + next(names) if item.alignment is not None else None
-                           for item in items]
     cider = per_image_cider(items)
     scores = corpus_scores(items)
     page = render_html(items, links, cider, scores, title or "Captions: %s" % os.path.basename(source),

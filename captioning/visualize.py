@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from . import arguments, image_io, log, utils
+from .report import format_caption  # noqa: F401 - part of this module's drawing API
 from .config import Config
 from .utils import CaptioningError, check_condition
 
@@ -123,17 +124,20 @@ def _per_image(lines: List[str], path: str, source_path: str, num_lines: int, fi
 
 def read_captioned_images(image_root: Optional[str], source: str, prediction: Optional[str] = None,
                           ground_truths: Sequence[str] = (), alignments: Optional[str] = None,
-                          skip: int = 1) -> List[CaptionedImage]:
+                          skip: int = 1, allow_absolute: bool = False) -> List[CaptionedImage]:
     """The images to draw, in order of first appearance in ``source``, with their prediction and references.
 
     Repeated image lines are one image (Sockeye's behaviour); their ground-truth lines are its several references,
     and several ground-truth files add more. ``prediction`` and ``alignments`` have one line per line of
     ``source`` (the first line of an image is used) or one per distinct image. ``skip`` = N keeps the N-th, 2N-th,
-    ... distinct image (Sockeye's ``-si``). Missing images are an error naming ``source`` and the line."""
+    ... distinct image (Sockeye's ``-si``). Missing images, and paths that leave ``image_root`` (``../``,
+    absolute, or a symlink out) unless ``allow_absolute``, are an error naming ``source`` and the line. An empty
+    ``source`` gives no images."""
     check_condition(prediction is not None or alignments is not None,
                     "give --prediction (captions, one per line of --source) or --alignments")
     sources = utils.read_lines(source)
-    check_condition(len(sources) > 0, "%s: empty image list, nothing to draw" % source)
+    if not sources:
+        return []
     first_line: Dict[str, int] = {}
     for number, image in enumerate(sources, 1):
         check_condition(image.strip() != "", "%s: empty image path; remove the line (and the same line of the "
@@ -167,17 +171,19 @@ def read_captioned_images(image_root: Optional[str], source: str, prediction: Op
                 references[image].append(caption.strip())
 
     selected = []
-    root = image_root or ""
+    root = image_root or "."
     for index, image in enumerate(images):
         if (index + 1) % skip != 0:
             continue
         where = utils.location(source, first_lines[index])
-        path = image_io.resolve_path(root, image, allow_absolute=True, where=where)
+        path = image_io.resolve_path(root, image, allow_absolute=allow_absolute, where=where)
         check_condition(os.path.isfile(path), "%s: image %s not found (is --image-root %r right?)"
                         % (where, path, image_root))
         selected.append(CaptionedImage(image=image, path=path, line=first_lines[index],
                                        prediction=predictions[index], references=references[image],
                                        alignment=aligned[index]))
+    check_condition(bool(selected), "%s: -si/--skip-images %d leaves no image to draw (it lists %d distinct "
+                                    "images)" % (source, skip, len(images)))
     return selected
 
 
@@ -195,15 +201,6 @@ def load_picture(item: CaptionedImage, source: str) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------
 # text
 # ---------------------------------------------------------------------------------------------------------------
-
-def format_caption(caption: str) -> str:
-    """A caption as a sentence: first letter upper case, a full stop at the end."""
-    caption = " ".join(caption.split())
-    if not caption:
-        return "(empty caption)"
-    caption = caption[0].upper() + caption[1:]
-    return caption if caption[-1] in ".!?" else caption + "."
-
 
 def wrap_text(text: str, width_inches: float, font_size: float, indent: str = "") -> List[str]:
     """``text`` wrapped to lines that fit ``width_inches`` at ``font_size`` points."""
@@ -550,6 +547,24 @@ def _show(fig: "Figure") -> None:
 # CLI
 # ---------------------------------------------------------------------------------------------------------------
 
+def write_html_report(items: Sequence[CaptionedImage], source: str, folder: str,
+                      metrics_path: Optional[str] = None) -> str:
+    """`report.write_report` with the training curves (``metrics_path``) and the attention maps (items with an
+    alignment) drawn into the report's folder. Returns the page's path."""
+    from . import report
+    curves_link = None
+    if metrics_path is not None:
+        save_figure(draw_training_curves(read_metrics(metrics_path), title=metrics_path),
+                    os.path.join(folder, CURVES_NAME))
+        curves_link = CURVES_NAME
+    attention_links: Optional[List[Optional[str]]] = None
+    if any(item.alignment is not None for item in items):
+        written = iter(draw_attention_maps(items, source, os.path.join(folder, report.IMAGES_DIRNAME)))
+        attention_links = [report.IMAGES_DIRNAME + "/" + os.path.basename(next(written))
+                           if item.alignment is not None else None for item in items]
+    return report.write_report(items, source, folder, curves_link=curves_link, attention_links=attention_links)
+
+
 def _main(argv: Optional[Sequence[str]] = None) -> None:
     parser = arguments.ConfigArgumentParser(
         prog="python -m captioning.visualize",
@@ -571,16 +586,19 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
     items: List[CaptionedImage] = []
     if args.source is not None:
         items = read_captioned_images(args.image_root, args.source, args.prediction, args.ground_truth or (),
-                                      args.alignments, args.skip_images)
-        check_condition(bool(items), "%s: -si/--skip-images %d leaves no image to draw (%s lists fewer images)"
-                        % (args.source, args.skip_images, args.source))
+                                      args.alignments, args.skip_images, args.allow_absolute_paths)
+        if not items and args.metrics is None:
+            logger.warning("%s: no images, nothing to draw", args.source)
+            return
     draw = args.save_to_folder is not None or args.html is None
     folder = args.save_to_folder
+    # every output is checked before the (slow) drawing starts
+    if draw and folder is None:
+        check_screen()
+    for path, flag in ((folder, "--save-to-folder"), (args.html, "--html")):
+        if path is not None:
+            utils.check_output_folder(path, flag)
     if draw:
-        if folder is None:
-            check_screen()
-        else:
-            os.makedirs(folder, exist_ok=True)
         if items:
             config = PageConfig(columns=args.number_of_columns, images_per_page=args.images_per_page)
             draw_pages(items, args.source, config, folder)
@@ -588,10 +606,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
                 draw_attention_maps(items, args.source, folder)
         if args.metrics is not None:
             draw_curves_file(args.metrics, folder)
-    if args.html is not None:
-        from . import report
-        path = report.write_report(items, args.source, args.html, metrics_path=args.metrics)
-        logger.info("HTML report: %s", path)
+    if args.html is not None and items:
+        logger.info("HTML report: %s", write_html_report(items, args.source, args.html, args.metrics))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
