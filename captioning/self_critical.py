@@ -1,0 +1,160 @@
+"""Self-critical sequence training (Rennie et al. 2017): optimise CIDEr-D directly, after cross-entropy training.
+
+For every distinct image of a batch share, `SelfCriticalObjective` draws K captions from the model (`sampling.Sampler`,
+no gradient, one hybridized step for all the share's images x K rows), rewards each with its CIDEr-D against all
+training references of its image (`cider.CiderD`; document frequencies from all training references, computed once),
+and subtracts a baseline: the mean reward of the image's other K - 1 samples (``mean``, the "new self-critical"
+variant of Luo 2020) or the reward of the image's greedy caption (``greedy``, the original). The sampled captions are
+then scored with the model's teacher-forced training forward (the same graph cross-entropy training uses, under
+``autograd.record``, so dropout is active), and the loss of a sample is ``-(reward - baseline) * log p(sample)``,
+``log p`` summed over its words and ``</s>`` (nothing after ``</s>``). A share's loss is the mean over its samples.
+This works for every decoder type through the model's one interface (``encode``/``decode_step`` for sampling,
+``forward`` for scoring). Randomness comes only from ``mx.random`` (the sampler), which the Trainer re-seeds at every
+checkpoint, so a resumed run draws the same samples.
+"""
+import logging
+import time
+from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+
+import mxnet as mx
+import numpy as np
+from mxnet import autograd, gluon
+
+from . import constants as C
+from .beam_search import BeamSearch
+from .cider import CiderD
+from .sampling import Sampler
+
+logger = logging.getLogger(__name__)
+
+BASELINE_MEAN = "mean"
+BASELINE_GREEDY = "greedy"
+BASELINES = (BASELINE_MEAN, BASELINE_GREEDY)
+LENGTH_STEP = 5   # sampled captions are padded to a multiple of this: fewer teacher-forcing graphs to build
+
+
+class PolicyGradientLoss(gluon.HybridBlock):
+    """``(logits (N, T, V), labels (N, T), advantage (N,))`` -> the mean over rows of ``-advantage * log p(row)``,
+    with ``log p(row)`` the sum of the labels' log-probabilities (``<pad>`` = 0 excluded)."""
+
+    def hybrid_forward(self, F, logits, labels, advantage):  # type: ignore[override]
+        log_probs = F.pick(F.log_softmax(logits, axis=-1), labels, axis=-1)          # (N, T)
+        sequence = F.sum(log_probs * (labels != C.PAD_ID), axis=1)                   # (N,)
+        return F.mean(-F.BlockGrad(advantage) * sequence)
+
+
+def teacher_forcing_arrays(tokens: np.ndarray, step: int = LENGTH_STEP) -> Tuple[np.ndarray, np.ndarray]:
+    """Sampled rows ``(N, T)`` (words, ``</s>``, then ``<pad>``) -> ``(target_input, labels)`` of ``T`` rounded up to a
+    multiple of ``step``: labels are the rows, target_input ``<s>`` followed by the rows shifted right (``<pad>``
+    after ``</s>``)."""
+    n, t = tokens.shape
+    length = max(step, -(-t // step) * step)
+    labels = np.zeros((n, length), dtype=np.float32)
+    labels[:, :t] = tokens
+    target_input = np.zeros_like(labels)
+    target_input[:, 0] = C.BOS_ID
+    target_input[:, 1:] = labels[:, :-1]
+    target_input[target_input == C.EOS_ID] = C.PAD_ID
+    return target_input, labels
+
+
+def references_as_ids(references: Sequence[Sequence[str]], vocab: Dict[str, int]) -> List[List[List[Hashable]]]:
+    """Training references as word ids, so that sampled ids are scored without turning them into words. A word the
+    vocabulary lacks gets an id of its own (negative, never sampled); ``<unk>`` in a sample thus matches nothing, as
+    the string ``<unk>`` would."""
+    unknown: Dict[str, int] = {}
+
+    def word_id(word: str) -> int:
+        found = vocab.get(word)
+        if found is not None and found >= len(C.VOCAB_SYMBOLS):
+            return found
+        return unknown.setdefault(word, -1 - len(unknown))
+
+    return [[[word_id(w) for w in ref.split()] for ref in refs] or [[]] for refs in references]
+
+
+class SelfCriticalObjective:
+    """The self-critical objective (`objective.Objective`): ``references[i]`` are all training captions of training
+    image i (`objective.BatchShare.image_ids`), ``num_samples`` K samples per image, ``baseline`` mean | greedy."""
+    name = C.LOSS_SELF_CRITICAL
+
+    def __init__(self, references: Sequence[Sequence[str]], vocab: Dict[str, int], num_samples: int = 5,
+                 baseline: str = BASELINE_MEAN, max_output_length: int = 60, top_k: int = 0,
+                 temperature: float = 1.0) -> None:
+        assert baseline in BASELINES, baseline
+        assert num_samples >= (2 if baseline == BASELINE_MEAN else 1), \
+            "the mean baseline needs at least 2 samples per image"
+        self.num_samples = num_samples
+        self.baseline = baseline
+        self.max_output_length = max_output_length
+        self.top_k = top_k
+        self.temperature = temperature
+        start = time.time()
+        self.cider = CiderD(references_as_ids(references, vocab))
+        logger.info("Self-critical training: %d samples per image, %s baseline; CIDEr-D document frequencies of %d "
+                    "training images in %.1fs", num_samples, baseline, len(references), time.time() - start)
+        self.loss = PolicyGradientLoss()
+        self.loss.hybridize()
+        self._search: Dict[Tuple[int, mx.Context], Tuple[Sampler, BeamSearch]] = {}
+        self._sums = np.zeros(4)              # reward, baseline, sample length, number of samples
+        self.seconds = {"sample": 0.0, "reward": 0.0, "forward_backward": 0.0}
+
+    def _searches(self, model, ctx: mx.Context) -> Tuple[Sampler, BeamSearch]:
+        key = (id(model), ctx)
+        if key not in self._search:
+            self._search[key] = (Sampler([model], self.num_samples, self.max_output_length, top_k=self.top_k,
+                                         temperature=self.temperature, ctx=ctx),
+                                 BeamSearch([model], beam_size=1, max_output_length=self.max_output_length, ctx=ctx))
+        return self._search[key]
+
+    def rewards(self, captions: Sequence[Sequence[int]], images: np.ndarray,
+                greedy: Optional[Sequence[Sequence[int]]] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """(rewards, baselines) of ``captions`` (K consecutive samples per image of ``images``, distinct image ids),
+        with the ``greedy`` captions of the images for the greedy baseline."""
+        k = self.num_samples
+        rewards = self.cider.score(captions, np.repeat(images, k))
+        if self.baseline == BASELINE_MEAN:
+            by_image = rewards.reshape(-1, k)
+            baselines = ((by_image.sum(axis=1, keepdims=True) - by_image) / (k - 1)).reshape(-1)
+        else:
+            assert greedy is not None
+            baselines = np.repeat(self.cider.score(greedy, images), k)
+        return rewards, baselines
+
+    def forward_backward(self, model, shares: Sequence) -> None:
+        k = self.num_samples
+        prepared = []
+        for share in shares:
+            start = time.time()
+            images, first = np.unique(np.asarray(share.image_ids, dtype=np.int64), return_index=True)
+            features = share.features
+            if len(first) != features.shape[0] or not np.array_equal(first, np.arange(len(first))):
+                features = mx.nd.take(features, mx.nd.array(first, ctx=share.ctx))
+            sampler, greedy_search = self._searches(model, share.ctx)
+            samples = sampler.sample(features)
+            greedy = None
+            if self.baseline == BASELINE_GREEDY:
+                greedy = [r.tokens for r in greedy_search.search(features)]
+            mid = time.time()
+            captions = samples.captions()
+            rewards, baselines = self.rewards(captions, images, greedy)
+            self.seconds["sample"] += mid - start
+            self.seconds["reward"] += time.time() - mid
+            target_input, labels = teacher_forcing_arrays(samples.tokens)
+            prepared.append((mx.nd.repeat(features, repeats=k, axis=0) if k > 1 else features,
+                             mx.nd.array(target_input, ctx=share.ctx), mx.nd.array(labels, ctx=share.ctx),
+                             mx.nd.array(rewards - baselines, ctx=share.ctx)))
+            self._sums += (rewards.sum(), baselines.sum(), samples.lengths.sum(), len(rewards))
+        start = time.time()
+        with autograd.record():
+            losses = [self.loss(model(features, target_input), labels, advantage)
+                      for features, target_input, labels, advantage in prepared]
+        autograd.backward(losses)
+        self.seconds["forward_backward"] += time.time() - start
+
+    def metrics(self) -> Dict[str, float]:
+        reward, baseline, length, count = self._sums
+        self._sums = np.zeros(4)
+        count = max(count, 1.0)
+        return {"reward-train": float(reward / count), "baseline-train": float(baseline / count),
+                "sample-length-train": float(length / count)}

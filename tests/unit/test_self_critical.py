@@ -1,0 +1,148 @@
+"""SelfCriticalObjective: rewards and baselines, the loss's sign and value, learning a rewarded caption, every
+decoder type."""
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd, gluon
+
+from captioning import constants as C
+from captioning.cider import CiderD
+from captioning.objective import BatchShare
+from captioning.self_critical import (PolicyGradientLoss, SelfCriticalObjective, references_as_ids,
+                                      teacher_forcing_arrays)
+
+WORDS = ["a", "dog", "cat", "runs", "sits", "red"]
+VOCAB = dict({s: i for i, s in enumerate(C.VOCAB_SYMBOLS)}, **{w: 4 + i for i, w in enumerate(WORDS)})
+RVOCAB = {i: w for w, i in VOCAB.items()}
+EOS = C.EOS_ID
+
+
+def tiny_model(decoder="rnn", seed=0):
+    from captioning.decoder import (ConvolutionalDecoderConfig, RecurrentDecoderConfig,
+                                    TransformerDecoderConfig)
+    from captioning.encoder import ImageEncoderConfig
+    from captioning.model import CaptionModel, ModelConfig
+    # no dropout: the teacher-forced log-probabilities under autograd.record are those of inference
+    parts = {"rnn": {"rnn": RecurrentDecoderConfig(num_hidden=16, hidden_dropout=0.0)},
+             "transformer": {"transformer": TransformerDecoderConfig(
+                 model_size=16, attention_heads=2, feed_forward_num_hidden=16, num_layers=1, dropout_attention=0.0,
+                 dropout_act=0.0, dropout_prepost=0.0)},
+             "cnn": {"cnn": ConvolutionalDecoderConfig(num_hidden=16, num_layers=1, hidden_dropout=0.0)}}[decoder]
+    config = ModelConfig(encoder=ImageEncoderConfig(feature_shape=(4, 2, 2), num_hidden=16), decoder=decoder,
+                         vocab_size=len(VOCAB), num_embed=16, **parts)
+    mx.random.seed(seed)
+    model = CaptionModel(config)
+    model.initialize(mx.init.Xavier())
+    model.hybridize()
+    return model
+
+
+def share_of(features: np.ndarray, image_ids) -> BatchShare:
+    n = len(image_ids)
+    return BatchShare(ctx=mx.cpu(), features=mx.nd.array(features[image_ids]), target_input=mx.nd.zeros((n, 3)),
+                      labels=mx.nd.zeros((n, 3)), image_ids=np.asarray(image_ids))
+
+
+def sequence_log_prob(model, features: np.ndarray, caption: str) -> float:
+    tokens = np.array([[VOCAB[w] for w in caption.split()] + [EOS]])
+    target_input, labels = teacher_forcing_arrays(tokens, step=1)
+    logits = model(mx.nd.array(features[None]), mx.nd.array(target_input)).asnumpy()[0]
+    lp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    return float(sum(lp[t, int(w)] for t, w in enumerate(labels[0])))
+
+
+def test_teacher_forcing_arrays():
+    tokens = np.array([[5, 6, EOS, 0], [7, 8, 9, 10]])
+    target_input, labels = teacher_forcing_arrays(tokens, step=3)
+    np.testing.assert_array_equal(labels, [[5, 6, EOS, 0, 0, 0], [7, 8, 9, 10, 0, 0]])
+    np.testing.assert_array_equal(target_input, [[C.BOS_ID, 5, 6, 0, 0, 0], [C.BOS_ID, 7, 8, 9, 10, 0]])
+
+
+def test_reference_ids_score_like_words():
+    references = [["a dog runs", "a zebra runs"], ["a cat sits on a mat"], ["zebra and okapi"]]
+    ids = references_as_ids(references, VOCAB)
+    assert ids[0][1][1] < 0 and ids[2][0][0] == ids[0][1][1] and ids[2][0][1] != ids[2][0][2]
+    samples = ["a dog runs", "a cat <unk> sits", "red"]
+    by_words = CiderD(references).score(samples, [0, 1, 2])
+    by_ids = CiderD(ids).score([[VOCAB[w] for w in s.split()] for s in samples], [0, 1, 2])
+    np.testing.assert_allclose(by_ids, by_words, atol=1e-12)
+    assert by_ids[0] > 0
+
+
+def test_rewards_and_baselines():
+    references = [["a dog runs"], ["a cat sits"], ["a red cat"]]
+    mean = SelfCriticalObjective(references, VOCAB, num_samples=3, baseline="mean", max_output_length=5)
+    ids = lambda s: [VOCAB[w] for w in s.split()]  # noqa: E731
+    captions = [ids(s) for s in ["a dog runs", "a dog", "cat", "a cat sits", "red cat", "a"]]
+    rewards, baselines = mean.rewards(captions, np.array([0, 1]))
+    expected = CiderD(references_as_ids(references, VOCAB)).score(captions, [0, 0, 0, 1, 1, 1])
+    np.testing.assert_allclose(rewards, expected)
+    np.testing.assert_allclose(baselines[:3], [(expected[1] + expected[2]) / 2, (expected[0] + expected[2]) / 2,
+                                               (expected[0] + expected[1]) / 2])
+    assert rewards[0] > rewards[1] > 0
+    greedy = SelfCriticalObjective(references, VOCAB, num_samples=3, baseline="greedy", max_output_length=5)
+    _, baselines = greedy.rewards(captions, np.array([0, 1]), greedy=[ids("a dog"), ids("a cat sits")])
+    np.testing.assert_allclose(baselines, [expected[1]] * 3 + [expected[3]] * 3)
+
+
+@pytest.mark.parametrize("advantage", [1.0, -1.0])
+def test_loss_value_and_sign_of_its_gradient(advantage):
+    model = tiny_model()
+    features = np.random.RandomState(1).rand(1, 4, 2, 2).astype(np.float32)
+    caption = "a dog runs"
+    before = sequence_log_prob(model, features[0], caption)
+    tokens = np.array([[VOCAB[w] for w in caption.split()] + [EOS]])
+    target_input, labels = teacher_forcing_arrays(tokens)
+    loss_block = PolicyGradientLoss()
+    loss_block.hybridize()
+    with autograd.record():
+        loss = loss_block(model(mx.nd.array(features), mx.nd.array(target_input)), mx.nd.array(labels),
+                          mx.nd.array([advantage]))
+    loss.backward()
+    assert loss.asscalar() == pytest.approx(-advantage * before, rel=1e-4)
+    gluon.Trainer(model.collect_params(), "sgd", {"learning_rate": 0.05}).step(1)
+    after = sequence_log_prob(model, features[0], caption)
+    assert (after - before) * advantage > 1e-3      # rewarded: more likely; penalised: less likely
+
+
+def test_a_rewarded_caption_becomes_likely():
+    # images 0-3 are described as "dog runs", 4-7 as "cat sits"; training sees images 0-3 only, so the best
+    # CIDEr-D is "dog runs" (5.0: no 3- and 4-grams)
+    references = [["dog runs"]] * 4 + [["cat sits"]] * 4
+    features = np.random.RandomState(2).rand(8, 4, 2, 2).astype(np.float32)
+    model = tiny_model(seed=3)
+    objective = SelfCriticalObjective(references, VOCAB, num_samples=6, baseline="mean", max_output_length=5)
+    trainer = gluon.Trainer(model.collect_params(), "adam", {"learning_rate": 0.05})
+    before = np.mean([sequence_log_prob(model, features[i], "dog runs") for i in range(4)])
+    mx.random.seed(5)
+    rewards = []
+    for update in range(16):
+        objective.forward_backward(model, [share_of(features, [0, 1, 2, 3, 1])])
+        trainer.step(1)
+        rewards.append(objective.metrics()["reward-train"])
+    after = np.mean([sequence_log_prob(model, features[i], "dog runs") for i in range(4)])
+    assert before < np.log(0.05) and after > np.log(0.5), (before, after)
+    assert np.mean(rewards[-3:]) > np.mean(rewards[:3]) + 1.0, rewards
+
+
+@pytest.mark.parametrize("decoder,baseline", [("rnn", "greedy"), ("transformer", "mean"), ("cnn", "mean")])
+def test_every_decoder_type(decoder, baseline):
+    references = [["a dog runs", "a red dog"], ["a cat sits"], ["a cat"]]
+    features = np.random.RandomState(4).rand(3, 4, 2, 2).astype(np.float32)
+    model = tiny_model(decoder, seed=1)
+    objective = SelfCriticalObjective(references, VOCAB, num_samples=3, baseline=baseline, max_output_length=6)
+    mx.random.seed(2)
+    shares = [share_of(features, [2, 0, 2]), share_of(features, [1])]
+    objective.forward_backward(model, shares)
+    grads = [p.grad().asnumpy() for p in model.collect_params().values() if p.grad_req != "null"]
+    assert all(np.isfinite(g).all() for g in grads) and sum(float(np.abs(g).sum()) for g in grads) > 0
+    metrics = objective.metrics()
+    assert set(metrics) == {"reward-train", "baseline-train", "sample-length-train"}
+    assert metrics["reward-train"] >= 0 and 1 <= metrics["sample-length-train"] <= 6
+    assert objective.metrics()["reward-train"] == 0.0   # reset by the call before
+    # the same seed draws the same samples: the same gradients
+    mx.random.seed(2)
+    objective.forward_backward(model, shares)
+    again = [p.grad().asnumpy() for p in model.collect_params().values() if p.grad_req != "null"]
+    for g, h in zip(grads, again):
+        np.testing.assert_allclose(g, h, rtol=1e-5, atol=1e-6)
