@@ -2,6 +2,7 @@
 images vs features, bad lines, output types, constraints, ensembles."""
 import json
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -266,3 +267,75 @@ def test_images_give_the_same_captions_as_their_features(tiny_cnn, image_factory
     assert proc.stdout.splitlines() == from_features
     assert len(set(from_features)) > 1
     assert not list(image_root.rglob("*.npy"))  # nothing written beside the images
+
+
+def test_stdin_is_captioned_line_by_line(setup):
+    """Interactive use: at --batch-size 1 each caption comes back before the next line is sent."""
+    base, model, listing = setup
+    names = listing.read_text().splitlines()[:3]
+    code, expected = caption(setup, "--beam-size", "2")
+    proc = subprocess.Popen([sys.executable, "-m", "captioning.captioner", "--models", str(model), "--source-root",
+                             str(base / "feats"), "--use-cpu", "--quiet", "--beam-size", "2"], cwd=REPO,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for k, name in enumerate(names):
+            proc.stdin.write(name + "\n")
+            proc.stdin.flush()
+            ready, _, _ = select.select([proc.stdout], [], [], 60)
+            assert ready, "no caption within 60 s of sending line %d: the captioner waits for more input" % (k + 1)
+            assert proc.stdout.readline().rstrip("\n") == expected[k]
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_input_from_a_pipe_path(setup):
+    """--input <(...) hands the captioner a /dev/fd/N pipe."""
+    base, model, listing = setup
+    code, expected = caption(setup, "--beam-size", "2")
+    proc = subprocess.run(["bash", "-c", '"$0" -m captioning.captioner --models "$1" --source-root "$2" --use-cpu '
+                           '--quiet --beam-size 2 --input <(cat "$3")', sys.executable, str(model),
+                           str(base / "feats"), str(listing)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == expected
+
+
+def test_explicit_default_image_size_is_not_overridden(tmp_path):
+    """--source-image-size 3 224 224 (the default value) given explicitly wins over the model's recorded size."""
+    from captioning.captioner import cnn_config_for
+    from captioning.model import ModelConfig
+    from captioning.encoder import ImageEncoderConfig
+    from captioning.arguments import ConfigArgumentParser, add_captioner_args
+    parser = ConfigArgumentParser()
+    add_captioner_args(parser)
+    config = ModelConfig(encoder=ImageEncoderConfig(feature_shape=(8, 4, 4), num_hidden=8), vocab_size=10,
+                         cnn_config={"model_path": "/cnn/x", "layer": "l_output", "epoch": 2,
+                                     "image_size": [3, 64, 64]})
+    recorded = cnn_config_for(parser.parse_args(["--models", "m"]), config, str(tmp_path))
+    assert recorded.image_size == (3, 64, 64) and recorded.epoch == 2 and recorded.layer == "l"
+    explicit = cnn_config_for(parser.parse_args(["--models", "m", "--source-image-size", "3", "224", "224"]),
+                              config, str(tmp_path))
+    assert explicit.image_size == (3, 224, 224)
+
+
+def test_recorded_cnn_path_is_found_from_anywhere(tmp_path, monkeypatch):
+    """The recorded CNN prefix is relative to the training feature folder; the captioner finds it through the
+    model folder's args.yaml from any working directory."""
+    from captioning.captioner import resolve_cnn_path
+    feats = tmp_path / "feats"
+    (feats / "cnn").mkdir(parents=True)
+    (feats / "cnn" / "net-symbol.json").write_text("{}")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "args.yaml").write_text("source_root: %s\n" % feats)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_cnn_path("cnn/net", str(model)) == str(feats / "cnn" / "net")
+    (model / "args.yaml").write_text("source_root: feats\n")   # relative to where training ran
+    assert os.path.samefile(resolve_cnn_path("cnn/net", str(model)) + "-symbol.json",
+                            feats / "cnn" / "net-symbol.json")
+    (model / "args.yaml").write_text("[unclosed")                # a corrupt args.yaml is no crash
+    assert resolve_cnn_path("cnn/net", str(model)) == "cnn/net"
