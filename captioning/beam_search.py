@@ -35,6 +35,12 @@ ENSEMBLE_LINEAR = "linear"
 ENSEMBLE_LOG_LINEAR = "log_linear"
 STOP_ALL = "all"
 STOP_FIRST = "first"
+# an input whose search has stopped leaves the batch once at least this share of the remaining inputs has
+# (and at least one): each shrink changes the shapes of the cached step graphs, which costs a re-plan
+SHRINK_FRACTION = 0.25
+# English function words a caption should not end on (the captioner's --no-dangling-words)
+DANGLING_WORDS = ("a", "an", "the", "with", "of", "in", "on", "at", "and", "to", "for", "from", "by", "its", "his",
+                  "her", "their", "while", "is", "are")
 
 
 class StepModel(Protocol):
@@ -144,7 +150,9 @@ class _Scorer(gluon.HybridBlock):
 
 class _Update(gluon.HybridBlock):
     """The bookkeeping after top-k: parent rows, words, scores (normalised when a hypothesis finishes), finished /
-    inactive flags, lengths, and whether every row has stopped; beam pruning and the 'first' stopping rule."""
+    inactive flags, lengths, and which inputs have stopped; beam pruning and the 'first' stopping rule. An input
+    whose rows had all stopped before the step is frozen: each row stays its own parent with its score (top-k
+    would only sort them), so an input's result is the same whether it stays in the batch or leaves it."""
 
     def __init__(self, beam_size: int, vocab_size: int, length_penalty: LengthPenalty, beam_prune: float,
                  stop: str) -> None:
@@ -156,12 +164,17 @@ class _Update(gluon.HybridBlock):
         self.beam_prune = beam_prune
         self.stop = stop
 
-    def hybrid_forward(self, F, values, indices, offsets, finished, inactive, lengths):  # type: ignore[override]
+    def hybrid_forward(self, F, values, indices, offsets, scores, finished, inactive,  # type: ignore[override]
+                       lengths):
         k = self.beam_size
+        frozen = F.broadcast_like(F.min(F.reshape(inactive, shape=(-1, k)), axis=1, keepdims=True), values)
+        own_rows = F.broadcast_add(F.reshape(F.arange(0, k), shape=(1, -1)), offsets)     # (B, K)
         in_beam = F.floor(indices / self.vocab_size)
-        words = F.reshape(indices - in_beam * self.vocab_size, shape=(-1,))
-        rows = F.reshape(F.broadcast_add(in_beam, offsets), shape=(-1,))
-        scores = F.reshape(values, shape=(-1,))
+        words = F.reshape(F.where(frozen, F.zeros_like(indices), indices - in_beam * self.vocab_size),
+                          shape=(-1,))                                                    # <pad> when frozen
+        rows = F.reshape(F.where(frozen, own_rows, F.broadcast_add(in_beam, offsets)), shape=(-1,))
+        scores = F.where(F.reshape(frozen, shape=(-1,)), F.reshape(scores, shape=(-1,)), F.reshape(values,
+                                                                                                 shape=(-1,)))
         was_inactive = F.take(inactive, rows)
         finished = F.take(finished, rows)
         lengths = F.take(lengths, rows) + (1 - was_inactive)
@@ -185,7 +198,38 @@ class _Update(gluon.HybridBlock):
                 best_open = F.min(F.where(fin, infs, by_input), axis=1, keepdims=True)
                 done = F.broadcast_like(best_finished <= best_open, by_input)
                 inactive = F.maximum(inactive, F.reshape(F.broadcast_mul(done, best_finished < INF), shape=(-1,)))
-        return rows, words, F.reshape(scores, shape=(-1, 1)), finished, inactive, lengths, F.min(inactive)
+        stopped = F.min(F.reshape(inactive, shape=(-1, k)), axis=1)                        # (B,) per input
+        return rows, words, F.reshape(scores, shape=(-1, 1)), finished, inactive, lengths, stopped
+
+
+@dataclass
+class _Active:
+    """The inputs still searched and their rows' state, on the device (rows of an input consecutive).
+    ``inputs``: their indices in the batch; ``states``: each model's (static states one row per input when
+    shared); ``history``: each row's words so far ``(N, t)``, kept only for n-gram blocking."""
+    inputs: np.ndarray
+    states: List[List[mx.nd.NDArray]]
+    scores: mx.nd.NDArray
+    finished: mx.nd.NDArray
+    inactive: mx.nd.NDArray
+    lengths: mx.nd.NDArray
+    prev_words: mx.nd.NDArray
+    offsets: mx.nd.NDArray
+    history: Optional[mx.nd.NDArray] = None
+
+    def rows(self, beam_size: int) -> np.ndarray:
+        """The batch rows (input * K + j) of the active rows."""
+        return (self.inputs[:, None] * beam_size + np.arange(beam_size)[None, :]).reshape(-1)
+
+
+@dataclass
+class _StepRecord:
+    """One step's choices, kept on the device until the end: ``rows`` the batch rows the step computed (None: all
+    of them), per computed row its parent (an index into those rows), word and the attention that produced it."""
+    rows: Optional[np.ndarray]
+    parents: mx.nd.NDArray
+    words: mx.nd.NDArray
+    attention: mx.nd.NDArray
 
 
 class BeamSearch:
@@ -195,8 +239,10 @@ class BeamSearch:
     def __init__(self, models: Sequence[StepModel], beam_size: int, max_output_length: int,
                  ensemble_mode: str = ENSEMBLE_LINEAR, length_penalty: Optional[LengthPenalty] = None,
                  beam_prune: float = 0.0, stop: str = STOP_ALL, nbest_size: int = 1,
-                 ctx: Optional[mx.Context] = None, softmax_temperature: Optional[float] = None) -> None:
+                 ctx: Optional[mx.Context] = None, softmax_temperature: Optional[float] = None,
+                 no_repeat_ngram_size: int = 0, banned_final_ids: Sequence[int] = ()) -> None:
         assert models, "at least one model"
+        assert no_repeat_ngram_size >= 0, "no_repeat_ngram_size must be >= 0"
         assert beam_size >= 1 and max_output_length >= 1
         assert ensemble_mode in (ENSEMBLE_LINEAR, ENSEMBLE_LOG_LINEAR), ensemble_mode
         assert stop in (STOP_ALL, STOP_FIRST), stop
@@ -211,6 +257,10 @@ class BeamSearch:
         self.nbest_size = nbest_size
         self.ctx = ctx if ctx is not None else mx.cpu()
         self.softmax_temperature = softmax_temperature
+        self.no_repeat_ngram_size = no_repeat_ngram_size
+        self.banned_final_ids = tuple(sorted(set(int(i) for i in banned_final_ids)))
+        self._final_ban: Optional[mx.nd.NDArray] = None
+        self._vocab_size = 0
         self._blocks: dict = {}
         self._rows: Optional[mx.nd.NDArray] = None
 
@@ -252,82 +302,216 @@ class BeamSearch:
     def search(self, features: mx.nd.NDArray,
                constraints: Optional[Sequence[Optional[lc.Constraints]]] = None) -> List[SearchResult]:
         """Caption a batch of features ``(B, C, H, W)``; ``constraints`` (one per input, or None) switches on the
-        constrained search for the inputs that have some."""
+        constrained search for the inputs that have some.
+
+        Inputs whose search has stopped leave the computation (their rows are dropped from every state), once at
+        least `SHRINK_FRACTION` of the remaining inputs have stopped: a batch costs about the sum of its
+        captions' lengths, not the batch size times the longest."""
+        batch_size = features.shape[0]
+        k = self.beam_size
+        active = self._start(features)
+        tracker = _ConstraintTracker(constraints, k) if constraints is not None and any(constraints) else None
+        records: List[_StepRecord] = []
+        retired: List[Tuple[np.ndarray, mx.nd.NDArray, mx.nd.NDArray, mx.nd.NDArray]] = []
+        all_rows = True
+        for t in range(self.max_output_length):
+            values, indices, attention = self._score(active, tracker, t)
+            parents, words, scores, finished, inactive, lengths, stopped = self._update(self._vocab_size)(
+                values, indices, active.offsets, active.scores, active.finished, active.inactive, active.lengths)
+            records.append(_StepRecord(None if all_rows else active.rows(k), parents, words, attention))
+            if tracker is not None:
+                tracker.advance(parents.asnumpy().astype(np.int64), words.asnumpy().astype(np.int64))
+            stopped_np = stopped.asnumpy()   # the one host copy per step
+            active.scores, active.finished, active.inactive, active.lengths = scores, finished, inactive, lengths
+            if stopped_np.all() or t + 1 == self.max_output_length:
+                break
+            keep = None
+            if stopped_np.sum() >= max(1.0, SHRINK_FRACTION * len(stopped_np)):
+                keep = np.flatnonzero(stopped_np == 0)
+                retired.append(self._retire(active, np.flatnonzero(stopped_np)))
+                all_rows = False
+            active = self._advance(active, parents, words, keep, tracker)
+        retired.append((active.rows(k), active.scores, active.finished, active.lengths))
+        return self._collect(records, retired, tracker, batch_size)
+
+    def _start(self, features: mx.nd.NDArray) -> _Active:
+        """Encode the batch: the first row of each input live, the others at infinite cost."""
         batch_size = features.shape[0]
         k = self.beam_size
         rows = batch_size * k
-        constrained = constraints is not None and any(constraints)
-        shared = [self._num_shared(model) for model in self.models]
         states = []
-        for model, n in zip(self.models, shared):
+        for model in self.models:
             model_states = list(model.encode(features))
             if k > 1:
+                n = self._num_shared(model)
                 model_states = model_states[:n] + [mx.nd.repeat(s, repeats=k, axis=0) for s in model_states[n:]]
             states.append(model_states)
         initial = np.zeros((batch_size, k), dtype=np.float32)
-        initial[:, 1:] = INF  # only the first row of each input is live at the start
-        scores = mx.nd.array(initial.reshape(-1, 1), ctx=self.ctx)
-        finished = mx.nd.zeros((rows,), ctx=self.ctx)
-        inactive = mx.nd.zeros((rows,), ctx=self.ctx)
-        lengths = mx.nd.zeros((rows,), ctx=self.ctx)
-        offsets = mx.nd.array((np.arange(batch_size) * k).reshape(-1, 1), ctx=self.ctx)
-        prev_words = mx.nd.full((rows,), C.BOS_ID, ctx=self.ctx)
-        tracker = _ConstraintTracker(constraints, k) if constrained else None
+        initial[:, 1:] = INF
+        return _Active(inputs=np.arange(batch_size), states=states,
+                       scores=mx.nd.array(initial.reshape(-1, 1), ctx=self.ctx),
+                       finished=mx.nd.zeros((rows,), ctx=self.ctx), inactive=mx.nd.zeros((rows,), ctx=self.ctx),
+                       lengths=mx.nd.zeros((rows,), ctx=self.ctx),
+                       prev_words=mx.nd.full((rows,), C.BOS_ID, ctx=self.ctx),
+                       offsets=mx.nd.array((np.arange(batch_size) * k).reshape(-1, 1), ctx=self.ctx))
 
-        history_rows, history_words, history_attention = [], [], []
-        vocab_size = 0
-        for t in range(self.max_output_length):
-            logits, attentions = [], []
-            for i, model in enumerate(self.models):
-                step_logits, attention, states[i] = model.decode_step(prev_words, states[i], beam_size=k)
-                logits.append(step_logits)
-                attentions.append(attention)
-            if t == 0:
-                vocab_size = logits[0].shape[1]
-            extra_costs = self._extra_costs(vocab_size)
-            update = self._update(vocab_size)
-            if tracker is None:
-                values, indices = self._scorer(vocab_size, False, True)(scores, inactive, extra_costs, *logits)
+    def _score(self, active: _Active, tracker: Optional["_ConstraintTracker"], t: int):
+        """Run every model one step on the active rows; each input's K best continuations (values, flat indices
+        into (K, V), both (B, K)) and the attention to record."""
+        logits, attentions = [], []
+        for i, model in enumerate(self.models):
+            step_logits, attention, active.states[i] = model.decode_step(active.prev_words, active.states[i],
+                                                                         beam_size=self.beam_size)
+            logits.append(step_logits)
+            attentions.append(attention)
+        if t == 0:
+            self._vocab_size = int(logits[0].shape[1])
+        vocab_size = self._vocab_size
+        if len(attentions) == 1 or len({a.shape for a in attentions}) > 1:
+            attention = attentions[0]
+        else:
+            attention = mx.nd.add_n(*attentions) / len(attentions)
+        extra_costs = self._extra_costs(vocab_size)
+        mask = self._repetition_mask(active, t)
+        if tracker is None:
+            if mask is None:
+                values, indices = self._scorer(vocab_size, False, True)(active.scores, active.inactive, extra_costs,
+                                                                        *logits)
             else:
-                mask = mx.nd.array(tracker.mask(vocab_size), ctx=self.ctx)
-                candidates = self._scorer(vocab_size, True, False)(scores, inactive, extra_costs, mask, *logits)
-                values, indices = tracker.select(candidates.asnumpy().reshape(rows, vocab_size),
-                                                 inactive.asnumpy(), vocab_size)
-                values = mx.nd.array(values, ctx=self.ctx)
-                indices = mx.nd.array(indices, ctx=self.ctx)
-            parents, words, scores, finished, inactive, lengths, all_stopped = update(values, indices, offsets,
-                                                                                      finished, inactive, lengths)
-            if k > 1:
-                states = [model_states[:n] + [mx.nd.take(s, parents) for s in model_states[n:]]
-                          for model_states, n in zip(states, shared)]
-            history_rows.append(parents)
-            history_words.append(words)
-            history_attention.append(attentions[0] if len(attentions) == 1 or
-                                     len({a.shape for a in attentions}) > 1 else mx.nd.add_n(*attentions) /
-                                     len(attentions))
-            prev_words = words
-            if tracker is not None:
-                tracker.advance(parents.asnumpy().astype(np.int64), words.asnumpy().astype(np.int64))
-            if all_stopped.asscalar() == 1:   # the one host copy per step
-                break
-        return self._collect(history_rows, history_words, history_attention, scores, finished, lengths,
-                             tracker, batch_size)
+                values, indices = self._scorer(vocab_size, True, True)(active.scores, active.inactive, extra_costs,
+                                                                       mask, *logits)
+            return values, indices, attention
+        host_mask = mx.nd.array(tracker.mask(vocab_size), ctx=self.ctx)
+        mask = host_mask if mask is None else mask + host_mask
+        candidates = self._scorer(vocab_size, True, False)(active.scores, active.inactive, extra_costs, mask,
+                                                           *logits)
+        rows = candidates.shape[0] * self.beam_size
+        values, indices = tracker.select(candidates.asnumpy().reshape(rows, vocab_size),
+                                         active.inactive.asnumpy(), vocab_size)
+        return mx.nd.array(values, ctx=self.ctx), mx.nd.array(indices, ctx=self.ctx), attention
 
-    def _collect(self, history_rows: List[mx.nd.NDArray], history_words: List[mx.nd.NDArray],
-                 history_attention: List[mx.nd.NDArray], scores: mx.nd.NDArray, finished: mx.nd.NDArray,
-                 lengths: mx.nd.NDArray, tracker: Optional["_ConstraintTracker"], batch_size: int
-                 ) -> List[SearchResult]:
+    def _advance(self, active: _Active, parents: mx.nd.NDArray, words: mx.nd.NDArray, keep: Optional[np.ndarray],
+                 tracker: Optional["_ConstraintTracker"]) -> _Active:
+        """The next step's rows: states reordered to the chosen parents and, with ``keep`` (the active inputs that
+        stay), the stopped inputs' rows dropped, in one ``take`` per state."""
+        k = self.beam_size
+        if keep is None:
+            if k > 1:
+                active.states = [states[:n] + [mx.nd.take(s, parents) for s in states[n:]]
+                                 for states, n in zip(active.states, map(self._num_shared, self.models))]
+            if active.history is not None:
+                active.history = self._extend_history(mx.nd.take(active.history, parents), words)
+            elif self.no_repeat_ngram_size:
+                active.history = words.reshape((-1, 1))
+            active.prev_words = words
+            return active
+        keep_rows = (keep[:, None] * k + np.arange(k)[None, :]).reshape(-1)
+        keep_nd = mx.nd.array(keep, ctx=self.ctx)
+        rows_nd = mx.nd.array(keep_rows, ctx=self.ctx)
+        sources = mx.nd.take(parents, rows_nd)          # each kept row's parent among the step's rows
+        states = []
+        for model_states, n in zip(active.states, map(self._num_shared, self.models)):
+            states.append([mx.nd.take(s, keep_nd) for s in model_states[:n]] +
+                          [mx.nd.take(s, sources) for s in model_states[n:]])
+        history = None
+        if active.history is not None:
+            history = self._extend_history(mx.nd.take(active.history, sources), mx.nd.take(words, rows_nd))
+        elif self.no_repeat_ngram_size:
+            history = mx.nd.take(words, rows_nd).reshape((-1, 1))
+        if tracker is not None:
+            tracker.keep(keep)
+        return _Active(inputs=active.inputs[keep], states=states, scores=mx.nd.take(active.scores, rows_nd),
+                       finished=mx.nd.take(active.finished, rows_nd), inactive=mx.nd.take(active.inactive, rows_nd),
+                       lengths=mx.nd.take(active.lengths, rows_nd), prev_words=mx.nd.take(words, rows_nd),
+                       offsets=mx.nd.array((np.arange(len(keep)) * k).reshape(-1, 1), ctx=self.ctx),
+                       history=history)
+
+    @staticmethod
+    def _extend_history(history: mx.nd.NDArray, words: mx.nd.NDArray) -> mx.nd.NDArray:
+        return mx.nd.concat(history, words.reshape((-1, 1)), dim=1)
+
+    def _retire(self, active: _Active, stopped: np.ndarray
+                ) -> Tuple[np.ndarray, mx.nd.NDArray, mx.nd.NDArray, mx.nd.NDArray]:
+        """The final scores, finished flags and lengths of the stopped inputs' rows (``stopped``: indices into the
+        active inputs), with their batch rows; they stay on the device until the end."""
+        k = self.beam_size
+        rows = (stopped[:, None] * k + np.arange(k)[None, :]).reshape(-1)
+        rows_nd = mx.nd.array(rows, ctx=self.ctx)
+        return (active.rows(k)[rows], mx.nd.take(active.scores, rows_nd), mx.nd.take(active.finished, rows_nd),
+                mx.nd.take(active.lengths, rows_nd))
+
+    def _repetition_mask(self, active: _Active, t: int) -> Optional[mx.nd.NDArray]:
+        """(N, V) extra costs of the repetition controls, or None when they are off: inf for a word that would
+        repeat an n-gram of the row's hypothesis (``no_repeat_ngram_size``) and for ``</s>`` after one of
+        ``banned_final_ids``. Built on the device (no host copy)."""
+        n = self.no_repeat_ngram_size
+        ngrams = n > 0 and active.history is not None and t >= n
+        if not ngrams and not self.banned_final_ids:
+            return None
+        vocab_size = self._vocab_size
+        num_rows = active.prev_words.shape[0]
+        row_ids = mx.nd.arange(0, num_rows, ctx=self.ctx)
+        data, rows, words = [], [], []
+        if self.banned_final_ids:
+            if self._final_ban is None or self._final_ban.shape[0] != vocab_size:
+                table = np.zeros(vocab_size, dtype=np.float32)
+                table[[i for i in self.banned_final_ids if i < vocab_size]] = INF
+                self._final_ban = mx.nd.array(table, ctx=self.ctx)
+            data.append(mx.nd.take(self._final_ban, active.prev_words))
+            rows.append(row_ids)
+            words.append(mx.nd.full((num_rows,), C.EOS_ID, ctx=self.ctx))
+        if ngrams:
+            # windows j = 0 .. t-n: the n-gram starting at j is repeated by word w if its first n-1 words equal the
+            # hypothesis' last n-1: then w = its last word is banned (<pad>, already banned, where none matches)
+            history = active.history
+            count = t - n + 1
+            match = None
+            for i in range(n - 1):
+                window = mx.nd.slice_axis(history, axis=1, begin=i, end=i + count)
+                tail = mx.nd.slice_axis(history, axis=1, begin=t - n + 1 + i, end=t - n + 2 + i)
+                equal = mx.nd.broadcast_equal(window, tail)
+                match = equal if match is None else match * equal
+            banned = mx.nd.slice_axis(history, axis=1, begin=n - 1, end=t)
+            banned = banned * match if match is not None else banned
+            data.append(mx.nd.full((num_rows * count,), INF, ctx=self.ctx))
+            rows.append(mx.nd.repeat(row_ids, repeats=count))
+            words.append(banned.reshape((-1,)))
+        indices = mx.nd.stack(mx.nd.concat(*rows, dim=0), mx.nd.concat(*words, dim=0))
+        return mx.nd.scatter_nd(mx.nd.concat(*data, dim=0), indices, shape=(num_rows, vocab_size))
+
+    def _collect(self, records: List[_StepRecord],
+                 retired: List[Tuple[np.ndarray, mx.nd.NDArray, mx.nd.NDArray, mx.nd.NDArray]],
+                 tracker: Optional["_ConstraintTracker"], batch_size: int) -> List[SearchResult]:
         """Follow the back-pointers once, on the host, and rank each input's final rows."""
         k = self.beam_size
-        # copied one by one and stacked on the host: MXNet's stack / concat of a few small arrays can take ~200 ms
-        # with 2 OpenMP threads on a busy machine (measured), which made batch-1 captioning crawl
-        parents = np.stack([a.asnumpy() for a in history_rows]).astype(np.int64)       # (T, N)
-        words = np.stack([a.asnumpy() for a in history_words]).astype(np.int64)        # (T, N)
-        attention = np.stack([a.asnumpy() for a in history_attention])                 # (T, N, L)
-        scores_np = scores.asnumpy().reshape(-1).astype(np.float64)
-        finished_np = finished.asnumpy().astype(bool)
-        lengths_np = lengths.asnumpy().astype(np.int64)
-        steps, num_rows = words.shape
+        num_rows = batch_size * k
+        steps = len(records)
+        # copied one by one and filled in on the host: MXNet's stack / concat of a few small arrays can take
+        # ~200 ms with 2 OpenMP threads on a busy machine (measured), which made batch-1 captioning crawl
+        parents = np.tile(np.arange(num_rows), (steps, 1))                             # (T, N): stopped rows stay
+        words = np.zeros((steps, num_rows), dtype=np.int64)
+        attention = None
+        for t, record in enumerate(records):
+            step_parents = record.parents.asnumpy().astype(np.int64)
+            step_attention = record.attention.asnumpy()
+            if attention is None:
+                attention = np.zeros((steps, num_rows, step_attention.shape[1]), dtype=np.float32)
+            if record.rows is None:
+                parents[t] = step_parents
+                words[t] = record.words.asnumpy()
+                attention[t] = step_attention
+            else:
+                parents[t, record.rows] = record.rows[step_parents]
+                words[t, record.rows] = record.words.asnumpy()
+                attention[t, record.rows] = step_attention
+        assert attention is not None
+        scores_np = np.zeros(num_rows, dtype=np.float64)
+        finished_np = np.zeros(num_rows, dtype=bool)
+        lengths_np = np.zeros(num_rows, dtype=np.int64)
+        for rows, scores, finished, lengths in retired:
+            scores_np[rows] = scores.asnumpy().reshape(-1)
+            finished_np[rows] = finished.asnumpy() > 0
+            lengths_np[rows] = lengths.asnumpy()
         tokens = np.zeros((steps, num_rows), dtype=np.int64)
         weights = np.zeros((steps, num_rows, attention.shape[2]), dtype=np.float32)
         position = np.arange(num_rows)
@@ -339,24 +523,27 @@ class BeamSearch:
         open_rows = ~finished_np & np.isfinite(scores_np)
         scores_np[open_rows] = scores_np[open_rows] / self.length_penalty(lengths_np[open_rows].astype(np.float64))
         met = tracker.num_met() if tracker is not None else np.zeros(num_rows, dtype=np.int64)
-        results = []
-        for b in range(batch_size):
-            beam = range(b * k, (b + 1) * k)
-            order = sorted(beam, key=lambda r: (not np.isfinite(scores_np[r]), not finished_np[r], -met[r],
-                                                scores_np[r], r))
-            live = [r for r in order if np.isfinite(scores_np[r])] or order[:1]
-            nbest = []
-            for r in live[:self.nbest_size]:
-                n = int(lengths_np[r]) - (1 if finished_np[r] else 0)
-                nbest.append(Hypothesis([int(w) for w in tokens[:n, r]], float(scores_np[r]),
-                                        weights[:n, r].copy(), bool(finished_np[r])))
-            best = nbest[0]
-            results.append(SearchResult(best.tokens, best.score, best.attention, nbest))
-        return results
+        return [self._rank(b, tokens, weights, scores_np, finished_np, lengths_np, met) for b in range(batch_size)]
+
+    def _rank(self, b: int, tokens: np.ndarray, weights: np.ndarray, scores: np.ndarray, finished: np.ndarray,
+              lengths: np.ndarray, met: np.ndarray) -> SearchResult:
+        """Input ``b``'s result: its rows ranked finished first, then by constraints met and score."""
+        k = self.beam_size
+        beam = range(b * k, (b + 1) * k)
+        order = sorted(beam, key=lambda r: (not np.isfinite(scores[r]), not finished[r], -met[r], scores[r], r))
+        live = [r for r in order if np.isfinite(scores[r])] or order[:1]
+        nbest = []
+        for r in live[:self.nbest_size]:
+            n = int(lengths[r]) - (1 if finished[r] else 0)
+            nbest.append(Hypothesis([int(w) for w in tokens[:n, r]], float(scores[r]), weights[:n, r].copy(),
+                                    bool(finished[r])))
+        best = nbest[0]
+        return SearchResult(best.tokens, best.score, best.attention, nbest)
 
 
 class _ConstraintTracker:
-    """Host-side state of a constrained batch: each row's `ConstrainedHypothesis` and avoid-trie state."""
+    """Host-side state of a constrained batch: each active row's `ConstrainedHypothesis` and avoid-trie state
+    (inputs leave with `keep`, as in the search)."""
 
     def __init__(self, constraints: Sequence[Optional[lc.Constraints]], beam_size: int) -> None:
         self.beam_size = beam_size
@@ -368,6 +555,8 @@ class _ConstraintTracker:
             self.hyps.extend([lc.ConstrainedHypothesis.create(c.include)] * beam_size)
             self.avoid_states.extend([frozenset()] * beam_size)
         self.pending: Optional[List[lc.ConstrainedHypothesis]] = None
+        self.rows = np.arange(len(self.hyps))           # the batch row of each active row
+        self.met = np.zeros(len(self.hyps), dtype=np.int64)
 
     def mask(self, vocab_size: int) -> np.ndarray:
         """(N, V) extra costs: inf for ``</s>`` before every constraint is met and for words that complete an
@@ -385,7 +574,8 @@ class _ConstraintTracker:
 
     def select(self, candidates: np.ndarray, inactive: np.ndarray, vocab_size: int):
         """Each input's next beam: dynamic beam allocation for inputs with positive constraints, plain top-k for
-        the others. Returns (values, flat indices) shaped (B, K) like the top-k of the plain search."""
+        the others; an input whose rows have all stopped keeps them as they are (the search freezes it). Returns
+        (values, flat indices) shaped (B, K) like the top-k of the plain search."""
         k = self.beam_size
         batch_size = len(self.constraints)
         values = np.zeros((batch_size, k), dtype=np.float32)
@@ -393,7 +583,11 @@ class _ConstraintTracker:
         new_hyps: List[lc.ConstrainedHypothesis] = []
         for b, c in enumerate(self.constraints):
             block = candidates[b * k:(b + 1) * k]
-            if c.include:
+            if inactive[b * k:(b + 1) * k].all():
+                values[b] = block[:, C.PAD_ID]
+                indices[b] = np.arange(k) * vocab_size + C.PAD_ID
+                new_hyps.extend(self.hyps[b * k:(b + 1) * k])
+            elif c.include:
                 sel = lc.constrained_topk(block, self.hyps[b * k:(b + 1) * k], inactive[b * k:(b + 1) * k], k)
                 values[b] = sel.scores
                 indices[b] = np.asarray(sel.rows) * vocab_size + np.asarray(sel.words)
@@ -419,5 +613,18 @@ class _ConstraintTracker:
             new_avoid.append(trie.consume(state, int(word)) if trie is not None else state)
         self.avoid_states = new_avoid
 
+    def keep(self, inputs: np.ndarray) -> None:
+        """Only ``inputs`` (indices into the active inputs) stay; the others' constraint counts are final."""
+        k = self.beam_size
+        self.met[self.rows] = [h.num_met() for h in self.hyps]
+        rows = (inputs[:, None] * k + np.arange(k)[None, :]).reshape(-1)
+        self.constraints = [self.constraints[i] for i in inputs]
+        self.tries = [self.tries[i] for i in inputs]
+        self.hyps = [self.hyps[r] for r in rows]
+        self.avoid_states = [self.avoid_states[r] for r in rows]
+        self.rows = self.rows[rows]
+
     def num_met(self) -> np.ndarray:
-        return np.array([h.num_met() for h in self.hyps], dtype=np.int64)
+        """Constraint tokens met, per batch row."""
+        self.met[self.rows] = [h.num_met() for h in self.hyps]
+        return self.met

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from captioning import constants as C
-from captioning.beam_search import BeamSearch, LengthPenalty
+from captioning.beam_search import SHRINK_FRACTION, BeamSearch, LengthPenalty
 
 EOS, BOS, PAD = C.EOS_ID, C.BOS_ID, C.PAD_ID
 
@@ -178,6 +178,110 @@ def test_declared_static_states_give_the_same_search(k):
     assert len({tuple(r.tokens) for r in a}) > 1
 
 
+class LengthModel(MarkovModel):
+    """A `MarkovModel` whose input b writes captions of ``lengths[b]`` words: ``</s>`` is impossible before that
+    and all but certain from then on (a length beyond the limit: the input loops to it). The length travels in
+    the step-counter state, ``(B, 2)`` here: [step, length]."""
+
+    def __init__(self, lengths, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.lengths = list(lengths)
+
+    def features(self, batch_size: int, seed: int) -> mx.nd.NDArray:
+        assert batch_size == len(self.lengths)
+        feats = super().features(batch_size, seed).asnumpy()
+        feats[:, 1, 0, 0] = self.lengths
+        return mx.nd.array(feats)
+
+    def encode(self, features):
+        bias, positions, step = super().encode(features)
+        return [bias, positions, mx.nd.concat(step, features[:, 1, 0, 0].reshape((-1, 1)), dim=1)]
+
+    def decode_step(self, prev_word, states, beam_size: int = 1):
+        counter = states[-1]
+        step = mx.nd.slice_axis(counter, axis=1, begin=0, end=1)
+        logits, attention, new_states = super().decode_step(prev_word, states[:-1] + [step], beam_size)
+        eos = mx.nd.one_hot(mx.nd.array([EOS]), self.vocab_size)                             # (1, V)
+        ending = (step >= mx.nd.slice_axis(counter, axis=1, begin=1, end=2)) * 1e4 * 2 - 1e4  # (N, 1)
+        logits = mx.nd.broadcast_mul(logits, 1 - eos) + mx.nd.broadcast_mul(ending, eos)
+        return logits, attention, new_states[:-1] + [counter + mx.nd.array([[1, 0]])]
+
+
+class RowCounter:
+    """Wraps a `StepModel` and records the rows of each step."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.num_static_states = model.num_static_states
+        self.rows: List[int] = []
+
+    def encode(self, features):
+        return self.model.encode(features)
+
+    def decode_step(self, prev_word, states, beam_size: int = 1):
+        self.rows.append(prev_word.shape[0])
+        return self.model.decode_step(prev_word, states, beam_size)
+
+
+def _hypotheses(results):
+    return [[(h.tokens, h.score, h.finished, h.attention.tolist()) for h in r.nbest] for r in results]
+
+
+@pytest.mark.parametrize("k,static,stop", [(1, False, "all"), (3, False, "all"), (3, True, "all"),
+                                           (4, True, "first")])
+def test_a_looping_input_does_not_change_the_others(k, static, stop):
+    model = LengthModel([3, 5, 20, 2, 7, 4, 6], vocab_size=12, seed=11, scale=1.0, static=static)
+    feats = model.features(7, seed=4)
+    search = BeamSearch([model], beam_size=k, max_output_length=12, stop=stop, nbest_size=k)
+    together = search.search(feats)
+    alone = [search.search(feats[b:b + 1])[0] for b in range(7)]
+    assert _hypotheses(together) == _hypotheses(alone)
+    assert len(together[2].tokens) == 12 and not together[2].nbest[0].finished
+    assert [len(r.tokens) for i, r in enumerate(together) if i != 2] == [3, 5, 2, 7, 4, 6]
+    assert len({tuple(r.tokens) for r in together}) == 7
+
+
+def test_constrained_inputs_leave_the_batch_too():
+    from captioning import lexical_constraints as lc
+    model = LengthModel([3, 5, 20, 2, 7, 4], vocab_size=12, seed=11, scale=1.0, static=True)
+    feats = model.features(6, seed=4)
+    search = BeamSearch([model], beam_size=3, max_output_length=10, nbest_size=2)
+    plain = search.search(feats)
+    constraints = [lc.Constraints(((4, 5),)), None, lc.Constraints((), ((plain[2].tokens[0],),)), None,
+                   lc.Constraints(((6,),), ((plain[4].tokens[1],),)), lc.Constraints()]
+    counter = RowCounter(model)
+    together = BeamSearch([counter], beam_size=3, max_output_length=10, nbest_size=2).search(feats, constraints)
+    alone = [search.search(feats[b:b + 1], constraints[b:b + 1])[0] for b in range(6)]
+    assert _hypotheses(together) == _hypotheses(alone)
+    assert counter.rows[0] == 18 and counter.rows[-1] <= 9 and counter.rows == sorted(counter.rows, reverse=True)
+    assert together[0].tokens[:2] == [4, 5] and 6 in together[4].tokens
+    assert plain[2].tokens[0] not in together[2].tokens and plain[4].tokens[1] not in together[4].tokens
+
+
+def test_rows_computed_per_step_follow_the_captions():
+    lengths = [3, 9, 2, 2, 6, 30, 4, 1]
+    model = LengthModel(lengths, vocab_size=12, seed=11, scale=1.0, static=True)
+    feats = model.features(8, seed=4)
+    k, limit = 3, 15
+    counter = RowCounter(model)
+    results = BeamSearch([counter], beam_size=k, max_output_length=limit, nbest_size=k).search(feats)
+    alone = [min(n + 1, limit) for n in lengths]       # the step at which each input's search stops on its own
+    # an input leaves once it has stopped, as soon as a quarter of the remaining inputs have (or one, at least)
+    expected, remaining = [], set(range(8))
+    for t in range(limit):
+        expected.append(k * len(remaining))
+        stopped = {b for b in remaining if alone[b] <= t + 1}
+        if stopped == remaining:
+            break
+        if len(stopped) >= max(1.0, SHRINK_FRACTION * len(remaining)):
+            remaining -= stopped
+    assert counter.rows == expected
+    assert counter.rows[-1] == k and sum(counter.rows) < 8 * k * limit / 2
+    assert _hypotheses(results) == _hypotheses([BeamSearch([model], beam_size=k, max_output_length=limit,
+                                                           nbest_size=k).search(feats[b:b + 1])[0]
+                                                for b in range(8)])
+
+
 def test_nbest_sorted_and_distinct():
     model = MarkovModel(vocab_size=10, seed=2, scale=1.0)
     feats = model.features(3, seed=5)
@@ -329,7 +433,7 @@ def test_fast_search_equals_plain_contract_search(decoder, kwargs):
     n = model.num_static_states
     assert n >= 1 and BeamSearch([model], 3, 6)._num_shared(model) == n
     assert BeamSearch([model], 1, 6)._num_shared(model) == 0       # greedy search: nothing to share
-    assert plain_model.shapes[-1][:n] == (15,) * n                   # the plain search repeated them
+    assert plain_model.shapes[0][:n] == (15,) * n                    # the plain search repeated them
     for a, b in zip(fast, plain):
         assert [h.tokens for h in a.nbest] == [h.tokens for h in b.nbest]
         assert [h.score for h in a.nbest] == [h.score for h in b.nbest]
@@ -373,3 +477,58 @@ def test_step_uses_the_output_weight_normalised_by_the_last_encode():
         twin.collect_params()[name.replace(model.prefix, twin.prefix, 1)].set_data(param.data())
     twin.hybridize()
     np.testing.assert_allclose(first_step_logits(twin, model.encode(features)), after, rtol=1e-5, atol=1e-6)
+
+
+class EndsAt:
+    """Wraps a `StepModel`: the captions of an input with features x have ``int(4 * x[0, 0, 0])`` words (``</s>``
+    impossible before, all but certain then). The counter is one more state: ``(N, 2)``, [step, length]."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.num_static_states = model.num_static_states
+
+    @staticmethod
+    def lengths(features) -> List[int]:
+        return [int(4 * x) for x in features[:, 0, 0, 0].asnumpy()]
+
+    def encode(self, features):
+        lengths = mx.nd.floor(features[:, 0, 0, 0] * 4).reshape((-1, 1))
+        return list(self.model.encode(features)) + [mx.nd.concat(lengths * 0, lengths, dim=1)]
+
+    def decode_step(self, prev_word, states, beam_size: int = 1):
+        counter = states[-1]
+        logits, attention, new_states = self.model.decode_step(prev_word, states[:-1], beam_size)
+        eos = mx.nd.one_hot(mx.nd.array([EOS]), logits.shape[1])
+        ending = (mx.nd.slice_axis(counter, axis=1, begin=0, end=1) >=
+                  mx.nd.slice_axis(counter, axis=1, begin=1, end=2)) * 2e4 - 1e4
+        logits = mx.nd.broadcast_mul(logits, 1 - eos) + mx.nd.broadcast_mul(ending, eos)
+        return logits, attention, list(new_states) + [counter + mx.nd.array([[1, 0]])]
+
+
+@pytest.mark.parametrize("decoder,kwargs", [("rnn", {}), ("rnn", {"attention_type": "coverage"}),
+                                            ("transformer", {})])
+def test_shrinking_search_on_a_real_model(decoder, kwargs):
+    """Inputs leave the batch as they finish: the same captions, scores and attention as the search that keeps
+    every state at one row per beam row (plain contract), and as each input alone; static states leave too."""
+    model = caption_model(decoder, **kwargs)
+    features = caption_features(8, seed=4)
+    lengths = EndsAt.lengths(features)
+    assert len(set(lengths)) >= 4 and max(lengths) >= 6
+    counter = RowCounter(EndsAt(model))
+    fast = BeamSearch([counter], beam_size=3, max_output_length=9, nbest_size=3).search(features)
+    plain = BeamSearch([EndsAt(PlainContract(model))], beam_size=3, max_output_length=9, nbest_size=3
+                       ).search(features)
+    alone = [BeamSearch([EndsAt(model)], beam_size=3, max_output_length=9, nbest_size=3).search(
+        features[b:b + 1])[0] for b in range(8)]
+    assert [len(r.tokens) for r in fast] == [min(n, 9) for n in lengths]
+    assert _hypotheses(fast) == _hypotheses(plain)
+    # alone, the model's products run on fewer rows (as they did before inputs left the batch): scores and
+    # attention may differ in the last bits
+    assert [[h.tokens for h in r.nbest] for r in fast] == [[h.tokens for h in r.nbest] for r in alone]
+    for a, b in zip(fast, alone):
+        for ha, hb in zip(a.nbest, b.nbest):
+            assert ha.score == pytest.approx(hb.score, rel=1e-6)
+            np.testing.assert_allclose(ha.attention, hb.attention, rtol=1e-5, atol=1e-7)
+    assert counter.rows[0] == 24 and counter.rows[-1] < 24 and counter.rows == sorted(counter.rows, reverse=True)
+    assert len({tuple(r.tokens) for r in fast}) >= 6
+
