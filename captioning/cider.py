@@ -16,6 +16,7 @@ tokenised and lower-cased (strings are split on whitespace); any hashable tokens
 candidates and references use the same ones.
 """
 from collections import Counter
+from itertools import chain
 from typing import Dict, Hashable, List, Sequence, Tuple, Union
 
 import numpy as np
@@ -33,10 +34,7 @@ def _tokens(caption: Caption) -> Tuple[Hashable, ...]:
 
 def ngram_counts(tokens: Tuple[Hashable, ...], n: int = MAX_N) -> Counter:
     """Counts of every 1..n-gram of ``tokens`` (n-grams as tuples)."""
-    counts: Counter = Counter()
-    for k in range(1, n + 1):
-        counts.update(tokens[i:i + k] for i in range(len(tokens) - k + 1))
-    return counts
+    return Counter(chain.from_iterable(zip(*[tokens[i:] for i in range(k)]) for k in range(1, n + 1)))
 
 
 class CiderD:
@@ -53,46 +51,51 @@ class CiderD:
         self.sigma = sigma
         self.num_images = len(references)
         self.ref_len = float(np.log(float(self.num_images)))
-        cooked = [[ngram_counts(_tokens(r), n) for r in refs] for refs in references]
-        # n-gram ids and document frequencies
-        self._ids: Dict[Tuple[Hashable, ...], int] = {}
-        document_frequency: List[int] = []
-        orders: List[int] = []
-        for refs in cooked:
-            for gram in set(g for counts in refs for g in counts):
-                gid = self._ids.get(gram)
-                if gid is None:
-                    gid = self._ids[gram] = len(document_frequency)
-                    document_frequency.append(0)
-                    orders.append(len(gram) - 1)
-                document_frequency[gid] += 1
-        df = np.asarray(document_frequency, dtype=np.float64)
-        self._idf = self.ref_len - np.log(np.maximum(1.0, df))     # per n-gram id
-        self._order = np.asarray(orders, dtype=np.int64)            # n - 1 per n-gram id
-        # each image's references: one row per (image, n-gram) with the n-gram's count in each reference
         self.max_refs = max(len(refs) for refs in references)
         self.num_refs = np.asarray([len(refs) for refs in references], dtype=np.float64)
-        self._num_grams = max(len(self._ids), 1)
-        entry_image, entry_ref, entry_gram, entry_count = [], [], [], []
-        for image, refs in enumerate(cooked):
-            for j, counts in enumerate(refs):
-                entry_image.extend([image] * len(counts))
-                entry_ref.extend([j] * len(counts))
-                entry_gram.extend(self._ids[g] for g in counts)
-                entry_count.extend(counts.values())
-        image_np = np.asarray(entry_image, dtype=np.int64)
-        ref_np = np.asarray(entry_ref, dtype=np.int64)
-        gram_np = np.asarray(entry_gram, dtype=np.int64)
-        count_np = np.asarray(entry_count, dtype=np.float64)
+        # images with the same references (e.g. one entry per sample of an image) are counted once
+        distinct: Dict[Tuple[Tuple[Hashable, ...], ...], int] = {}
+        image_refs = np.asarray([distinct.setdefault(tuple(_tokens(r) for r in refs), len(distinct))
+                                 for refs in references], dtype=np.int64)
+        # n-gram ids; per distinct reference list: its entries (reference, n-gram id, count) and its n-gram set
+        self._ids: Dict[Tuple[Hashable, ...], int] = {}
+        orders: List[int] = []
+        entries, grams_of = [], []
+        for refs in distinct:
+            ref_index, gram_index, counts = [], [], []
+            for j, ref in enumerate(refs):
+                for gram, count in ngram_counts(ref, n).items():
+                    gid = self._ids.get(gram)
+                    if gid is None:
+                        gid = self._ids[gram] = len(orders)
+                        orders.append(len(gram) - 1)
+                    ref_index.append(j)
+                    gram_index.append(gid)
+                    counts.append(count)
+            entries.append((np.asarray(ref_index, dtype=np.int64), np.asarray(gram_index, dtype=np.int64),
+                            np.asarray(counts, dtype=np.float64)))
+            grams_of.append(np.unique(entries[-1][1]))
+        self._num_grams = max(len(orders), 1)
+        self._order = np.asarray(orders, dtype=np.int64)                       # n - 1 per n-gram id
+        # document frequency: the number of images whose references have the n-gram
+        multiplicity = np.bincount(image_refs, minlength=len(distinct)).astype(np.float64)
+        df = np.bincount(np.concatenate(grams_of), minlength=len(orders),
+                         weights=np.repeat(multiplicity, [len(g) for g in grams_of]))
+        self._idf = self.ref_len - np.log(np.maximum(1.0, df))                  # per n-gram id
+        # each image's references: one row per (image, n-gram) with the n-gram's count in each reference
+        sizes = np.asarray([len(entries[d][0]) for d in image_refs], dtype=np.int64)
+        image_np = np.repeat(np.arange(self.num_images), sizes)
+        ref_np = np.concatenate([entries[d][0] for d in image_refs])
+        gram_np = np.concatenate([entries[d][1] for d in image_refs])
+        count_np = np.concatenate([entries[d][2] for d in image_refs])
         self._keys, row = np.unique(image_np * self._num_grams + gram_np, return_inverse=True)
         self._ref_tf = np.zeros((len(self._keys), self.max_refs), dtype=np.float64)
         self._ref_tf[row, ref_np] = count_np
         slot = image_np * self.max_refs + ref_np                       # (image, reference)
-        order = self._order[gram_np] if len(gram_np) else gram_np
+        order = self._order[gram_np]
         size = self.num_images * self.max_refs
-        self._ref_norm = np.sqrt(np.bincount(slot * n + order, weights=(count_np * self._idf[gram_np]) ** 2
-                                             if len(gram_np) else None, minlength=size * n)
-                                 ).reshape(self.num_images, self.max_refs, n)
+        self._ref_norm = np.sqrt(np.bincount(slot * n + order, weights=(count_np * self._idf[gram_np]) ** 2,
+                                             minlength=size * n)).reshape(self.num_images, self.max_refs, n)
         self._ref_length = np.bincount(slot, weights=count_np * (order == 1),
                                        minlength=size).reshape(self.num_images, self.max_refs)
         self._ref_valid = np.arange(self.max_refs)[None, :] < self.num_refs[:, None]
@@ -111,17 +114,16 @@ class CiderD:
         length = np.zeros(num, dtype=np.float64)
         ids = self._ids
         for c, caption in enumerate(candidates):
-            grams = ngram_counts(_tokens(caption), n)
-            for gram, count in grams.items():
-                cand_idx.append(c)
-                gram_ids.append(ids.get(gram, -1))
-                orders.append(len(gram) - 1)
-                counts.append(count)
-                if len(gram) == 2:
-                    length[c] += count
+            tokens = _tokens(caption)
+            grams = ngram_counts(tokens, n)
+            cand_idx.extend([c] * len(grams))
+            gram_ids.extend([ids.get(g, -1) for g in grams])
+            orders.extend(map(len, grams))
+            counts.extend(grams.values())
+            length[c] = max(len(tokens) - 1, 0) if n > 1 else 0   # the reference code's "length": bigrams
         cand = np.asarray(cand_idx, dtype=np.int64)
         gid = np.asarray(gram_ids, dtype=np.int64)
-        order = np.asarray(orders, dtype=np.int64)
+        order = np.asarray(orders, dtype=np.int64) - 1
         tf = np.asarray(counts, dtype=np.float64)
         known = gid >= 0
         idf = np.where(known, self._idf[np.maximum(gid, 0)] if len(self._idf) else 0.0, self.ref_len)

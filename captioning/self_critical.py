@@ -21,6 +21,7 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from . import constants as C
+from . import utils
 from .beam_search import BeamSearch
 from .cider import CiderD
 from .sampling import Sampler
@@ -82,8 +83,9 @@ class SelfCriticalObjective:
                  baseline: str = BASELINE_MEAN, max_output_length: int = 60, top_k: int = 0,
                  temperature: float = 1.0) -> None:
         assert baseline in BASELINES, baseline
-        assert num_samples >= (2 if baseline == BASELINE_MEAN else 1), \
-            "the mean baseline needs at least 2 samples per image"
+        utils.check_condition(num_samples >= (2 if baseline == BASELINE_MEAN else 1),
+                              "--self-critical-baseline mean compares each sample with the image's other samples: "
+                              "it needs --self-critical-samples 2 or more (or use --self-critical-baseline greedy)")
         self.num_samples = num_samples
         self.baseline = baseline
         self.max_output_length = max_output_length

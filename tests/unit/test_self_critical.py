@@ -146,3 +146,10 @@ def test_every_decoder_type(decoder, baseline):
     again = [p.grad().asnumpy() for p in model.collect_params().values() if p.grad_req != "null"]
     for g, h in zip(grads, again):
         np.testing.assert_allclose(g, h, rtol=1e-5, atol=1e-6)
+
+
+def test_the_mean_baseline_needs_two_samples():
+    from captioning.utils import CaptioningError
+    with pytest.raises(CaptioningError, match="--self-critical-samples 2 or more"):
+        SelfCriticalObjective([["a dog"]], VOCAB, num_samples=1, baseline="mean")
+    assert SelfCriticalObjective([["a dog"]], VOCAB, num_samples=1, baseline="greedy").num_samples == 1
