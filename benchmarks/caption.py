@@ -123,6 +123,7 @@ def main() -> None:
                         help="OMP_NUM_THREADS for the captioner, one or more values; 'all' (the default) leaves "
                              "it unset: every core")
     parser.add_argument("--skip-images", action="store_true", help="Do not time --extract-image-features.")
+    parser.add_argument("--gpu", action="store_true", help="Caption on gpu(0) (--device-ids 0; benchmarks/gpu.sh).")
     args = parser.parse_args()
     if not DATA.is_dir() or not Path(str(CNN_PREFIX) + "-symbol.json").exists():
         raise SystemExit("needs %s and %s" % (DATA, CNN_PREFIX))
@@ -135,7 +136,7 @@ def main() -> None:
     n = len(listing.read_text().splitlines())
     print("model: %s (%s)" % (model, "trained" if args.model else "RANDOM INIT: speed only"))
     common = ["--models", str(model), "--beam-size", str(args.beam_size), "--max-output-length",
-              str(args.max_output_length), "--use-cpu"]
+              str(args.max_output_length)] + (["--device-ids", "0"] if args.gpu else ["--use-cpu"])
     for threads in args.threads:
         env = dict(os.environ)
         env.pop("OMP_NUM_THREADS", None)

@@ -47,15 +47,15 @@ def tutorial_config(args: argparse.Namespace, input_feeding: bool) -> ModelConfi
 def measure(args: argparse.Namespace, input_feeding: bool) -> list:
     mx.random.seed(1)
     np.random.seed(1)
-    ctx = mx.cpu()
+    ctx = mx.gpu(0) if args.context == "gpu" else mx.cpu()
     model = CaptionModel(tutorial_config(args, input_feeding))
     model.initialize(mx.init.Xavier(magnitude=3.0), ctx=ctx)
     model.hybridize()
     trainer = gluon.Trainer(model.collect_params(), "adam", {"learning_rate": 2e-4})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    batches = [(mx.nd.random.uniform(0, 6, (args.batch_size, args.channels, args.grid, args.grid)),
-                mx.nd.array(np.random.randint(0, args.vocab, (args.batch_size, args.seq_len))),
-                mx.nd.array(np.random.randint(0, args.vocab, (args.batch_size, args.seq_len))))
+    batches = [(mx.nd.random.uniform(0, 6, (args.batch_size, args.channels, args.grid, args.grid), ctx=ctx),
+                mx.nd.array(np.random.randint(0, args.vocab, (args.batch_size, args.seq_len)), ctx=ctx),
+                mx.nd.array(np.random.randint(0, args.vocab, (args.batch_size, args.seq_len)), ctx=ctx))
                for _ in range(4)]
 
     def update(i: int) -> None:
@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="Timings; the median is reported.")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--input-feeding", choices=["on", "off", "both"], default="both")
+    parser.add_argument("--context", choices=["cpu", "gpu"], default="cpu", help="gpu: gpu(0) (benchmarks/gpu.sh)")
     args = parser.parse_args()
     modes = {"on": [True], "off": [False], "both": [True, False]}[args.input_feeding]
     if args.decoder != "rnn":

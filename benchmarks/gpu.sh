@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# GPU run of captioning (issue 13): prepared for a machine with an NVIDIA GPU; not run on the CPU-only machines.
+#
+#   bash benchmarks/gpu.sh [LOG]            (from the repository root; LOG defaults to gpu-run.log)
+#
+# 1. A fresh virtual environment ($GPU_VENV, default /tmp/captioning-gpu-venv) with the CUDA build of MXNet 1.9.1:
+#    mxnet-cu117, else mxnet-cu112 ($MXNET_GPU_PACKAGES to choose others). Where the machine cannot reach a package
+#    index, put the wheels (mxnet-cu1xx, numpy<2 and the project's other requirements) in a folder and set
+#    $WHEELS: pip then installs with --no-index --find-links "$WHEELS".
+# 2. Checks that MXNet starts on the card: a product on gpu(0), compared with the CPU. CUDA 11 builds carry kernels
+#    up to compute capability 8.6 (Ampere) plus PTX; on a newer card (Hopper 9.0, Blackwell 10.x/12.x) the driver
+#    must JIT-compile the PTX (slow first calls) or fails with "no kernel image is available": the log says which,
+#    with the card's name, compute capability and driver.
+# 3. Runs the GPU-marked tests (pytest -m gpu; none may exist), then the training and captioning benchmarks on
+#    gpu(0): benchmarks/model_speed.py --context gpu (tutorial model, synthetic batches) and, where ../shared holds
+#    FLICKR-A, 200 training updates of the tutorial model (python -m captioning.train --device-ids 0) and captioning
+#    of the dev features at beam 3, batch 64 and batch 1 (benchmarks/caption.py --gpu).
+# Everything goes to LOG; the script goes on after a failed step and ends with a summary of each step's status.
+set -u
+LOG=${1:-gpu-run.log}
+VENV=${GPU_VENV:-/tmp/captioning-gpu-venv}
+PACKAGES=${MXNET_GPU_PACKAGES:-"mxnet-cu117==1.9.1 mxnet-cu112==1.9.1"}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+exec > >(tee "$LOG") 2>&1
+declare -a SUMMARY
+step() { local name=$1; shift; echo "== $name: $*"; if "$@"; then SUMMARY+=("$name: ok"); return 0; else
+  local rc=$?; SUMMARY+=("$name: FAILED (exit $rc)"); return $rc; fi; }
+
+echo "== $(date -u) on $(hostname); repository $REPO"
+if ! command -v nvidia-smi >/dev/null; then echo "no nvidia-smi: this machine has no NVIDIA GPU driver"; exit 1; fi
+nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv || nvidia-smi
+CAP=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1)
+lscpu | grep "Model name"
+
+pip_install() {
+  if [ -n "${WHEELS:-}" ]; then "$VENV/bin/pip" install -q --no-index --find-links "$WHEELS" "$@"
+  else "$VENV/bin/pip" install -q "$@"; fi
+}
+install() {
+  python3 -m venv "$VENV" || return 1
+  local pkg
+  for pkg in $PACKAGES; do
+    if pip_install "$pkg" "numpy<2"; then echo "installed $pkg"; INSTALLED=$pkg; break; fi
+    echo "could not install $pkg"
+  done
+  [ -n "${INSTALLED:-}" ] || return 1
+  pip_install --no-deps -e "$REPO" && pip_install pyyaml sacrebleu pytest pillow || return 1
+}
+INSTALLED=""
+step install install || { printf '%s\n' "${SUMMARY[@]}"; exit 1; }
+PY="$VENV/bin/python"
+
+check_card() {
+  "$PY" - "$CAP" <<'EOF'
+import sys, time
+import mxnet as mx
+cap = sys.argv[1]
+print("MXNet %s, GPUs seen: %d, compute capability %s" % (mx.__version__, mx.context.num_gpus(), cap))
+if mx.context.num_gpus() == 0:
+    sys.exit("MXNet sees no GPU (driver or CUDA runtime mismatch)")
+try:
+    start = time.time()
+    a = mx.nd.random.uniform(shape=(512, 512), ctx=mx.gpu(0))
+    b = mx.nd.dot(a, a).asnumpy()
+    print("first GPU product in %.1f s (a long first call means the driver JIT-compiled PTX)" % (time.time() - start))
+    ref = mx.nd.dot(a.as_in_context(mx.cpu()), a.as_in_context(mx.cpu())).asnumpy()
+    print("max |gpu - cpu| = %.2e" % abs(b - ref).max())
+except mx.base.MXNetError as e:
+    text = str(e).splitlines()[0]
+    if "no kernel image" in str(e):
+        sys.exit("this card (compute capability %s) is too new for the CUDA 11 build of MXNet 1.9.1: %s" % (cap, text))
+    sys.exit("MXNet failed on the GPU: %s" % text)
+EOF
+}
+step "card check" check_card || { printf '%s\n' "${SUMMARY[@]}"; exit 1; }
+
+cd "$REPO" || exit 1
+gpu_tests() { "$PY" -m pytest -q -p no:cacheprovider -m gpu tests; local rc=$?; [ $rc -eq 5 ] && {
+  echo "no tests are marked gpu"; return 0; }; return $rc; }
+step "gpu tests" gpu_tests
+step "model speed" env OMP_NUM_THREADS=4 "$PY" benchmarks/model_speed.py --context gpu --repeats 5 --updates 20
+
+FEATS=/work/bench/features-head_conv
+DATA="$REPO/../shared/data/flickr8k-sample"
+if [ -d "$DATA" ] && [ -f "$FEATS/dev.features" ]; then
+  train_gpu() {
+    "$PY" -m captioning.train --source-root "$FEATS" --source /work/bench/lists/train.features \
+      --target /work/bench/lists/train.captions --validation-source "$FEATS/dev.features" \
+      --validation-target "$DATA/dev.captions.0" --output /tmp/gpu-model --overwrite-output \
+      --encoder image-pretrain-cnn --decoder rnn --num-layers 1:1 --rnn-num-hidden 512 \
+      --rnn-decoder-state-init zero --rnn-attention-type mlp --image-encoder-num-hidden 512 --num-embed 512 \
+      --batch-type sentence --batch-size 64 --initial-learning-rate 0.0003 --gradient-clipping-type abs \
+      --gradient-clipping-threshold 1.0 --bucket-width 5 --max-seq-len 1:60 --weight-normalization --seed 13 \
+      --load-all-features-to-memory --max-updates 200 --checkpoint-interval 200 --decode-and-evaluate 0 \
+      --device-ids 0 && grep "samples/s" /tmp/gpu-model/log
+  }
+  step "training on gpu(0)" train_gpu
+  step "captioning on gpu(0)" "$PY" benchmarks/caption.py --gpu --model /tmp/gpu-model --max-output-length 30 \
+    --batch-sizes 1 64 --repeats 3 --skip-images
+else
+  echo "no FLICKR-A features ($FEATS) or data ($DATA): training and captioning benchmarks skipped"
+  SUMMARY+=("FLICKR-A benchmarks: skipped (no data)")
+fi
+echo "== summary"; printf '%s\n' "${SUMMARY[@]}"

@@ -1,0 +1,250 @@
+"""Where a training update of the tutorial model spends its time and where training's memory goes.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/train_profile.py [--bench /work/bench] [--updates 30]
+
+Builds exactly what ``python -m captioning.train`` builds for the tutorial model (its own parser, config and
+`training.Trainer`; FLICKR-A head_conv features from ``--bench``, features in memory) and then:
+
+1. memory: RSS (``/proc/self/statm``) and the process peak after each stage (imports, data, model, the first update
+   of every bucket length, a validation pass, a checkpoint decode of the validation set at beam 3 / batch 64 /
+   max length 30), with the Python-side (numpy) peak by ``tracemalloc``: what MXNet holds is the rest.
+2. phases: ``--updates`` updates, each phase followed by ``mx.nd.waitall()`` so that its engine work is charged to it:
+   data (next batch), copy to NDArrays, forward (+ loss), backward, optimizer update (+ clipping), bookkeeping;
+   for forward and backward also the time the Python call takes to return (graph dispatch, before the wait).
+3. free-running: the same number of updates through ``Trainer._update`` (its own single sync per update).
+4. operators: ``mx.profiler`` aggregate statistics over ``--profile-updates`` free-running updates: time per
+   operator type, its share of the operator total, and the operator total against the wall clock.
+Run from the tree to measure (``PYTHONPATH`` or ``--repo``); prints one line per figure.
+"""
+import argparse
+import os
+import re
+import resource
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent / ".." / "shared"
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def report(stage: str) -> None:
+    """RSS, process peak and (while tracemalloc runs) the Python-allocated bytes (numpy arrays included)."""
+    traced = ""
+    if tracemalloc.is_tracing():
+        current, python_peak = tracemalloc.get_traced_memory()
+        traced = "  python-allocated %6.0f MB (peak %6.0f)" % (current / 2 ** 20, python_peak / 2 ** 20)
+    print("memory %-62s RSS %7.0f MB  peak %7.0f MB%s" % (stage, rss_mb(), peak_mb(), traced), flush=True)
+
+
+def parse_profile(text: str) -> List[Tuple[str, int, float]]:
+    """(operator, calls, total ms) rows of ``mx.profiler.dumps()``'s aggregate table (operator sections only)."""
+    rows = []
+    section = ""
+    for line in text.splitlines():
+        if line.strip() and not line.startswith(" ") and not line.startswith("=") and not line.startswith("-"):
+            section = line.strip()
+            continue
+        match = re.match(r"^\s*(\S+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$", line)
+        if match and section.startswith("operator"):
+            rows.append((match.group(1), int(match.group(2)), float(match.group(3))))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bench", default="/work/bench", help="folder with features-head_conv/ and lists/")
+    parser.add_argument("--repo", default=None, help="tree whose captioning package is measured (default: "
+                                                     "PYTHONPATH, else this checkout)")
+    parser.add_argument("--updates", type=int, default=30, help="updates timed by phase and free-running")
+    parser.add_argument("--profile-updates", type=int, default=20)
+    parser.add_argument("--skip-decode", action="store_true")
+    parser.add_argument("--memory-only", action="store_true", help="only the memory stages (no timings)")
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+    if args.repo:
+        sys.path.insert(0, args.repo)
+    elif not os.environ.get("PYTHONPATH"):
+        sys.path.insert(0, str(HERE.parent))
+    sys.path.insert(0, str(HERE))
+    bench = Path(args.bench)
+    feats = bench / "features-head_conv"
+    data = SHARED / "data" / "flickr8k-sample"
+    if not (feats / "dev.features").exists() or not data.is_dir():
+        raise SystemExit("skipped: needs %s (benchmarks/train.py extracts it) and %s" % (feats, data))
+    tracemalloc.start()
+    report("start (python)")
+    import numpy as np
+    import mxnet as mx
+    from mxnet import autograd, gluon
+    import captioning
+    from captioning import arguments, data_io, training, utils
+    from captioning import train as train_cli
+    from captioning import vocab as vocab_module
+    from captioning import model as model_module
+    from train import TUTORIAL
+    print("package: %s; OMP_NUM_THREADS=%s; load average %.2f" % (os.path.dirname(captioning.__file__),
+                                                                   os.environ.get("OMP_NUM_THREADS"),
+                                                                   os.getloadavg()[0]))
+    report("imports (mxnet, captioning)")
+
+    out = Path("/tmp/train-profile-model")
+    argv = ["--source-root", str(feats), "--source", str(bench / "lists" / "train.features"),
+            "--target", str(bench / "lists" / "train.captions"), "--validation-source", str(feats / "dev.features"),
+            "--validation-target", str(data / "dev.captions.0"), "--output", str(out), "--overwrite-output",
+            "--load-all-features-to-memory", "--checkpoint-interval", "1000000"] + TUTORIAL
+    targs = train_cli.build_parser().parse_args(argv)
+    training.seed_everything(targs.seed)
+    contexts = utils.get_context(True, targs.device_ids)
+    vocab = vocab_module.build_vocab(utils.read_lines(targs.target))
+    max_seq_len = arguments.target_value(targs.max_seq_len)
+    train_data = data_io.load_parallel(targs.source, targs.target, vocab, max_seq_len, "training")
+    val_data = data_io.load_parallel(targs.validation_source, targs.validation_target, vocab, max_seq_len, "val")
+    report("captions read")
+    mode = arguments.feature_store_mode(targs)
+    train_store, train_index = data_io.open_store(targs.source_root, targs.source, train_data, mode)
+    report("training features in memory (%s store, %.0f MB array)"
+           % (mode, getattr(train_store, "array", np.zeros(0)).nbytes / 2 ** 20))
+    val_store, val_index = data_io.open_store(targs.source_root, targs.validation_source, val_data, mode)
+    report("validation features in memory")
+    data_config = train_cli.create_data_config(targs, 1)
+    train_iter = data_io.BatchIterator(train_data, train_store, train_index, data_config, shuffle=True)
+    val_iter = data_io.BatchIterator(val_data, val_store, val_index, data_config, shuffle=False)
+    model_config = train_cli.create_model_config(targs, train_store.feature_shape, len(vocab), 30)
+    model = model_module.CaptionModel(model_config)
+    model.hybridize(static_alloc=False)
+    training.initialize_model(model, contexts, train_store.feature_shape)
+    out.mkdir(exist_ok=True)
+    trainer = training.Trainer(train_cli.create_training_config(targs, len(vocab)), model, train_iter, val_iter,
+                               contexts)
+    report("model and optimizer built")
+
+    # one update of every bucket length (graph building), with the memory each adds
+    for bucket in sorted(train_iter.buckets):
+        members = [int(i) for i in train_iter.buckets[bucket][:64]]
+        items = (members * (64 // len(members) + 1))[:64]
+        batch = data_io.make_batch(train_store.get_batch(np.asarray(train_index)[items]),
+                                   [train_data.captions[i] for i in items], bucket, items)
+        start = time.perf_counter()
+        trainer._forward_backward(batch)
+        trainer.trainer.allreduce_grads()
+        trainer.trainer.update(1)
+        mx.nd.waitall()
+        report("first update of bucket length %d (%.2f s incl. graph build)" % (bucket, time.perf_counter() - start))
+
+    if not args.memory_only:
+        tracemalloc.stop()
+        timings(args, mx, np, autograd, trainer, train_iter, model, contexts)
+        tracemalloc.start()
+    validation_and_decode(args, mode, targs, trainer, model, vocab, contexts, utils, mx)
+
+
+def timings(args, mx, np, autograd, trainer, train_iter, model, contexts) -> None:
+    """Phases (synchronised), free-running updates and the operator profile."""
+    phases: Dict[str, List[float]] = {k: [] for k in ("data", "copy", "forward dispatch", "forward",
+                                                      "backward dispatch", "backward", "update", "bookkeeping")}
+    lengths = []
+    for _ in range(args.updates):
+        t0 = time.perf_counter()
+        batch, _ = train_iter.next_batch()
+        t1 = time.perf_counter()
+        f, x, y = (mx.nd.array(a, ctx=contexts[0]) for a in (batch.features, batch.target_input, batch.labels))
+        mx.nd.waitall()
+        t2 = time.perf_counter()
+        with autograd.record():
+            loss_out, stats = trainer.loss(model(f, x), y)
+        t3 = time.perf_counter()
+        mx.nd.waitall()
+        t4 = time.perf_counter()
+        autograd.backward([loss_out])
+        t5 = time.perf_counter()
+        mx.nd.waitall()
+        t6 = time.perf_counter()
+        trainer.trainer.allreduce_grads()
+        trainer.trainer.update(1)
+        mx.nd.waitall()
+        t7 = time.perf_counter()
+        trainer._train_stats[0] += stats.astype("float64")
+        len(np.unique(train_iter.feature_index[batch.indices]))
+        mx.nd.waitall()
+        t8 = time.perf_counter()
+        for key, value in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t2, t5 - t4, t6 - t4, t7 - t6, t8 - t7)):
+            phases[key].append(value)
+        lengths.append(batch.target_input.shape[1])
+    total = sum(statistics.mean(phases[k]) for k in ("data", "copy", "forward", "backward", "update",
+                                                      "bookkeeping"))
+    print("phases over %d synchronised updates (mean bucket length %.1f): %.1f ms per update = %.1f samples/s"
+          % (args.updates, statistics.mean(lengths), 1000 * total, 64 / total))
+    for key, values in phases.items():
+        mean = statistics.mean(values)
+        print("phase %-18s %8.1f ms  %5.1f%%%s" % (key, 1000 * mean, 100 * mean / total,
+                                                   "  (Python returns; included in the next line)"
+                                                   if "dispatch" in key else ""))
+    report("after %d synchronised updates" % args.updates)
+
+    # free-running
+    mx.nd.waitall()
+    start, samples0 = time.perf_counter(), trainer.state.samples
+    for _ in range(args.updates):
+        trainer._update()
+    mx.nd.waitall()
+    seconds = time.perf_counter() - start
+    print("free-running Trainer._update: %d updates in %.2f s = %.1f samples/s (%.1f ms per update)"
+          % (args.updates, seconds, (trainer.state.samples - samples0) / seconds, 1000 * seconds / args.updates))
+
+    # operators
+    mx.profiler.set_config(profile_all=True, aggregate_stats=True, continuous_dump=False,
+                           filename="/tmp/train-profile.json")
+    mx.nd.waitall()
+    mx.profiler.set_state("run")
+    start = time.perf_counter()
+    for _ in range(args.profile_updates):
+        trainer._update()
+    mx.nd.waitall()
+    wall = time.perf_counter() - start
+    mx.profiler.set_state("stop")
+    rows = parse_profile(mx.profiler.dumps(reset=True))
+    op_total = sum(r[2] for r in rows)
+    print("profiler: %d updates, wall %.0f ms per update (profiling on); operators %.0f ms per update (%.0f%% of "
+          "wall)" % (args.profile_updates, 1000 * wall / args.profile_updates, op_total / args.profile_updates,
+                     100 * op_total / (1000 * wall)))
+    for name, calls, ms in sorted(rows, key=lambda r: -r[2])[:args.top]:
+        print("operator %-40s %7d calls %9.1f ms per update %5.1f%%" % (name, calls // args.profile_updates,
+                                                                         ms / args.profile_updates,
+                                                                         100 * ms / op_total))
+    report("after profiling")
+
+
+def validation_and_decode(args, mode, targs, trainer, model, vocab, contexts, utils, mx) -> None:
+    """A validation pass and a checkpoint decode of the validation set: what a checkpoint adds to memory."""
+    start = time.perf_counter()
+    trainer.validate()
+    mx.nd.waitall()
+    report("validation pass (%.1f s)" % (time.perf_counter() - start))
+    if not args.skip_decode:
+        from captioning import checkpoint_decoder, features
+        names = [n.strip() for n in utils.read_lines(targs.validation_source)]
+        references = [" ".join(line.split()) for line in utils.read_lines(targs.validation_target)]
+        store = features.open_feature_store(targs.source_root, names, mode=mode, list_path=targs.validation_source)
+        report("checkpoint decoder's own copy of the validation features")
+        decoder = checkpoint_decoder.CheckpointDecoder(store, references, sample_size=-1, beam_size=3,
+                                                       batch_size=64, max_output_length=30, ctx=contexts[0])
+        start = time.perf_counter()
+        decoder.decode(model, vocab)
+        report("checkpoint decode, %d captions (%.1f s)" % (len(names), time.perf_counter() - start))
+
+
+if __name__ == "__main__":
+    main()
