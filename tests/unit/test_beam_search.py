@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from captioning import constants as C
-from captioning.beam_search import SHRINK_FRACTION, BeamSearch, LengthPenalty
+from captioning.beam_search import DANGLING_WORDS, SHRINK_FRACTION, BeamSearch, LengthPenalty
 
 EOS, BOS, PAD = C.EOS_ID, C.BOS_ID, C.PAD_ID
 
@@ -80,9 +80,10 @@ def brute_force(lp: np.ndarray, max_len: int, penalty: LengthPenalty) -> Tuple[T
     return best
 
 
-def reference_beam_search(lp: np.ndarray, k: int, max_len: int, penalty: LengthPenalty):
+def reference_beam_search(lp: np.ndarray, k: int, max_len: int, penalty: LengthPenalty, allowed=None):
     """A plain one-input beam search with Sockeye's rules (finished hypotheses keep their slot; the top-k compares
-    raw costs and a hypothesis is normalised right after it finishes), written for clarity, not speed."""
+    raw costs and a hypothesis is normalised right after it finishes), written for clarity, not speed.
+    ``allowed(tokens, word)``: whether a hypothesis may continue with the word (all, without it)."""
     beam = [((), 0.0, False)]
     for _ in range(max_len):
         cands = []
@@ -93,7 +94,7 @@ def reference_beam_search(lp: np.ndarray, k: int, max_len: int, penalty: LengthP
             prev = tokens[-1] if tokens else BOS
             for w in range(lp.shape[0]):
                 cost = score - lp[prev, w]
-                if not np.isfinite(cost):
+                if not np.isfinite(cost) or (allowed is not None and not allowed(tokens, w)):
                     continue
                 cands.append((tokens + (w,), cost, w == EOS, True))
         # as Sockeye: selection on the raw cost, then a hypothesis that has just finished is normalised
@@ -280,6 +281,70 @@ def test_rows_computed_per_step_follow_the_captions():
     assert _hypotheses(results) == _hypotheses([BeamSearch([model], beam_size=k, max_output_length=limit,
                                                            nbest_size=k).search(feats[b:b + 1])[0]
                                                 for b in range(8)])
+
+
+def repeated_ngrams(tokens: List[int], n: int) -> int:
+    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return len(grams) - len(set(grams))
+
+
+def no_repeat(n: int):
+    """The reference's rule: the n-gram a word would complete must not occur earlier in the hypothesis."""
+    def allowed(tokens, word) -> bool:
+        if word == EOS or len(tokens) < n - 1:
+            return True
+        gram = tuple(tokens[len(tokens) - n + 1:]) + (word,)
+        return gram not in {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+    return allowed
+
+
+@pytest.mark.parametrize("k,n", [(1, 3), (3, 3), (3, 2), (4, 1)])
+def test_no_repeat_ngram_matches_the_reference(k, n):
+    # a peaked table loops ("9 9 9 ..." or "10 8 10 8 ...") until the length limit
+    model = MarkovModel(vocab_size=12, seed=1, scale=2.0, eos_bonus=-2.0)
+    feats = model.features(5, seed=3)
+    penalty = LengthPenalty(1.0, 0.0)
+    plain = BeamSearch([model], beam_size=k, max_output_length=10).search(feats)
+    assert sum(repeated_ngrams(r.tokens, 3) for r in plain) >= 3          # the option has work to do
+    search = BeamSearch([model], beam_size=k, max_output_length=10, no_repeat_ngram_size=n)
+    results = search.search(feats)
+    for b, result in enumerate(results):
+        for h in result.nbest:
+            assert repeated_ngrams(h.tokens, n) == 0, h.tokens
+        lp = model.log_probs(feats[b].asnumpy())
+        tokens, score = reference_beam_search(lp, k, 10, penalty, no_repeat(n))
+        # a Markov chain's loops tie: "7 7 6 7 7 5 7 7" costs what "7 7 6 7 7 7 5 7" does; equal scores suffice
+        assert result.score == pytest.approx(score, rel=1e-5)
+        full = tuple(result.tokens) + ((EOS,) if result.nbest[0].finished else ())
+        assert result.score == pytest.approx(sequence_cost(lp, full) / penalty(np.array(float(len(full)))),
+                                             rel=1e-5)
+    assert [r.tokens for r in results] != [r.tokens for r in plain]
+    # batch-independent, with inputs leaving the batch
+    assert [r.tokens for r in results] == [search.search(feats[b:b + 1])[0].tokens for b in range(5)]
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_banned_final_words_change_the_last_word(k):
+    model = MarkovModel(vocab_size=12, seed=5, scale=1.5, eos_bonus=1.0)
+    feats = model.features(6, seed=2)
+    penalty = LengthPenalty(1.0, 0.0)
+    plain = BeamSearch([model], beam_size=k, max_output_length=8).search(feats)
+    last_words = sorted({r.tokens[-1] for r in plain if r.tokens and r.nbest[0].finished})
+    banned = last_words[:2]
+    results = BeamSearch([model], beam_size=k, max_output_length=8, banned_final_ids=banned).search(feats)
+    changed = 0
+    for b, (before, after) in enumerate(zip(plain, results)):
+        if after.nbest[0].finished and after.tokens:
+            assert after.tokens[-1] not in banned
+        changed += before.tokens != after.tokens
+
+        def allowed(tokens, word):
+            return not (word == EOS and tokens and tokens[-1] in banned)
+        tokens, score = reference_beam_search(model.log_probs(feats[b].asnumpy()), k, 8, penalty, allowed)
+        assert tuple(after.tokens) == tokens
+        assert after.score == pytest.approx(score, rel=1e-4, abs=1e-5)
+    assert changed >= 1
+    assert DANGLING_WORDS[:3] == ("a", "an", "the") and "with" in DANGLING_WORDS
 
 
 def test_nbest_sorted_and_distinct():
