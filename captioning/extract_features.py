@@ -9,16 +9,21 @@ feature exists, the feature list ``--output`` (one name per input line). Re-runn
 ``--shard K/N`` splits the work between processes or machines that share ``--output-root``.
 """
 import argparse
+import contextlib
 import dataclasses
 import gc
 import logging
 import os
+import re
 import shutil
 import time
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from . import arguments, constants as C, features, image_io, log, utils
-from .cnn import CNNConfig, FeatureExtractor, iterate_image_batches, params_file, symbol_file  # no MXNet import
+from .cnn import (CNNConfig, FeatureExtractor, create_feature_extractor, is_onnx, iterate_image_batches,  # no MXNet
+                  params_file, symbol_file)
 from .config import Config
 
 logger = logging.getLogger(__name__)
@@ -59,15 +64,18 @@ class ExtractionResult:
 
 
 def copy_cnn(cnn: CNNConfig, output_root: str) -> CNNConfig:
-    """Copy (or hard-link) the CNN checkpoint into ``output_root/cnn/`` so the feature folder is self-contained;
-    the returned config's ``model_path`` is relative to ``output_root``."""
+    """Copy (or hard-link) the CNN checkpoint (or ONNX file) into ``output_root/cnn/`` so the feature folder is
+    self-contained; the returned config's ``model_path`` is relative to ``output_root`` (`features.read_feature_sizes`
+    resolves it against the folder, so it works from any working directory)."""
     target_dir = os.path.join(output_root, CNN_COPY_DIRNAME)
     prefix_name = os.path.basename(cnn.model_path)
     relative_prefix = os.path.join(CNN_COPY_DIRNAME, prefix_name)
     target_prefix = os.path.join(output_root, relative_prefix)
     os.makedirs(target_dir, exist_ok=True)
-    for source, target in ((symbol_file(cnn.model_path), symbol_file(target_prefix)),
-                           (params_file(cnn.model_path, cnn.epoch), params_file(target_prefix, cnn.epoch))):
+    files = [(cnn.model_path, target_prefix)] if is_onnx(cnn.model_path) else \
+        [(symbol_file(cnn.model_path), symbol_file(target_prefix)),
+         (params_file(cnn.model_path, cnn.epoch), params_file(target_prefix, cnn.epoch))]
+    for source, target in files:
         if os.path.exists(target) and os.path.samefile(source, target):
             continue
         if os.path.exists(target) and os.path.getsize(target) == os.path.getsize(source) and \
@@ -104,6 +112,47 @@ def _read_image_list(config: ExtractionConfig) -> Tuple[List[str], List[str]]:
     return relative, resolved
 
 
+def _check_name_collisions(relative: Sequence[str], names: Sequence[str], input_path: str) -> None:
+    """Sockeye's naming maps ``a/b.jpg`` and ``a_b.jpg`` to one file ``a_b.jpg.npy``: two different images must
+    never share a feature file (the same path on several lines is fine)."""
+    first: dict = {}
+    for i, (path, name) in enumerate(zip(relative, names)):
+        j = first.setdefault(name, i)
+        utils.check_condition(relative[j] == path,
+                              "%s: image %r and %s: image %r would share the feature file %s (the feature name "
+                              "replaces '/' by '_'); rename one of the images"
+                              % (utils.location(input_path, j + 1), relative[j], utils.location(input_path, i + 1),
+                                 path, name))
+
+
+def _check_writable(config: ExtractionConfig) -> None:
+    """Every output can be written, checked before any feature is computed: the output root (created here) and
+    the folder of the list file, by writing and removing a probe file (permission bits alone miss read-only
+    mounts and root's rights)."""
+    utils.check_condition(not os.path.isdir(config.output), "%s: --output is a folder; give the path of the "
+                                                            "feature list file to write" % config.output)
+    try:
+        os.makedirs(config.output_root, exist_ok=True)
+    except OSError as e:
+        raise utils.CaptioningError("%s: cannot create --output-root (%s)" % (config.output_root,
+                                                                               e.strerror or e)) from None
+    for folder, what in ((config.output_root, "--output-root"),
+                         (os.path.dirname(os.path.abspath(config.output)), "the folder of --output")):
+        try:
+            with utils.atomic_path(os.path.join(folder, ".write-probe")) as tmp:
+                with open(tmp, "wb") as f:
+                    f.write(b"0")
+                raise _Probed()
+        except _Probed:
+            pass
+        except OSError as e:
+            raise utils.CaptioningError("%s: %s is not writable (%s)" % (folder, what, e.strerror or e)) from None
+
+
+class _Probed(Exception):
+    """Ends a write probe without renaming the probe file into place (`utils.atomic_path` then removes it)."""
+
+
 def _feature_name(relative: str) -> str:
     # absolute paths (--allow-absolute-paths) and "../" would give names with leading "_" or ".._": keep them, but
     # strip the leading separator so the name stays a plain file name
@@ -124,7 +173,8 @@ def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> Ext
                           "%s: the folder of --output does not exist" % config.output)
     relative, resolved = _read_image_list(config)
     names = [_feature_name(r) for r in relative]
-    os.makedirs(config.output_root, exist_ok=True)
+    _check_name_collisions(relative, names, config.input)
+    _check_writable(config)
     if not names:
         logger.warning("%s: the image list is empty: nothing to extract; writing an empty feature list %s",
                        config.input, config.output)
@@ -133,16 +183,19 @@ def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> Ext
         sizes = features.read_feature_sizes(config.output_root)
         shape = tuple(sizes.features_shape)
         _check_all_present(config, names, shape)  # type: ignore
-        _finish(config, names)
+        with _output_errors(config.output):
+            _finish(config, names)
         return ExtractionResult(names, shape, 0, 0, True, time.time() - start)  # type: ignore
 
     _check_same_cnn(config)
-    extractor = FeatureExtractor(config.cnn, ctx, config.batch_size)
+    extractor = create_feature_extractor(config.cnn, ctx, config.batch_size)
     shape = extractor.output_shape
-    cnn_record = copy_cnn(config.cnn, config.output_root) if config.copy_cnn else config.cnn
-    cnn_record = cnn_record.copy(layer=_strip_output(config.cnn.layer))
-    features.write_feature_sizes(config.output_root, features.FeatureSizes(
-        image_shape=tuple(config.cnn.image_size), features_shape=shape, cnn=cnn_record.to_dict()))  # type: ignore
+    with _output_errors(config.output_root):
+        cnn_record = copy_cnn(config.cnn, config.output_root) if config.copy_cnn else \
+            config.cnn.copy(model_path=os.path.abspath(config.cnn.model_path))
+        cnn_record = cnn_record.copy(layer=_strip_output(config.cnn.layer))
+        features.write_feature_sizes(config.output_root, features.FeatureSizes(
+            image_shape=tuple(config.cnn.image_size), features_shape=shape, cnn=cnn_record.to_dict()))  # type: ignore
 
     # the lines of this shard; each distinct feature file once (its first line)
     k, n = config.shard or (1, 1)
@@ -154,7 +207,8 @@ def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> Ext
             continue
         seen.add(names[i])
         target = os.path.join(config.output_root, names[i])
-        if not config.overwrite and features.is_complete_feature(target, shape):
+        if not config.overwrite and features.is_complete_feature(target, shape) and \
+                not features.is_placeholder(target):
             skipped += 1
             continue
         todo.append(i)
@@ -164,15 +218,17 @@ def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> Ext
                 "" if config.shard is None else " (shard %d/%d)" % (k, n), config.cnn.model_path, config.cnn.layer,
                 "x".join(map(str, config.cnn.image_size)), "x".join(map(str, shape)))
     if todo:
-        features.remove_mmap_store(config.output_root)
-        _run(config, extractor, [resolved[i] for i in todo], [names[i] for i in todo],
-             [utils.location(config.input, i + 1) for i in todo])
+        with _output_errors(config.output_root):
+            features.remove_mmap_store(config.output_root)
+            _run(config, extractor, [resolved[i] for i in todo], [names[i] for i in todo],
+                 [utils.location(config.input, i + 1) for i in todo])
 
     missing = [i for i, name in enumerate(names)
                if not features.is_complete_feature(os.path.join(config.output_root, name), shape)]
     list_written = False
     if not missing:
-        _finish(config, names)
+        with _output_errors(config.output):
+            _finish(config, names)
         list_written = True
     else:
         logger.info("Shard %d/%d done; %d line(s) of %s still lack features (other shards): the feature list %s is "
@@ -222,9 +278,14 @@ def _run(config: ExtractionConfig, extractor: FeatureExtractor, paths: Sequence[
     from tqdm import tqdm
     image_size = tuple(config.cnn.image_size[1:])
 
-    def write(batch_names: List[str], feats: "np.ndarray") -> None:  # noqa: F821
-        for name, feature in zip(batch_names, feats):
-            features.save_feature(os.path.join(config.output_root, name), feature)
+    def write(batch_names: List[str], feats: "np.ndarray", bad: List[bool]) -> None:  # noqa: F821
+        for name, feature, is_bad in zip(batch_names, feats, bad):
+            path = os.path.join(config.output_root, name)
+            if is_bad:     # marked first: a run stopped between the two writes still recomputes it
+                features.mark_placeholder(path)
+            features.save_feature(path, feature)
+            if not is_bad:
+                features.clear_placeholder(path)
 
     with tqdm(total=len(paths), unit="img", desc="extract", disable=not config.progress, leave=False,
               mininterval=1.0) as progress, ThreadPoolExecutor(max_workers=1) as writer:
@@ -235,12 +296,33 @@ def _run(config: ExtractionConfig, extractor: FeatureExtractor, paths: Sequence[
             for k, is_bad in enumerate(batch.bad):
                 if is_bad:
                     feats[k] = 0.0
+            finite = np.isfinite(feats.reshape(len(feats), -1)).all(axis=1)
+            if not finite.all():
+                k = int(np.argmin(finite))
+                raise utils.CaptioningError("%s: the CNN gives NaN or infinite features for this image; check the "
+                                            "encoder (%s) and its input size" % (where[batch.indices[k]],
+                                                                                 config.cnn.model_path))
             if pending is not None:
                 pending.result()            # at most one batch being written; re-raises a write error
-            pending = writer.submit(write, [names[i] for i in batch.indices], feats)
+            pending = writer.submit(write, [names[i] for i in batch.indices], feats, batch.bad)
             progress.update(len(batch.indices))
         if pending is not None:
             pending.result()
+
+
+@contextlib.contextmanager
+def _output_errors(path: str) -> Iterator[None]:
+    """OS errors while writing outputs (disk full, read-only, a folder in the way) as one-line errors naming the
+    file; what was being written is removed by `utils.atomic_path`, complete feature files stay for a re-run."""
+    try:
+        yield
+    except OSError as e:
+        where = e.filename if isinstance(e.filename, str) else path
+        temporary = re.fullmatch(r"\.(.+)\.[^.]+\.tmp", os.path.basename(where))   # utils.atomic_path's name
+        if temporary:
+            where = os.path.join(os.path.dirname(where), temporary.group(1))
+        raise utils.CaptioningError("%s: cannot write (%s); free space or fix the permissions, then re-run (complete "
+                                    "feature files are kept)" % (where, e.strerror or e)) from None
 
 
 def _check_all_present(config: ExtractionConfig, names: Sequence[str], shape: Tuple[int, int, int]) -> None:
@@ -282,16 +364,39 @@ def config_from_args(args: argparse.Namespace) -> ExtractionConfig:
                             num_workers=args.num_workers, progress=not quiet)
 
 
-def build_parser() -> arguments.ConfigArgumentParser:
+def build_parser(list_layers: bool = False) -> arguments.ConfigArgumentParser:
     parser = arguments.ConfigArgumentParser(prog="python -m captioning.extract_features",
                                             description="Extract CNN features of images into a feature folder.")
-    arguments.add_extract_features_args(parser)
+    arguments.add_extract_features_args(parser, io_required=not list_layers)
     return parser
 
 
+def print_layers(model_path: str, epoch: int, image_size: Sequence[int], out: "TextIO") -> None:  # noqa: F821
+    """One line per internal output of the encoder: its name (what --image-encoder-layer takes), its shape at
+    ``image_size``, and '*' with the recommendation of ``import_cnn``'s sidecar for the layers it recommends."""
+    from . import cnn
+    layers = cnn.list_layers(model_path, epoch, image_size)
+    sidecar = cnn.read_encoder_sidecar(model_path) or {}
+    recommended = [entry.get("name") for entry in sidecar.get("recommended_layers", []) if isinstance(entry, dict)]
+    width = max((len(name) for name, _ in layers), default=0)
+    for name, shape in layers:
+        mark = "  * recommended" if name in recommended else ""
+        out.write("%s  %s%s\n" % (name.ljust(width), "x".join(map(str, shape)) or "scalar", mark))
+
+
 def _main(argv: Optional[Sequence[str]] = None) -> None:
-    args = build_parser().parse_args(argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--list-layers", action="store_true")
+    list_layers = pre.parse_known_args(argv)[0].list_layers
+    args = build_parser(list_layers).parse_args(argv)
     log.setup_main_logger(console=not args.quiet, level=args.loglevel)
+    if list_layers:
+        import sys
+        utils.check_condition(args.image_encoder_model_path is not None,
+                              "--list-layers: give --image-encoder-model-path (a checkpoint prefix or an ONNX file)")
+        print_layers(args.image_encoder_model_path, args.image_encoder_model_epoch, args.source_image_size,
+                     sys.stdout)
+        return
     config = config_from_args(args)
     ctx = utils.get_context(args.use_cpu, [args.device_id])[0]
     extract(config, ctx)

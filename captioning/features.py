@@ -13,13 +13,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import constants as C
-from . import utils
+from . import image_io, utils
 
 logger = logging.getLogger(__name__)
 
 MMAP_STORE_NAME = "features.mmap.npy"
 MMAP_INDEX_NAME = "features.mmap.json"
 MMAP_DTYPES = ("float32", "float16")
+PLACEHOLDER_SUFFIX = ".placeholder"     # beside a --skip-bad-images all-zero feature: recomputed on a re-run
 
 Shape = Tuple[int, int, int]
 
@@ -105,6 +106,10 @@ def read_feature_sizes(root: str) -> FeatureSizes:
     image_shape = _as_shape(values.get("image_shape", C.DEFAULT_SOURCE_IMAGE_SIZE), path, "image_shape")
     cnn = values.get("cnn")
     utils.check_condition(cnn is None or isinstance(cnn, dict), "%s: 'cnn' must be a mapping" % path)
+    if cnn is not None and isinstance(cnn.get("model_path"), str) and not os.path.isabs(cnn["model_path"]):
+        # recorded relative to the feature folder (its cnn/ copy): absolute here, so that the path works from any
+        # working directory (and the model config that training copies it into does too)
+        cnn = dict(cnn, model_path=os.path.abspath(os.path.join(root, cnn["model_path"])))
     return FeatureSizes(image_shape=image_shape, features_shape=features_shape, cnn=cnn)  # type: ignore
 
 
@@ -115,10 +120,40 @@ def read_feature_sizes(root: str) -> FeatureSizes:
 def save_feature(path: str, feature: np.ndarray) -> None:
     """Write one feature as float32 ``.npy``, atomically (a temporary file renamed at the end): an interruption or a
     crash never leaves a partial file. No fsync per file (it cost 6x the write): after a power failure a file may be
-    short, which `is_complete_feature` detects, so a re-run recomputes it."""
-    with utils.atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, np.ascontiguousarray(feature, dtype=np.float32), allow_pickle=False)
+    short, which `is_complete_feature` detects, so a re-run recomputes it. An OS error (disk full, read-only) is a
+    `CaptioningError` naming ``path``."""
+    try:
+        with utils.atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, np.ascontiguousarray(feature, dtype=np.float32), allow_pickle=False)
+    except OSError as e:
+        raise utils.CaptioningError("%s: cannot write the feature file (%s); free space or fix the permissions, "
+                                    "then re-run (complete feature files are kept)" % (path, e.strerror or e)) from None
+
+
+def placeholder_marker(path: str) -> str:
+    return path + PLACEHOLDER_SUFFIX
+
+
+def mark_placeholder(path: str) -> None:
+    """Record that the feature at ``path`` is an all-zero stand-in for an unreadable image (``--skip-bad-images``),
+    so that a re-run computes it again once the image is fixed."""
+    try:
+        with utils.atomic_open(placeholder_marker(path), "w") as f:
+            f.write("all-zero feature of an unreadable image; extract_features recomputes it on a re-run\n")
+    except OSError as e:
+        raise utils.CaptioningError("%s: cannot write (%s)" % (placeholder_marker(path), e.strerror or e)) from None
+
+
+def clear_placeholder(path: str) -> None:
+    try:
+        os.remove(placeholder_marker(path))
+    except FileNotFoundError:
+        pass
+
+
+def is_placeholder(path: str) -> bool:
+    return os.path.exists(placeholder_marker(path))
 
 
 def read_npy_header(path: str) -> Tuple[Tuple[int, ...], np.dtype, int]:
@@ -158,7 +193,13 @@ def load_feature(path: str, expected_shape: Optional[Shape], where: str) -> np.n
     utils.check_condition(expected_shape is None or tuple(array.shape) == tuple(expected_shape),
                           "%s: feature file %s has shape %s, expected %s like the other features (re-extract it "
                           "with the same CNN and layer)" % (where, path, array.shape, expected_shape))
+    _check_finite(array, where, path)
     return array.astype(np.float32, copy=False)
+
+
+def _check_finite(array: np.ndarray, where: str, path: str) -> None:
+    utils.check_condition(bool(np.isfinite(array).all()), "%s: feature file %s holds NaN or infinite values; delete "
+                                                          "it and re-run extract_features" % (where, path))
 
 
 def read_feature_list(path: str) -> List[str]:
@@ -273,7 +314,13 @@ class MmapFeatureStore(FeatureStore):
 
     def get_batch(self, indices: Sequence[int]) -> np.ndarray:
         rows = self.store_rows[np.asarray(indices, dtype=np.int64)]
-        return np.asarray(self.array[rows], dtype=np.float32)
+        batch = np.asarray(self.array[rows], dtype=np.float32)
+        finite = np.isfinite(batch.reshape(len(batch), -1)).all(axis=1)
+        if not finite.all():   # float16 overflow, or a store edited by hand
+            k = int(np.argmin(finite))
+            _check_finite(batch[k], self.where(indices[k]), "%s (row %d of %s)"
+                          % (self.path(self.names[indices[k]]), rows[k], os.path.join(self.root, MMAP_STORE_NAME)))
+        return batch
 
 
 def read_mmap_index(root: str) -> Optional[Dict[str, Any]]:
@@ -333,10 +380,27 @@ def build_mmap_store(root: str, dtype: str = "float32", extra_names: Sequence[st
     return len(names)
 
 
+def check_names_inside(root: str, names: Sequence[str], list_path: Optional[str] = None,
+                       allow_absolute: bool = False) -> None:
+    """Every feature name stays inside ``root``: no absolute path, no ``..`` out of it, no symbolic link pointing
+    out of it (resolved with realpath), unless ``allow_absolute``. Errors name the list file and line."""
+    if allow_absolute:
+        return
+    seen = set()
+    for i, name in enumerate(names):
+        if name not in seen:
+            seen.add(name)
+            image_io.check_inside_root(root, name, False, utils.location(list_path or "<feature list>", i + 1),
+                                       "feature file")
+
+
 def open_feature_store(root: str, names: Sequence[str], mode: str = C.FEATURE_STORE_LAZY,
-                       list_path: Optional[str] = None, mmap_dtype: Optional[str] = None) -> FeatureStore:
-    """A `FeatureStore` over the feature files ``names`` (relative to ``root``; the lines of ``list_path``)."""
+                       list_path: Optional[str] = None, mmap_dtype: Optional[str] = None,
+                       allow_absolute: bool = False) -> FeatureStore:
+    """A `FeatureStore` over the feature files ``names`` (relative to ``root``; the lines of ``list_path``). Names
+    that escape ``root`` (absolute, ``..``, symbolic links out of it) are refused unless ``allow_absolute``."""
     utils.check_condition(os.path.isdir(root), "%s: feature folder not found (--source-root)" % root)
+    check_names_inside(root, names, list_path, allow_absolute)
     if mode == C.FEATURE_STORE_LAZY:
         return LazyFeatureStore(root, names, list_path)
     if mode == C.FEATURE_STORE_MEMORY:

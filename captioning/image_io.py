@@ -20,21 +20,37 @@ class BadImageError(utils.CaptioningError):
     """An image file that is missing, unreadable, truncated or not an image."""
 
 
-def resolve_path(root: str, relative: str, allow_absolute: bool, where: str) -> str:
-    """``root/relative``. A path that is absolute or that leaves ``root`` (through ``..``) is refused with a
-    `CaptioningError` naming ``where`` (e.g. ``"train.images, line 7"``), unless ``allow_absolute``."""
-    utils.check_condition(relative.strip() != "", "%s: empty image path; remove the empty line" % where)
+def is_inside(root: str, path: str) -> bool:
+    """True when ``path`` is ``root`` or below it once both are resolved (``..`` and symbolic links followed)."""
+    real_root = os.path.realpath(root)
+    return os.path.commonpath([os.path.realpath(path), real_root]) == real_root
+
+
+def check_inside_root(root: str, relative: str, allow_absolute: bool, where: str, what: str = "image") -> str:
+    """``root/relative`` (normalised); a path that is absolute, leaves ``root`` through ``..``, or is (or passes
+    through) a symbolic link pointing out of ``root`` is refused with a `CaptioningError` naming ``where`` (e.g.
+    ``"train.images, line 7"``), unless ``allow_absolute``. Used for images and feature files alike."""
+    utils.check_condition(relative.strip() != "", "%s: empty %s path; remove the empty line" % (where, what))
     if os.path.isabs(relative):
-        utils.check_condition(allow_absolute, "%s: absolute path %r; image paths must be relative to the root "
-                                              "folder (or pass --allow-absolute-paths)" % (where, relative))
+        utils.check_condition(allow_absolute, "%s: absolute path %r; %s paths must be relative to the root folder "
+                                              "(or pass --allow-absolute-paths)" % (where, relative, what))
         return relative
     joined = os.path.normpath(os.path.join(root, relative))
-    root_norm = os.path.normpath(root)
-    inside = os.path.commonpath([os.path.abspath(joined), os.path.abspath(root_norm)]) == os.path.abspath(root_norm)
-    utils.check_condition(inside or allow_absolute,
-                          "%s: path %r leaves the root folder %s; use paths below the root (or pass "
-                          "--allow-absolute-paths)" % (where, relative, root))
+    if allow_absolute:
+        return joined
+    textual = os.path.commonpath([os.path.abspath(joined), os.path.abspath(root)]) == os.path.abspath(root)
+    utils.check_condition(textual, "%s: path %r leaves the root folder %s; use paths below the root (or pass "
+                                   "--allow-absolute-paths)" % (where, relative, root))
+    utils.check_condition(is_inside(root, joined), "%s: path %r is a symbolic link (or passes through one) that "
+                                                   "points out of the root folder %s, to %s; copy the file into the "
+                                                   "root (or pass --allow-absolute-paths)"
+                          % (where, relative, root, os.path.realpath(joined)))
     return joined
+
+
+def resolve_path(root: str, relative: str, allow_absolute: bool, where: str) -> str:
+    """``root/relative`` for an image path of a list; see `check_inside_root` for what is refused."""
+    return check_inside_root(root, relative, allow_absolute, where, "image")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

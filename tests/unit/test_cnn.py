@@ -142,14 +142,3 @@ def test_bad_image_error_names_line_or_is_skipped(tmp_path):
                                              where="list.images"))
     assert [b.bad for b in batches] == [[False, False], [True, False]]
     assert not batches[1].images[0].any() and batches[1].images[1].any()
-
-
-def test_iterate_features_zeroes_bad_images(tmp_path, extractor):
-    paths = _write_images(str(tmp_path), 3)
-    paths[1] = str(tmp_path / "missing.png")
-    results = list(cnn.iterate_features(extractor, paths, num_workers=0, skip_bad_images=True,
-                                        where=["a", "b", "c"]))
-    assert [indices for indices, _ in results] == [[0, 1, 2]]
-    features = results[0][1]
-    assert features.shape == (3,) + extractor.output_shape
-    assert not features[1].any() and features[0].any() and features[2].any()
