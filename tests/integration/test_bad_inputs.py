@@ -97,7 +97,7 @@ class Case:
     outputs: Sequence[str] = ()               # files (relative to tmp, fnmatch patterns) the run may leave
     mount: Optional[str] = None               # "full" | "readonly"
     subprocess: bool = False                  # run through python -m (stdout/stderr of a real process)
-    stdout_file: Optional[str] = None         # with subprocess: redirect stdout to this path
+    stdout_file: Optional[str] = None         # standard output goes to this file (e.g. /dev/full)
     waiting_for: Optional[str] = None         # xfail(strict) until another engineer's fix lands
     check: Optional[Callable[[Env, str], None]] = None   # more assertions on (env, stdout)
 
@@ -196,7 +196,7 @@ CASES: List[Case] = [
          lambda e: e.captioner("--input", str(e.features_list), "--output", str(e.mount / "out.txt")), 1,
          "No space left on device", where=lambda e: str(e.mount / "out.txt"), mount="full"),
     Case("captioner-stdout-disk-full", "captioner", lambda e: e.captioner("--input", str(e.features_list)), 1,
-         "standard output: cannot write (No space left on device)", subprocess=True, stdout_file="/dev/full"),
+         "standard output: cannot write (No space left on device)", stdout_file="/dev/full"),
     # --- lexical_constraints -----------------------------------------------------------------------------------
     Case("lexical-empty-path", "lexical_constraints",
          lambda e: ["--input", e.write("c.tsv", ["a.npy\tdog", "\tcat"]), "--output", str(e.tmp / "c.json")], 1,
@@ -365,13 +365,16 @@ def tmpfs(path: Path, kind: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
-def run_tool(tool: str, argv: List[str]) -> Tuple[Optional[int], str, str]:
+def run_tool(tool: str, argv: List[str], stdout_file: Optional[str] = None) -> Tuple[Optional[int], str, str]:
     """``captioning.<tool>.main(argv)`` in this process: (exit code or None after an exception, stdout,
-    stderr with any traceback)."""
+    stderr with any traceback). ``stdout_file``: standard output goes to that file instead (e.g. /dev/full)."""
     module = importlib.import_module("captioning." + tool)
     out, err = io.StringIO(), io.StringIO()
     code: Optional[int] = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with contextlib.ExitStack() as stack:
+        stdout = stack.enter_context(open(stdout_file, "w")) if stdout_file else out
+        stack.enter_context(contextlib.redirect_stdout(stdout))
+        stack.enter_context(contextlib.redirect_stderr(err))
         try:
             module.main(argv)
         except SystemExit as e:
@@ -417,7 +420,7 @@ def test_bad_input(case: Case, shared_env, tiny_cnn, tmp_path):
         if case.subprocess:
             code, stdout, stderr = run_subprocess(case.tool, argv, case.stdout_file)
         else:
-            code, stdout, stderr = run_tool(case.tool, argv)
+            code, stdout, stderr = run_tool(case.tool, argv, case.stdout_file)
         assert "Traceback" not in stderr, stderr
         assert code == case.code, stderr
         lines = [line for line in stderr.splitlines() if line.strip()]
