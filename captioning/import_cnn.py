@@ -91,7 +91,7 @@ def _sha256(path: str) -> str:
 
 def find_weight_file(source: str) -> Tuple[str, Optional[str]]:
     """(path of the .pth, PyPI package or None) for ``efficientnet-liteN`` (from the installed wheel) or a path."""
-    match = re.fullmatch(r"efficientnet[-_]lite([0-9])", source.lower())
+    match = re.fullmatch(r"efficientnet[-_]lite([0-2])", source.lower())
     if match is None:
         utils.check_condition(os.path.isfile(source), "%s: neither a known encoder name (efficientnet-lite0, -lite1, "
                                                       "-lite2) nor a .pth file" % source)

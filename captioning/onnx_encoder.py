@@ -102,6 +102,9 @@ def _with_outputs(model: Any, outputs: Sequence[str], input_name: str) -> Any:
     initializers = [init for init in model.graph.initializer if init.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(initializers)
+    inputs = [i for i in model.graph.input if i.name in used or i.name == input_name]   # exporters list weights too
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
     return model
 
 
