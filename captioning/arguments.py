@@ -650,6 +650,18 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
     search.add_argument("--strip-unknown-words", action="store_true", default=False,
                         help="Remove <unk> from the output.")
     search.add_argument("--softmax-temperature", type=float, default=None, help="Softmax temperature.")
+    search.add_argument("--no-repeat-ngram-size", type=int_greater_or_equal(0), default=0,
+                        help="Beam search: no n-gram of this many words appears twice in a caption (0: off).")
+    search.add_argument("--no-dangling-words", action="store_true", default=False,
+                        help="Beam search: no caption ends on a function word such as 'a', 'the', 'with' or 'on'.")
+    search.add_argument("--sample", type=int_greater_or_equal(0), nargs="?", const=0, default=None, metavar="K",
+                        help="Sample captions instead of searching: from the whole softmax, or from its K most "
+                             "likely words (--sample K). With --nbest-size N, N samples per image (the first is the "
+                             "caption). Not with lexical constraints.")
+    search.add_argument("--temperature", type=float, default=1.0,
+                        help="Sampling temperature (with --sample): above 1 flatter, below 1 sharper.")
+    search.add_argument("--seed", type=int, default=None,
+                        help="Seed MXNet's and NumPy's random generators before captioning (reproducible --sample).")
 
     images = parser.add_argument_group("Captioning straight from images")
     images.add_argument("--extract-image-features", action="store_true", default=False,

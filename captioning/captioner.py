@@ -12,7 +12,7 @@ import os
 import sys
 import time
 import warnings
-from typing import IO, Any, Dict, List, Optional, Sequence
+from typing import IO, Any, Dict, Optional, Sequence
 
 from . import arguments, log, utils
 from . import constants as C
@@ -85,7 +85,9 @@ def captioner_config(args: Any) -> Any:
         max_output_length=args.max_output_length, ensemble_mode=args.ensemble_mode,
         length_penalty_alpha=args.length_penalty_alpha, length_penalty_beta=args.length_penalty_beta,
         beam_prune=args.beam_prune, beam_search_stop=args.beam_search_stop, nbest_size=args.nbest_size,
-        softmax_temperature=args.softmax_temperature, strip_unknown_words=args.strip_unknown_words)
+        softmax_temperature=args.softmax_temperature, strip_unknown_words=args.strip_unknown_words,
+        no_repeat_ngram_size=args.no_repeat_ngram_size, no_dangling_words=args.no_dangling_words,
+        sample=args.sample, temperature=args.temperature)
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
@@ -115,14 +117,19 @@ def _caption(args: Any, config: Any, input_file: IO[bytes]) -> int:
     from .output_handler import OutputHandler
 
     ctx = utils.get_context(args.use_cpu, args.device_ids)[0]
+    if args.seed is not None:  # reproducible sampling
+        import mxnet as mx
+        import numpy as np
+        mx.random.seed(args.seed)
+        np.random.seed(args.seed)
     models, vocab = inference.load_models(args.models, args.checkpoints, ctx)
     feature_shape = tuple(models[0].config.encoder.feature_shape)
     root = args.source_root if args.source_root is not None else "."
     source: inference.FeatureSource
     if args.extract_image_features:
-        from .cnn import FeatureExtractor
+        from .cnn import create_feature_extractor
         cnn_config = cnn_config_for(args, models[0].config, args.models[0])
-        extractor = FeatureExtractor(cnn_config, ctx, args.batch_size)
+        extractor = create_feature_extractor(cnn_config, ctx, args.batch_size)
         utils.check_condition(tuple(extractor.output_shape) == feature_shape,
                               "--extract-image-features: the CNN layer %r gives features %s but the model was "
                               "trained on %s; use the CNN, layer and --source-image-size of the training features"

@@ -22,8 +22,9 @@ import numpy as np
 
 from . import constants as C
 from . import image_io, utils
+from .cnn import FeatureExtractor
 from . import lexical_constraints as lc
-from .beam_search import BeamSearch, LengthPenalty, SearchResult, StepModel
+from .beam_search import DANGLING_WORDS, BeamSearch, LengthPenalty, SearchResult, StepModel
 from .config import Config
 
 logger = logging.getLogger(__name__)
@@ -52,9 +53,21 @@ class CaptionerConfig(Config):
     nbest_size: int = 1
     softmax_temperature: Optional[float] = None
     strip_unknown_words: bool = False
+    no_repeat_ngram_size: int = 0               # beam search: no n-gram of this size twice in a caption (0: off)
+    no_dangling_words: bool = False             # beam search: no caption ends on `beam_search.DANGLING_WORDS`
+    sample: Optional[int] = None                # sample instead of searching: 0 = whole softmax, K = its top K
+    temperature: float = 1.0                    # sampling temperature (with ``sample``)
 
     def __post_init__(self) -> None:
-        check_nbest_size(self.nbest_size, self.beam_size)
+        if self.sample is None:
+            check_nbest_size(self.nbest_size, self.beam_size)
+        else:
+            utils.check_condition(self.sample >= 0, "--sample K needs K >= 0 (0: the whole softmax)")
+            utils.check_condition(not self.no_repeat_ngram_size and not self.no_dangling_words,
+                                  "--no-repeat-ngram-size and --no-dangling-words control the beam search; they "
+                                  "cannot be used with --sample")
+        utils.check_condition(self.temperature > 0, "--temperature must be > 0")
+        utils.check_condition(self.no_repeat_ngram_size >= 0, "--no-repeat-ngram-size must be >= 0")
         utils.check_condition(self.softmax_temperature is None or self.softmax_temperature > 0,
                               "--softmax-temperature must be > 0")
 
@@ -205,21 +218,12 @@ class FeatureFileSource:
                 yield positions, np.stack(arrays)
 
 
-class FeatureExtractorLike(Protocol):
-    """What `ImageSource` needs of `cnn.FeatureExtractor`."""
-    config: Any                   # cnn.CNNConfig: image_size (C, H, W)
-    output_shape: Tuple[int, ...]
-
-    def extract(self, images: np.ndarray) -> np.ndarray:
-        ...
-
-
 class ImageSource:
     """Features computed from image files under ``root`` by the CNN the model was trained with; they stay in
     memory, a batch at a time. Images are decoded by ``cnn.iterate_image_batches`` in worker processes while the
     CNN runs on the batch before."""
 
-    def __init__(self, root: str, extractor: FeatureExtractorLike, allow_absolute: bool = False,
+    def __init__(self, root: str, extractor: FeatureExtractor, allow_absolute: bool = False,
                  num_workers: Optional[int] = None) -> None:
         self.root = root
         self.extractor = extractor
@@ -289,20 +293,18 @@ def load_models(folders: Sequence[str], checkpoints: Optional[Sequence[Optional[
 
 
 class Searcher(Protocol):
-    """What captions a batch of features: `beam_search.BeamSearch` (or, with ``--sample``, a sampler with the same
-    method)."""
+    """What captions a batch of features: `beam_search.BeamSearch`, or with ``--sample`` a `sampling.Sampler`."""
 
     def search(self, features: mx.nd.NDArray) -> List[SearchResult]:
         ...
 
 
 class Captioner:
-    """Captions inputs with a `BeamSearch` over ``models``; see the module docstring. ``searcher`` replaces the
-    beam search (e.g. a sampler); lexical constraints always need the beam search."""
+    """Captions inputs with a `BeamSearch` over ``models`` (or samples them, with ``config.sample``); see the
+    module docstring. Lexical constraints always use the beam search."""
 
     def __init__(self, models: Sequence[StepModel], vocab: Dict[str, int], config: CaptionerConfig,
-                 source: FeatureSource, ctx: Optional[mx.Context] = None, searcher: Optional[Searcher] = None,
-                 banned_final_ids: Sequence[int] = (), no_repeat_ngram_size: int = 0) -> None:
+                 source: FeatureSource, ctx: Optional[mx.Context] = None) -> None:
         self.models = list(models)
         self.vocab = vocab
         self.rvocab = {i: w for w, i in vocab.items()}
@@ -310,15 +312,21 @@ class Captioner:
         self.source = source
         self.ctx = ctx if ctx is not None else mx.cpu()
         self.max_output_length = config.max_output_length or default_max_output_length(self.models)
+        length_penalty = LengthPenalty(config.length_penalty_alpha, config.length_penalty_beta)
+        banned = [vocab[w] for w in DANGLING_WORDS if w in vocab] if config.no_dangling_words else []
         self.search = BeamSearch(self.models, beam_size=config.beam_size, max_output_length=self.max_output_length,
-                                 ensemble_mode=config.ensemble_mode,
-                                 length_penalty=LengthPenalty(config.length_penalty_alpha,
-                                                              config.length_penalty_beta),
+                                 ensemble_mode=config.ensemble_mode, length_penalty=length_penalty,
                                  beam_prune=config.beam_prune, stop=config.beam_search_stop,
-                                 nbest_size=config.nbest_size, ctx=self.ctx,
+                                 nbest_size=config.nbest_size if config.sample is None else 1, ctx=self.ctx,
                                  softmax_temperature=config.softmax_temperature,
-                                 **_repetition_options(banned_final_ids, no_repeat_ngram_size))
-        self.searcher: Searcher = searcher if searcher is not None else self.search
+                                 no_repeat_ngram_size=config.no_repeat_ngram_size, banned_final_ids=banned)
+        self.searcher: Searcher = self.search
+        if config.sample is not None:
+            from .sampling import Sampler
+            self.searcher = Sampler(self.models, num_samples=config.nbest_size,
+                                    max_output_length=self.max_output_length, top_k=config.sample,
+                                    temperature=config.temperature, ctx=self.ctx, ensemble_mode=config.ensemble_mode,
+                                    length_penalty=length_penalty)
         self.num_failed = 0
         self.num_captioned = 0
         self.search_seconds = 0.0
@@ -354,9 +362,10 @@ class Captioner:
         """Outputs for one chunk of parsed inputs, in the same order. Features are loaded a batch at a time, and
         each output is given as soon as the inputs before it are done."""
         constraints = {k: self._constraints(item, where) for k, item in enumerate(inputs) if item.error is None}
+        usable = [k for k in sorted(constraints) if inputs[k].error is None]
         # constraint-free inputs and constrained ones are searched in separate batches
-        plain = [k for k in sorted(constraints) if not constraints[k]]
-        constrained = [k for k in sorted(constraints) if constraints[k]]
+        plain = [k for k in usable if not constraints[k]]
+        constrained = [k for k in usable if constraints[k]]
         results: Dict[int, SearchResult] = {}
         done = 0
         for group in (plain, constrained):
@@ -385,6 +394,9 @@ class Captioner:
         if not (item.constraints or item.avoid):
             return None
         location = utils.location(where, item.sentence_id)
+        if self.config.sample is not None:
+            item.error = "%s: lexical constraints need the beam search; they cannot be used with --sample" % location
+            return None
         avoid = lc.phrases_to_ids(item.avoid, self.vocab, location, "avoid")
         include = lc.possible_constraints(lc.phrases_to_ids(item.constraints, self.vocab, location, "constraint"),
                                           avoid, self.max_output_length, location, self.rvocab)
@@ -421,13 +433,3 @@ def default_max_output_length(models: Sequence[Any]) -> int:
     (training writes it from its longest caption)."""
     bounds = [m.config.max_output_length for m in models if getattr(m, "config", None) is not None]
     return int(min(bounds)) if bounds else DEFAULT_MAX_OUTPUT_LENGTH
-
-
-def _repetition_options(banned_final_ids: Sequence[int], no_repeat_ngram_size: int) -> Dict[str, Any]:
-    """BeamSearch's repetition controls, passed only when used."""
-    options: Dict[str, Any] = {}
-    if no_repeat_ngram_size:
-        options["no_repeat_ngram_size"] = no_repeat_ngram_size
-    if banned_final_ids:
-        options["banned_final_ids"] = list(banned_final_ids)
-    return options

@@ -172,8 +172,9 @@ def test_json_input_constraints_and_output_types(setup, tmp_path):
     base, model, listing = setup
     names = listing.read_text().splitlines()
     code, plain = caption(setup, "--beam-size", "3")
+    avoided = next(w for w in plain[1].split() + WORDS if w not in ("red", "ball"))  # a possible constraint
     records = [{"text": names[0], "id": "first"},
-               {"text": names[1], "constraints": ["red ball"], "avoid": [plain[1].split()[0]]},
+               {"text": names[1], "constraints": ["red ball"], "avoid": [avoided]},
                "{not json",
                {"text": names[2], "constraints": ["snow", "zebra"]}]
     source = tmp_path / "in.json"
@@ -191,7 +192,7 @@ def test_json_input_constraints_and_output_types(setup, tmp_path):
     assert len(first["translations"]) == 2 and first["translations"][0] == first["translation"]
     assert first["scores"][0] == pytest.approx(first["score"])
     assert " red ball " in " %s " % second["translation"]
-    assert plain[1].split()[0] not in second["translation"].split()
+    assert avoided not in second["translation"].split()
     assert "snow" in fourth["translation"].split()  # 'zebra' is unknown: ignored with a warning
 
 
@@ -339,3 +340,17 @@ def test_recorded_cnn_path_is_found_from_anywhere(tmp_path, monkeypatch):
                             feats / "cnn" / "net-symbol.json")
     (model / "args.yaml").write_text("[unclosed")                # a corrupt args.yaml is no crash
     assert resolve_cnn_path("cnn/net", str(model)) == "cnn/net"
+
+
+def test_sample_seed_and_repetition_flags(setup):
+    code, first = caption(setup, "--sample", "--seed", "5", "--nbest-size", "3", "--batch-size", "4",
+                          "--output-type", "json", out_name="s1.json")
+    code2, again = caption(setup, "--sample", "--seed", "5", "--nbest-size", "3", "--batch-size", "4",
+                           "--output-type", "json", out_name="s2.json")
+    assert code == code2 == 0 and first == again
+    assert all(len(json.loads(line)["translations"]) == 3 for line in first)
+    code, top = caption(setup, "--sample", "2", "--temperature", "0.5", "--seed", "1", out_name="s3.txt")
+    assert code == 0 and len(top) == 23
+    code, lines = caption(setup, "--no-repeat-ngram-size", "1", "--no-dangling-words", out_name="r.txt")
+    assert code == 0 and all(len(set(line.split())) == len(line.split()) for line in lines)
+    assert run_main(["--models", "m", "--sample", "--no-dangling-words", "--use-cpu"]) == 1

@@ -209,3 +209,44 @@ def test_impossible_constraints_are_warned_about(caplog):
     assert any("in.json, line 2" in m and "'cat ball'" in m and "maximum output length 6" in m for m in messages)
     assert " a dog runs on the grass " in " %s " % outputs[1].caption
     assert "runs" not in outputs[0].words
+
+
+def test_repetition_controls_reach_the_beam_search():
+    lines = ["f%d" % i for i in range(30)]
+    plain = [o.words for o in make_captioner(batch_size=5).caption_lines(lines, "in")]
+    # a caption shorter than max_output_length (8) ended with </s>: only those are bound by --no-dangling-words
+    assert any(len(set(w)) < len(w) for w in plain) and any(0 < len(w) < 8 and w[-1] in ("a", "on", "the")
+                                                            for w in plain)
+    no_repeat = [o.words for o in make_captioner(batch_size=5, no_repeat_ngram_size=1).caption_lines(lines, "in")]
+    assert all(len(set(w)) == len(w) for w in no_repeat)
+    tidy = [o.words for o in make_captioner(batch_size=5, no_dangling_words=True).caption_lines(lines, "in")]
+    assert not any(0 < len(w) < 8 and w[-1] in ("a", "on", "the") for w in tidy)
+
+
+def test_sampling_gives_nbest_samples_and_refuses_constraints():
+    import mxnet as mx
+    lines = ["f%d" % i for i in range(6)]
+    mx.random.seed(3)
+    first = list(make_captioner(batch_size=3, sample=0, nbest_size=4).caption_lines(lines, "in"))
+    mx.random.seed(3)
+    again = list(make_captioner(batch_size=3, sample=0, nbest_size=4).caption_lines(lines, "in"))
+    assert all(len(o.nbest_captions) == 4 for o in first)   # --nbest-size above --beam-size is fine when sampling
+    assert [o.nbest_captions for o in first] == [o.nbest_captions for o in again]
+    assert len({c for o in first for c in o.nbest_captions}) > 6
+    top1 = list(make_captioner(sample=1, nbest_size=2).caption_lines(lines, "in"))
+    greedy = list(make_captioner(beam_size=1).caption_lines(lines, "in"))
+    assert [o.nbest_captions for o in top1] == [[g.caption, g.caption] for g in greedy]
+    captioner = make_captioner(sample=0)
+    outputs = list(captioner.caption_lines(['{"text": "f0"}', '{"text": "f1", "constraints": ["dog"]}'], "in.json",
+                                           json_input=True))
+    assert [o.failed for o in outputs] == [False, True]
+
+
+def test_config_checks():
+    from captioning.utils import CaptioningError
+    with pytest.raises(CaptioningError, match="cannot be used with --sample"):
+        CaptionerConfig(sample=0, no_dangling_words=True)
+    with pytest.raises(CaptioningError, match="--temperature"):
+        CaptionerConfig(sample=0, temperature=0.0)
+    with pytest.raises(CaptioningError, match="--nbest-size 3 is larger than --beam-size 2"):
+        CaptionerConfig(beam_size=2, nbest_size=3)
