@@ -13,7 +13,6 @@ temperature or top-k) divided by the length penalty (as beam search scores hypot
 beam search read alike. `Sampler.search` returns, per input, the N samples in the order drawn (`SearchResult.nbest`),
 the first also as the result itself.
 """
-import inspect
 import logging
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
@@ -23,7 +22,8 @@ import numpy as np
 from mxnet import gluon
 
 from . import constants as C
-from .beam_search import ENSEMBLE_LINEAR, ENSEMBLE_LOG_LINEAR, Hypothesis, LengthPenalty, SearchResult
+from .beam_search import (ENSEMBLE_LINEAR, ENSEMBLE_LOG_LINEAR, Hypothesis, LengthPenalty, SearchResult,
+                          StepModel)
 
 logger = logging.getLogger(__name__)
 
@@ -79,24 +79,13 @@ class _SampleStep(gluon.HybridBlock):
         return words, costs + step_costs, finished, F.min(finished)
 
 
-def _num_static(model, num_samples: int) -> int:
-    """How many leading states of ``model`` stay at one row per input: its static states, when its ``decode_step``
-    takes ``beam_size`` (`model.CaptionModel`); none for one sample per input."""
-    if num_samples == 1:
-        return 0
-    n = int(getattr(model, "num_static_states", 0) or 0)
-    if n and "beam_size" in inspect.signature(model.decode_step).parameters:
-        return n
-    return 0
-
-
 class Sampler:
     """Draws ``num_samples`` captions per input from one model or an ensemble (same vocabulary and feature shape).
 
     ``top_k`` 0 samples from the whole softmax, K > 0 from its K most likely words; ``temperature`` divides the
-    log-probabilities before sampling. ``models`` implement ``encode`` and ``decode_step`` as for `BeamSearch`."""
+    log-probabilities before sampling. ``models`` are `beam_search.StepModel`s, as for `BeamSearch`."""
 
-    def __init__(self, models: Sequence, num_samples: int, max_output_length: int, top_k: int = 0,
+    def __init__(self, models: Sequence[StepModel], num_samples: int, max_output_length: int, top_k: int = 0,
                  temperature: float = 1.0, ctx: Optional[mx.Context] = None,
                  ensemble_mode: str = ENSEMBLE_LINEAR, length_penalty: Optional[LengthPenalty] = None) -> None:
         assert models, "at least one model"
@@ -124,11 +113,11 @@ class Sampler:
         """Draw ``num_samples`` captions for each of a batch of features ``(B, C, H, W)``."""
         n = self.num_samples
         rows = features.shape[0] * n
-        static = [_num_static(model, n) for model in self.models]
         states = []
-        for model, s in zip(self.models, static):
+        for model in self.models:
             model_states = list(model.encode(features))
             if n > 1:
+                s = model.num_static_states   # they stay at one row per input, repeated inside the step
                 model_states = model_states[:s] + [mx.nd.repeat(x, repeats=n, axis=0) for x in model_states[s:]]
             states.append(model_states)
         prev_words = mx.nd.full((rows,), C.BOS_ID, ctx=self.ctx)
@@ -138,10 +127,7 @@ class Sampler:
         for _ in range(self.max_output_length):
             logits, attentions = [], []
             for i, model in enumerate(self.models):
-                if static[i]:
-                    step_logits, attention, states[i] = model.decode_step(prev_words, states[i], beam_size=n)
-                else:
-                    step_logits, attention, states[i] = model.decode_step(prev_words, states[i])
+                step_logits, attention, states[i] = model.decode_step(prev_words, states[i], beam_size=n)
                 logits.append(step_logits)
                 attentions.append(attention)
             forbidden = self._forbidden_words(logits[0].shape[1])
