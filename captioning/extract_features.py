@@ -14,7 +14,6 @@ import dataclasses
 import gc
 import logging
 import os
-import re
 import shutil
 import time
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -86,7 +85,10 @@ def copy_cnn(cnn: CNNConfig, output_root: str) -> CNNConfig:
                 os.remove(tmp)
                 os.link(source, tmp)
             except OSError:
-                shutil.copyfile(source, tmp)
+                try:
+                    shutil.copyfile(source, tmp)
+                except OSError as e:   # the copy's error names the source; it is the target that cannot be written
+                    raise utils.write_error(target, e) from None
     return cnn.copy(model_path=relative_prefix)
 
 
@@ -126,31 +128,10 @@ def _check_name_collisions(relative: Sequence[str], names: Sequence[str], input_
 
 
 def _check_writable(config: ExtractionConfig) -> None:
-    """Every output can be written, checked before any feature is computed: the output root (created here) and
-    the folder of the list file, by writing and removing a probe file (permission bits alone miss read-only
-    mounts and root's rights)."""
-    utils.check_condition(not os.path.isdir(config.output), "%s: --output is a folder; give the path of the "
-                                                            "feature list file to write" % config.output)
-    try:
-        os.makedirs(config.output_root, exist_ok=True)
-    except OSError as e:
-        raise utils.CaptioningError("%s: cannot create --output-root (%s)" % (config.output_root,
-                                                                               e.strerror or e)) from None
-    for folder, what in ((config.output_root, "--output-root"),
-                         (os.path.dirname(os.path.abspath(config.output)), "the folder of --output")):
-        try:
-            with utils.atomic_path(os.path.join(folder, ".write-probe")) as tmp:
-                with open(tmp, "wb") as f:
-                    f.write(b"0")
-                raise _Probed()
-        except _Probed:
-            pass
-        except OSError as e:
-            raise utils.CaptioningError("%s: %s is not writable (%s)" % (folder, what, e.strerror or e)) from None
-
-
-class _Probed(Exception):
-    """Ends a write probe without renaming the probe file into place (`utils.atomic_path` then removes it)."""
+    """Every output can be written, checked before any feature is computed: the output root (created here) and the
+    list file (a probe file is written and removed: permission bits alone miss read-only mounts and root)."""
+    utils.check_output_folder(config.output_root, "--output-root")
+    utils.check_output_file(config.output, "--output")
 
 
 def _feature_name(relative: str) -> str:
@@ -312,17 +293,12 @@ def _run(config: ExtractionConfig, extractor: FeatureExtractor, paths: Sequence[
 
 @contextlib.contextmanager
 def _output_errors(path: str) -> Iterator[None]:
-    """OS errors while writing outputs (disk full, read-only, a folder in the way) as one-line errors naming the
-    file; what was being written is removed by `utils.atomic_path`, complete feature files stay for a re-run."""
+    """OS errors while writing outputs (disk full, read-only) as one-line errors naming the file; what was being
+    written is removed by `utils.atomic_path`, complete feature files stay for a re-run."""
     try:
         yield
-    except OSError as e:
-        where = e.filename if isinstance(e.filename, str) else path
-        temporary = re.fullmatch(r"\.(.+)\.[^.]+\.tmp", os.path.basename(where))   # utils.atomic_path's name
-        if temporary:
-            where = os.path.join(os.path.dirname(where), temporary.group(1))
-        raise utils.CaptioningError("%s: cannot write (%s); free space or fix the permissions, then re-run (complete "
-                                    "feature files are kept)" % (where, e.strerror or e)) from None
+    except OSError as e:   # what utils.atomic_path has not named already: making folders, removing stale files
+        raise utils.write_error(e.filename if isinstance(e.filename, str) else path, e) from None
 
 
 def _check_all_present(config: ExtractionConfig, names: Sequence[str], shape: Tuple[int, int, int]) -> None:

@@ -121,14 +121,10 @@ def save_feature(path: str, feature: np.ndarray) -> None:
     """Write one feature as float32 ``.npy``, atomically (a temporary file renamed at the end): an interruption or a
     crash never leaves a partial file. No fsync per file (it cost 6x the write): after a power failure a file may be
     short, which `is_complete_feature` detects, so a re-run recomputes it. An OS error (disk full, read-only) is a
-    `CaptioningError` naming ``path``."""
-    try:
-        with utils.atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, np.ascontiguousarray(feature, dtype=np.float32), allow_pickle=False)
-    except OSError as e:
-        raise utils.CaptioningError("%s: cannot write the feature file (%s); free space or fix the permissions, "
-                                    "then re-run (complete feature files are kept)" % (path, e.strerror or e)) from None
+    `CaptioningError` naming ``path`` (`utils.atomic_path`)."""
+    with utils.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(feature, dtype=np.float32), allow_pickle=False)
 
 
 def placeholder_marker(path: str) -> str:
@@ -138,11 +134,8 @@ def placeholder_marker(path: str) -> str:
 def mark_placeholder(path: str) -> None:
     """Record that the feature at ``path`` is an all-zero stand-in for an unreadable image (``--skip-bad-images``),
     so that a re-run computes it again once the image is fixed."""
-    try:
-        with utils.atomic_open(placeholder_marker(path), "w") as f:
-            f.write("all-zero feature of an unreadable image; extract_features recomputes it on a re-run\n")
-    except OSError as e:
-        raise utils.CaptioningError("%s: cannot write (%s)" % (placeholder_marker(path), e.strerror or e)) from None
+    utils.atomic_write_text(placeholder_marker(path),
+                            "all-zero feature of an unreadable image; extract_features recomputes it on a re-run\n")
 
 
 def clear_placeholder(path: str) -> None:

@@ -301,3 +301,94 @@ def test_efficientnet_features_give_plausible_imagenet_classes(shared_dir, tmp_p
             assert 151 <= top1 <= 268, (photo, synset[top1])     # the ImageNet dog breeds
         else:
             assert synset[top1].split(" ", 1)[1].split(",")[0] == expected, (photo, synset[top1])
+
+
+def test_two_images_sharing_a_feature_file_are_refused_naming_both_lines(image_set, tiny_cnn, tmp_path):
+    image_root, list_path, _ = image_set
+    (image_root / "sub_rgb.jpg").write_bytes((image_root / "sub" / "rgb.jpg").read_bytes())
+    list_path.write_text("grey.png\nsub/rgb.jpg\ngrey.png\nsub_rgb.jpg\n")
+    with pytest.raises(utils.CaptioningError, match=r"set.images, line 2: image 'sub/rgb.jpg' and .*set.images, "
+                                                    r"line 4: image 'sub_rgb.jpg' would share the feature file "
+                                                    r"sub_rgb.jpg.npy"):
+        extract_features._main(_args(image_root, list_path, tmp_path / "f", tmp_path / "l", tiny_cnn))
+    assert not (tmp_path / "f").exists()
+
+
+def test_outputs_are_checked_before_any_feature_is_computed(image_set, tiny_cnn, tmp_path, monkeypatch):
+    image_root, list_path, _ = image_set
+    (tmp_path / "l").mkdir()
+    computed = []
+    monkeypatch.setattr(extract_features, "_run", lambda *args: computed.append(args))
+    with pytest.raises(utils.CaptioningError, match=r"/l: is a folder; --output needs a file name"):
+        extract_features._main(_args(image_root, list_path, tmp_path / "f", tmp_path / "l", tiny_cnn))
+    assert not computed
+
+
+def test_a_full_disk_is_a_one_line_error_naming_the_file(image_set, tiny_cnn, tmp_path, monkeypatch):
+    import errno
+    image_root, list_path, _ = image_set
+    out_root, out_list = tmp_path / "feats", tmp_path / "set.features"
+    saved = []
+    original = np.save
+
+    def fill_up(file, array, **kwargs):
+        if len(saved) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(1)
+        original(file, array, **kwargs)
+    monkeypatch.setattr(features.np, "save", fill_up)
+    result = pytest.raises(SystemExit, extract_features.main, _args(image_root, list_path, out_root, out_list,
+                                                                     tiny_cnn, "--quiet"))
+    assert result.value.code == 1
+    with pytest.raises(utils.CaptioningError, match=r"feats/\w+\.(png|jpg)\.npy: cannot write \(No space left on "
+                                                    r"device\)"):
+        extract_features._main(_args(image_root, list_path, out_root, out_list, tiny_cnn))
+    assert not out_list.exists()
+    leftovers = [n for n in os.listdir(out_root) if n.endswith(".tmp")]
+    assert not leftovers
+    assert all(features.is_complete_feature(str(out_root / n), tiny_cnn.feature_shape)
+               for n in os.listdir(out_root) if n.endswith(".npy"))
+
+
+def test_skipped_bad_images_are_recomputed_once_fixed(image_set, tiny_cnn, tmp_path):
+    image_root, list_path, lines = image_set
+    good = (image_root / "palette.png").read_bytes()
+    (image_root / "palette.png").write_bytes(good[: len(good) // 2])
+    out_root, out_list = tmp_path / "feats", tmp_path / "set.features"
+    args = _args(image_root, list_path, out_root, out_list, tiny_cnn, "--skip-bad-images")
+    extract_features._main(args)
+    assert not np.load(out_root / "palette.png.npy").any()
+    assert features.is_placeholder(str(out_root / "palette.png.npy"))
+    extract_features._main(args)                                   # still broken: still a placeholder
+    assert features.is_placeholder(str(out_root / "palette.png.npy"))
+    (image_root / "palette.png").write_bytes(good)
+    config = extract_features.config_from_args(extract_features.build_parser().parse_args(args))
+    result = extract_features.extract(config)
+    assert (result.computed, result.skipped) == (1, 5)
+    fixed = np.load(out_root / "palette.png.npy")
+    expected = _module_forward(tiny_cnn.prefix, tiny_cnn.layer,
+                               image_io.load_image(str(image_root / "palette.png"), tiny_cnn.image_size[1:])[None])
+    np.testing.assert_allclose(fixed, expected[0], rtol=1e-4, atol=1e-4)
+    assert fixed.any() and not features.is_placeholder(str(out_root / "palette.png.npy"))
+
+
+def test_nan_features_from_the_cnn_stop_naming_the_line(image_set, tiny_cnn, tmp_path, monkeypatch):
+    from captioning import cnn
+    image_root, list_path, _ = image_set
+    original = cnn.MXNetFeatureExtractor.extract
+
+    def poisoned(self, images):
+        out = original(self, images)
+        out[-1, 0, 0, 0] = np.nan
+        return out
+    monkeypatch.setattr(cnn.MXNetFeatureExtractor, "extract", poisoned)
+    with pytest.raises(utils.CaptioningError, match=r"set.images, line 4: the CNN gives NaN or infinite features"):
+        extract_features._main(_args(image_root, list_path, tmp_path / "f", tmp_path / "l", tiny_cnn))
+
+
+def test_list_layers_needs_no_other_io_option(tiny_cnn, capsys):
+    extract_features._main(["--list-layers", "--image-encoder-model-path", tiny_cnn.prefix, "--source-image-size",
+                            *map(str, tiny_cnn.image_size), "--quiet"])
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert [tiny_cnn.layer, "8x4x4"] in lines and ["fc1", "5"] in lines
+    assert not any(line[0].endswith(("_weight", "_label")) or line[0] == "data" for line in lines)

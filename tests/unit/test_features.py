@@ -187,3 +187,70 @@ def test_read_feature_list_rejects_empty_lines(tmp_path):
 def test_store_without_sidecar_takes_shape_from_first_file(tmp_path):
     root, lines, list_path = _folder(tmp_path, sidecar=None)
     assert features.open_feature_store(str(root), lines, "lazy", str(list_path)).feature_shape == SHAPE
+
+
+@pytest.mark.parametrize("mode", ["lazy", "memory"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_and_inf_features_are_refused_naming_the_file(tmp_path, mode, bad):
+    root, lines, list_path = _folder(tmp_path)
+    feature = np.load(root / lines[1])
+    feature[1, 2, 0] = bad
+    np.save(root / lines[1], feature)
+    with pytest.raises(utils.CaptioningError, match=r"list.features, line 2: feature file .*%s holds NaN or "
+                                                    r"infinite values" % lines[1]):
+        features.open_feature_store(str(root), lines, mode, str(list_path)).get_batch([0, 1])
+
+
+def test_float16_overflow_in_the_mmap_store_is_refused_naming_the_line(tmp_path):
+    root, lines, list_path = _folder(tmp_path)
+    feature = np.load(root / lines[2])
+    feature[0, 0, 0] = 1e6                    # fine in float32, inf in float16
+    np.save(root / lines[2], feature)
+    store = features.open_feature_store(str(root), lines, "mmap", str(list_path), mmap_dtype="float16")
+    assert store.get_batch([0, 1]).shape == (2,) + SHAPE
+    with pytest.raises(utils.CaptioningError, match=r"list.features, line 3: .*%s.*holds NaN or infinite" % lines[2]):
+        store.get_batch([0, 2])
+
+
+def test_feature_names_escaping_the_root_are_refused_unless_allowed(tmp_path):
+    root, lines, list_path = _folder(tmp_path)
+    outside = tmp_path / "outside.npy"
+    features.save_feature(str(outside), np.ones(SHAPE, np.float32))
+    os.symlink(str(outside), str(root / "link.npy"))                 # a link inside the root, pointing out
+    os.symlink(str(root / lines[0]), str(root / "inner_link.npy"))   # a link that stays inside
+    for name, message in ((str(outside), "absolute path"), ("../outside.npy", "leaves the root folder"),
+                          ("link.npy", "symbolic link .* points out of the root folder")):
+        names = lines[:2] + [name]
+        with pytest.raises(utils.CaptioningError, match=r"list.features, line 3: .*%s" % message):
+            features.open_feature_store(str(root), names, "lazy", str(list_path))
+        store = features.open_feature_store(str(root), names, "lazy", str(list_path), allow_absolute=True)
+        np.testing.assert_array_equal(store.get_batch([2])[0], np.ones(SHAPE))
+    store = features.open_feature_store(str(root), ["inner_link.npy"], "memory", str(list_path))
+    np.testing.assert_array_equal(store.get_batch([0])[0], np.load(root / lines[0]))
+
+
+def test_recorded_cnn_path_is_resolved_against_the_feature_folder(tmp_path, monkeypatch):
+    root = tmp_path / "work" / "feats"
+    (root / "cnn").mkdir(parents=True)
+    (root / "cnn" / "net-symbol.json").write_text("{}")
+    features.write_feature_sizes(str(root), features.FeatureSizes((3, 8, 8), SHAPE, {"model_path": "cnn/net",
+                                                                                     "layer": "x"}))
+    assert json.loads((root / C.IMAGE_FEATURE_SIZES_JSON).read_text())["cnn"]["model_path"] == "cnn/net"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    recorded = features.read_feature_sizes(os.path.relpath(root)).cnn["model_path"]
+    assert os.path.isabs(recorded) and os.path.exists(recorded + "-symbol.json")
+    monkeypatch.chdir(root)                   # the same from inside the folder
+    assert features.read_feature_sizes(".").cnn["model_path"] == recorded
+
+
+def test_write_errors_name_the_feature_file(tmp_path, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(np, "save", full)
+    with pytest.raises(utils.CaptioningError, match=r"a\.npy: cannot write \(No space left"):
+        features.save_feature(str(tmp_path / "a.npy"), np.zeros(SHAPE, np.float32))
+    assert os.listdir(tmp_path) == []

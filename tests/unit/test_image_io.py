@@ -95,3 +95,23 @@ def test_missing_truncated_and_non_images(tmp_path, image_factory):
     text.write_text("hello")
     with pytest.raises(image_io.BadImageError, match="not a readable image"):
         image_io.load_image(str(text), (8, 8))
+
+
+def test_resolve_path_follows_symbolic_links(tmp_path):
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (4, 4)).save(outside)
+    Image.new("RGB", (4, 4)).save(root / "sub" / "in.png")
+    os.symlink(str(outside), str(root / "out.png"))
+    os.symlink(str(root / "sub" / "in.png"), str(root / "in_link.png"))
+    os.symlink(str(tmp_path), str(root / "up"))                   # a folder link out of the root
+    for relative in ("out.png", "up/secret.png"):
+        with pytest.raises(utils.CaptioningError, match=r"l.images, line 4: path '%s' is a symbolic link .*points "
+                                                        r"out of the root folder" % relative):
+            image_io.resolve_path(str(root), relative, False, "l.images, line 4")
+        assert image_io.resolve_path(str(root), relative, True, "w") == os.path.join(str(root), relative)
+    assert image_io.resolve_path(str(root), "in_link.png", False, "w") == str(root / "in_link.png")
+    # a root that is itself a link is fine
+    os.symlink(str(root), str(tmp_path / "root_link"))
+    assert image_io.resolve_path(str(tmp_path / "root_link"), "sub/in.png", False, "w").endswith("sub/in.png")
