@@ -59,6 +59,32 @@ def teacher_forcing_arrays(tokens: np.ndarray, step: int = LENGTH_STEP) -> Tuple
     return target_input, labels
 
 
+def distinct_rows(tokens: np.ndarray, advantages: np.ndarray, num_samples: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The rows worth a teacher-forced pass: identical samples of an image (K consecutive rows) are one row with the
+    sum of their advantages, and rows whose (summed) advantage is 0 add nothing to the gradient (e.g. K identical
+    samples under the mean baseline) and are left out (one is kept if nothing else is left). Returns the kept rows
+    and their advantages scaled so that the mean over the kept rows is the sum over all samples / their number:
+    the same loss and gradient as every sample on its own row."""
+    groups: Dict[Tuple[int, bytes], int] = {}
+    rows: List[int] = []
+    sums: List[float] = []
+    for r in range(len(tokens)):
+        key = (r // num_samples, tokens[r].tobytes())
+        slot = groups.get(key)
+        if slot is None:
+            groups[key] = len(rows)
+            rows.append(r)
+            sums.append(float(advantages[r]))
+        else:
+            sums[slot] += float(advantages[r])
+    rows_np, sums_np = np.asarray(rows, dtype=np.int64), np.asarray(sums, dtype=np.float64)
+    keep = sums_np != 0.0
+    if not keep.any():
+        keep[0] = True
+    rows_np, sums_np = rows_np[keep], sums_np[keep]
+    return rows_np, (sums_np * len(rows_np) / len(tokens)).astype(np.float32)
+
+
 def references_as_ids(references: Sequence[Sequence[str]], vocab: Dict[str, int]) -> List[List[List[Hashable]]]:
     """Training references as word ids, so that sampled ids are scored without turning them into words. A word the
     vocabulary lacks gets an id of its own (negative, never sampled); ``<unk>`` in a sample thus matches nothing, as
@@ -142,10 +168,11 @@ class SelfCriticalObjective:
             rewards, baselines = self.rewards(captions, images, greedy)
             self.seconds["sample"] += mid - start
             self.seconds["reward"] += time.time() - mid
-            target_input, labels = teacher_forcing_arrays(samples.tokens)
-            prepared.append((mx.nd.repeat(features, repeats=k, axis=0) if k > 1 else features,
-                             mx.nd.array(target_input, ctx=share.ctx), mx.nd.array(labels, ctx=share.ctx),
-                             mx.nd.array(rewards - baselines, ctx=share.ctx)))
+            rows, advantages = distinct_rows(samples.tokens, rewards - baselines, k)
+            target_input, labels = teacher_forcing_arrays(samples.tokens[rows])
+            features = mx.nd.take(features, mx.nd.array(rows // k, ctx=share.ctx))
+            prepared.append((features, mx.nd.array(target_input, ctx=share.ctx), mx.nd.array(labels, ctx=share.ctx),
+                             mx.nd.array(advantages, ctx=share.ctx)))
             self._sums += (rewards.sum(), baselines.sum(), samples.lengths.sum(), len(rewards))
         start = time.time()
         with autograd.record():

@@ -116,7 +116,7 @@ def test_a_rewarded_caption_becomes_likely():
     before = np.mean([sequence_log_prob(model, features[i], "dog runs") for i in range(4)])
     mx.random.seed(5)
     rewards = []
-    for update in range(16):
+    for update in range(30):
         objective.forward_backward(model, [share_of(features, [0, 1, 2, 3, 1])])
         trainer.step(1)
         rewards.append(objective.metrics()["reward-train"])
@@ -153,3 +153,40 @@ def test_the_mean_baseline_needs_two_samples():
     with pytest.raises(CaptioningError, match="--self-critical-samples 2 or more"):
         SelfCriticalObjective([["a dog"]], VOCAB, num_samples=1, baseline="mean")
     assert SelfCriticalObjective([["a dog"]], VOCAB, num_samples=1, baseline="greedy").num_samples == 1
+
+
+def test_identical_samples_share_one_row_and_zero_advantages_are_left_out():
+    from captioning.self_critical import distinct_rows
+    tokens = np.array([[5, EOS], [5, EOS], [6, EOS],      # image 0: a repeated sample
+                       [7, EOS], [7, EOS], [7, EOS],      # image 1: all the same (advantages 0)
+                       [5, EOS], [8, EOS], [9, EOS]])     # image 2: [5, EOS] again, but another image
+    advantages = np.array([0.5, 0.5, -1.0, 0.0, 0.0, 0.0, 1.0, -0.25, -0.75])
+    rows, scaled = distinct_rows(tokens, advantages, 3)
+    np.testing.assert_array_equal(rows, [0, 2, 6, 7, 8])
+    # the mean over the kept rows equals the sum over all samples / 9
+    np.testing.assert_allclose(scaled, np.array([1.0, -1.0, 1.0, -0.25, -0.75]) * 5 / 9, rtol=1e-6)
+    rows, scaled = distinct_rows(tokens[3:6], advantages[3:6], 3)
+    np.testing.assert_array_equal(rows, [0])
+    assert scaled[0] == 0.0
+
+
+def test_loss_equals_the_loss_of_every_sample_on_its_own_row():
+    # the gradient of forward_backward (deduplicated rows) equals the plain mean over all K samples
+    references = [["a dog runs", "a red dog"], ["a cat sits"]]
+    features = np.random.RandomState(5).rand(2, 4, 2, 2).astype(np.float32)
+    model = tiny_model(seed=2)
+    objective = SelfCriticalObjective(references, VOCAB, num_samples=4, baseline="mean", max_output_length=4)
+    mx.random.seed(9)
+    samples = objective._searches(model, mx.cpu())[0].sample(mx.nd.array(features))
+    rewards, baselines = objective.rewards(samples.captions(), np.array([0, 1]))
+    mx.random.seed(9)
+    objective.forward_backward(model, [share_of(features, [1, 0, 1])])
+    params = [p for p in model.collect_params().values() if p.grad_req != "null"]
+    dedup = [p.grad().asnumpy().copy() for p in params]
+    target_input, labels = teacher_forcing_arrays(samples.tokens)
+    with autograd.record():
+        loss = PolicyGradientLoss()(model(mx.nd.repeat(mx.nd.array(features), 4, axis=0), mx.nd.array(target_input)),
+                                    mx.nd.array(labels), mx.nd.array(rewards - baselines))
+    loss.backward()
+    for p, g in zip(params, dedup):
+        np.testing.assert_allclose(g, p.grad().asnumpy(), rtol=1e-4, atol=1e-6)
