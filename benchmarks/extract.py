@@ -117,7 +117,7 @@ def main() -> None:
             memory.__exit__()
             self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
             images = np.stack([image_io.load_image(p, (224, 224)) for p in paths])
-            extractor = cnn.FeatureExtractor(config, mx.cpu(), args.batch_size)
+            extractor = cnn.create_feature_extractor(config, mx.cpu(), args.batch_size)
             extractor.extract(images[:args.batch_size])          # warm-up
         start = time.time()
         for s in range(0, len(images), args.batch_size):
