@@ -419,7 +419,7 @@ def read_metrics(path: str) -> List[Dict[str, float]]:
         where = utils.location(path, number)
         try:
             record: Dict[str, float] = {"checkpoint": float(int(fields[0]))}
-        except ValueError:
+        except (ValueError, OverflowError):
             raise CaptioningError("%s: %r is not a checkpoint number; expected 'N<TAB>key=value<TAB>...'"
                                   % (where, fields[0])) from None
         for item in fields[1:]:
@@ -429,6 +429,8 @@ def read_metrics(path: str) -> List[Dict[str, float]]:
                 record[key.strip()] = float(value)
             except ValueError:
                 continue
+            if not np.isfinite(record[key.strip()]):   # nan/inf cannot be plotted
+                del record[key.strip()]
         records.append(record)
     check_condition(bool(records), "%s: no checkpoints in the metrics file" % path)
     return records
