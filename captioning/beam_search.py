@@ -35,9 +35,6 @@ ENSEMBLE_LINEAR = "linear"
 ENSEMBLE_LOG_LINEAR = "log_linear"
 STOP_ALL = "all"
 STOP_FIRST = "first"
-# an input whose search has stopped leaves the batch once at least this share of the remaining inputs has
-# (and at least one): each shrink changes the shapes of the cached step graphs, which costs a re-plan
-SHRINK_FRACTION = 0.25
 # English function words a caption should not end on (the captioner's --no-dangling-words)
 DANGLING_WORDS = ("a", "an", "the", "with", "of", "in", "on", "at", "and", "to", "for", "from", "by", "its", "his",
                   "her", "their", "while", "is", "are")
@@ -304,9 +301,10 @@ class BeamSearch:
         """Caption a batch of features ``(B, C, H, W)``; ``constraints`` (one per input, or None) switches on the
         constrained search for the inputs that have some.
 
-        Inputs whose search has stopped leave the computation (their rows are dropped from every state), once at
-        least `SHRINK_FRACTION` of the remaining inputs have stopped: a batch costs about the sum of its
-        captions' lengths, not the batch size times the longest."""
+        An input whose search has stopped leaves the computation at once (its rows are dropped from every state):
+        a batch costs about the sum of its captions' lengths, not the batch size times the longest. (Each shrink
+        changes the shapes of the cached graphs; MXNet re-plans them in well under a millisecond, measured: waiting
+        until a quarter or half of the inputs had stopped was no faster.)"""
         batch_size = features.shape[0]
         k = self.beam_size
         active = self._start(features)
@@ -326,7 +324,7 @@ class BeamSearch:
             if stopped_np.all() or t + 1 == self.max_output_length:
                 break
             keep = None
-            if stopped_np.sum() >= max(1.0, SHRINK_FRACTION * len(stopped_np)):
+            if stopped_np.any():
                 keep = np.flatnonzero(stopped_np == 0)
                 retired.append(self._retire(active, np.flatnonzero(stopped_np)))
                 all_rows = False

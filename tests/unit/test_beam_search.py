@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from captioning import constants as C
-from captioning.beam_search import DANGLING_WORDS, SHRINK_FRACTION, BeamSearch, LengthPenalty
+from captioning.beam_search import DANGLING_WORDS, BeamSearch, LengthPenalty
 
 EOS, BOS, PAD = C.EOS_ID, C.BOS_ID, C.PAD_ID
 
@@ -267,16 +267,8 @@ def test_rows_computed_per_step_follow_the_captions():
     counter = RowCounter(model)
     results = BeamSearch([counter], beam_size=k, max_output_length=limit, nbest_size=k).search(feats)
     alone = [min(n + 1, limit) for n in lengths]       # the step at which each input's search stops on its own
-    # an input leaves once it has stopped, as soon as a quarter of the remaining inputs have (or one, at least)
-    expected, remaining = [], set(range(8))
-    for t in range(limit):
-        expected.append(k * len(remaining))
-        stopped = {b for b in remaining if alone[b] <= t + 1}
-        if stopped == remaining:
-            break
-        if len(stopped) >= max(1.0, SHRINK_FRACTION * len(remaining)):
-            remaining -= stopped
-    assert counter.rows == expected
+    # an input leaves as soon as it has stopped
+    assert counter.rows == [k * sum(1 for s in alone if s > t) for t in range(limit)]
     assert counter.rows[-1] == k and sum(counter.rows) < 8 * k * limit / 2
     assert _hypotheses(results) == _hypotheses([BeamSearch([model], beam_size=k, max_output_length=limit,
                                                            nbest_size=k).search(feats[b:b + 1])[0]
