@@ -231,7 +231,7 @@ CASES: List[Case] = [
     Case("visualize-symlink-out-of-root", "visualize",
          lambda e: ["--image-root", str(e.tmp / "root"), "--source", e.write("v.images", ["link.png"]),
                     "--prediction", e.write("v.pred", ["a dog"]), "--save-to-folder", str(e.tmp / "pages"),
-                    "--quiet"], 1, "leaves the root folder", where=_line("v.images", 1),
+                    "--quiet"], 1, "points out of the root folder", where=_line("v.images", 1),
          setup=lambda e: (e.folder("root"), os.symlink(e.images / "a.png", e.tmp / "root" / "link.png"))),
     Case("visualize-absolute-path", "visualize",
          lambda e: ["--image-root", str(e.images), "--source", e.write("v.images", [str(e.images / "a.png")]),
