@@ -20,10 +20,6 @@ ONNX_SUFFIX = ".onnx"
 OUTPUT_SUFFIX = "_output"
 
 
-def is_onnx_path(model_path: str) -> bool:
-    return model_path.lower().endswith(ONNX_SUFFIX)
-
-
 def _require() -> Tuple[Any, Any]:
     try:
         import onnx
