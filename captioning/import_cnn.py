@@ -41,14 +41,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # ---------------------------------------------------------------------------------------------------------------
 
 def _prepare_output(prefix: str) -> None:
-    folder = os.path.dirname(os.path.abspath(prefix))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise utils.CaptioningError("%s: cannot create the output folder (%s)" % (folder, e.strerror)) from None
-    utils.check_condition(os.access(folder, os.W_OK), "%s: the output folder is not writable" % folder)
-    utils.check_condition(not os.path.isdir(prefix + cnn.SYMBOL_SUFFIX),
-                          "%s: is a folder; give --output a file prefix" % (prefix + cnn.SYMBOL_SUFFIX))
+    """The folder of ``--output`` PREFIX exists (created) and can be written, before any work."""
+    utils.check_condition(not os.path.isdir(prefix), "%s: is a folder; --output takes a file prefix such as "
+                                                     "models/efficientnet-lite2" % prefix)
+    utils.check_output_folder(os.path.dirname(os.path.abspath(prefix)), "--output")
+    utils.check_output_file(cnn.symbol_file(prefix), "--output")
 
 
 def save_checkpoint(prefix: str, symbol: Any, arg_params: Dict[str, Any], aux_params: Dict[str, Any]) -> None:
