@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import time
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
@@ -347,7 +347,7 @@ def build_parser(list_layers: bool = False) -> arguments.ConfigArgumentParser:
     return parser
 
 
-def print_layers(model_path: str, epoch: int, image_size: Sequence[int], out: "TextIO") -> None:  # noqa: F821
+def print_layers(model_path: str, epoch: int, image_size: Sequence[int], out: TextIO) -> None:
     """One line per internal output of the encoder: its name (what --image-encoder-layer takes), its shape at
     ``image_size``, and '*' with the recommendation of ``import_cnn``'s sidecar for the layers it recommends."""
     from . import cnn
