@@ -182,8 +182,13 @@ class SelfCriticalObjective:
         self.seconds["forward_backward"] += time.time() - start
 
     def metrics(self) -> Dict[str, float]:
+        """``reward-train`` (mean CIDEr-D of the samples, COCO scale), ``sample-length-train`` (words + ``</s>``),
+        and with the greedy baseline ``baseline-train`` (the greedy captions' mean reward; the mean baseline's equals
+        the reward by construction)."""
         reward, baseline, length, count = self._sums
         self._sums = np.zeros(4)
         count = max(count, 1.0)
-        return {"reward-train": float(reward / count), "baseline-train": float(baseline / count),
-                "sample-length-train": float(length / count)}
+        metrics = {"reward-train": float(reward / count), "sample-length-train": float(length / count)}
+        if self.baseline == BASELINE_GREEDY:
+            metrics["baseline-train"] = float(baseline / count)
+        return metrics

@@ -33,7 +33,7 @@ def test_self_critical_run_and_resume_after_kill(synthetic_features, cross_entro
     expected = read_metrics(straight)
     assert [n for n, _ in expected] == [1, 2, 3, 4]
     for _, values in expected:
-        assert {"reward-train", "baseline-train", "cider-val", "bleu-val", "chrf-val"} <= set(values)
+        assert {"reward-train", "sample-length-train", "cider-val", "bleu-val", "chrf-val"} <= set(values)
         assert values["reward-train"] >= 0 and 0 <= values["cider-val"] <= 1000
     ciders = [v["cider-val"] for _, v in expected]
     assert os.readlink(straight / "params.best") == "params.%05d" % (ciders.index(max(ciders)) + 1)
