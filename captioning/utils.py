@@ -235,6 +235,7 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]], argv: Opti
 def _report(message: str) -> None:
     """Log a fatal error as one line (messages quoting a parser's multi-line report are joined)."""
     message = " ".join(part.strip() for part in message.splitlines() if part.strip())
-    logging.getLogger("captioning").error("%s", message)
-    if not logging.getLogger().handlers:
+    if logging.getLogger().handlers:
+        logging.getLogger("captioning").error("%s", message)
+    else:  # before the CLI set up logging (Python's last-resort handler would print it a second time)
         print("error: %s" % message, file=sys.stderr)

@@ -156,3 +156,18 @@ def test_cli(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert "bad.txt, line 2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_possible_constraints_drop_impossible_ones_with_a_warning(caplog):
+    from captioning.lexical_constraints import possible_constraints
+    words = {4: "a", 5: "dog", 6: "runs", 7: "cat"}
+    include = ((5, 6), (7,), (4, 5, 6, 7))
+    kept = possible_constraints(include, ((6,),), 10, "in.json, line 4", words)
+    assert kept == ((7,),)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("in.json, line 4" in m and "'dog runs'" in m and "avoided phrase 'runs'" in m for m in messages)
+    caplog.clear()
+    assert possible_constraints(include, (), 3, "w", words) == ((5, 6), (7,))
+    assert any("'a dog runs cat'" in r.getMessage() and "need 7 words" in r.getMessage() and
+               "maximum output length 3" in r.getMessage() for r in caplog.records)
+    assert possible_constraints(((5, 6),), ((5, 6, 7),), 5, "w") == ((5, 6),)   # a longer avoided phrase is fine

@@ -334,3 +334,40 @@ def test_write_report(tmp_path, images):
     ciders = [float(v) for v in re.findall(r'data-cider="([0-9.]+)"', page)]
     assert ciders[0] > ciders[1]   # exact match scores higher than a wrong caption
     assert "CIDEr-D" in page and "ROUGE-L" in page
+
+
+def test_report_does_not_import_visualize():
+    """Issue 12: the report <-> visualize import cycle is broken; the dependency runs visualize -> report."""
+    import ast
+    source = Path(report.__file__).read_text(encoding="utf-8")
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            imported.update(alias.name for alias in node.names)
+            imported.add(node.module or "")
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    assert not any("visualize" in name for name in imported)
+
+
+def test_read_metrics_survives_huge_and_non_finite_values(tmp_path):
+    path = tmp_path / "metrics"
+    path.write_text("1\tperplexity-train=nan\tperplexity-val=12.5\n2\tperplexity-val=inf\tbleu-val=3\n")
+    records = visualize.read_metrics(str(path))
+    assert records == [{"checkpoint": 1.0, "perplexity-val": 12.5}, {"checkpoint": 2.0, "bleu-val": 3.0}]
+    path.write_text("9" * 400 + "\tperplexity-val=1\n")
+    with pytest.raises(CaptioningError, match="metrics, line 1: .* is not a checkpoint number"):
+        visualize.read_metrics(str(path))
+
+
+def test_read_captioned_images_confines_paths(tmp_path, images):
+    root = images
+    source = tmp_path / "list"
+    source.write_text("../outside.png\n")
+    prediction = tmp_path / "pred"
+    prediction.write_text("a dog\n")
+    with pytest.raises(CaptioningError, match="list, line 1: path '../outside.png' leaves the root folder"):
+        visualize.read_captioned_images(str(root), str(source), str(prediction))
+    source.write_text("")
+    prediction.write_text("")
+    assert visualize.read_captioned_images(str(root), str(source), str(prediction)) == []

@@ -1,0 +1,103 @@
+"""utils: line reading (UTF-8 errors name the line, pipes), output checks, atomic writes on a failing disk, run_cli."""
+import errno
+import logging
+import os
+import sys
+
+import pytest
+
+from captioning import utils
+from captioning.utils import CaptioningError
+
+
+def test_read_lines_names_the_bad_line_and_keeps_universal_newlines(tmp_path):
+    path = tmp_path / "list.txt"
+    path.write_bytes(b"a\r\nb\rc\nd")
+    assert utils.read_lines(str(path)) == ["a", "b", "c", "d"]
+    path.write_bytes(b"ok\nstill ok\nbad \xe9 here\n")
+    with pytest.raises(CaptioningError, match=r"list.txt, line 3: not UTF-8 text \(.* at byte 5 of the line\)"):
+        utils.read_lines(str(path))
+    path.write_bytes(b"")
+    assert utils.read_lines(str(path)) == []
+
+
+def test_read_lines_from_a_pipe():
+    read, write = os.pipe()
+    os.write(write, "x\ny\n".encode())
+    os.close(write)
+    try:
+        assert utils.read_lines("/dev/fd/%d" % read) == ["x", "y"]
+    finally:
+        os.close(read)
+
+
+def test_check_output_file(tmp_path):
+    utils.check_output_file(str(tmp_path / "out.txt"))
+    assert os.listdir(tmp_path) == []   # the probe leaves nothing
+    with pytest.raises(CaptioningError, match="is a folder"):
+        utils.check_output_file(str(tmp_path))
+    with pytest.raises(CaptioningError, match="does not exist"):
+        utils.check_output_file(str(tmp_path / "no" / "out.txt"))
+    utils.check_output_file(os.devnull)   # devices are written in place
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CaptioningError, match="is not a folder"):
+        utils.check_output_folder(str(tmp_path / "file"), "--save-to-folder")
+    utils.check_output_folder(str(tmp_path / "new" / "pages"), "--save-to-folder")
+    assert (tmp_path / "new" / "pages").is_dir()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders (the tmpfs cases cover root)")
+def test_check_output_file_in_a_read_only_folder(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(CaptioningError, match="cannot write there"):
+            utils.check_output_file(str(folder / "out.txt"))
+    finally:
+        folder.chmod(0o755)
+
+
+def test_atomic_write_on_a_full_disk_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):
+    """A disk that fills up while writing (simulated: fsync fails with ENOSPC)."""
+    target = tmp_path / "out.txt"
+    target.write_text("old\n")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(CaptioningError, match=r"out.txt: cannot write \(No space left on device\)"):
+        utils.atomic_write_text(str(target), "new\n")
+    assert target.read_text() == "old\n" and os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_atomic_path_into_a_folder_is_an_error(tmp_path):
+    with pytest.raises(CaptioningError, match="is a folder"):
+        with utils.atomic_path(str(tmp_path)):
+            pass
+
+
+def test_run_cli_one_line_errors_and_full_stdout(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+
+    def fails(argv):
+        raise CaptioningError("x.txt: cannot read the config (while parsing\n  in line 3\nexpected ':')")
+    with pytest.raises(SystemExit) as info:
+        utils.run_cli(fails, [])
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "error: x.txt: cannot read the config (while parsing in line 3 expected ':')"
+
+    def writes(argv):
+        print("caption")
+        return 0
+    with open("/dev/full", "w") as full:
+        monkeypatch.setattr(sys, "stdout", full)
+        with pytest.raises(SystemExit) as info:
+            utils.run_cli(writes, [])
+    assert info.value.code == 1
+    assert "standard output: cannot write (No space left on device)" in capsys.readouterr().err
+
+
+def test_num_cpus():
+    assert utils.num_cpus() >= 1
