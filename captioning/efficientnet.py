@@ -159,7 +159,10 @@ def build(state: Dict[str, np.ndarray], image_size: int, where: str) -> Tuple[An
         return mx.sym.clip(x, a_min=0.0, a_max=6.0, name=name)
 
     data = mx.sym.var("data")
-    x = mx.sym.identity((data - INPUT_MEAN) / INPUT_SCALE, name="data_norm")
+    # named as MXNet names them in a fresh process (the reference conversion's names), not by a global counter
+    centred = mx.sym._internal._minus_scalar(data, scalar=INPUT_MEAN, name="_minusscalar0")  # noqa: SLF001
+    x = mx.sym.identity(mx.sym._internal._div_scalar(centred, scalar=INPUT_SCALE, name="_divscalar0"),  # noqa: SLF001
+                        name="data_norm")
     x = relu6(batch_norm(conv(x, "stem_conv", "_conv_stem.weight", 3, 2), "stem_bn", "_bn0"), "stem_relu6")
     for block in arch.blocks:
         name = "stage%d_unit%d" % (block.stage, block.unit)

@@ -282,7 +282,7 @@ def export_gluon(net: Any, name: str, prefix: str, image_size: int, source: str)
     data = mx.sym.var("data")
     mean = mx.sym.var("data_mean", shape=(1, 3, 1, 1), init=mx.init.Zero())
     scale = mx.sym.var("data_scale", shape=(1, 3, 1, 1), init=mx.init.One())
-    normalised = mx.sym.broadcast_mul(mx.sym.broadcast_sub(data, mean), scale, name="data_norm")
+    normalised = mx.sym.broadcast_mul(mx.sym.broadcast_sub(data, mean, name="data_centred"), scale, name="data_norm")
     graph = renamed(data=normalised)
     new_params = {"arg:data_mean": mx.nd.array([m * 255.0 for m in IMAGENET_MEAN]).reshape((1, 3, 1, 1)),
                   "arg:data_scale": mx.nd.array([1.0 / (s * 255.0) for s in IMAGENET_STD]).reshape((1, 3, 1, 1))}
