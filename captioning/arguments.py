@@ -312,7 +312,10 @@ def add_training_io_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--validation-source-root", "-vsr", type=str, default=None,
                        help="Folder of the validation features (default: --source-root).")
     group.add_argument("--validation-source", "-vs", type=str, required=True, help="Validation feature list.")
-    group.add_argument("--validation-target", "-vt", type=str, required=True, help="Validation captions.")
+    group.add_argument("--validation-target", "-vt", type=str, nargs="+", required=True,
+                       help="Validation captions: one file, or several (one reference per file), each line-aligned "
+                            "with --validation-source. Validation perplexity uses every (image, caption) pair; "
+                            "--decode-and-evaluate scores each image against all its references.")
     group.add_argument("--output", "-o", type=str, required=True, help="Model folder.")
     group.add_argument("--overwrite-output", action="store_true", default=False,
                        help="Delete the model folder's contents and start afresh. Without it, the same command "
@@ -347,6 +350,9 @@ def add_training_io_args(parser: argparse.ArgumentParser) -> None:
                        metavar="[SRC:]TRG",
                        help="Maximum caption length in tokens, counting </s>. Longer training captions are dropped "
                             "and counted in the log. The source part is accepted and ignored for images.")
+    group.add_argument("--allow-absolute-paths", action="store_true", default=False,
+                       help="Accept feature names in the lists that leave their --source-root (absolute paths, "
+                            "'..', symbolic links pointing out of it); refused by default.")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -483,8 +489,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--metrics", nargs="+", choices=[C.METRIC_PERPLEXITY, C.METRIC_ACCURACY],
                        default=[C.METRIC_PERPLEXITY], help="Metrics to track on training and validation data.")
     group.add_argument("--optimized-metric", choices=C.METRICS_OPTIMIZABLE, default=C.METRIC_PERPLEXITY,
-                       help="Metric that picks params.best, drives early stopping and plateau-reduce. bleu/chrf "
-                            "need --decode-and-evaluate.")
+                       help="Metric that picks params.best, drives early stopping and plateau-reduce. bleu/chrf/"
+                            "cider (CIDEr-D against all references of each validation image) need "
+                            "--decode-and-evaluate.")
     group.add_argument("--checkpoint-interval", "--checkpoint-frequency", type=int_greater_or_equal(1),
                        default=4000, dest="checkpoint_interval",
                        help="Updates between checkpoints (validation, params.NNNNN, metrics).")

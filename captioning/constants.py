@@ -23,7 +23,7 @@ METRICS_NAME = "metrics"
 LOG_NAME = "log"
 TRAINING_STATE_DIRNAME = "training_state"
 # the format of a model folder; bumped when a folder written by an older version can no longer be read
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2   # 2: ModelConfig.image_cnn (typed) replaces the cnn_config mapping of 1
 
 # --- feature folders (--output-root of extract_features) ---
 FEATURE_SUFFIX = ".npy"
@@ -67,8 +67,10 @@ METRIC_PERPLEXITY = "perplexity"
 METRIC_ACCURACY = "accuracy"
 METRIC_BLEU = "bleu"
 METRIC_CHRF = "chrf"
-METRICS_OPTIMIZABLE = [METRIC_PERPLEXITY, METRIC_ACCURACY, METRIC_BLEU, METRIC_CHRF]
-METRIC_MAXIMIZE = {METRIC_PERPLEXITY: False, METRIC_ACCURACY: True, METRIC_BLEU: True, METRIC_CHRF: True}
+METRIC_CIDER = "cider"                      # CIDEr-D x 100 of --decode-and-evaluate (cider-val)
+METRICS_OPTIMIZABLE = [METRIC_PERPLEXITY, METRIC_ACCURACY, METRIC_BLEU, METRIC_CHRF, METRIC_CIDER]
+METRIC_MAXIMIZE = {METRIC_PERPLEXITY: False, METRIC_ACCURACY: True, METRIC_BLEU: True, METRIC_CHRF: True,
+                   METRIC_CIDER: True}
 
 OUTPUT_TYPE_TRANSLATION = "translation"
 OUTPUT_TYPE_TRANSLATION_WITH_SCORE = "translation_with_score"

@@ -12,6 +12,7 @@ state are the iterator's state (`state_dict`), saved at checkpoints so a resumed
 Features of the next batch are read in a background thread while the model trains on the current one.
 """
 import logging
+import os
 import queue
 import threading
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tu
 import numpy as np
 
 from . import constants as C
-from . import utils
+from . import features, utils
 from .config import Config
 from .vocab import Vocab, tokens_to_ids
 
@@ -278,8 +279,9 @@ class BatchIterator:
             self._start_prefetch(self.position)
         return batch, end_of_epoch
 
-    def _load(self, position: int) -> Batch:
-        bucket, items = self.plan[position]
+    def _load(self, entry: Tuple[int, List[int]]) -> Batch:
+        """The batch of a plan entry (the feature store refuses NaN or infinite features, naming the file)."""
+        bucket, items = entry
         features = self.store.get_batch(self.feature_index[items])
         return make_batch(features, [self.data.captions[i] for i in items], bucket, items)
 
@@ -288,23 +290,12 @@ class BatchIterator:
             epoch, pos, box = self._prefetched
             self._prefetched = None
             if (epoch, pos) == (self.epoch, position):
-                result = box.get()
-                if isinstance(result, BaseException):
-                    raise result
-                return result
-        return self._load(position)
+                return _result(box)
+        return self._load(self.plan[position])
 
     def _start_prefetch(self, position: int) -> None:
-        box: "queue.Queue" = queue.Queue(maxsize=1)
-
-        def work() -> None:
-            try:
-                box.put(self._load(position))
-            except BaseException as e:  # noqa: BLE001 - re-raised in the training thread
-                box.put(e)
-
-        self._prefetched = (self.epoch, position, box)
-        threading.Thread(target=work, name="prefetch", daemon=True).start()
+        if position < len(self.plan):
+            self._prefetched = (self.epoch, position, self._load_async(self.plan[position]))
 
     def state_dict(self) -> Dict[str, Any]:
         """Epoch, position, the (unsharded) plan and the generator state: enough to continue with the same
@@ -328,26 +319,24 @@ class BatchIterator:
             return
         pending = self._load_async(plan[0])
         for k in range(len(plan)):
-            batch = pending.get()
-            if isinstance(batch, BaseException):
-                raise batch
+            batch = _result(pending)
             if k + 1 < len(plan):
                 pending = self._load_async(plan[k + 1])
             yield batch
 
     def _load_async(self, entry: Tuple[int, List[int]]) -> "queue.Queue":
+        """The one prefetch helper: the batch of ``entry`` read in a background thread (or now, without
+        prefetching) into a queue; `_result` takes it out."""
         box: "queue.Queue" = queue.Queue(maxsize=1)
-        bucket, items = entry
 
         def work() -> None:
             try:
-                features = self.store.get_batch(self.feature_index[items])
-                box.put(make_batch(features, [self.data.captions[i] for i in items], bucket, items))
-            except BaseException as e:  # noqa: BLE001
+                box.put(self._load(entry))
+            except BaseException as e:  # noqa: BLE001 - re-raised by _result in the training thread
                 box.put(e)
 
         if self.prefetch:
-            threading.Thread(target=work, name="prefetch-val", daemon=True).start()
+            threading.Thread(target=work, name="prefetch", daemon=True).start()
         else:
             work()
         return box
@@ -357,11 +346,98 @@ class BatchIterator:
         return len(self.data.captions)
 
 
-def open_store(root: str, list_path: str, data: ParallelData, mode: str) -> Tuple[Any, List[int]]:
+def _result(box: "queue.Queue") -> Batch:
+    result = box.get()
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def open_store(root: str, list_path: str, data: ParallelData, mode: str,
+               allow_absolute: bool = False) -> Tuple[Any, List[int]]:
     """A feature store over every line of ``list_path`` (via `features.open_feature_store`, so its errors name the
     right line) and the store row of each kept item of ``data``. Stores load a file listed on several lines (one
     image with several captions) once."""
-    from . import features
     names = [n.strip() for n in utils.read_lines(list_path)]
-    store = features.open_feature_store(root, names, mode=mode, list_path=list_path)
+    store = features.open_feature_store(root, names, mode=mode, list_path=list_path, allow_absolute=allow_absolute)
+    if mode == C.FEATURE_STORE_LAZY:
+        check_feature_files(store, root, list_path)
     return store, [line - 1 for line in data.line_numbers]
+
+
+def load_parallel_references(list_path: str, caption_paths: Sequence[str], vocab: Vocab, max_seq_len: int,
+                             what: str = "validation") -> ParallelData:
+    """`load_parallel` of one feature list with several caption files, each line-aligned with it (one reference
+    per file): every (image, caption) pair becomes an item."""
+    parts = [load_parallel(list_path, path, vocab, max_seq_len, what) for path in caption_paths]
+    return ParallelData(*(sum((list(getattr(p, name)) for p in parts), []) for name in ParallelData._fields))
+
+
+def check_feature_files(store: Any, root: str, list_path: str) -> None:
+    """Every distinct feature file of a lazily read list has the store's shape (read from the .npy headers, so
+    a bad file is reported before training, not in the middle)."""
+    expected = tuple(store.feature_shape)
+    seen = set()
+    for line, name in enumerate(store.names, 1):
+        if name in seen:
+            continue
+        seen.add(name)
+        path = os.path.join(root, name)
+        try:
+            shape, _, _ = features.read_npy_header(path)
+        except (OSError, ValueError) as e:
+            raise utils.CaptioningError("%s: feature file %s cannot be read (%s); re-run extract_features"
+                                        % (utils.location(list_path, line), path, e)) from None
+        utils.check_condition(tuple(shape) == expected,
+                              "%s: feature file %s has shape %s but %s was expected (from the feature folder's "
+                              "sidecar/first file); re-extract it" % (utils.location(list_path, line), path,
+                                                                       tuple(shape), expected))
+
+
+@dataclass
+class DataFiles:
+    """Where the training and validation data are: feature folders, feature lists and captions. A list may name
+    an image on several lines (one per caption); ``validation_targets`` may be several files, one reference per
+    file, each line-aligned with ``validation_source``."""
+    source_root: str
+    source: str
+    target: str
+    validation_source: str
+    validation_targets: List[str]
+    validation_source_root: Optional[str] = None   # default: source_root
+    store_mode: str = C.FEATURE_STORE_LAZY
+    allow_absolute_paths: bool = False              # feature names may leave their root (absolute, .., links)
+
+
+@dataclass
+class TrainingData:
+    """What `create_data_iters` builds."""
+    train_data: ParallelData
+    val_data: ParallelData
+    train_iter: BatchIterator
+    val_iter: BatchIterator
+    feature_shape: Tuple[int, int, int]
+
+
+def create_data_iters(files: DataFiles, vocab: Vocab, config: DataConfig, rank: int = 0,
+                      num_workers: int = 1) -> TrainingData:
+    """Read and check the data (one-line errors naming file and line), open the feature stores and build the
+    training iterator (shuffled, this worker's shard) and the validation iterator."""
+    train_data = load_parallel(files.source, files.target, vocab, config.max_seq_len, "training")
+    val_data = load_parallel_references(files.validation_source, files.validation_targets, vocab,
+                                        config.max_seq_len, "validation")
+    val_root = files.validation_source_root or files.source_root
+    train_store, train_index = open_store(files.source_root, files.source, train_data, files.store_mode,
+                                          files.allow_absolute_paths)
+    val_store, val_index = open_store(val_root, files.validation_source, val_data, files.store_mode,
+                                      files.allow_absolute_paths)
+    utils.check_condition(tuple(val_store.feature_shape) == tuple(train_store.feature_shape),
+                          "%s: validation features have shape %s but the training features %s; extract both with "
+                          "the same CNN layer and image size" % (files.validation_source,
+                                                                 tuple(val_store.feature_shape),
+                                                                 tuple(train_store.feature_shape)))
+    train_iter = BatchIterator(train_data, train_store, train_index, config, shuffle=True, rank=rank,
+                               num_workers=num_workers)
+    val_iter = BatchIterator(val_data, val_store, val_index, config, shuffle=False)
+    return TrainingData(train_data, val_data, train_iter, val_iter, tuple(int(d) for d in train_store.feature_shape))
+

@@ -22,8 +22,8 @@ class ImageEncoderConfig(Config):
     (dropout). ``feature_shape`` comes from the feature folder's sidecar."""
     feature_shape: Tuple[int, int, int]     # (C, H, W) of the cached CNN layer
     num_hidden: int                         # d: the size every position is projected to
-    positional_embedding: str = C.POSITIONAL_LEARNED   # none | fixed | learned
-    global_descriptor: bool = True          # append the mean of all positions as one more (last) position
+    positional_embedding: str = C.POSITIONAL_NONE      # none | fixed | learned
+    global_descriptor: bool = False         # append the mean of all positions as one more (last) position
     dropout: float = 0.0
 
     @property

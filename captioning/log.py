@@ -1,17 +1,15 @@
-"""Logging set-up for the CLIs: the console (stderr) and, for training, the model folder's ``log`` file."""
+"""Logging set-up for the CLIs: the console (stderr). Training adds the model folder's ``log`` file itself once the
+folder is its own (records logged before are kept in memory and written there first)."""
 import logging
 import sys
-from typing import Optional
 
 FORMAT = "[%(asctime)s %(levelname)s %(name)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d:%H:%M:%S"
 
 
-def setup_main_logger(console: bool = True, path: Optional[str] = None, level: str = "INFO",
-                      prefix: str = "") -> None:
-    """Configure the root logger: console on stderr (unless ``console`` is False, as with ``--quiet``) and a
-    file at ``path`` (appended to, so a resumed run continues its log). Calling it again replaces the handlers.
-    ``prefix`` (e.g. a worker rank) is put in front of every message."""
+def setup_main_logger(console: bool = True, level: str = "INFO", prefix: str = "") -> None:
+    """Configure the root logger: console on stderr (unless ``console`` is False, as with ``--quiet``: errors only).
+    Calling it again replaces the handlers. ``prefix`` (e.g. a worker rank) is put in front of every message."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -27,10 +25,6 @@ def setup_main_logger(console: bool = True, path: Optional[str] = None, level: s
         stream.setFormatter(formatter)
         stream.setLevel(logging.ERROR)
         root.addHandler(stream)
-    if path is not None:
-        handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setFormatter(formatter)
-        root.addHandler(handler)
     # MXNet and matplotlib are chatty at DEBUG
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     logging.getLogger("PIL").setLevel(logging.WARNING)

@@ -1,10 +1,13 @@
-"""`CaptionModel`: image encoder + target embedding + decoder + output layer; its config; save and load."""
-import json
+"""`CaptionModel`: image encoder + target embedding + decoder + output layer; its config; initialise, save, load.
+
+Model folder format versions: 1 recorded the features' CNN as an untyped ``cnn_config`` mapping; 2 (this version)
+records it as the typed ``image_cnn`` (a `cnn.CNNConfig`). Version-1 folders still load (the key is mapped).
+"""
 import logging
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -14,10 +17,12 @@ from mxnet import gluon
 from . import __version__
 from . import constants as C
 from . import layers, utils
+from .cnn import CNNConfig
 from .config import Config
 from .decoder import (ConvolutionalDecoderConfig, RecurrentDecoderConfig, TransformerDecoderConfig,  # noqa: F401
                       create_decoder)
 from .encoder import ImageEncoder, ImageEncoderConfig
+from .vocab import Vocab, load_vocab
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +43,37 @@ class ModelConfig(Config):
     weight_tying: bool = False
     weight_normalization: bool = False
     max_output_length: int = 100                       # default length bound of the captioner
-    cnn_config: Optional[Dict[str, Any]] = None        # cnn.CNNConfig.to_dict() of the features' CNN
+    image_cnn: Optional[CNNConfig] = None              # the CNN that made the training features (if known)
     format_version: int = C.MODEL_FORMAT_VERSION
+
+    @property
+    def cnn_config(self) -> Optional[Dict[str, Any]]:
+        """Deprecated (format 1): ``image_cnn`` as a plain mapping."""
+        return self.image_cnn.to_dict() if self.image_cnn is not None else None
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "ModelConfig":
+        """Also reads format 1 (``cnn_config`` mapping -> ``image_cnn``)."""
+        values = dict(values)
+        if "cnn_config" in values:
+            old = values.pop("cnn_config")
+            values.setdefault("image_cnn", old)
+            values["format_version"] = C.MODEL_FORMAT_VERSION
+        return super().from_dict(values)
+
+
+_dataclass_init = ModelConfig.__init__
+
+
+def _init_accepting_cnn_config(self: ModelConfig, *args: Any, cnn_config: Optional[Dict[str, Any]] = None,
+                               **kwargs: Any) -> None:
+    """Deprecated keyword of format 1: ``cnn_config=`` (a mapping) sets ``image_cnn``."""
+    if cnn_config is not None:
+        kwargs.setdefault("image_cnn", CNNConfig.from_dict(cnn_config))
+    _dataclass_init(self, *args, **kwargs)
+
+
+ModelConfig.__init__ = _init_accepting_cnn_config  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -290,22 +324,58 @@ def params_path(folder: str, checkpoint: Optional[int] = None) -> str:
     return os.path.join(folder, name)
 
 
-def _load_vocab(folder: str) -> Dict[str, int]:
+def _load_vocab(folder: str) -> Vocab:
     path = os.path.join(folder, C.VOCAB_TRG_NAME)
     utils.check_condition(os.path.isfile(path), "%s: missing; the model folder needs its vocabulary" % path)
-    try:
-        from .vocab import load_vocab
-    except ImportError:  # pragma: no cover - vocab.py is written by another part of the project
-        try:
-            with open(path, encoding="utf-8") as f:
-                return json.load(f)
-        except (OSError, ValueError) as e:
-            raise utils.CaptioningError("%s: cannot read the vocabulary (%s)" % (path, e)) from None
     return load_vocab(path)
 
 
+def load_parameters(model: gluon.Block, path: str, ctx: Sequence[mx.Context], allow_missing: bool = False,
+                    ignore_extra: bool = False, hint: str = "") -> None:
+    """``model.load_parameters`` (MXNet's NDArray format: no code runs) with a one-line error naming ``path`` and
+    the cause (an empty or truncated file, a parameter missing or of another shape); ``hint`` is appended."""
+    utils.check_condition(os.path.isfile(path), "%s: missing" % path)
+    utils.check_condition(os.path.getsize(path) > 0, "%s: empty file, not parameters%s" % (path, hint))
+    try:
+        model.load_parameters(path, ctx=list(ctx), allow_missing=allow_missing, ignore_extra=ignore_extra)
+    except (AssertionError, ValueError, mx.base.MXNetError, OSError) as e:
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        cause = next((line for line in lines if not line.startswith(("Traceback", "File ", "[bt]", "Stack"))),
+                     type(e).__name__)
+        raise utils.CaptioningError("%s: cannot load the parameters (%s)%s" % (path, cause[:300], hint)) from None
+
+
+def initialize_model(model: gluon.Block, contexts: Sequence[mx.Context], feature_shape: Sequence[int],
+                     weight_init: str = "xavier", scale: float = 3.0, factor_type: str = "avg",
+                     rand_type: str = "uniform", embed_init: str = "default", num_embed: int = 512,
+                     params_file: Optional[str] = None, allow_missing: bool = False,
+                     ignore_extra: bool = False) -> None:
+    """Initialise every parameter (shapes resolved by one tiny forward pass), then optionally load
+    ``params_file`` (``--params``) over them. ``embed_init="normal"``: the target embedding (only it) from
+    N(0, 1/sqrt(num_embed))."""
+    if weight_init == "xavier":
+        init = mx.init.Xavier(rnd_type=rand_type, factor_type=factor_type, magnitude=scale)
+    else:
+        init = mx.init.Uniform(scale=scale)
+    if embed_init == "normal":
+        for p in model.collect_params(".*target_embed_weight$").values():
+            p.initialize(mx.init.Normal(sigma=num_embed ** -0.5), ctx=list(contexts))
+    with warnings.catch_warnings():   # the embeddings initialised above
+        warnings.filterwarnings("ignore", message=".*already initialized.*")
+        model.initialize(init, ctx=list(contexts))
+    dummy_features = mx.nd.zeros((1,) + tuple(int(d) for d in feature_shape), ctx=contexts[0])
+    dummy_words = mx.nd.full((1, 1), C.BOS_ID, ctx=contexts[0])
+    model(dummy_features, dummy_words)
+    if params_file is not None:
+        load_parameters(model, params_file, contexts, allow_missing, ignore_extra,
+                        hint="; --allow-missing-params and --ignore-extra-params accept a partial match")
+        logger.info("Initialised the model from %s", params_file)
+    num = count_parameters(model)
+    logger.info("Model: %d parameters (%.1f MB)", num, num * 4 / 2 ** 20)
+
+
 def load_model(folder: str, checkpoint: Optional[int] = None, ctx: Optional[mx.Context] = None,
-               hybridize: bool = True) -> Tuple[CaptionModel, Dict[str, int]]:
+               hybridize: bool = True) -> Tuple[CaptionModel, Vocab]:
     """Rebuild the model of a folder with the parameters of ``checkpoint`` (default ``params.best``)."""
     ctx = ctx if ctx is not None else mx.cpu()
     config = load_model_config(folder)
@@ -319,11 +389,7 @@ def load_model(folder: str, checkpoint: Optional[int] = None, ctx: Optional[mx.C
         raise utils.CaptioningError("%s: missing (checkpoints in the folder: %s)"
                                     % (path, ", ".join(available) or "none"))
     model = CaptionModel(config)
-    try:
-        model.load_parameters(path, ctx=ctx)
-    except (AssertionError, mx.MXNetError, ValueError) as e:
-        raise utils.CaptioningError("%s: cannot load the parameters (%s)"
-                                    % (path, str(e).strip().splitlines()[0] if str(e).strip() else e)) from None
+    load_parameters(model, path, [ctx])
     if hybridize:
         model.hybridize()
     logger.info("Loaded model from %s (%s, %d parameters)", path, config.decoder, count_parameters(model))

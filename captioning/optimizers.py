@@ -46,14 +46,20 @@ def optimizer_kwargs(config: OptimizerConfig) -> Dict[str, Any]:
 
 
 def create_optimizer(config: OptimizerConfig) -> mx.optimizer.Optimizer:
-    """An MXNet optimizer instance for ``config`` (unknown ``--optimizer-params`` raise ``ValueError`` naming
-    them)."""
+    """An MXNet optimizer instance for ``config``. ``--optimizer-params`` it does not accept, or whose values do
+    not work, raise ``ValueError`` naming them (checked by one update of a throw-away weight)."""
     kwargs = optimizer_kwargs(config)
     try:
         optimizer = mx.optimizer.create(config.name, **kwargs)
-    except TypeError as e:
+        # a value of the wrong kind (beta1:x) fails only when used: one update of a throw-away weight finds it
+        probe = mx.optimizer.create(config.name, **kwargs)
+        weight = mx.nd.ones((1,))
+        probe.update(0, weight, mx.nd.ones((1,)), probe.create_state(0, weight))
+        weight.wait_to_read()
+    except (TypeError, ValueError, mx.base.MXNetError) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError("--optimizer-params %s: not accepted by the %s optimizer (%s)"
-                         % (",".join("%s:%s" % kv for kv in config.params.items()), config.name, e)) from None
+                         % (",".join("%s:%s" % kv for kv in config.params.items()), config.name, message)) from None
     logger.info("Optimizer: %s %s", config.name, ", ".join("%s=%s" % kv for kv in sorted(kwargs.items())))
     return optimizer
 

@@ -1,22 +1,25 @@
 """``python -m captioning.train``: train a captioning model on pre-extracted image features.
 
-Parses and checks the options, builds the vocabulary, the data iterators, the model config and the training config,
-and hands them to `training.Trainer`. The model folder (``--output``) receives ``args.yaml``, ``config``,
-``version``, ``vocab.trg.0.json``, ``params.*``, ``metrics``, ``log`` and ``training_state/``. Running the same
-command again on that folder resumes an interrupted run; a different command is refused (``--overwrite-output``
-starts afresh).
+Parses and checks the options, maps them onto the library's configs and builders (`vocab.build_vocab`,
+`data_io.create_data_iters`, `model.CaptionModel` + `model.initialize_model`, `training.create_trainer`: the same
+calls a Python user makes, see ``docs/architecture.md``) and runs `training.Trainer.fit`. Everything that can be
+checked (data, model, optimizer) is checked before the model folder is created or changed. The model folder
+(``--output``) receives ``args.yaml``, ``config``, ``version``, ``vocab.trg.0.json``, ``params.*``, ``metrics``,
+``log``, ``training_state/`` and ``.lock`` (one training per folder). Running the same command again on that
+folder resumes an interrupted run, or extends a finished one whose limits were raised (`ARGS_MAY_DIFFER`); a
+different command is refused (``--overwrite-output`` starts afresh).
 """
 import argparse
 import logging
 import logging.handlers
 import os
-import shutil
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import arguments
 from . import constants as C
 from . import data_io
 from . import log
+from . import model_folder
 from . import utils
 from . import vocab as vocab_module
 
@@ -25,6 +28,8 @@ logger = logging.getLogger(__name__)
 # options that do not change what training computes: they may differ when a run is resumed
 HARMLESS_OPTIONS = {"quiet", "loglevel", "config", "overwrite_output", "dry_run", "decode_and_evaluate_use_cpu",
                     "decode_and_evaluate_device_id"}
+# options that may change when a run is continued: raising a limit extends a finished run (Sockeye's ARGS_MAY_DIFFER)
+ARGS_MAY_DIFFER = {"max_updates", "max_seconds", "max_num_epochs", "keep_last_params"}
 
 
 def build_parser() -> arguments.ConfigArgumentParser:
@@ -46,8 +51,8 @@ def default_max_output_length(longest_caption: int, max_seq_len: int) -> int:
 
 
 def create_model_config(args: argparse.Namespace, feature_shape: Sequence[int], vocab_size: int,
-                        max_output_length: int, cnn_config: Optional[Dict[str, Any]] = None) -> Any:
-    """The `model.ModelConfig` the flags describe."""
+                        max_output_length: int, image_cnn: Optional[Any] = None) -> Any:
+    """The `model.ModelConfig` the flags describe (``image_cnn``: the features' `cnn.CNNConfig`, if known)."""
     from . import decoder, encoder, model
     tv = arguments.target_value
     num_layers = tv(args.num_layers)
@@ -92,7 +97,7 @@ def create_model_config(args: argparse.Namespace, feature_shape: Sequence[int], 
                              transformer=transformer_config, cnn=cnn_decoder_config, num_embed=tv(args.num_embed),
                              embed_dropout=tv(args.embed_dropout), weight_tying=args.weight_tying,
                              weight_normalization=args.weight_normalization, max_output_length=max_output_length,
-                             cnn_config=cnn_config)
+                             image_cnn=image_cnn)
 
 
 def create_data_config(args: argparse.Namespace, num_devices: int) -> data_io.DataConfig:
@@ -135,9 +140,28 @@ def create_training_config(args: argparse.Namespace, vocab_size: int) -> Any:
 # checks
 # ---------------------------------------------------------------------------------------------------------------
 
+def create_data_files(args: argparse.Namespace) -> data_io.DataFiles:
+    return data_io.DataFiles(source_root=args.source_root, source=args.source, target=args.target,
+                             validation_source=args.validation_source,
+                             validation_targets=validation_targets(args),
+                             validation_source_root=args.validation_source_root,
+                             store_mode=arguments.feature_store_mode(args),
+                             allow_absolute_paths=args.allow_absolute_paths)
+
+
+def validation_targets(args: argparse.Namespace) -> List[str]:
+    """``--validation-target`` as a list (args.yaml of older runs holds one string)."""
+    value = args.validation_target
+    return [value] if isinstance(value, str) else list(value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checks
+# ---------------------------------------------------------------------------------------------------------------
+
 def check_arguments(args: argparse.Namespace) -> None:
     """Inconsistent option combinations, as one-line errors."""
-    if args.optimized_metric in (C.METRIC_BLEU, C.METRIC_CHRF):
+    if args.optimized_metric in (C.METRIC_BLEU, C.METRIC_CHRF, C.METRIC_CIDER):
         utils.check_condition(args.decode_and_evaluate != 0, "--optimized-metric %s needs --decode-and-evaluate N "
                                                              "(N > 0, or -1 for all)" % args.optimized_metric)
     utils.check_condition(args.loss != C.LOSS_SELF_CRITICAL or args.params is not None,
@@ -152,101 +176,106 @@ def check_arguments(args: argparse.Namespace) -> None:
             lr_scheduler.parse_schedule(args.learning_rate_schedule)
         except ValueError as e:
             raise utils.CaptioningError(str(e)) from None
-    if args.weight_tying:
-        size = {C.DECODER_RNN: args.rnn_num_hidden, C.DECODER_TRANSFORMER: args.transformer_model_size,
-                C.DECODER_CNN: args.cnn_num_hidden}[args.decoder]
-        utils.check_condition(arguments.target_value(args.num_embed) == size,
-                              "--weight-tying needs --num-embed (%d) equal to the decoder's output size (%d)"
-                              % (arguments.target_value(args.num_embed), size))
-    utils.check_condition(args.update_interval >= 1, "--update-interval must be >= 1")
-    for name in ("source", "target", "validation_source", "validation_target"):
-        path = getattr(args, name)
-        utils.check_condition(os.path.isfile(path), "--%s %s: no such file" % (name.replace("_", "-"), path))
+    if args.kvstore == "dist_async":
+        utils.check_condition(args.learning_rate_scheduler_type == "none" and not args.learning_rate_warmup,
+                              "--kvstore dist_async applies only a constant learning rate (the parameter servers "
+                              "never see a schedule): use --learning-rate-scheduler-type none without "
+                              "--learning-rate-warmup, or --kvstore dist_sync")
+    paths = [("--source", args.source), ("--target", args.target), ("--validation-source", args.validation_source)]
+    paths += [("--validation-target", path) for path in validation_targets(args)]
+    for flag, path in paths:
+        utils.check_condition(os.path.isfile(path), "%s %s: no such file" % (flag, path))
     if args.target_vocab is not None:
         utils.check_condition(os.path.isfile(args.target_vocab), "--target-vocab %s: no such file"
                               % args.target_vocab)
 
 
-def differing_options(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
-    """Options (as ``--flag``) whose values differ between two runs, harmless ones left out."""
-    def plain(value: Any) -> Any:
+def differing_options(old: Dict[str, Any], new: Dict[str, Any], ignore: Sequence[str] = ()) -> List[str]:
+    """Options (as ``--flag``) whose values differ between two runs, harmless ones and ``ignore`` left out."""
+    def plain(name: str, value: Any) -> Any:
+        if name == "validation_target" and isinstance(value, str):
+            return [value]
         if isinstance(value, (tuple, list)):
-            return [plain(v) for v in value]
+            return [plain("", v) for v in value]
         if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
+            return {k: plain("", v) for k, v in value.items()}
         return value
-    names = sorted((set(old) | set(new)) - HARMLESS_OPTIONS)
+    names = sorted((set(old) | set(new)) - HARMLESS_OPTIONS - set(ignore))
     return ["--%s (%r -> %r)" % (n.replace("_", "-"), old.get(n), new.get(n)) for n in names
-            if plain(old.get(n)) != plain(new.get(n))]
+            if plain(n, old.get(n)) != plain(n, new.get(n))]
 
 
-def prepare_output_folder(args: argparse.Namespace) -> None:
-    """Create the model folder, empty it (``--overwrite-output``), or check that it holds a run of the same
-    command (resume). Raises `CaptioningError` for a different command or an unusable folder."""
-    folder = args.output
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise utils.CaptioningError("--output %s: exists and is not a folder; choose another --output" % folder)
-    if os.path.isdir(folder) and os.listdir(folder):
-        if args.overwrite_output:
-            logger.info("--overwrite-output: removing the contents of %s", folder)
-            for name in os.listdir(folder):
-                path = os.path.join(folder, name)
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path)
-                else:
-                    os.remove(path)
-        else:
-            args_path = os.path.join(folder, C.ARGS_NAME)
-            utils.check_condition(os.path.isfile(args_path),
-                                  "--output %s: the folder exists and is not a model folder (no %s); choose another "
-                                  "--output or pass --overwrite-output to empty it" % (folder, C.ARGS_NAME))
-            old = vars(arguments.load_args(args_path))
-            new = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
-            diff = differing_options(old, new)
-            utils.check_condition(not diff, "--output %s holds a run of a different command (%s); run the same "
-                                            "command to resume it, or pass --overwrite-output to start afresh"
-                                  % (folder, "; ".join(diff)))
-    check_writable(folder)
-
-
-def check_writable(folder: str) -> None:
-    """The model folder, or the nearest existing folder above it, must be a writable folder."""
-    path = os.path.abspath(folder)
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    utils.check_condition(os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK),
-                          "--output %s: cannot write the model folder (%s is not a writable folder); choose a "
-                          "writable --output" % (folder, path))
-
-
-def create_output_folder(folder: str) -> None:
+def read_args(path: str) -> Dict[str, Any]:
+    """A model folder's args.yaml as a dict (``safe_load``); a one-line error naming the file if it is damaged."""
+    import yaml
     try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise utils.CaptioningError("--output %s: cannot write the model folder (%s); choose a writable --output"
-                                    % (folder, e.strerror or e)) from None
+        with open(path, encoding="utf-8") as f:
+            values = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
+        cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise utils.CaptioningError("%s: cannot read (%s); restore it, or pass --overwrite-output to start afresh"
+                                    % (path, cause)) from None
+    utils.check_condition(isinstance(values, dict) and all(isinstance(k, str) for k in values),
+                          "%s: cannot read (not a mapping of option names to values); restore it, or pass "
+                          "--overwrite-output to start afresh" % path)
+    return values
 
 
-def check_feature_files(store: Any, root: str, list_path: str) -> None:
-    """Every distinct feature file of a lazily read list has the store's shape (read from the .npy headers, so
-    a bad file is reported before training, not in the middle)."""
-    from . import features
-    expected = tuple(store.feature_shape)
-    seen = set()
-    for line, name in enumerate(store.names, 1):
-        if name in seen:
-            continue
-        seen.add(name)
-        path = os.path.join(root, name)
-        try:
-            shape, dtype, _ = features.read_npy_header(path)
-        except (OSError, ValueError) as e:
-            raise utils.CaptioningError("%s: feature file %s cannot be read (%s); re-run extract_features"
-                                        % (utils.location(list_path, line), path, e)) from None
-        utils.check_condition(tuple(shape) == expected,
-                              "%s: feature file %s has shape %s but %s was expected (from the feature folder's "
-                              "sidecar/first file); re-extract it" % (utils.location(list_path, line), path,
-                                                                       tuple(shape), expected))
+def check_same_command(args: argparse.Namespace) -> Tuple[bool, List[str]]:
+    """For an existing model folder: is there a run to continue (training_state/), and which continuable options
+    (`ARGS_MAY_DIFFER`) changed. Raises `CaptioningError` for a folder that is no model folder or holds a run of
+    a different command."""
+    folder = model_folder.ModelFolder(args.output)
+    args_path = os.path.join(args.output, C.ARGS_NAME)
+    utils.check_condition(os.path.isfile(args_path),
+                          "--output %s: the folder exists and is not a model folder (no %s); choose another "
+                          "--output or pass --overwrite-output to empty it" % (folder.path, C.ARGS_NAME))
+    old = read_args(args_path)
+    new = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
+    diff = differing_options(old, new, ignore=sorted(ARGS_MAY_DIFFER))
+    utils.check_condition(not diff, "--output %s holds a run of a different command (%s); run the same command to "
+                                    "resume it, or pass --overwrite-output to start afresh"
+                          % (folder.path, "; ".join(diff)))
+    from . import training_state
+    store = training_state.TrainingStateStore(args.output)
+    store.recover()
+    return store.exists(), differing_options(old, new)
+
+
+def plan_output_folder(args: argparse.Namespace) -> bool:
+    """Before anything is built: may ``--output`` be used, and is this a resume? (Nothing is written.)"""
+    folder = model_folder.ModelFolder(args.output)
+    folder.check_writable()
+    if not folder.contents() or args.overwrite_output:
+        return False
+    resume, _ = check_same_command(args)
+    return resume
+
+
+def take_output_folder(args: argparse.Namespace, resume: bool) -> model_folder.FolderLock:
+    """Create (or empty, with ``--overwrite-output``) the model folder and lock it; re-check under the lock what
+    `plan_output_folder` found. Returns the held lock."""
+    folder = model_folder.ModelFolder(args.output)
+    folder.create()
+    lock = model_folder.FolderLock(args.output)
+    lock.acquire()
+    try:
+        if args.overwrite_output and folder.contents():
+            logger.info("--overwrite-output: removing the contents of %s", folder.path)
+            folder.empty()
+        elif folder.contents():
+            now_resume, changed = check_same_command(args)
+            utils.check_condition(now_resume == resume, "--output %s changed while this training started; run "
+                                                        "the command again" % folder.path)
+            if changed:
+                logger.info("Continuing with changed limits: %s", "; ".join(changed))
+                arguments.save_args(args, os.path.join(args.output, C.ARGS_NAME))
+        folder.check_writable()
+        utils.probe_folder(args.output, "--output %s" % args.output)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -261,15 +290,12 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
     import mxnet as mx
 
     kv = None
-    rank, num_workers = 0, 1
     if args.kvstore.startswith("dist"):
         kv = mx.kv.create(args.kvstore)
-        rank, num_workers = kv.rank, kv.num_workers
-        log.setup_main_logger(console=not args.quiet, level=args.loglevel, prefix="[rank %d] " % rank)
-        logger.info("Distributed training: worker %d of %d (%s)", rank, num_workers, args.kvstore)
-
+        log.setup_main_logger(console=not args.quiet, level=args.loglevel, prefix="[rank %d] " % kv.rank)
+        logger.info("Distributed training: worker %d of %d (%s)", kv.rank, kv.num_workers, args.kvstore)
     try:
-        _train(args, kv, rank, num_workers)
+        _train(args, kv)
     except BaseException:
         if kv is not None:
             # a worker failing alone must exit now (not wait for the others at MXNet's exit barrier), so that the
@@ -279,145 +305,158 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
         raise
 
 
-def _train(args: argparse.Namespace, kv: Any, rank: int, num_workers: int) -> None:
-    """Everything after the command line is parsed and the (distributed) kvstore exists."""
-    from . import features, training
-
-    folder = args.output
-    state_file = os.path.join(folder, C.TRAINING_STATE_DIRNAME, training.STATE_FILE)
-    # the log file is opened once the model folder exists (after the inputs are checked); until then log records
-    # are kept in memory and written there first
+def _train(args: argparse.Namespace, kv: Any) -> None:
+    """Everything after the command line is parsed and the (distributed) kvstore exists: build and check
+    everything, then take the model folder and train."""
+    rank = kv.rank if kv is not None else 0
+    resume = False
+    if not args.dry_run:
+        if rank == 0:
+            resume = plan_output_folder(args)
+        resume = _agree(kv, resume)
+        if resume:
+            logger.info("%s holds an interrupted or finished run of this command: continuing it", args.output)
+    # the log file is opened once the model folder is ours; until then log records are kept in memory
     early_log = logging.handlers.MemoryHandler(capacity=100000, flushLevel=logging.CRITICAL + 1)
     early_log.setFormatter(logging.Formatter(log.FORMAT, log.DATE_FORMAT))
     logging.getLogger().addHandler(early_log)
-    if not args.dry_run:
+    try:
+        built = build_training(args, kv, resume)
+    finally:
+        logging.getLogger().removeHandler(early_log)
+    if args.dry_run:
+        early_log.close()
+        logger.info("--dry-run: data and model built; stopping before training")
+        return
+    lock = take_output_folder(args, resume) if rank == 0 else None
+    try:
         if rank == 0:
-            prepare_output_folder(args)
-            if os.path.isdir(folder):
-                training.recover_interrupted_state_swap(folder)
+            _open_log_file(args.output, early_log)
+            if not resume:
+                save_setup(args, built)
+        early_log.close()
         if kv is not None:
             kv._barrier()
-        resume = os.path.isfile(state_file)
-        if kv is not None:
-            kv._barrier()
-        if resume:
-            logger.info("%s holds an interrupted or finished run of this command: continuing it", folder)
-    else:
-        resume = False
+        built.trainer.fit(resume=resume)
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def _agree(kv: Any, value: bool) -> bool:
+    """Rank 0's ``value`` on every worker (the workers wait for rank 0's look at the folder)."""
+    if kv is None:
+        return value
+    import mxnet as mx
+    key = (1 << 24) - 1
+    out = mx.nd.zeros((1,))
+    kv.init(key, mx.nd.array([float(value)]))
+    kv.pull(key, out=out)
+    return bool(out.asscalar())
+
+
+def _open_log_file(folder: str, early_log: logging.handlers.MemoryHandler) -> None:
+    file_handler = logging.FileHandler(os.path.join(folder, C.LOG_NAME), encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter(log.FORMAT, log.DATE_FORMAT))
+    early_log.setTarget(file_handler)
+    early_log.flush()
+    logging.getLogger().addHandler(file_handler)
+
+
+class BuiltTraining:
+    """What `build_training` made: the vocabulary, data, configs, model and trainer."""
+
+    def __init__(self, **parts: Any) -> None:
+        self.vocab: Dict[str, int] = parts["vocab"]
+        self.data: data_io.TrainingData = parts["data"]
+        self.model_config: Any = parts["model_config"]
+        self.trainer: Any = parts["trainer"]
+        self.contexts: List[Any] = parts["contexts"]
+        self.max_output_length: int = parts["max_output_length"]
+
+
+def build_training(args: argparse.Namespace, kv: Any, resume: bool) -> BuiltTraining:
+    """Vocabulary, data, model and trainer (optimizer included) from the flags; nothing is written."""
+    from . import model as model_module
+    from . import training
+    rank, num_workers = (kv.rank, kv.num_workers) if kv is not None else (0, 1)
     training.seed_everything(args.seed)
     contexts = utils.get_context(args.use_cpu, args.device_ids)
     logger.info("Devices: %s", ", ".join(str(c) for c in contexts))
-
-    # vocabulary
-    vocab_path = os.path.join(folder, C.VOCAB_TRG_NAME)
-    if resume:
-        vocab = vocab_module.load_vocab(vocab_path)
-    elif args.target_vocab is not None:
-        vocab = vocab_module.load_vocab(args.target_vocab)
-        logger.info("Vocabulary of %d types from %s", len(vocab), args.target_vocab)
-    else:
-        data_io.read_parallel(args.source, args.target)   # errors about the files before anything else
-        vocab = vocab_module.build_vocab(utils.read_lines(args.target),
-                                         num_words=arguments.target_value(args.num_words),
-                                         min_count=arguments.target_value(args.word_min_count),
-                                         pad_to_multiple_of=args.pad_vocab_to_multiple_of)
-
-    # data
-    max_seq_len = arguments.target_value(args.max_seq_len)
-    train_data = data_io.load_parallel(args.source, args.target, vocab, max_seq_len, "training")
-    val_data = data_io.load_parallel(args.validation_source, args.validation_target, vocab, max_seq_len,
-                                     "validation")
-    mode = arguments.feature_store_mode(args)
-    val_root = args.validation_source_root or args.source_root
-    train_store, train_index = data_io.open_store(args.source_root, args.source, train_data, mode)
-    val_store, val_index = data_io.open_store(val_root, args.validation_source, val_data, mode)
-    if mode == C.FEATURE_STORE_LAZY:
-        check_feature_files(train_store, args.source_root, args.source)
-        check_feature_files(val_store, val_root, args.validation_source)
-    utils.check_condition(tuple(val_store.feature_shape) == tuple(train_store.feature_shape),
-                          "%s: validation features have shape %s but the training features %s; extract both with "
-                          "the same CNN layer and image size" % (args.validation_source,
-                                                                 tuple(val_store.feature_shape),
-                                                                 tuple(train_store.feature_shape)))
-    data_config = create_data_config(args, len(contexts))
-    train_iter = data_io.BatchIterator(train_data, train_store, train_index, data_config, shuffle=True, rank=rank,
-                                       num_workers=num_workers)
-    val_iter = data_io.BatchIterator(val_data, val_store, val_index, data_config, shuffle=False)
-
-    # model
-    from . import model as model_module
-    cnn_config = None
-    try:
-        cnn_config = features.read_feature_sizes(args.source_root).cnn
-    except utils.CaptioningError:
-        logger.info("%s has no feature sidecar: the model will not know the CNN of its features",
-                    args.source_root)
+    vocab = create_vocab(args, resume)
+    data = data_io.create_data_iters(create_data_files(args), vocab, create_data_config(args, len(contexts)),
+                                     rank=rank, num_workers=num_workers)
     # the captioner's default bound, stored in the model config (--max-output-length is decoding's during training)
-    max_output_length = default_max_output_length(data_io.longest_caption(train_data), max_seq_len)
-    model_config = create_model_config(args, train_store.feature_shape, len(vocab), max_output_length, cnn_config)
-    training_config = create_training_config(args, len(vocab))
+    max_output_length = default_max_output_length(data_io.longest_caption(data.train_data),
+                                                  arguments.target_value(args.max_seq_len))
+    model_config = create_model_config(args, data.feature_shape, len(vocab), max_output_length,
+                                       recorded_image_cnn(args.source_root))
     logger.info("Training %s decoder, %d layer(s); batches of %d %s; %d training batches per epoch%s",
                 args.decoder, arguments.target_value(args.num_layers), args.batch_size,
                 "captions" if args.batch_type == C.BATCH_TYPE_SENTENCE else "target words",
-                train_iter.batches_per_epoch, " (this worker)" if num_workers > 1 else "")
+                data.train_iter.batches_per_epoch, " (this worker)" if num_workers > 1 else "")
     model = model_module.CaptionModel(model_config)
     # static_alloc keeps a separate set of buffers for every caption length (GBs with buckets) and was not faster
     model.hybridize(static_alloc=False)
-    training.initialize_model(model, contexts, train_store.feature_shape, weight_init=args.weight_init,
-                              scale=args.weight_init_scale, factor_type=args.weight_init_xavier_factor_type,
-                              rand_type=args.weight_init_xavier_rand_type, embed_init=args.embed_weight_init,
-                              num_embed=arguments.target_value(args.num_embed),
-                              params_file=None if resume else args.params,
-                              allow_missing=args.allow_missing_params, ignore_extra=args.ignore_extra_params)
-    if args.dry_run:
-        logger.info("--dry-run: data and model built; stopping before training")
-        return
-
-    logging.getLogger().removeHandler(early_log)
-    if rank == 0:
-        create_output_folder(folder)
-        file_handler = logging.FileHandler(os.path.join(folder, C.LOG_NAME), encoding="utf-8")
-        file_handler.setFormatter(logging.Formatter(log.FORMAT, log.DATE_FORMAT))
-        early_log.setTarget(file_handler)
-        early_log.flush()
-        logging.getLogger().addHandler(file_handler)
-    early_log.close()
-    if rank == 0 and not resume:
-        arguments.save_args(args, os.path.join(folder, C.ARGS_NAME))
-        model_module.save_model_config(model_config, folder)
-        vocab_module.save_vocab(vocab, vocab_path)
-
-    decoder = None
-    if args.decode_and_evaluate != 0 and rank == 0:
-        decoder = create_checkpoint_decoder(args, val_root, vocab, max_output_length, contexts[0])
-    from . import objective
-    train_objective = objective.create_objective(training_config, data_io.references_by_image(train_data), vocab,
-                                                 max_output_length)
-    trainer = training.Trainer(training_config, model, train_iter, val_iter, contexts, checkpoint_decoder=decoder,
-                               vocab=vocab, kvstore=kv, objective=train_objective)
-    trainer.fit(resume=resume)
+    model_module.initialize_model(model, contexts, data.feature_shape, weight_init=args.weight_init,
+                                  scale=args.weight_init_scale, factor_type=args.weight_init_xavier_factor_type,
+                                  rand_type=args.weight_init_xavier_rand_type, embed_init=args.embed_weight_init,
+                                  num_embed=arguments.target_value(args.num_embed),
+                                  params_file=None if resume else args.params,
+                                  allow_missing=args.allow_missing_params, ignore_extra=args.ignore_extra_params)
+    decoder = create_checkpoint_decoder(args, max_output_length, contexts[0]) if rank == 0 else None
+    trainer = training.create_trainer(create_training_config(args, len(vocab)), model, data, contexts, vocab,
+                                      max_output_length, checkpoint_decoder=decoder, kvstore=kv)
+    return BuiltTraining(vocab=vocab, data=data, model_config=model_config, trainer=trainer, contexts=contexts,
+                         max_output_length=max_output_length)
 
 
-def create_checkpoint_decoder(args: argparse.Namespace, val_root: str, vocab: Dict[str, int],
-                              max_output_length: int, ctx: Any) -> Optional[Any]:
-    """`checkpoint_decoder.CheckpointDecoder` over the validation list and its captions."""
-    try:
-        from . import checkpoint_decoder
-    except ImportError as e:
-        logger.warning("--decode-and-evaluate: checkpoint decoding is not available (%s); skipped", e)
-        return None
+def create_vocab(args: argparse.Namespace, resume: bool) -> Dict[str, int]:
+    """The run's vocabulary (resume), --target-vocab's, or one built from --target."""
+    if resume:
+        return vocab_module.load_vocab(os.path.join(args.output, C.VOCAB_TRG_NAME))
+    if args.target_vocab is not None:
+        vocab = vocab_module.load_vocab(args.target_vocab)
+        logger.info("Vocabulary of %d types from %s", len(vocab), args.target_vocab)
+        return vocab
+    data_io.read_parallel(args.source, args.target)   # errors about the files before anything else
+    return vocab_module.build_vocab(utils.read_lines(args.target), num_words=arguments.target_value(args.num_words),
+                                    min_count=arguments.target_value(args.word_min_count),
+                                    pad_to_multiple_of=args.pad_vocab_to_multiple_of)
+
+
+def recorded_image_cnn(source_root: str) -> Optional[Any]:
+    """The `cnn.CNNConfig` recorded in the training feature folder's sidecar, or None."""
     from . import features
-    names = [n.strip() for n in utils.read_lines(args.validation_source)]
-    references = [" ".join(line.split()) for line in utils.read_lines(args.validation_target)]
-    store = features.open_feature_store(val_root, names, mode=arguments.feature_store_mode(args),
-                                        list_path=args.validation_source)
+    from .cnn import CNNConfig
+    try:
+        recorded = features.read_feature_sizes(source_root).cnn
+        return CNNConfig.from_dict(recorded) if recorded else None
+    except (utils.CaptioningError, ValueError, TypeError) as e:
+        logger.info("%s: no usable feature sidecar (%s): the model will not know the CNN of its features",
+                    source_root, e)
+        return None
+
+
+def save_setup(args: argparse.Namespace, built: BuiltTraining) -> None:
+    """args.yaml, config, version and the vocabulary of a new run."""
+    arguments.save_args(args, os.path.join(args.output, C.ARGS_NAME))
+    model_folder.ModelFolder(args.output).write_setup(built.model_config, built.vocab)
+
+
+def create_checkpoint_decoder(args: argparse.Namespace, max_output_length: int, ctx: Any) -> Optional[Any]:
+    """`checkpoint_decoder.CheckpointDecoder` over the validation images and all their references (None with
+    ``--decode-and-evaluate 0``)."""
+    if args.decode_and_evaluate == 0:
+        return None
+    from . import checkpoint_decoder
+    names = utils.read_lines(args.validation_source)
     sample = len(names) if args.decode_and_evaluate < 0 else min(args.decode_and_evaluate, len(names))
-    return checkpoint_decoder.CheckpointDecoder(store, references, sample_size=sample, seed=args.seed,
-                                                beam_size=args.decode_and_evaluate_beam_size,
-                                                batch_size=min(64, max(1, args.batch_size)),
-                                                max_output_length=args.max_output_length or max_output_length,
-                                                ctx=ctx)
+    return checkpoint_decoder.CheckpointDecoder.from_files(
+        args.validation_source_root or args.source_root, args.validation_source, validation_targets(args),
+        arguments.feature_store_mode(args), sample_size=sample, seed=args.seed,
+        beam_size=args.decode_and_evaluate_beam_size, batch_size=min(64, max(1, args.batch_size)),
+        max_output_length=args.max_output_length or max_output_length, ctx=ctx)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -1,57 +1,60 @@
-"""`Trainer`: the update loop, gradient clipping, checkpoints, the metrics file, early stopping and exact resume.
+"""`Trainer`: the update loop, gradient clipping, checkpoints, early stopping and exact resume.
 
-One update = ``update_interval`` batches, each split across the devices (``gluon.utils.split_and_load``); gradients
-are summed (``grad_req='add'`` when accumulating), reduced across devices and workers, averaged by the optimizer's
-``rescale_grad``, clipped (by value in the optimizer, or by global norm here) and applied. Every
-``checkpoint_interval`` updates: validation perplexity (+accuracy), optional caption decoding (BLEU/chrF), a
-``params.NNNNN`` file, a ``metrics`` line, ``params.best``, the learning-rate schedule's reaction, and the training
-state (params, optimizer states, schedule, data iterator, RNG states, counters) for resuming. ``params.00000`` and
-a state at checkpoint 0 are written before the first update.
+One update = ``update_interval`` batches, each cut into one `objective.BatchShare` per device (`split_batch`); the
+`objective.Objective` records the forward pass and calls backward. Gradients are summed (``grad_req='add'`` when
+accumulating), reduced across devices and workers, averaged by the optimizer's ``rescale_grad``, clipped (by value
+in the optimizer, or by global norm here) and applied. Every ``checkpoint_interval`` updates a checkpoint runs four
+steps: *evaluate* (validation perplexity and accuracy, optional caption decoding: BLEU/chrF/CIDEr), *decide*
+(improved? stop?), *broadcast* (rank 0's decision to every worker of a distributed run) and *persist* (a
+``params.NNNNN`` file, ``params.best``, a ``metrics`` line through `model_folder.ModelFolder`; the learning-rate
+schedule's reaction; the training state through `training_state.TrainingStateStore`). ``params.00000`` and a state
+at checkpoint 0 are written before the first update.
 
 Exactness of resume: MXNet cannot report its random generator's state, so the generator is re-seeded right after
 every checkpoint with a value derived from the seed and the checkpoint number; a resumed run re-seeds the same way
-and draws the same dropout masks. numpy's and Python's generators are saved and restored.
+and draws the same dropout masks (and the same samples, for objectives that sample). NumPy's and Python's
+generators are saved and restored. Objectives draw only from ``mx.random`` and ``np.random``.
 
 Distributed (``--kvstore dist_*``): every worker trains on its shard of each epoch's batches; only rank 0 validates
-and writes files; its decisions (improved, stop) are broadcast through the kvstore so all workers act alike.
+and writes files; its decisions (improved, stop) are broadcast through the kvstore so all workers act alike. With
+``dist_async`` the servers update the parameters with the optimizer they received at the start: a learning-rate
+schedule would never reach them, so only a constant rate (``--learning-rate-scheduler-type none``) is accepted.
 """
-import glob
-import json
 import logging
-import os
+import math
 import random
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
-from mxnet import autograd, gluon
+from mxnet import gluon
 
 from . import constants as C
 from . import data_io
 from . import loss as loss_module
 from . import lr_scheduler
+from . import model as model_module
 from . import objective as objective_module
 from . import optimizers
+from . import training_state
 from . import utils
 from .config import Config
+from .model import initialize_model  # noqa: F401 - re-exported for older callers (benchmarks)
+from .model_folder import ModelFolder, metrics_line
+from .training_state import STATE_FILE, TrainingState  # noqa: F401 - part of this module's interface
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "state.json"
-STATE_PARAMS = "params"
-STATE_OPTIMIZER = "optimizer_states"
-STATE_OPTIMIZER_INITIAL = "optimizer_states.initial"
-STATE_OPTIMIZER_BEST = "optimizer_states.best"
 _BROADCAST_KEY = 1 << 24          # kvstore keys for rank 0's decisions (the gluon.Trainer uses 0..num_params-1)
+STOP_NONE, STOP_NOT_IMPROVED, STOP_SECONDS = 0, 1, 2
 
 
 @dataclass
 class TrainingConfig(Config):
+    """How to train (flags of the training groups of ``arguments.py``)."""
     output_folder: str
     cross_entropy: loss_module.LossConfig            # the cross-entropy (label smoothing); validation perplexity
     loss: str = C.LOSS_CROSS_ENTROPY                 # the training objective: cross-entropy | self-critical
@@ -80,81 +83,54 @@ class TrainingConfig(Config):
     log_interval: int = 50                      # updates between speed lines in the log
 
 
-@dataclass
-class TrainingState:
-    """Counters and early-stopping state (saved as JSON in training_state/state.json)."""
-    updates: int = 0
-    samples: int = 0
-    checkpoint: int = 0
-    epoch: int = 0
-    seconds: float = 0.0                        # training time before the current session
-    best_metric: Optional[float] = None
-    best_checkpoint: int = 0
-    num_not_improved: int = 0
-    finished: bool = False
-    stop_reason: str = ""
-
-
 class Trainer:
-    """Trains ``model`` (a `model.CaptionModel` with initialised parameters on ``contexts``) on ``train_iter``,
-    validating on ``val_iter`` at each checkpoint, into ``config.output_folder``."""
+    """Trains ``model`` (a `model.CaptionModel` with initialised parameters on ``contexts``) on ``train_iter`` with
+    ``objective`` (default: cross-entropy), validating on ``val_iter`` at each checkpoint, into
+    ``config.output_folder``. ``optimizer``: a ready `mx.optimizer.Optimizer` (default: built from the config)."""
 
     def __init__(self, config: TrainingConfig, model: gluon.Block, train_iter: data_io.BatchIterator,
                  val_iter: data_io.BatchIterator, contexts: Sequence[mx.Context],
                  checkpoint_decoder: Optional[Any] = None, vocab: Optional[Dict[str, int]] = None,
-                 kvstore: Optional[Any] = None, objective: Optional[objective_module.Objective] = None) -> None:
-        self.config = config
-        self.model = model
-        self.train_iter = train_iter
-        self.val_iter = val_iter
-        self.contexts = list(contexts)
-        self.checkpoint_decoder = checkpoint_decoder
-        self.vocab = vocab
-        self.kv = kvstore
+                 kvstore: Optional[Any] = None, objective: Optional[objective_module.Objective] = None,
+                 optimizer: Optional[mx.optimizer.Optimizer] = None) -> None:
+        self.config, self.model, self.train_iter, self.val_iter = config, model, train_iter, val_iter
+        self.contexts, self.checkpoint_decoder, self.vocab, self.kv = list(contexts), checkpoint_decoder, vocab, kvstore
         self.is_dist = kvstore is not None and "dist" in kvstore.type
         self.rank = kvstore.rank if self.is_dist else 0
         self.num_workers = kvstore.num_workers if self.is_dist else 1
         self.is_primary = self.rank == 0
-        self.folder = config.output_folder
+        self.folder = ModelFolder(config.output_folder)
+        self.store = training_state.TrainingStateStore(config.output_folder)
         self.state = TrainingState()
         self.scheduler = lr_scheduler.create_scheduler(config.scheduler)
-        self.objective = objective if objective is not None else \
-            objective_module.CrossEntropyObjective(config.cross_entropy)
-        self.loss = loss_module.CrossEntropyLoss(config.cross_entropy)   # validation
+        self.objective = objective or objective_module.CrossEntropyObjective(config.cross_entropy)
+        self.loss = loss_module.CrossEntropyLoss(config.cross_entropy)   # validation perplexity
         self.loss.hybridize()
         self.params = model.collect_params()
-        if config.update_interval > 1:
-            for p in self.params.values():
-                if p.grad_req != "null":
-                    p.grad_req = "add"
-        # dist_async needs the servers to update the parameters; everywhere else each device/worker updates its
-        # copy with the reduced gradients (so norm clipping can see them, and optimizer states can be saved)
         self.server_updates = self.is_dist and "async" in kvstore.type
-        self.trainer = gluon.Trainer(self.params, optimizers.create_optimizer(config.optimizer),
-                                     kvstore=kvstore if kvstore is not None else config.kvstore,
-                                     update_on_kvstore=self.server_updates)
+        self.trainer = create_gluon_trainer(self.params, config, kvstore, self.server_updates, optimizer)
         self.metric_lines: List[str] = []
         self._session_start = time.time()
-        self._speed_mark = (time.time(), 0, 0, 0)
-        self._initial_states: Optional[bytes] = None
-        self._best_states: Optional[bytes] = None
-        self._images_seen = 0
+        self.speed = Speedometer(self.num_workers)
+        self._snapshots: Dict[str, Optional[training_state.OptimizerSnapshot]] = {
+            training_state.OPTIMIZER_INITIAL: None, training_state.OPTIMIZER_BEST: None}
         self._pending: Optional[mx.nd.NDArray] = None
         self._last_marker: Optional[mx.nd.NDArray] = None
 
-    # ---------------------------------------------------------------------------------------------------------
-    # the loop
-    # ---------------------------------------------------------------------------------------------------------
+    # -- the loop -------------------------------------------------------------------------------------------------
     def fit(self, resume: Optional[bool] = None) -> TrainingState:
         """Train until a stopping criterion holds. ``resume``: continue from ``training_state/`` (default: when it
-        exists)."""
+        exists). A finished run whose limits (--max-updates, --max-num-epochs, --max-samples, --max-seconds) were
+        raised since continues."""
         if resume is None:
-            resume = self._has_state()
+            if self.is_primary:
+                self.store.recover()
+            resume = self.store.exists()
         if resume:
             self._load_state()
-            if self.state.finished:
+            if self.state.finished and not reopen(self.config, self.state):
                 logger.info("Training in %s has already finished (%s); best checkpoint %d (%s=%.4f). Use "
-                            "--overwrite-output to train again.", self.folder, self.state.stop_reason,
+                            "--overwrite-output to train again.", self.folder.path, self.state.stop_reason,
                             self.state.best_checkpoint, self.config.optimized_metric, self.state.best_metric or 0.0)
                 return self.state
             logger.info("Resuming from checkpoint %d (update %d, epoch %d)", self.state.checkpoint,
@@ -163,26 +139,25 @@ class Trainer:
             self._start()
         self._reseed()
         self._session_start = time.time()
-        self._speed_mark = (time.time(), self.state.updates, self.state.samples, 0)
-        self._images_seen = 0
+        self.speed = Speedometer(self.num_workers, self.state.samples)
         updates_since_checkpoint = 0
         while True:
-            stop_reason = self._limit_reached()
+            stop_reason = limit_reached(self.config, self.state)
             if stop_reason:
                 if updates_since_checkpoint:
                     self._checkpoint()
-                self._finish(stop_reason)
                 break
             self._update()
             updates_since_checkpoint += 1
             if self.state.updates % self.config.log_interval == 0:
-                self._log_speed()
+                self._wait_for_pending(self.state.updates)
+                self.speed.log(self.state, self.trainer.learning_rate)
             if self.state.updates % self.config.checkpoint_interval == 0:
                 updates_since_checkpoint = 0
                 stop_reason = self._checkpoint()
                 if stop_reason:
-                    self._finish(stop_reason)
                     break
+        self._finish(stop_reason)
         return self.state
 
     def _update(self) -> None:
@@ -192,338 +167,163 @@ class Trainer:
             batch, end_of_epoch = self.train_iter.next_batch()
             num_grads += self._forward_backward(batch)
             self.state.samples += batch.labels.shape[0] * self.num_workers
-            self._images_seen += len(np.unique(self.train_iter.image_ids[batch.indices]))
+            self.speed.images += len(np.unique(self.train_iter.image_ids[batch.indices]))
             if end_of_epoch:
                 self.state.epoch = self.train_iter.epoch
                 logger.info("Epoch %d finished (update %d)", self.state.epoch, self.state.updates + 1)
         self.state.updates += 1
         self.trainer.set_learning_rate(self.scheduler.learning_rate(self.state.updates))
         scale = num_grads * self.num_workers       # gradients are sums over devices, batches and workers
+        if not self.server_updates:
+            self.trainer.allreduce_grads()
+        if self.config.optimizer.clip_type == optimizers.CLIP_NORM and self.config.optimizer.clip_threshold > 0:
+            # the gradients are scale x the average: clip their global norm at scale x the threshold
+            grouped = [[p.list_grad()[k] for p in self.params.values() if p.grad_req != "null"]
+                       for k in range(len(self.contexts))]
+            optimizers.clip_global_norm(grouped[0], self.config.optimizer.clip_threshold * scale,
+                                        copies=grouped[1:])
         if self.server_updates:
-            if self.config.optimizer.clip_type == optimizers.CLIP_NORM:
-                self._clip_norm(scale)
             self.trainer.step(scale)
         else:
-            self.trainer.allreduce_grads()
-            if self.config.optimizer.clip_type == optimizers.CLIP_NORM:
-                self._clip_norm(scale)
             self.trainer.update(scale)
         if self.config.update_interval > 1:
             self.params.zero_grad()
-        # keep the Python side at most one update ahead of the engine (bounded memory, honest timings)
-        if self._pending is not None:
-            self._pending.wait_to_read()
+        # keep the Python side at most one update ahead of the engine (bounded memory, honest timings), and stop
+        # on a non-finite gradient (the marker is the sum of one parameter's gradient)
+        self._wait_for_pending(self.state.updates - 1)
         self._pending = self._last_marker
+
+    def _wait_for_pending(self, update: int) -> None:
+        if self._pending is not None and not math.isfinite(float(self._pending.asscalar())):
+            raise utils.CaptioningError(
+                "update %d: the training loss is not finite (NaN or infinite gradients); the last good checkpoint "
+                "is %d in %s: lower --initial-learning-rate or clip gradients (--gradient-clipping-threshold)"
+                % (update, self.state.checkpoint, self.folder.path))
 
     def _forward_backward(self, batch: data_io.Batch) -> int:
         """Forward and backward of one batch split across the devices; returns the number of device shares."""
         shares = split_batch(batch, self.contexts, self.train_iter.image_ids[batch.indices])
         self.objective.forward_backward(self.model, shares)
-        # a tiny copy of a gradient: once it is computed, this batch's backward pass is done
         grad = next(p for p in self.params.values() if p.grad_req != "null").list_grad()[0]
-        self._last_marker = grad.reshape((-1,))[0:1]
+        self._last_marker = mx.nd.sum(grad)
         return len(shares)
-
-    def _clip_norm(self, scale: int) -> None:
-        """Clip the averaged gradient's global norm at the threshold (the gradients are ``scale`` x average)."""
-        threshold = self.config.optimizer.clip_threshold
-        if threshold <= 0:
-            return
-        grouped = [[p.list_grad()[k] for p in self.params.values() if p.grad_req != "null"]
-                   for k in range(len(self.contexts))]
-        optimizers.clip_global_norm(grouped[0], threshold * scale, copies=grouped[1:])
-
-    # ---------------------------------------------------------------------------------------------------------
-    # limits and checkpoints
-    # ---------------------------------------------------------------------------------------------------------
-    def _limit_reached(self) -> str:
-        c, s = self.config, self.state
-        if c.max_updates is not None and s.updates >= c.max_updates:
-            return "--max-updates %d reached" % c.max_updates
-        if c.max_samples is not None and s.samples >= c.max_samples:
-            return "--max-samples %d reached" % c.max_samples
-        if c.max_num_epochs is not None and s.epoch >= c.max_num_epochs:
-            return "--max-num-epochs %d reached" % c.max_num_epochs
-        return ""
-
-    def _minimums_met(self) -> bool:
-        c, s = self.config, self.state
-        return ((c.min_updates is None or s.updates >= c.min_updates)
-                and (c.min_samples is None or s.samples >= c.min_samples)
-                and (c.min_num_epochs is None or s.epoch >= c.min_num_epochs))
 
     def _elapsed(self) -> float:
         return self.state.seconds + (time.time() - self._session_start)
 
+    # -- checkpoints: evaluate -> decide -> broadcast -> persist -------------------------------------------------
     def _checkpoint(self) -> str:
-        """Validate, write params/metrics/state; returns a stop reason or ''."""
+        """Returns a stop reason or ''."""
         self.state.checkpoint += 1
-        checkpoint = self.state.checkpoint
         train = self.objective.metrics()
-        learning_rate = self.trainer.learning_rate
-        improved = stop = False
+        improved, stop_code, metrics = False, STOP_NONE, {}
         if self.is_primary:
-            metrics = {}
-            val = loss_module.metrics_from_stats(self.validate(), "val")
-            for name in self.config.metrics:
-                if "%s-train" % name in train:
-                    metrics["%s-train" % name] = train["%s-train" % name]
-                metrics["%s-val" % name] = val["%s-val" % name]
-            metrics.update((k, v) for k, v in train.items() if k.rsplit("-", 1)[0] not in C.METRICS_OPTIMIZABLE)
-            if self.checkpoint_decoder is not None:
-                start = time.time()
-                metrics.update(self.checkpoint_decoder.decode_and_evaluate(self.model, self.vocab))
-                logger.info("Checkpoint %d: decoding took %.1fs", checkpoint, time.time() - start)
-            value = self._optimized_value(metrics, val)
-            improved = self._is_better(value)
-            metrics["learning-rate"] = learning_rate
-            metrics["time-elapsed"] = self._elapsed()
-            metrics.update(self._gpu_memory())
-            self._write_params(checkpoint)
-            if improved:
-                self.state.best_metric, self.state.best_checkpoint = value, checkpoint
-                self.state.num_not_improved = 0
-                self._link_best(checkpoint)
-            else:
-                self.state.num_not_improved += 1
-            self._write_metrics(checkpoint, metrics)
-            self._cleanup_params()
-            logger.info("Checkpoint %d (update %d, epoch %d): %s; best %s=%.4f at checkpoint %d%s", checkpoint,
-                        self.state.updates, self.state.epoch,
-                        " ".join("%s=%.4f" % kv for kv in metrics.items() if kv[0] != "time-elapsed"),
-                        self.config.optimized_metric, self.state.best_metric, self.state.best_checkpoint,
-                        "" if improved else " (%d without improvement)" % self.state.num_not_improved)
-            limit = self.config.max_num_checkpoint_not_improved
-            stop = 0 <= limit <= self.state.num_not_improved and self._minimums_met()
-            max_seconds = self.config.max_seconds
-            time_up = max_seconds is not None and self._elapsed() >= max_seconds
-            stop_code = 1 if stop else (2 if time_up else 0)
-        else:
-            stop_code = 0
+            metrics, value = self._evaluate(train)
+            improved, stop_code = decide(self.config, self.state, value, self._elapsed())
         if self.is_dist:
-            improved, stop_code, best = self._broadcast([float(improved), float(stop_code),
-                                                         float(self.state.best_checkpoint)])
-            improved = bool(improved)
-            if not self.is_primary:
-                self.state.num_not_improved = 0 if improved else self.state.num_not_improved + 1
-                self.state.best_checkpoint = int(best)
+            improved, stop_code = broadcast_decision(self.kv, self.state, improved, stop_code)
+        self._persist(metrics, improved)
+        if stop_code == STOP_NOT_IMPROVED:
+            return "no improvement of %s in %d checkpoints" % (self.config.optimized_metric,
+                                                              self.config.max_num_checkpoint_not_improved)
+        return "--max-seconds %d reached" % self.config.max_seconds if stop_code == STOP_SECONDS else ""
+
+    def _evaluate(self, train: Dict[str, float]) -> Tuple[Dict[str, float], float]:
+        """The checkpoint's metrics (training ones from the objective, validation, decoding, rate, time, memory)
+        and the value of the optimised metric."""
+        metrics: Dict[str, float] = {}
+        val = loss_module.metrics_from_stats(validate(self.model, self.loss, self.val_iter, self.contexts), "val")
+        for name in self.config.metrics:
+            if "%s-train" % name in train:
+                metrics["%s-train" % name] = train["%s-train" % name]
+            metrics["%s-val" % name] = val["%s-val" % name]
+        metrics.update((k, v) for k, v in train.items() if k.rsplit("-", 1)[0] not in C.METRICS_OPTIMIZABLE)
+        bad = sorted(k for k, v in list(metrics.items()) + list(val.items()) if not math.isfinite(v))
+        utils.check_condition(not bad, "checkpoint %d (update %d): %s not finite; the training diverged: lower "
+                                       "--initial-learning-rate or clip gradients (--gradient-clipping-threshold)"
+                              % (self.state.checkpoint, self.state.updates, ", ".join(bad)))
+        if self.checkpoint_decoder is not None:
+            start = time.time()
+            metrics.update(self.checkpoint_decoder.decode_and_evaluate(self.model, self.vocab))
+            logger.info("Checkpoint %d: decoding took %.1fs", self.state.checkpoint, time.time() - start)
+        value = metric_value(self.config.optimized_metric, metrics, val)
+        metrics["learning-rate"] = self.trainer.learning_rate
+        metrics["time-elapsed"] = self._elapsed()
+        metrics.update(gpu_memory(self.contexts))
+        return metrics, value
+
+    def _persist(self, metrics: Dict[str, float], improved: bool) -> None:
+        """Files of the checkpoint (rank 0), the schedule's reaction, re-seeding, the training state."""
+        checkpoint = self.state.checkpoint
+        if self.is_primary:
+            self.folder.write_params(self.model.save_parameters, checkpoint)
+            if improved:
+                self.folder.link_best(checkpoint)
+            self.metric_lines.append(metrics_line(checkpoint, metrics))
+            self.folder.write_metrics(self.metric_lines)
+            protected = [self.state.best_checkpoint] + ([0] if self.config.keep_initializations else [])
+            self.folder.cleanup_params(self.config.keep_last_params, protected)
+            log_checkpoint(self.config, self.state, metrics, improved)
         if improved and self.config.lr_decay_opt_states_reset == "best" and not self.server_updates:
-            self._best_states = self._optimizer_states_bytes()
+            self._snapshots[training_state.OPTIMIZER_BEST] = training_state.get_optimizer_states(self.trainer)
         if self.scheduler.new_evaluation_result(improved):
             self._after_rate_reduction()
         self._reseed()
         self._save_state()
-        if stop_code == 1:
-            return "no improvement of %s in %d checkpoints" % (self.config.optimized_metric,
-                                                              self.config.max_num_checkpoint_not_improved)
-        if stop_code == 2:
-            return "--max-seconds %d reached" % self.config.max_seconds
-        return ""
-
-    def _optimized_value(self, metrics: Dict[str, float], val: Dict[str, float]) -> float:
-        name = self.config.optimized_metric
-        key = "%s-val" % name
-        if key in metrics:
-            return metrics[key]
-        if key in val:
-            return val[key]
-        raise utils.CaptioningError("--optimized-metric %s needs --decode-and-evaluate (not 0)" % name)
-
-    def _is_better(self, value: float) -> bool:
-        best = self.state.best_metric
-        if best is None:
-            return True
-        return value > best if C.METRIC_MAXIMIZE[self.config.optimized_metric] else value < best
-
-    def validate(self) -> np.ndarray:
-        """Summed loss stats over the validation data (no dropout)."""
-        total = [loss_module.new_stats(ctx) for ctx in self.contexts]
-        for batch in self.val_iter:
-            for k, share in enumerate(split_batch(batch, self.contexts, batch.indices)):
-                _, stats = self.loss(self.model(share.features, share.target_input), share.labels)
-                total[k] += stats.astype("float64")
-        return sum(t.asnumpy() for t in total)
 
     def _after_rate_reduction(self) -> None:
         if self.config.lr_decay_param_reset and self.state.best_checkpoint > 0:
             logger.info("Learning rate reduced: going back to the params of checkpoint %d",
                         self.state.best_checkpoint)
-            self.model.load_parameters(self._params_path(self.state.best_checkpoint), ctx=self.contexts)
-        states = {"initial": self._initial_states, "best": self._best_states}.get(
-            self.config.lr_decay_opt_states_reset)
-        if states is not None:
-            logger.info("Learning rate reduced: optimizer states reset to the %s ones",
-                        self.config.lr_decay_opt_states_reset)
-            self._load_optimizer_states_bytes(states)
+            self.model.load_parameters(self.folder.params_path(self.state.best_checkpoint), ctx=self.contexts)
+        reset = self.config.lr_decay_opt_states_reset
+        snapshot = self._snapshots.get({"initial": training_state.OPTIMIZER_INITIAL,
+                                        "best": training_state.OPTIMIZER_BEST}.get(reset, ""))
+        if snapshot is not None:
+            logger.info("Learning rate reduced: optimizer states reset to the %s ones", reset)
+            training_state.set_optimizer_states(self.trainer, snapshot, "optimizer states (%s)" % reset)
 
-    # ---------------------------------------------------------------------------------------------------------
-    # files
-    # ---------------------------------------------------------------------------------------------------------
-    def _params_path(self, checkpoint: int) -> str:
-        return os.path.join(self.folder, C.PARAMS_NAME % checkpoint)
-
-    def _write_params(self, checkpoint: int) -> None:
-        with utils.atomic_path(self._params_path(checkpoint)) as tmp:
-            self.model.save_parameters(tmp)
-
-    def _link_best(self, checkpoint: int) -> None:
-        """``params.best`` -> ``params.NNNNN`` (a relative symbolic link, replaced atomically; a copy where links
-        are not possible)."""
-        best = os.path.join(self.folder, C.PARAMS_BEST_NAME)
-        tmp = best + ".tmp-link"
-        try:
-            if os.path.lexists(tmp):
-                os.remove(tmp)
-            os.symlink(C.PARAMS_NAME % checkpoint, tmp)
-            os.replace(tmp, best)
-        except OSError:
-            with utils.atomic_path(best) as tmp_copy:
-                shutil.copyfile(self._params_path(checkpoint), tmp_copy)
-
-    def _write_metrics(self, checkpoint: int, metrics: Dict[str, float]) -> None:
-        line = "%d\t%s" % (checkpoint, "\t".join("%s=%s" % (k, _format(v)) for k, v in metrics.items()))
-        self.metric_lines.append(line)
-        utils.atomic_write_text(os.path.join(self.folder, C.METRICS_NAME),
-                                "".join(row + "\n" for row in self.metric_lines))
-
-    def _cleanup_params(self) -> None:
-        keep = self.config.keep_last_params
-        if keep < 0:
-            return
-        numbers = sorted(int(p.rsplit(".", 1)[1]) for p in glob.glob(os.path.join(self.folder, C.PARAMS_PREFIX + "*"))
-                         if p.rsplit(".", 1)[1].isdigit())
-        protected = set(numbers[-keep:]) if keep > 0 else set()
-        protected.add(self.state.best_checkpoint)
-        if self.config.keep_initializations:
-            protected.add(0)
-        for number in numbers:
-            if number not in protected:
-                os.remove(self._params_path(number))
-
-    def _gpu_memory(self) -> Dict[str, float]:
-        used = 0.0
-        for ctx in self.contexts:
-            if ctx.device_type == "gpu":
-                free, total = mx.context.gpu_memory_info(ctx.device_id)
-                used += (total - free) / 2 ** 20
-        return {"used-gpu-memory": used} if used else {}
-
-    def _log_speed(self) -> None:
-        if self._pending is not None:
-            self._pending.wait_to_read()
-        now = time.time()
-        start, updates0, samples0, images0 = self._speed_mark
-        seconds = max(now - start, 1e-9)
-        samples = self.state.samples - samples0
-        images = self._images_seen - images0
-        logger.info("Epoch %d, update %d: %.1f samples/s (captions), %.1f images/s, learning rate %.3g",
-                    self.state.epoch, self.state.updates, samples / seconds, images * self.num_workers / seconds,
-                    self.trainer.learning_rate)
-        self._speed_mark = (time.time(), self.state.updates, self.state.samples, self._images_seen)
-
-    # ---------------------------------------------------------------------------------------------------------
-    # state
-    # ---------------------------------------------------------------------------------------------------------
-    def _state_dir(self) -> str:
-        return os.path.join(self.folder, C.TRAINING_STATE_DIRNAME)
-
-    def _has_state(self) -> bool:
-        if self.is_primary:
-            recover_interrupted_state_swap(self.folder)
-        return os.path.isfile(os.path.join(self._state_dir(), STATE_FILE))
-
+    # -- state ------------------------------------------------------------------------------------------------------
     def _start(self) -> None:
         """Checkpoint 0: the initial params, and a state to resume from if killed before checkpoint 1."""
         if self.is_primary:
-            self._write_params(0)
-            utils.atomic_write_text(os.path.join(self.folder, C.METRICS_NAME), "")
+            self.folder.create()
+            self.folder.write_params(self.model.save_parameters, 0)
+            self.folder.write_metrics([])
         if self.config.lr_decay_opt_states_reset in ("initial", "best") and not self.server_updates:
-            self._initial_states = self._optimizer_states_bytes()
-            self._best_states = self._initial_states
+            initial = training_state.get_optimizer_states(self.trainer)
+            self._snapshots = {training_state.OPTIMIZER_INITIAL: initial, training_state.OPTIMIZER_BEST: initial}
         self._reseed()
         self._save_state()
 
     def _reseed(self) -> None:
-        """Re-seed MXNet's generator from (seed, checkpoint, rank): dropout after a checkpoint is the same in an
-        interrupted-and-resumed run as in one that went straight through."""
+        """Re-seed MXNet's generator from (seed, checkpoint, rank): dropout (and sampling) after a checkpoint is the
+        same in an interrupted-and-resumed run as in one that went straight through."""
         mx.random.seed((self.config.seed * 1000003 + self.state.checkpoint * 7919 + self.rank) % (2 ** 31))
 
-    def _optimizer_states_bytes(self) -> bytes:
-        fd, tmp = tempfile.mkstemp(prefix="optstates.", dir=self.folder)
-        os.close(fd)
-        try:
-            self.trainer.save_states(tmp)
-            with open(tmp, "rb") as f:
-                return f.read()
-        finally:
-            os.remove(tmp)
-
-    def _load_optimizer_states_bytes(self, states: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(prefix="optstates.", dir=self.folder)
-        with os.fdopen(fd, "wb") as f:
-            f.write(states)
-        try:
-            self.trainer.load_states(tmp)
-        finally:
-            os.remove(tmp)
-
     def _save_state(self) -> None:
-        """Write training_state/ atomically: a new folder under a temporary name, then swapped in."""
         if not self.is_primary:
             return
-        tmp = tempfile.mkdtemp(prefix=C.TRAINING_STATE_DIRNAME + ".tmp-", dir=self.folder)
-        try:
-            self.model.save_parameters(os.path.join(tmp, STATE_PARAMS))
-            if not self.server_updates:
-                self.trainer.save_states(os.path.join(tmp, STATE_OPTIMIZER))
-            for name, states in ((STATE_OPTIMIZER_INITIAL, self._initial_states),
-                                 (STATE_OPTIMIZER_BEST, self._best_states)):
-                if states is not None:
-                    with open(os.path.join(tmp, name), "wb") as f:
-                        f.write(states)
-            state = {"training": vars(self.state).copy(), "scheduler": self.scheduler.state_dict(),
-                     "iterator": self.train_iter.state_dict(), "numpy_rng": _numpy_state(),
-                     "python_rng": _python_state(), "metrics": self.metric_lines}
-            state["training"]["seconds"] = self._elapsed()
-            with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
-                json.dump(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            final = self._state_dir()
-            old = None
-            if os.path.exists(final):
-                old = final + ".old"
-                if os.path.exists(old):
-                    shutil.rmtree(old)
-                os.rename(final, old)
-            os.rename(tmp, final)
-            if old:
-                shutil.rmtree(old)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        values = {"training": dict(vars(self.state), seconds=self._elapsed()),
+                  "scheduler": self.scheduler.state_dict(), "iterator": self.train_iter.state_dict(),
+                  "metrics": self.metric_lines, **training_state.rng_states()}
+        snapshots = dict(self._snapshots)
+        if not self.server_updates:
+            snapshots[training_state.OPTIMIZER] = training_state.get_optimizer_states(self.trainer)
+        self.store.save(self.model.save_parameters, values, snapshots)
 
     def _load_state(self) -> None:
-        directory = self._state_dir()
-        with open(os.path.join(directory, STATE_FILE), encoding="utf-8") as f:
-            state = json.load(f)
-        self.state = TrainingState(**state["training"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.train_iter.load_state_dict(state["iterator"])
-        np.random.set_state(_numpy_state_from(state["numpy_rng"]))
-        random.setstate(_python_state_from(state["python_rng"]))
-        self.model.load_parameters(os.path.join(directory, STATE_PARAMS), ctx=self.contexts)
-        if os.path.exists(os.path.join(directory, STATE_OPTIMIZER)) and not self.server_updates:
-            self.trainer.load_states(os.path.join(directory, STATE_OPTIMIZER))
-        for name, attr in ((STATE_OPTIMIZER_INITIAL, "_initial_states"), (STATE_OPTIMIZER_BEST, "_best_states")):
-            path = os.path.join(directory, name)
-            if os.path.exists(path):
-                with open(path, "rb") as f:
-                    setattr(self, attr, f.read())
-        self.metric_lines = list(state["metrics"])[:self.state.checkpoint]
+        saved = self.store.load()
+        self.state = saved.training
+        saved.restore(self.scheduler, self.train_iter)
+        model_module.load_parameters(self.model, saved.params_path, self.contexts)
+        if saved.optimizer is not None and not self.server_updates:
+            training_state.set_optimizer_states(self.trainer, saved.optimizer, self.store.directory)
+        self._snapshots = {training_state.OPTIMIZER_INITIAL: saved.optimizer_initial,
+                           training_state.OPTIMIZER_BEST: saved.optimizer_best}
+        self.metric_lines = list(saved.values["metrics"])[:self.state.checkpoint]
         if self.is_primary:  # the metrics file may hold lines of checkpoints after the state (killed in between)
-            utils.atomic_write_text(os.path.join(self.folder, C.METRICS_NAME),
-                                    "".join(l + "\n" for l in self.metric_lines))
+            self.folder.write_metrics(self.metric_lines)
 
     def _finish(self, reason: str) -> None:
         self.state.finished = True
@@ -534,19 +334,32 @@ class Trainer:
                     self.state.best_checkpoint, self.config.optimized_metric,
                     "%.4f" % self.state.best_metric if self.state.best_metric is not None else "n/a")
 
-    def _broadcast(self, values: List[float]) -> List[float]:
-        """Rank 0's ``values`` on every worker (a fresh kvstore key per checkpoint: init takes rank 0's value)."""
-        key = _BROADCAST_KEY + self.state.checkpoint
-        data = mx.nd.array(values, dtype="float32")
-        out = mx.nd.zeros_like(data)
-        self.kv.init(key, data)
-        self.kv.pull(key, out=out)
-        return [float(v) for v in out.asnumpy()]
+
+# -------------------------------------------------------------------------------------------------------------
+# the loop's helpers
+# -------------------------------------------------------------------------------------------------------------
+
+class Speedometer:
+    """Samples (captions) and distinct images per second between log lines."""
+
+    def __init__(self, num_workers: int, samples: int = 0) -> None:
+        self.num_workers = num_workers
+        self.images = 0                     # distinct images per batch, summed (this worker)
+        self.mark = (time.time(), samples, 0)
+
+    def log(self, state: TrainingState, learning_rate: float) -> None:
+        start, samples0, images0 = self.mark
+        seconds = max(time.time() - start, 1e-9)
+        logger.info("Epoch %d, update %d: %.1f samples/s (captions), %.1f images/s, learning rate %.3g",
+                    state.epoch, state.updates, (state.samples - samples0) / seconds,
+                    (self.images - images0) * self.num_workers / seconds, learning_rate)
+        self.mark = (time.time(), state.samples, self.images)
 
 
 def split_batch(batch: data_io.Batch, contexts: Sequence[mx.Context], image_ids: np.ndarray) -> \
         List[objective_module.BatchShare]:
-    """The batch cut into one share per device (fewer when it has fewer rows than devices), loaded there."""
+    """The batch cut into one share per device (fewer when it has fewer rows than devices), loaded there: the one
+    split of training (`Trainer._forward_backward`) and validation."""
     n = min(len(contexts), batch.labels.shape[0])
     used = list(contexts[:n])
     parts = [gluon.utils.split_and_load(array, used, even_split=False)
@@ -556,40 +369,131 @@ def split_batch(batch: data_io.Batch, contexts: Sequence[mx.Context], image_ids:
             for ctx, f, x, y, i in zip(used, *parts, ids)]
 
 
-def recover_interrupted_state_swap(folder: str) -> None:
-    """If a run was killed while swapping training_state folders, put the complete old one back."""
-    final = os.path.join(folder, C.TRAINING_STATE_DIRNAME)
-    old = final + ".old"
-    if not os.path.exists(final) and os.path.isdir(old):
-        os.rename(old, final)
-    for tmp in glob.glob(os.path.join(folder, C.TRAINING_STATE_DIRNAME + ".tmp-*")):
-        shutil.rmtree(tmp, ignore_errors=True)
+def validate(model: gluon.Block, loss: loss_module.CrossEntropyLoss, batches: data_io.BatchIterator,
+             contexts: Sequence[mx.Context]) -> np.ndarray:
+    """Summed `loss.CrossEntropyLoss` stats of ``model`` over ``batches`` (no dropout)."""
+    total = [loss_module.new_stats(ctx) for ctx in contexts]
+    for batch in batches:
+        for k, share in enumerate(split_batch(batch, contexts, batch.indices)):
+            _, stats = loss(model(share.features, share.target_input), share.labels)
+            total[k] += stats.astype("float64")
+    return sum(t.asnumpy() for t in total)
 
 
-def _format(value: float) -> str:
-    return "%.6g" % value if isinstance(value, float) else str(value)
+def decide(config: TrainingConfig, state: TrainingState, value: float, elapsed: float) -> Tuple[bool, int]:
+    """Did the optimised metric improve to ``value``? Stop (no improvement, or time up)? Updates ``state``'s
+    early-stopping fields."""
+    best = state.best_metric
+    improved = best is None or (value > best if C.METRIC_MAXIMIZE[config.optimized_metric] else value < best)
+    if improved:
+        state.best_metric, state.best_checkpoint = value, state.checkpoint
+        state.num_not_improved = 0
+    else:
+        state.num_not_improved += 1
+    limit, seconds = config.max_num_checkpoint_not_improved, config.max_seconds
+    if 0 <= limit <= state.num_not_improved and minimums_met(config, state):
+        return improved, STOP_NOT_IMPROVED
+    return improved, STOP_SECONDS if seconds is not None and elapsed >= seconds else STOP_NONE
 
 
-def _numpy_state() -> List[Any]:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return [name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]
+def broadcast_decision(kv: Any, state: TrainingState, improved: bool, stop_code: int) -> Tuple[bool, int]:
+    """Rank 0's decision on every worker (a fresh kvstore key per checkpoint: init takes rank 0's value); the
+    other workers update their early-stopping state from it."""
+    key = _BROADCAST_KEY + state.checkpoint
+    data = mx.nd.array([float(improved), float(stop_code), float(state.best_checkpoint)], dtype="float32")
+    out = mx.nd.zeros_like(data)
+    kv.init(key, data)
+    kv.pull(key, out=out)
+    improved_value, stop_value, best = (float(v) for v in out.asnumpy())
+    if kv.rank != 0:
+        state.num_not_improved = 0 if improved_value else state.num_not_improved + 1
+        state.best_checkpoint = int(best)
+    return bool(improved_value), int(stop_value)
 
 
-def _numpy_state_from(state: List[Any]) -> Any:
-    return (state[0], np.array(state[1], dtype=np.uint32), state[2], state[3], state[4])
+def log_checkpoint(config: TrainingConfig, state: TrainingState, metrics: Dict[str, float], improved: bool) -> None:
+    shown = " ".join("%s=%.4f" % kv for kv in metrics.items() if kv[0] != "time-elapsed")
+    logger.info("Checkpoint %d (update %d, epoch %d): %s; best %s=%.4f at checkpoint %d%s", state.checkpoint,
+                state.updates, state.epoch, shown, config.optimized_metric, state.best_metric, state.best_checkpoint,
+                "" if improved else " (%d without improvement)" % state.num_not_improved)
 
 
-def _python_state() -> List[Any]:
-    version, internal, gauss = random.getstate()
-    return [version, list(internal), gauss]
+def reopen(config: TrainingConfig, state: TrainingState) -> bool:
+    """A finished run stopped by a limit that is no longer reached (the command raised it) is continued: clears
+    ``state.finished``."""
+    seconds = config.max_seconds
+    if not state.stop_reason.startswith("--max-") or limit_reached(config, state) or \
+            (seconds is not None and state.seconds >= seconds):
+        return False
+    logger.info("The run stopped by %s; continuing it with the raised limits", state.stop_reason)
+    state.finished, state.stop_reason = False, ""
+    return True
 
 
-def _python_state_from(state: List[Any]) -> Any:
-    return (state[0], tuple(state[1]), state[2])
+def limit_reached(config: TrainingConfig, state: TrainingState) -> str:
+    """The --max-updates / --max-samples / --max-num-epochs limit reached, as a stop reason, or ''."""
+    if config.max_updates is not None and state.updates >= config.max_updates:
+        return "--max-updates %d reached" % config.max_updates
+    if config.max_samples is not None and state.samples >= config.max_samples:
+        return "--max-samples %d reached" % config.max_samples
+    if config.max_num_epochs is not None and state.epoch >= config.max_num_epochs:
+        return "--max-num-epochs %d reached" % config.max_num_epochs
+    return ""
+
+
+def minimums_met(config: TrainingConfig, state: TrainingState) -> bool:
+    return ((config.min_updates is None or state.updates >= config.min_updates)
+            and (config.min_samples is None or state.samples >= config.min_samples)
+            and (config.min_num_epochs is None or state.epoch >= config.min_num_epochs))
+
+
+def metric_value(name: str, metrics: Dict[str, float], val: Dict[str, float]) -> float:
+    """The validation value of the optimised metric ``name``."""
+    key = "%s-val" % name
+    if key in metrics:
+        return metrics[key]
+    if key in val:
+        return val[key]
+    raise utils.CaptioningError("--optimized-metric %s needs --decode-and-evaluate (not 0)" % name)
+
+
+def gpu_memory(contexts: Sequence[mx.Context]) -> Dict[str, float]:
+    """``{"used-gpu-memory": MiB}`` over the GPUs among ``contexts`` (empty on CPUs)."""
+    used = 0.0
+    for ctx in contexts:
+        if ctx.device_type == "gpu":
+            free, total = mx.context.gpu_memory_info(ctx.device_id)
+            used += (total - free) / 2 ** 20
+    return {"used-gpu-memory": used} if used else {}
+
+
+def create_gluon_trainer(params: gluon.ParameterDict, config: TrainingConfig, kvstore: Optional[Any],
+                         server_updates: bool, optimizer: Optional[mx.optimizer.Optimizer]) -> gluon.Trainer:
+    """The `gluon.Trainer` that reduces and applies the gradients. ``server_updates`` (dist_async): the servers
+    update the parameters; everywhere else each device/worker updates its copy with the reduced gradients (so
+    norm clipping can see them, and optimizer states can be saved). Gradients accumulate with
+    ``update_interval`` > 1."""
+    if config.update_interval > 1:
+        for p in params.values():
+            if p.grad_req != "null":
+                p.grad_req = "add"
+    check_async_schedule(config, server_updates)
+    return gluon.Trainer(params, optimizer or optimizers.create_optimizer(config.optimizer),
+                         kvstore=kvstore if kvstore is not None else config.kvstore, update_on_kvstore=server_updates)
+
+
+def check_async_schedule(config: TrainingConfig, server_updates: bool) -> None:
+    """dist_async: the servers keep the optimizer they received at the start, so a learning-rate schedule (or
+    warm-up) would never be applied: refused."""
+    if server_updates:
+        utils.check_condition(config.scheduler.type == lr_scheduler.NONE and config.scheduler.warmup == 0,
+                              "--kvstore dist_async applies only a constant learning rate (the parameter servers "
+                              "never see a schedule): use --learning-rate-scheduler-type none without "
+                              "--learning-rate-warmup, or --kvstore dist_sync")
 
 
 # -------------------------------------------------------------------------------------------------------------
-# set-up helpers for train.py
+# building a training from Python (what train.py does after parsing its flags)
 # -------------------------------------------------------------------------------------------------------------
 
 def seed_everything(seed: int) -> None:
@@ -599,37 +503,16 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def initialize_model(model: gluon.Block, contexts: Sequence[mx.Context], feature_shape: Sequence[int],
-                     weight_init: str = "xavier", scale: float = 3.0, factor_type: str = "avg",
-                     rand_type: str = "uniform", embed_init: str = "default", num_embed: int = 512,
-                     params_file: Optional[str] = None, allow_missing: bool = False,
-                     ignore_extra: bool = False) -> None:
-    """Initialise every parameter (shapes resolved by one tiny forward pass), then optionally load
-    ``params_file`` (``--params``) over them."""
-    if weight_init == "xavier":
-        init = mx.init.Xavier(rnd_type=rand_type, factor_type=factor_type, magnitude=scale)
-    else:
-        init = mx.init.Uniform(scale=scale)
-    params = model.collect_params()
-    if embed_init == "normal":
-        for name, p in params.items():
-            if "embed" in name and name.endswith("weight"):
-                p.initialize(mx.init.Normal(sigma=num_embed ** -0.5), ctx=list(contexts))
-    with warnings.catch_warnings():   # the embeddings initialised above
-        warnings.filterwarnings("ignore", message=".*already initialized.*")
-        model.initialize(init, ctx=list(contexts))
-    dummy_features = mx.nd.zeros((1,) + tuple(int(d) for d in feature_shape), ctx=contexts[0])
-    dummy_words = mx.nd.full((1, 1), C.BOS_ID, ctx=contexts[0])
-    model(dummy_features, dummy_words)
-    if params_file is not None:
-        try:
-            model.load_parameters(params_file, ctx=list(contexts), allow_missing=allow_missing,
-                                  ignore_extra=ignore_extra)
-        except (AssertionError, ValueError, mx.base.MXNetError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise utils.CaptioningError("--params %s: cannot load (%s); --allow-missing-params and "
-                                        "--ignore-extra-params accept a partial match" % (params_file, first)) \
-                from None
-        logger.info("Initialised the model from %s", params_file)
-    num = sum(int(np.prod(p.shape)) for p in params.values())
-    logger.info("Model: %d parameters (%.1f MB)", num, num * 4 / 2 ** 20)
+def create_trainer(config: TrainingConfig, model: gluon.Block, data: data_io.TrainingData,
+                   contexts: Sequence[mx.Context], vocab: Dict[str, int], max_output_length: int,
+                   checkpoint_decoder: Optional[Any] = None, kvstore: Optional[Any] = None) -> Trainer:
+    """A `Trainer` for ``model`` on ``data`` with the objective ``config.loss`` names; the optimizer is built (and
+    checked) first. Nothing is written until `Trainer.fit`."""
+    try:
+        optimizer = optimizers.create_optimizer(config.optimizer)
+    except ValueError as e:
+        raise utils.CaptioningError(str(e)) from None
+    objective = objective_module.create_objective(config, data_io.references_by_image(data.train_data), vocab,
+                                                  max_output_length)
+    return Trainer(config, model, data.train_iter, data.val_iter, contexts, checkpoint_decoder=checkpoint_decoder,
+                   vocab=vocab, kvstore=kvstore, objective=objective, optimizer=optimizer)

@@ -1,6 +1,8 @@
 """python -m captioning.train on the synthetic features: the model folder, resume after kill -9, refusal of a
 different command, and each bad input as a one-line error."""
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,7 +68,7 @@ def test_model_folder_complete_then_finished_run_exits_0(synthetic_features, tmp
     assert [n for n, _ in rows] == [1, 2]
     for _, values in rows:
         assert {"perplexity-train", "perplexity-val", "accuracy-train", "accuracy-val", "bleu-val", "chrf-val",
-                "learning-rate", "time-elapsed"} == set(values)
+                "cider-val", "learning-rate", "time-elapsed"} == set(values)
         assert 1.0 < values["perplexity-val"] < 200 and 0.0 <= values["accuracy-val"] <= 1.0
         assert 0.0 <= values["bleu-val"] <= 100 and 0.0 < values["chrf-val"] <= 100
     assert rows[1][1]["perplexity-val"] < rows[0][1]["perplexity-val"]
@@ -77,7 +79,7 @@ def test_model_folder_complete_then_finished_run_exits_0(synthetic_features, tmp
     assert config["decoder"] == "rnn" and config["rnn"]["num_layers"] == 1
     longest = max(len(l.split()) for l in Path(synthetic_features.train_captions).read_text().splitlines())
     assert longest + 1 <= config["max_output_length"] <= 99
-    assert config["cnn_config"] is not None
+    assert config["image_cnn"] is not None and "cnn_config" not in config
     log = (out / "log").read_text()
     assert "Checkpoint decoder" in log and "tokens/s" not in log
     # started again: nothing to do, exit 0, the files untouched
@@ -190,7 +192,7 @@ def test_bad_inputs_are_one_line_errors(synthetic_features, tmp_path):
     root.mkdir()
     for name in os.listdir(f.feature_root):
         if name.endswith(".npy") or name.startswith("image_feature_sizes"):
-            os.symlink(os.path.join(f.feature_root, name), root / name)
+            shutil.copy(os.path.join(f.feature_root, name), root / name)
     names = Path(f.train_features).read_text().splitlines()
     os.remove(root / names[9])
     np.save(root / names[9], np.zeros((3, 2, 2), np.float32))
@@ -237,12 +239,13 @@ def test_flags_map_onto_the_configs():
     args = train.build_parser().parse_args(base + "--rnn-num-hidden 512 --rnn-decoder-state-init zero "
                                                   "--weight-normalization --num-embed 1:64 --embed-dropout 0:0.2 "
                                                   "--rnn-attention-type bilinear --max-seq-len 1:60".split())
-    config = train.create_model_config(args, (1280, 7, 7), 100, 33, {"layer": "x"})
+    from captioning.cnn import CNNConfig
+    config = train.create_model_config(args, (1280, 7, 7), 100, 33, CNNConfig(model_path="cnn/x", layer="x"))
     assert config.decoder == "rnn" and config.rnn.num_layers == 1 and config.rnn.num_hidden == 512
     assert config.rnn.attention_type == "bilinear" and config.rnn.state_init == "zero"
     assert config.weight_normalization and config.num_embed == 64 and config.embed_dropout == 0.2
     assert config.encoder.feature_shape == (1280, 7, 7) and config.vocab_size == 100
-    assert config.max_output_length == 33 and config.cnn_config == {"layer": "x"}
+    assert config.max_output_length == 33 and config.image_cnn.layer == "x" and config.format_version == 2
     transformer = train.create_model_config(train.build_parser().parse_args(
         base + "--decoder transformer --transformer-model-size 32 --max-seq-len 40".split()), (8, 2, 2), 10, 20)
     assert transformer.rnn is None and transformer.transformer.model_size == 32
@@ -254,3 +257,137 @@ def test_flags_map_onto_the_configs():
     assert train.default_max_output_length(20, 60) == 25 and train.default_max_output_length(50, 40) == 40
     assert train.differing_options({"a": [1, 2], "quiet": True}, {"a": (1, 2), "quiet": False}) == []
     assert train.differing_options({"a": 1}, {"a": 2, "b": 3}) == ["--a (1 -> 2)", "--b (None -> 3)"]
+
+
+def _one_error_line(result):
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [l for l in result.stderr.strip().splitlines() if "ERROR" in l]
+    assert len(lines) == 1, result.stderr[-3000:]
+    return lines[0]
+
+
+def test_refused_before_the_model_folder_is_written(synthetic_features, tmp_path):
+    """Bad --optimizer-params, self-critical without --params, a schedule with dist_async: one line, no folder."""
+    out = tmp_path / "model"
+    for extra, expected in ((["--optimizer-params", "beta1:x"], "--optimizer-params beta1:x: not accepted by the "
+                                                                 "adam optimizer"),
+                            (["--optimizer-params", "no_such_option:1"], "no_such_option"),
+                            (["--loss", "self-critical"], "--loss self-critical continues from a cross-entropy "
+                                                          "model"),
+                            (["--kvstore", "dist_async"], "--kvstore dist_async applies only a constant learning "
+                                                          "rate")):
+        line = _one_error_line(run_train(train_args(synthetic_features, out, "--max-updates", "1", *extra),
+                                         check=False))
+        assert expected in line, line
+        assert not out.exists(), extra
+    # the corrected command then runs
+    run_train(train_args(synthetic_features, out, "--max-updates", "1", "--checkpoint-interval", "1",
+                         "--optimizer-params", "beta1:0.8"))
+    assert len(read_metrics(out)) == 1
+
+
+def test_output_folder_lock(synthetic_features, tmp_path):
+    from captioning.model_folder import LOCK_NAME, FolderLock
+    out = tmp_path / "model"
+    args = train_args(synthetic_features, out, "--max-updates", "2", "--checkpoint-interval", "2")
+    run_train(args)
+    before = sorted(os.listdir(out))
+    with FolderLock(str(out)):   # another training holds the folder
+        for extra in ([], ["--overwrite-output"], ["--max-updates", "4"]):
+            line = _one_error_line(run_train(args + extra, check=False))
+            assert "is in use by another training (process %d)" % os.getpid() in line
+        assert sorted(os.listdir(out)) == before and len(read_metrics(out)) == 1    # nothing emptied
+    # a stale lock (its process is gone) is taken over, with a message
+    (out / LOCK_NAME).write_text("999999999")
+    result = run_train(args + ["--overwrite-output"])
+    assert "recovered the stale lock of process 999999999" in result.stderr
+    assert (out / LOCK_NAME).read_text() == ""       # released cleanly
+    assert len(read_metrics(out)) == 1
+
+
+def test_a_finished_run_can_be_extended(synthetic_features, tmp_path):
+    out = tmp_path / "model"
+    base = train_args(synthetic_features, out, "--checkpoint-interval", "2", "--keep-last-params", "-1")
+    run_train(base + ["--max-updates", "2"])
+    assert [n for n, _ in read_metrics(out)] == [1]
+    run_train(base + ["--max-updates", "4", "--keep-last-params", "1"])
+    assert [n for n, _ in read_metrics(out)] == [1, 2]
+    assert yaml.safe_load((out / "args.yaml").read_text())["max_updates"] == 4
+    state = json.loads((out / "training_state" / "state.json").read_text())["training"]
+    assert state["updates"] == 4 and state["finished"] and state["stop_reason"] == "--max-updates 4 reached"
+    # other differences are still refused
+    line = _one_error_line(run_train(base + ["--max-updates", "6", "--initial-learning-rate", "0.5"], check=False))
+    assert "holds a run of a different command (--initial-learning-rate" in line
+
+
+def test_resume_refuses_damaged_or_pickled_training_state(synthetic_features, tmp_path):
+    """Issue 11 items 1 and 7: nothing is unpickled on resume; damaged files are one-line errors."""
+    import pickle
+    out = tmp_path / "model"
+    args = train_args(synthetic_features, out, "--max-updates", "4", "--checkpoint-interval", "2")
+    run_train(args + ["--max-updates", "2"])
+    state_dir = out / "training_state"
+    assert {"optimizer_states.npz", "optimizer_states.json"} <= set(os.listdir(state_dir))
+    assert "optimizer_states" not in os.listdir(state_dir)
+    with np.load(state_dir / "optimizer_states.npz", allow_pickle=False) as arrays:
+        assert len(arrays.files) > 0
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("touch %s" % (tmp_path / "pwned"),))
+
+    (state_dir / "optimizer_states").write_bytes(pickle.dumps(Payload()))   # the old (pickle) file name
+    line = _one_error_line(run_train(args, check=False))
+    assert "optimizer_states: optimizer states in MXNet's pickle format are not loaded" in line
+    assert not (tmp_path / "pwned").exists()
+    os.remove(state_dir / "optimizer_states")
+    # a pickle in place of the arrays
+    good = (state_dir / "optimizer_states.npz").read_bytes()
+    np.save(state_dir / "x.npy", np.array([Payload()], dtype=object), allow_pickle=True)
+    os.replace(state_dir / "x.npy", state_dir / "optimizer_states.npz")
+    line = _one_error_line(run_train(args, check=False))
+    assert "optimizer_states.npz: cannot read the optimizer states" in line and not (tmp_path / "pwned").exists()
+    (state_dir / "optimizer_states.npz").write_bytes(good)
+    # damaged state.json and args.yaml
+    state_file = state_dir / "state.json"
+    good_state = state_file.read_text()
+    state_file.write_text(good_state[:50])
+    assert "state.json: cannot read" in _one_error_line(run_train(args, check=False))
+    state_file.write_text(good_state.replace('"updates": 2', '"updates": "two"'))
+    assert "damaged training state ('training'.updates is 'two')" in _one_error_line(run_train(args, check=False))
+    state_file.write_text(good_state)
+    good_args = (out / "args.yaml").read_text()
+    (out / "args.yaml").write_text("{unclosed: [")
+    assert "args.yaml: cannot read" in _one_error_line(run_train(args, check=False))
+    (out / "args.yaml").write_text(good_args)
+    run_train(args)       # intact again: resumes to the end
+    assert [n for n, _ in read_metrics(out)] == [1, 2]
+
+
+def test_feature_names_leaving_the_root_need_allow_absolute_paths(synthetic_features, tmp_path):
+    """Issue 11 item 5: absolute, ../ and symlinked-out names are refused unless --allow-absolute-paths."""
+    f = synthetic_features
+    paths = _copy_data(f, tmp_path)
+    names = paths["train_features"].read_text().splitlines()
+    root = tmp_path / "root"
+    root.mkdir()
+    for name in sorted(set(names)):
+        shutil.copy(os.path.join(f.feature_root, name), root / name)
+    for name in ("image_feature_sizes.json",):
+        if os.path.exists(os.path.join(f.feature_root, name)):
+            shutil.copy(os.path.join(f.feature_root, name), root / name)
+    outside = os.path.join(f.feature_root, names[2])
+    cases = {"absolute": outside, "dotdot": os.path.relpath(outside, root)}
+    os.symlink(outside, root / "link.npy")
+    cases["symlink"] = "link.npy"
+    for case, name in cases.items():
+        changed = list(names)
+        changed[2] = name
+        paths["train_features"].write_text("\n".join(changed) + "\n")
+        line = _bad_run(f, tmp_path, paths, "--dry-run", root=str(root))
+        assert "train_features, line 3" in line and "--allow-absolute-paths" in line, (case, line)
+        result = run_train(["--source-root", str(root), "--source", str(paths["train_features"]),
+                            "--target", str(paths["train_captions"]), "--validation-source", f.val_features,
+                            "--validation-source-root", f.feature_root, "--validation-target", f.val_captions,
+                            "--output", str(tmp_path / "model"), "--dry-run", "--allow-absolute-paths"] + TINY)
+        assert "--dry-run: data and model built" in result.stderr, case

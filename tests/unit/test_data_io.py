@@ -1,5 +1,7 @@
 import collections
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -155,14 +157,39 @@ def test_prefetch_errors_reach_the_caller(tmp_path):
         it.next_batch()
 
 
-def test_open_store_with_real_features(tmp_path):
+def test_create_data_iters_with_real_features_repeated_images_and_several_references(tmp_path):
     for i in range(3):
         np.save(tmp_path / ("f%d.npy" % i), np.full((2, 1, 1), i, np.float32))
     lst, caps = write_data(tmp_path, ["a", "b", "c", "d"], names=["f0.npy", "f1.npy", "f2.npy", "f1.npy"])
-    data = D.load_parallel(lst, caps, V.build_vocab(["a"]), 5)
+    (tmp_path / "vlist").write_text("f2.npy\nf0.npy\n")
+    (tmp_path / "vcaps1").write_text("a b\nb\n")
+    (tmp_path / "vcaps2").write_text("c\nd a\n")
+    vocab = V.build_vocab(["a b c d"])
     for mode in C.FEATURE_STORES:
-        store, index = D.open_store(str(tmp_path), lst, data, mode)
-        np.testing.assert_array_equal(store.get_batch([index[3], index[2]])[:, 0, 0, 0], [1, 2])
+        files = D.DataFiles(source_root=str(tmp_path), source=lst, target=caps,
+                            validation_source=str(tmp_path / "vlist"),
+                            validation_targets=[str(tmp_path / "vcaps1"), str(tmp_path / "vcaps2")], store_mode=mode)
+        data = D.create_data_iters(files, vocab, D.DataConfig(batch_size=8, max_seq_len=5, bucket_width=5))
+        assert data.feature_shape == (2, 1, 1)
+        assert data.train_iter.image_ids.tolist() == [0, 1, 2, 1]
+        index = data.train_iter.feature_index
+        np.testing.assert_array_equal(data.train_iter.store.get_batch([index[3], index[2]])[:, 0, 0, 0], [1, 2])
+        # every (image, reference) pair of the validation data is an item
+        assert data.val_data.texts == ["a b", "b", "c", "d a"] and data.val_data.names == ["f2.npy", "f0.npy"] * 2
+        (batch,) = list(data.val_iter)
+        assert sorted(batch.features[:, 0, 0, 0].tolist()) == [0, 0, 2, 2]
     (tmp_path / "list").write_text("f0.npy\nf1.npy\nmissing.npy\nf1.npy\n")
     with pytest.raises(utils.CaptioningError, match="line 3"):
-        D.open_store(str(tmp_path), lst, data, "lazy")
+        D.create_data_iters(dataclasses.replace(files, store_mode="lazy"), vocab,
+                            D.DataConfig(batch_size=8, max_seq_len=5, bucket_width=5))
+
+
+def test_nan_features_are_an_error_naming_the_line_and_file(tmp_path):
+    np.save(tmp_path / "f0.npy", np.zeros((2, 1, 1), np.float32))
+    np.save(tmp_path / "f1.npy", np.array([np.nan, 0], np.float32).reshape(2, 1, 1))
+    lst, caps = write_data(tmp_path, ["a", "b"], names=["f0.npy", "f1.npy"])
+    files = D.DataFiles(source_root=str(tmp_path), source=lst, target=caps, validation_source=lst,
+                        validation_targets=[caps])
+    data = D.create_data_iters(files, V.build_vocab(["a b"]), D.DataConfig(batch_size=8, max_seq_len=5))
+    with pytest.raises(utils.CaptioningError, match=r"list, line 2: feature file .*f1.npy holds NaN or infinite"):
+        data.train_iter.next_batch()

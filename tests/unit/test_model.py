@@ -6,11 +6,13 @@ import os
 import mxnet as mx
 import numpy as np
 import pytest
+import yaml
 
 from captioning import constants as C
 from captioning.decoder import RecurrentDecoderConfig, TransformerDecoderConfig
 from captioning.encoder import ImageEncoderConfig
-from captioning.model import CaptionModel, ModelConfig, load_model, save_model_config
+from captioning.cnn import CNNConfig
+from captioning.model import CaptionModel, ModelConfig, initialize_model, load_model, save_model_config
 from captioning.utils import CaptioningError
 
 V, GRID = 12, (2, 3)
@@ -112,11 +114,60 @@ def test_dropout_only_in_training_mode():
 
 
 def test_config_yaml_round_trip(tmp_path):
-    cfg = config(weight_normalization=True, cnn_config={"model_path": "cnn/x", "layer": "head", "epoch": 0,
-                                                        "image_size": [3, 224, 224]})
+    cfg = config(weight_normalization=True, image_cnn=CNNConfig(model_path="cnn/x", layer="head"))
     save_model_config(cfg, str(tmp_path))
     assert ModelConfig.load(str(tmp_path / C.CONFIG_NAME)) == cfg
     assert (tmp_path / C.VERSION_NAME).read_text().strip()
+    assert "image_cnn" in (tmp_path / C.CONFIG_NAME).read_text()
+    assert "cnn_config" not in (tmp_path / C.CONFIG_NAME).read_text()
+
+
+def test_format_1_folder_with_cnn_config_mapping_still_loads(tmp_path):
+    """A config written before the typed image_cnn field (format_version 1, an untyped cnn_config mapping)."""
+    folder, _, _ = write_folder(tmp_path, config())
+    values = yaml.safe_load((folder / C.CONFIG_NAME).read_text())
+    del values["image_cnn"]
+    values.update(format_version=1, cnn_config={"model_path": "cnn/x", "layer": "head", "epoch": 0,
+                                                "image_size": [3, 128, 128]})
+    (folder / C.CONFIG_NAME).write_text(yaml.safe_dump(values))
+    model, _ = load_model(str(folder))
+    assert model.config.image_cnn == CNNConfig(model_path="cnn/x", layer="head", image_size=(3, 128, 128))
+    assert model.config.format_version == C.MODEL_FORMAT_VERSION == 2
+    assert model.config.cnn_config["layer"] == "head"      # the deprecated read-only view
+    # the deprecated keyword still builds the typed field
+    assert config(cnn_config={"model_path": "m", "layer": "l"}).image_cnn == CNNConfig(model_path="m", layer="l")
+
+
+def test_wrong_typed_config_value_is_a_one_line_error(tmp_path):
+    folder, _, _ = write_folder(tmp_path, config())
+    values = yaml.safe_load((folder / C.CONFIG_NAME).read_text())
+    values["vocab_size"] = "eighty"
+    (folder / C.CONFIG_NAME).write_text(yaml.safe_dump(values))
+    with pytest.raises(CaptioningError, match=r"config: not a valid model config .*vocab_size.*'eighty'"):
+        load_model(str(folder))
+
+
+def test_empty_or_corrupt_params_best_names_the_cause(tmp_path):
+    folder, _, _ = write_folder(tmp_path, config())
+    (folder / C.PARAMS_BEST_NAME).write_bytes(b"")
+    with pytest.raises(CaptioningError, match="params.best: empty file, not parameters"):
+        load_model(str(folder))
+    (folder / C.PARAMS_BEST_NAME).write_bytes(b"\x00" * 40)
+    with pytest.raises(CaptioningError) as error:
+        load_model(str(folder))
+    assert "params.best: cannot load the parameters (" in str(error.value)
+    assert "Traceback" not in str(error.value) and "\n" not in str(error.value)
+
+
+def test_normal_embed_init_touches_only_the_target_embedding():
+    cfg = config("transformer").copy(num_embed=64)
+    model = CaptionModel(cfg)
+    initialize_model(model, [mx.cpu()], (5,) + GRID, embed_init="normal", num_embed=64, scale=30.0)
+    embed = model.collect_params()["caption_model_target_embed_weight"].data().asnumpy()
+    proj = [p for n, p in model.collect_params().items() if "embed_proj_weight" in n]
+    assert proj and abs(embed.std() - 64 ** -0.5) < 0.03
+    # the transformer's input projection keeps the (here very wide) Xavier initialisation
+    assert proj[0].data().asnumpy().std() > 0.3
 
 
 def write_folder(tmp_path, cfg=None, checkpoint=None):

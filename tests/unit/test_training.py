@@ -11,6 +11,7 @@ from captioning import constants as C
 from captioning import data_io as D
 from captioning import loss as L
 from captioning import lr_scheduler as S
+from captioning import model as M
 from captioning import optimizers as O
 from captioning import training as T
 from captioning import vocab as V
@@ -74,7 +75,7 @@ def build(tmp_path, contexts=(mx.cpu(),), batch_size=8, data_seed=0, dropout=0.2
     val_iter = D.BatchIterator(vdata, Store(vcolours), list(range(16)), dcfg, shuffle=False)
     model = TinyModel(len(vocab), dropout=dropout, prefix="tiny_")
     model.hybridize()
-    T.initialize_model(model, list(contexts), Store.feature_shape)
+    M.initialize_model(model, list(contexts), Store.feature_shape)
     out = tmp_path / "model"
     out.mkdir(exist_ok=True)
     optimizer = config.pop("optimizer", O.OptimizerConfig(name="adam", learning_rate=0.01))
@@ -238,16 +239,61 @@ def test_initialize_from_params_file(tmp_path):
     trainer.fit()
     source = str(out / (C.PARAMS_NAME % 1))
     model = TinyModel(len(V.build_vocab(WORDS)), prefix="tiny_")
-    T.initialize_model(model, [mx.cpu()], Store.feature_shape, params_file=source)
+    M.initialize_model(model, [mx.cpu()], Store.feature_shape, params_file=source)
     for name, p in model.collect_params().items():
         np.testing.assert_allclose(p.data().asnumpy(), trainer.params[name].data().asnumpy(), rtol=1e-6)
     bigger = TinyModel(len(V.build_vocab(WORDS)), prefix="tiny_")
     with bigger.name_scope():
         bigger.extra = gluon.nn.Dense(2, in_units=2)
     with pytest.raises(utils.CaptioningError, match="--allow-missing-params"):
-        T.initialize_model(bigger, [mx.cpu()], Store.feature_shape, params_file=source)
+        M.initialize_model(bigger, [mx.cpu()], Store.feature_shape, params_file=source)
     bigger = TinyModel(len(V.build_vocab(WORDS)), prefix="tiny_")
     with bigger.name_scope():
         bigger.extra = gluon.nn.Dense(2, in_units=2)
-    T.initialize_model(bigger, [mx.cpu()], Store.feature_shape, params_file=source, allow_missing=True)
+    M.initialize_model(bigger, [mx.cpu()], Store.feature_shape, params_file=source, allow_missing=True)
     np.testing.assert_allclose(bigger.out.weight.data().asnumpy(), trainer.model.out.weight.data().asnumpy())
+
+
+def test_non_finite_loss_stops_with_an_error_naming_the_update(tmp_path):
+    from captioning import utils
+    trainer, _ = build(tmp_path, checkpoint_interval=100, max_updates=50)
+    trainer.model.embed.weight.set_data(mx.nd.full(trainer.model.embed.weight.shape, np.nan))
+    with pytest.raises(utils.CaptioningError, match=r"update 1: the training loss is not finite .* last good "
+                                                    r"checkpoint is 0"):
+        trainer.fit()
+
+
+def test_a_failed_params_write_is_a_one_line_error(tmp_path, monkeypatch):
+    from captioning import utils
+    trainer, out = build(tmp_path, checkpoint_interval=2, max_updates=4)
+
+    def full_disk(path):
+        raise mx.base.MXNetError("Traceback (most recent call last):\n  File \"local_filesys.cc\", line 38\n"
+                                 "MXNetError: Check failed: std::fwrite(ptr, 1, size, fp_) == size: FileStream.Write "
+                                 "incomplete")
+    monkeypatch.setattr(trainer.model, "save_parameters", full_disk)
+    with pytest.raises(utils.CaptioningError, match=r"params.00000: cannot write \(the disk is full"):
+        trainer.fit()
+    assert not [n for n in os.listdir(out) if n.startswith(".params")]     # no temporary file left
+
+
+def test_optimizer_states_round_trip_without_pickle(tmp_path):
+    from captioning import training_state as TS
+    trainer, _ = build(tmp_path, checkpoint_interval=100, max_updates=3, dropout=0.0)
+    trainer.fit()
+    snapshot = TS.get_optimizer_states(trainer.trainer)
+    TS.save_optimizer_states(snapshot, str(tmp_path), "opt")
+    arrays, meta = TS.load_optimizer_states(str(tmp_path), "opt")
+    assert meta["index_update_counts"]["0"] and all(v == 3 for v in meta["index_update_counts"]["0"].values())
+    other, _ = build(tmp_path / "o" if (tmp_path / "o").mkdir() is None else None, dropout=0.0)
+    TS.set_optimizer_states(other.trainer, (arrays, meta), "opt")
+    for index, state in trainer.trainer._updaters[0].states.items():
+        for a, b in zip(state, other.trainer._updaters[0].states[index]):
+            np.testing.assert_array_equal(a.asnumpy(), b.asnumpy())
+    assert other.trainer._optimizer._index_update_count == trainer.trainer._optimizer._index_update_count
+    # a snapshot of another optimizer is refused
+    sgd, _ = build(tmp_path / "s" if (tmp_path / "s").mkdir() is None else None,
+                   optimizer=O.OptimizerConfig(name="sgd", learning_rate=0.1))
+    from captioning import utils
+    with pytest.raises(utils.CaptioningError, match="states of the adam optimizer, not of sgd"):
+        TS.set_optimizer_states(sgd.trainer, (arrays, meta), "opt")

@@ -1,0 +1,206 @@
+"""`ModelFolder`: the files training writes into ``--output`` and the lock that keeps one training per folder.
+
+A model folder holds ``args.yaml``, ``config``, ``version``, ``vocab.trg.0.json``, ``params.NNNNN`` (one per
+checkpoint; ``params.00000`` is the initialisation), ``params.best`` (a relative symbolic link to the best
+checkpoint's file, or a copy where links are impossible), ``metrics`` (one line per checkpoint), ``log``,
+``training_state/`` (`training_state.TrainingStateStore`) and ``.lock``.
+
+The lock: ``.lock`` is locked with ``fcntl.flock`` (exclusive, non-blocking) for as long as a training runs, and
+holds its process id. The kernel releases the lock when the process dies, however it dies; a ``.lock`` that is not
+locked but still names a process is a stale lock of a run that did not end cleanly, and is taken over with a
+message. The file is never deleted (deleting a lock file while others may open it would let two runs lock two
+different files).
+"""
+import fcntl
+import glob
+import logging
+import os
+import shutil
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+from . import constants as C
+from . import utils
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = ".lock"
+
+
+class FolderLock:
+    """An exclusive lock on a model folder (see the module docstring). ``acquire`` raises `CaptioningError` if
+    another process holds it."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.path = os.path.join(folder, LOCK_NAME)
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise utils.CaptioningError("--output %s: cannot create the lock file %s (%s); choose a writable "
+                                        "--output" % (self.folder, self.path, e.strerror or e)) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            owner = _read(fd)
+            os.close(fd)
+            raise utils.CaptioningError("--output %s is in use by another training (process %s); wait for it to "
+                                        "end or choose another --output" % (self.folder, owner or "unknown")) \
+                from None
+        previous = _read(fd)
+        if previous and previous != str(os.getpid()):
+            logger.info("%s: recovered the stale lock of process %s, which is no longer running", self.path,
+                        previous)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Unlock (the file stays, empty: a clean end)."""
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError:
+            pass
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read(fd: int) -> str:
+    try:
+        return os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return ""
+
+
+class ModelFolder:
+    """Params files, ``params.best``, the metrics file and their clean-up in one model folder."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    # -- set-up ---------------------------------------------------------------------------------------------------
+    def contents(self) -> List[str]:
+        """Names in the folder, the lock file left out (an empty list if the folder does not exist)."""
+        if not os.path.isdir(self.path):
+            return []
+        return sorted(n for n in os.listdir(self.path) if n != LOCK_NAME)
+
+    def empty(self) -> None:
+        """Remove everything but the lock file (``--overwrite-output``; call it with the lock held)."""
+        for name in self.contents():
+            path = os.path.join(self.path, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+
+    def create(self) -> None:
+        try:
+            os.makedirs(self.path, exist_ok=True)
+        except OSError as e:
+            raise utils.CaptioningError("--output %s: cannot write the model folder (%s); choose a writable "
+                                        "--output" % (self.path, e.strerror or e)) from None
+
+    def write_setup(self, model_config: Any, vocab: Dict[str, int]) -> None:
+        """The files that make the folder loadable (`model.load_model`): ``config``, ``version`` and the
+        vocabulary (the folder is created if needed)."""
+        from .model import save_model_config
+        from .vocab import save_vocab
+        self.create()
+        save_model_config(model_config, self.path)
+        save_vocab(vocab, os.path.join(self.path, C.VOCAB_TRG_NAME))
+
+    def check_writable(self) -> None:
+        """The model folder, or the nearest existing folder above it, must be a writable folder."""
+        utils.check_condition(not os.path.exists(self.path) or os.path.isdir(self.path),
+                              "--output %s: exists and is not a folder; choose another --output" % self.path)
+        path = os.path.abspath(self.path)
+        while not os.path.exists(path):
+            path = os.path.dirname(path)
+        utils.check_condition(os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK),
+                              "--output %s: cannot write the model folder (%s is not a writable folder); choose "
+                              "a writable --output" % (self.path, path))
+
+    # -- params -----------------------------------------------------------------------------------------------------
+    def params_path(self, checkpoint: int) -> str:
+        return os.path.join(self.path, C.PARAMS_NAME % checkpoint)
+
+    def write_params(self, save: Callable[[str], None], checkpoint: int) -> None:
+        """``save(path)`` (e.g. ``model.save_parameters``) into ``params.NNNNN``, atomically."""
+        path = self.params_path(checkpoint)
+        with utils.atomic_path(path) as tmp:
+            save_file(save, tmp, path)
+
+    def link_best(self, checkpoint: int) -> None:
+        """``params.best`` -> ``params.NNNNN`` (a relative symbolic link, replaced atomically; a copy where links
+        are not possible)."""
+        best = os.path.join(self.path, C.PARAMS_BEST_NAME)
+        tmp = best + ".tmp-link"
+        try:
+            if os.path.lexists(tmp):
+                os.remove(tmp)
+            os.symlink(C.PARAMS_NAME % checkpoint, tmp)
+            os.replace(tmp, best)
+        except OSError:
+            with utils.atomic_path(best) as tmp_copy:
+                shutil.copyfile(self.params_path(checkpoint), tmp_copy)
+
+    def checkpoints(self) -> List[int]:
+        """Numbers of the ``params.NNNNN`` files present, ascending."""
+        suffixes = (p.rsplit(".", 1)[1] for p in glob.glob(os.path.join(self.path, C.PARAMS_PREFIX + "*")))
+        return sorted(int(s) for s in suffixes if s.isdigit())
+
+    def cleanup_params(self, keep_last: int, protected: Iterable[int]) -> None:
+        """Keep the last ``keep_last`` params files (all if negative) and the ``protected`` ones."""
+        if keep_last < 0:
+            return
+        numbers = self.checkpoints()
+        keep = set(numbers[-keep_last:]) if keep_last > 0 else set()
+        keep.update(protected)
+        for number in numbers:
+            if number not in keep:
+                os.remove(self.params_path(number))
+
+    # -- metrics ----------------------------------------------------------------------------------------------------
+    def write_metrics(self, lines: List[str]) -> None:
+        """The whole metrics file (one line per checkpoint), atomically."""
+        utils.atomic_write_text(os.path.join(self.path, C.METRICS_NAME), "".join(row + "\n" for row in lines))
+
+
+def save_file(save: Callable[[str], None], tmp: str, path: str) -> None:
+    """``save(tmp)`` by a writer that reports a failed write as MXNet's ``MXNetError`` (a ``RuntimeError``, e.g.
+    "FileStream.Write incomplete" on a full disk): a one-line error naming ``path``."""
+    try:
+        save(tmp)
+    except RuntimeError as e:
+        text = " ".join(str(e).split())
+        if not any(s in text for s in WRITE_FAILURES):
+            raise
+        raise utils.CaptioningError("%s: cannot write (the disk is full, or the file system refuses the write)"
+                                    % path) from None
+
+
+# what MXNet's file streams say when a write fails
+WRITE_FAILURES = ("Write incomplete", "No space left", "Read-only file system", "Permission denied",
+                  "Disk quota", "File too large", "Check failed: fp_")
+
+
+def metrics_line(checkpoint: int, metrics: Dict[str, float]) -> str:
+    """``N<TAB>name=value<TAB>...`` (floats with 6 significant digits)."""
+    return "%d\t%s" % (checkpoint, "\t".join("%s=%s" % (k, _format(v)) for k, v in metrics.items()))
+
+
+def _format(value: float) -> str:
+    return "%.6g" % value if isinstance(value, float) else str(value)
