@@ -169,6 +169,7 @@ def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> Ext
         return ExtractionResult(names, shape, 0, 0, True, time.time() - start)  # type: ignore
 
     _check_same_cnn(config)
+    _warn_if_not_native_size(config.cnn)
     extractor = create_feature_extractor(config.cnn, ctx, config.batch_size)
     shape = extractor.output_shape
     with _output_errors(config.output_root):
@@ -245,6 +246,17 @@ def _check_same_cnn(config: ExtractionConfig) -> None:
                                        "another --output-root, or --overwrite to recompute them all"
                           % (path, ", ".join("%s %s" % (k, before[k]) for k in changed),
                              ", ".join("%s %s" % (k, new[k]) for k in changed)))
+
+
+def _warn_if_not_native_size(cnn_config: CNNConfig) -> None:
+    """An encoder imported by import_cnn records its native input size: say so when another one is asked for (it
+    runs, but e.g. EfficientNet-Lite2 at 224 gives 7x7 instead of its 9x9 grid and is less accurate)."""
+    from .cnn import read_encoder_sidecar
+    native = (read_encoder_sidecar(cnn_config.model_path) or {}).get("native_size")
+    if isinstance(native, list) and list(native) != list(cnn_config.image_size):
+        logger.warning("%s was made for input %s; --source-image-size is %s (pass --source-image-size %s unless "
+                       "you mean it)", cnn_config.model_path, "x".join(map(str, native)),
+                       "x".join(map(str, cnn_config.image_size)), " ".join(map(str, native)))
 
 
 def _strip_output(layer: str) -> str:

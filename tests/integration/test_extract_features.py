@@ -392,3 +392,16 @@ def test_list_layers_needs_no_other_io_option(tiny_cnn, capsys):
     lines = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert [tiny_cnn.layer, "8x4x4"] in lines and ["fc1", "5"] in lines
     assert not any(line[0].endswith(("_weight", "_label")) or line[0] == "data" for line in lines)
+
+
+def test_a_size_other_than_the_encoders_native_one_is_warned_about(image_set, tiny_cnn, tmp_path, caplog):
+    image_root, list_path, _ = image_set
+    Path(tiny_cnn.prefix + "-encoder.json").write_text(json.dumps({"native_size": [3, 96, 96]}))
+    try:
+        with caplog.at_level("WARNING"):
+            extract_features.extract(extract_features.config_from_args(extract_features.build_parser().parse_args(
+                _args(image_root, list_path, tmp_path / "f", tmp_path / "l", tiny_cnn))))
+    finally:
+        os.remove(tiny_cnn.prefix + "-encoder.json")
+    assert "was made for input 3x96x96; --source-image-size is 3x64x64 (pass --source-image-size 3 96 96" in \
+        caplog.text
