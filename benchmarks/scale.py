@@ -35,8 +35,10 @@ SHARED = HERE.parent / ".." / "shared"
 FEATURE_SHAPE = (1280, 7, 7)
 
 
-def make_data(folder: Path, captions: int, per_image: int, with_files: bool) -> None:
-    """Synthetic features (float16 mmap store, optionally per-image float32 .npy files) and captions."""
+def make_data(folder: Path, captions: int, per_image: int, with_files: bool, sparse: bool = False) -> None:
+    """Synthetic features (float16 mmap store, optionally per-image float32 .npy files) and captions. ``sparse``:
+    the store is left unwritten (a sparse file of zeros: no disk and no time to make; reads come from zero
+    pages, so the data path is cheaper than with real features)."""
     import numpy as np
     folder.mkdir(parents=True, exist_ok=True)
     images = captions // per_image
@@ -47,7 +49,7 @@ def make_data(folder: Path, captions: int, per_image: int, with_files: bool) -> 
         array = np.lib.format.open_memmap(str(store) + ".tmp", mode="w+", dtype=np.float16,
                                           shape=(images,) + FEATURE_SHAPE)
         chunk = 512
-        for start in range(0, images, chunk):
+        for start in range(0, 0 if sparse else images, chunk):
             n = min(chunk, images - start)
             array[start:start + n] = rng.uniform(0, 6, (n,) + FEATURE_SHAPE).astype(np.float16)
         array.flush()
@@ -174,6 +176,8 @@ def main() -> None:
     parser.add_argument("--stores", nargs="+", default=["mmap", "memory"], choices=["mmap", "memory", "lazy"])
     parser.add_argument("--memory-limit-gb", type=float, default=6.0,
                         help="largest float32 feature set tried with the memory store")
+    parser.add_argument("--sparse-above", type=int, default=None,
+                        help="sizes above this get an unwritten (sparse, all-zero) feature store")
     parser.add_argument("--updates", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--repo", default=None, help="tree whose captioning package is measured (default: "
@@ -206,14 +210,19 @@ def main() -> None:
         fits = images * image_bytes * 2 / 1e9 <= args.memory_limit_gb
         stores = [s for s in args.stores if s == "mmap" or fits]
         need = images * image_bytes * (3 if fits and "memory" in stores else 1) / 1e9
+        if args.sparse_above is not None and size > args.sparse_above:
+            need = 0.0
         if need > shutil.disk_usage(root).free / 1e9 - 5:
             print("size %d: skipped, needs %.1f GB of disk" % (size, need))
             continue
         folder = root / str(size)
         start = time.time()
-        make_data(folder, size, args.captions_per_image, with_files="memory" in stores or "lazy" in stores)
-        print("size %d: %d images, data made or found in %.0f s (%.1f GB float16 store)"
-              % (size, images, time.time() - start, images * image_bytes / 1e9), flush=True)
+        sparse = args.sparse_above is not None and size > args.sparse_above
+        make_data(folder, size, args.captions_per_image, with_files="memory" in stores or "lazy" in stores,
+                  sparse=sparse)
+        print("size %d: %d images, data made or found in %.0f s (%.1f GB float16 store%s)"
+              % (size, images, time.time() - start, images * image_bytes / 1e9,
+                 ", sparse: all zeros, not written" if sparse else ""), flush=True)
         for store in stores:
             cmd = [sys.executable, __file__, "--child", "--folder", str(folder), "--store", store, "--updates",
                    str(args.updates), "--repeats", str(args.repeats)] + (["--repo", args.repo] if args.repo else [])

@@ -52,15 +52,57 @@ def report(stage: str) -> None:
 def parse_profile(text: str) -> List[Tuple[str, int, float]]:
     """(operator, calls, total ms) rows of ``mx.profiler.dumps()``'s aggregate table (operator sections only)."""
     rows = []
-    section = ""
+    section, previous = "", ""
     for line in text.splitlines():
-        if line.strip() and not line.startswith(" ") and not line.startswith("=") and not line.startswith("-"):
-            section = line.strip()
-            continue
+        if line.startswith("====="):
+            section = previous.strip()          # a section's title is the line above its underline
+        previous = line
         match = re.match(r"^\s*(\S+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$", line)
-        if match and section.startswith("operator"):
+        if match and section.lower().startswith("operator"):
             rows.append((match.group(1), int(match.group(2)), float(match.group(3))))
     return rows
+
+
+def step_parts(mx, repeats: int = 20) -> None:
+    """Forward + backward time of the pieces of one decoder step (batch 64, 49 positions, 512 units), alone: which
+    part of a step costs what, and the score layer written as a GEMV (FullyConnected to 1 unit, as now) or as an
+    elementwise product and a sum."""
+    from mxnet import autograd
+    n, l, a = 64, 49, 512
+    nd = mx.nd
+
+    def timed(name: str, fn, *shapes) -> None:
+        inputs = [nd.random.uniform(-1, 1, s) for s in shapes]
+        for x in inputs:
+            x.attach_grad()
+        for k in range(repeats + 3):
+            if k == 3:
+                nd.waitall()
+                start = time.perf_counter()
+            with autograd.record():
+                out = fn(*inputs)
+            out.backward()
+        nd.waitall()
+        print("step part %-62s %7.2f ms forward+backward" % (name, 1000 * (time.perf_counter() - start) / repeats))
+
+    w_lstm, w_hidden, w_query = (nd.random.uniform(-0.05, 0.05, s) for s in ((2048, 1024), (512, 1024), (a, 512)))
+    v = nd.random.uniform(-0.05, 0.05, (1, a))
+    timed("LSTM gates: FullyConnected 64 x 1024 -> 2048", lambda x, w: nd.FullyConnected(
+        x, w, no_bias=True, num_hidden=2048), (n, 1024), (2048, 1024))
+    timed("attentional hidden: FullyConnected 64 x 1024 -> 512", lambda x, w: nd.FullyConnected(
+        x, w, no_bias=True, num_hidden=512), (n, 1024), (512, 1024))
+    timed("attention hidden tanh(keys + query), (64, 49, 512)", lambda k, q: nd.tanh(
+        k + nd.batch_dot(nd.ones((n, l, 1)), nd.expand_dims(q, axis=1))), (n, l, a), (n, a))
+    timed("attention score as FullyConnected (64*49) x 512 -> 1 (now)", lambda h, w: nd.FullyConnected(
+        h, w, no_bias=True, num_hidden=1, flatten=False), (n, l, a), (1, a))
+    timed("attention score as sum(hidden * v) over 512", lambda h, w: nd.sum(nd.broadcast_mul(
+        h, nd.reshape(w, shape=(1, 1, a))), axis=2), (n, l, a), (1, a))
+    timed("attention score as batch_dot (64, 49, 512) x (64, 512, 1)", lambda h, w: nd.batch_dot(
+        h, nd.broadcast_to(nd.reshape(w, shape=(1, a, 1)), shape=(n, a, 1))), (n, l, a), (1, a))
+    timed("attention context batch_dot (64, 1, 49) x (64, 49, 512)", lambda p, val: nd.batch_dot(
+        nd.expand_dims(p, axis=1), val), (n, l), (n, l, a))
+    timed("gradient accumulation: a (64, 49, 512) input used by 15 steps", lambda k: nd.add_n(
+        *[k * 1.0 for _ in range(15)]), (n, l, a))
 
 
 def main() -> None:
@@ -72,6 +114,10 @@ def main() -> None:
     parser.add_argument("--profile-updates", type=int, default=20)
     parser.add_argument("--skip-decode", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="only the memory stages (no timings)")
+    parser.add_argument("--no-phases", action="store_true", help="skip the phase and free-running timings")
+    parser.add_argument("--step-parts", action="store_true", help="only time the pieces of one decoder step")
+    parser.add_argument("--profile-table", default="/tmp/train-profile-table.txt",
+                        help="where the profiler's whole aggregate table is written")
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
     if args.repo:
@@ -84,6 +130,11 @@ def main() -> None:
     data = SHARED / "data" / "flickr8k-sample"
     if not (feats / "dev.features").exists() or not data.is_dir():
         raise SystemExit("skipped: needs %s (benchmarks/train.py extracts it) and %s" % (feats, data))
+    if args.step_parts:
+        import mxnet as mx
+        print("OMP_NUM_THREADS=%s; load average %.2f" % (os.environ.get("OMP_NUM_THREADS"), os.getloadavg()[0]))
+        step_parts(mx)
+        return
     tracemalloc.start()
     report("start (python)")
     import numpy as np
@@ -153,6 +204,13 @@ def main() -> None:
 
 def timings(args, mx, np, autograd, trainer, train_iter, model, contexts) -> None:
     """Phases (synchronised), free-running updates and the operator profile."""
+    if not args.no_phases:
+        phase_timings(args, mx, np, autograd, trainer, train_iter, model, contexts)
+    operator_profile(args, mx, trainer)
+
+
+def phase_timings(args, mx, np, autograd, trainer, train_iter, model, contexts) -> None:
+    """Each phase of an update followed by a wait, then free-running updates."""
     phases: Dict[str, List[float]] = {k: [] for k in ("data", "copy", "forward dispatch", "forward",
                                                       "backward dispatch", "backward", "update", "bookkeeping")}
     lengths = []
@@ -204,7 +262,10 @@ def timings(args, mx, np, autograd, trainer, train_iter, model, contexts) -> Non
     print("free-running Trainer._update: %d updates in %.2f s = %.1f samples/s (%.1f ms per update)"
           % (args.updates, seconds, (trainer.state.samples - samples0) / seconds, 1000 * seconds / args.updates))
 
-    # operators
+
+
+def operator_profile(args, mx, trainer) -> None:
+    """Aggregate operator statistics of free-running updates."""
     mx.profiler.set_config(profile_all=True, aggregate_stats=True, continuous_dump=False,
                            filename="/tmp/train-profile.json")
     mx.nd.waitall()
@@ -215,7 +276,9 @@ def timings(args, mx, np, autograd, trainer, train_iter, model, contexts) -> Non
     mx.nd.waitall()
     wall = time.perf_counter() - start
     mx.profiler.set_state("stop")
-    rows = parse_profile(mx.profiler.dumps(reset=True))
+    table = mx.profiler.dumps(reset=True)
+    Path(args.profile_table).write_text(table)
+    rows = parse_profile(table)
     op_total = sum(r[2] for r in rows)
     print("profiler: %d updates, wall %.0f ms per update (profiling on); operators %.0f ms per update (%.0f%% of "
           "wall)" % (args.profile_updates, 1000 * wall / args.profile_updates, op_total / args.profile_updates,
