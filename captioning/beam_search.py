@@ -9,13 +9,16 @@ keys and values, the encoded image: the same for every row of an input), which s
 ``decode_step`` takes ``beam_size`` (`model.CaptionModel`): no ``repeat`` after encoding, no ``take`` per step.
 As in Sockeye, a hypothesis' score is divided by the length penalty ``((beta + len) / (beta + 1)) ** alpha`` when
 it finishes (len counts ``</s>``), and finished hypotheses compete for beam slots with those still growing. Search
-stops for an input when all its rows have finished (``stop='all'``) or its best row has (``stop='first'``); an
-input that has stopped no longer changes, so a caption never depends on which other inputs share its batch.
+stops for an input when all its rows have finished (``stop='all'``) or its best row has (``stop='first'``); the
+input then leaves the batch: its rows are dropped from the step computation and from every state array (static
+states included), so a batch costs about the sum of its captions' lengths, and a caption never depends on which
+other inputs share its batch.
 
-The scoring and the bookkeeping are two hybridized blocks; the only device-to-host copy per step is one scalar
-(have all rows stopped?), so a search stops at the exact step (reading it one step late would hide the wait but
-cost an extra step per batch: measured slower). Back-pointers, words and attention are kept on the device and
-read once at the end.
+The scoring and the bookkeeping are two hybridized blocks; the only device-to-host copy per step is one small
+array (which inputs have stopped?), so a search shrinks and stops at the exact step (reading it one step late
+would hide the wait but cost an extra step per batch: measured slower). Back-pointers, words and attention are
+kept on the device and read once at the end. Repetition controls (off by default): ``no_repeat_ngram_size`` and
+``banned_final_ids`` (see `BeamSearch`; `DANGLING_WORDS` for the captioner).
 """
 import logging
 from dataclasses import dataclass, field
@@ -147,9 +150,8 @@ class _Scorer(gluon.HybridBlock):
 
 class _Update(gluon.HybridBlock):
     """The bookkeeping after top-k: parent rows, words, scores (normalised when a hypothesis finishes), finished /
-    inactive flags, lengths, and which inputs have stopped; beam pruning and the 'first' stopping rule. An input
-    whose rows had all stopped before the step is frozen: each row stays its own parent with its score (top-k
-    would only sort them), so an input's result is the same whether it stays in the batch or leaves it."""
+    inactive flags, lengths, and which inputs have stopped (all their rows inactive); beam pruning and the 'first'
+    stopping rule."""
 
     def __init__(self, beam_size: int, vocab_size: int, length_penalty: LengthPenalty, beam_prune: float,
                  stop: str) -> None:
@@ -161,17 +163,12 @@ class _Update(gluon.HybridBlock):
         self.beam_prune = beam_prune
         self.stop = stop
 
-    def hybrid_forward(self, F, values, indices, offsets, scores, finished, inactive,  # type: ignore[override]
-                       lengths):
+    def hybrid_forward(self, F, values, indices, offsets, finished, inactive, lengths):  # type: ignore[override]
         k = self.beam_size
-        frozen = F.broadcast_like(F.min(F.reshape(inactive, shape=(-1, k)), axis=1, keepdims=True), values)
-        own_rows = F.broadcast_add(F.reshape(F.arange(0, k), shape=(1, -1)), offsets)     # (B, K)
         in_beam = F.floor(indices / self.vocab_size)
-        words = F.reshape(F.where(frozen, F.zeros_like(indices), indices - in_beam * self.vocab_size),
-                          shape=(-1,))                                                    # <pad> when frozen
-        rows = F.reshape(F.where(frozen, own_rows, F.broadcast_add(in_beam, offsets)), shape=(-1,))
-        scores = F.where(F.reshape(frozen, shape=(-1,)), F.reshape(scores, shape=(-1,)), F.reshape(values,
-                                                                                                 shape=(-1,)))
+        words = F.reshape(indices - in_beam * self.vocab_size, shape=(-1,))
+        rows = F.reshape(F.broadcast_add(in_beam, offsets), shape=(-1,))
+        scores = F.reshape(values, shape=(-1,))
         was_inactive = F.take(inactive, rows)
         finished = F.take(finished, rows)
         lengths = F.take(lengths, rows) + (1 - was_inactive)
@@ -315,7 +312,7 @@ class BeamSearch:
         for t in range(self.max_output_length):
             values, indices, attention = self._score(active, tracker, t)
             parents, words, scores, finished, inactive, lengths, stopped = self._update(self._vocab_size)(
-                values, indices, active.offsets, active.scores, active.finished, active.inactive, active.lengths)
+                values, indices, active.offsets, active.finished, active.inactive, active.lengths)
             records.append(_StepRecord(None if all_rows else active.rows(k), parents, words, attention))
             if tracker is not None:
                 tracker.advance(parents.asnumpy().astype(np.int64), words.asnumpy().astype(np.int64))
@@ -572,8 +569,7 @@ class _ConstraintTracker:
 
     def select(self, candidates: np.ndarray, inactive: np.ndarray, vocab_size: int):
         """Each input's next beam: dynamic beam allocation for inputs with positive constraints, plain top-k for
-        the others; an input whose rows have all stopped keeps them as they are (the search freezes it). Returns
-        (values, flat indices) shaped (B, K) like the top-k of the plain search."""
+        the others. Returns (values, flat indices) shaped (B, K) like the top-k of the plain search."""
         k = self.beam_size
         batch_size = len(self.constraints)
         values = np.zeros((batch_size, k), dtype=np.float32)
@@ -581,11 +577,7 @@ class _ConstraintTracker:
         new_hyps: List[lc.ConstrainedHypothesis] = []
         for b, c in enumerate(self.constraints):
             block = candidates[b * k:(b + 1) * k]
-            if inactive[b * k:(b + 1) * k].all():
-                values[b] = block[:, C.PAD_ID]
-                indices[b] = np.arange(k) * vocab_size + C.PAD_ID
-                new_hyps.extend(self.hyps[b * k:(b + 1) * k])
-            elif c.include:
+            if c.include:
                 sel = lc.constrained_topk(block, self.hyps[b * k:(b + 1) * k], inactive[b * k:(b + 1) * k], k)
                 values[b] = sel.scores
                 indices[b] = np.asarray(sel.rows) * vocab_size + np.asarray(sel.words)
