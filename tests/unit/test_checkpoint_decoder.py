@@ -68,7 +68,6 @@ def test_sample_is_fixed_and_seeded():
 
 
 def test_with_a_real_caption_model():
-    import mxnet as mx
     from captioning.decoder import RecurrentDecoderConfig
     from captioning.encoder import ImageEncoderConfig
     from captioning.model import CaptionModel, ModelConfig
