@@ -7,22 +7,23 @@ Captions go to standard output (or ``--output``), one line per input line in inp
 A bad input line gives an empty output line and an error naming it; the exit status is then 1. Input is read a line
 at a time: at ``--batch-size 1`` each caption is written (and flushed) before the next line is read.
 """
+import argparse
 import logging
 import os
 import sys
 import time
 import warnings
-from typing import IO, Any, Dict, Optional, Sequence
+from typing import IO, TYPE_CHECKING, Optional, Sequence
 
 from . import arguments, log, utils
 from . import constants as C
 
+if TYPE_CHECKING:
+    from .cnn import CNNConfig
+    from .inference import CaptionerConfig
+    from .model import ModelConfig
+
 logger = logging.getLogger(__name__)
-
-
-def recorded_cnn(model_config: Any) -> Dict[str, Any]:
-    """The CNN the model's training features came from, as recorded in its config (empty if unknown)."""
-    return dict(getattr(model_config, "cnn_config", None) or {})
 
 
 def _training_source_root(model_folder: str) -> Optional[str]:
@@ -54,30 +55,31 @@ def resolve_cnn_path(model_path: str, model_folder: str) -> str:
     return next((c for c in candidates if os.path.exists(symbol_file(c))), model_path)
 
 
-def cnn_config_for(args: Any, model_config: Any, model_folder: str) -> Any:
-    """The CNN for ``--extract-image-features``: what the training features were made with (recorded in the
+def cnn_config_for(args: argparse.Namespace, model_config: "ModelConfig", model_folder: str) -> "CNNConfig":
+    """The CNN for ``--extract-image-features``: what the training features were made with (``image_cnn`` of the
     model's config), each flag given overriding it."""
     from .cnn import CNNConfig, strip_output_suffix
-    recorded = recorded_cnn(model_config)
+    recorded: Optional[CNNConfig] = model_config.image_cnn
     model_path = args.image_encoder_model_path
-    if model_path is None and recorded.get("model_path"):
-        model_path = resolve_cnn_path(str(recorded["model_path"]), model_folder)
+    if model_path is None and recorded is not None:
+        model_path = resolve_cnn_path(recorded.model_path, model_folder)
     utils.check_condition(model_path is not None,
                           "--extract-image-features: the model folder %s does not record the CNN its features came "
                           "from; give --image-encoder-model-path (and --image-encoder-layer)" % model_folder)
-    layer = args.image_encoder_layer or recorded.get("layer")
+    layer = args.image_encoder_layer or (recorded.layer if recorded is not None else None)
     utils.check_condition(layer is not None, "--extract-image-features: give --image-encoder-layer (the model "
                                              "folder %s does not record it)" % model_folder)
     # an explicit --source-image-size wins, even when it equals the default
-    image_size = args.source_image_size or recorded.get("image_size") or list(C.DEFAULT_SOURCE_IMAGE_SIZE)
+    image_size = args.source_image_size or (recorded.image_size if recorded is not None
+                                            else C.DEFAULT_SOURCE_IMAGE_SIZE)
     epoch = args.image_encoder_model_epoch
     if epoch is None:
-        epoch = recorded.get("epoch", 0)
+        epoch = recorded.epoch if recorded is not None else 0
     return CNNConfig(model_path=model_path, epoch=int(epoch), layer=strip_output_suffix(str(layer)),
                      image_size=tuple(int(v) for v in image_size))
 
 
-def captioner_config(args: Any) -> Any:
+def captioner_config(args: argparse.Namespace) -> "CaptionerConfig":
     """The `inference.CaptionerConfig` of the flags (checked before any model is loaded)."""
     from .inference import CaptionerConfig
     return CaptionerConfig(
@@ -112,7 +114,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
             input_file.close()
 
 
-def _caption(args: Any, config: Any, input_file: IO[bytes]) -> int:
+def _caption(args: argparse.Namespace, config: "CaptionerConfig", input_file: IO[bytes]) -> int:
     from . import inference
     from .output_handler import OutputHandler
 

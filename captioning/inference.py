@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Protocol, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -26,6 +26,9 @@ from .cnn import FeatureExtractor
 from . import lexical_constraints as lc
 from .beam_search import DANGLING_WORDS, BeamSearch, LengthPenalty, SearchResult, StepModel
 from .config import Config
+
+if TYPE_CHECKING:
+    from .model import CaptionModel
 
 logger = logging.getLogger(__name__)
 
@@ -263,7 +266,7 @@ class ImageSource:
 # ---------------------------------------------------------------------------------------------------------------
 
 def load_models(folders: Sequence[str], checkpoints: Optional[Sequence[Optional[int]]], ctx: mx.Context
-                ) -> Tuple[List[Any], Dict[str, int]]:
+                ) -> Tuple[List["CaptionModel"], Dict[str, int]]:
     """Load one model per folder (``checkpoints[i]`` or ``params.best``); an ensemble must share one vocabulary
     and one feature shape."""
     from . import model as model_module
@@ -428,8 +431,9 @@ class Captioner:
                              nbest_captions, [h.score for h in result.nbest], item.extra)
 
 
-def default_max_output_length(models: Sequence[Any]) -> int:
+def default_max_output_length(models: Sequence[StepModel]) -> int:
     """The captioner's default length bound: the smallest ``max_output_length`` the models' configs store
-    (training writes it from its longest caption)."""
+    (training writes it from its longest caption); `DEFAULT_MAX_OUTPUT_LENGTH` for step models without a config
+    (test fakes)."""
     bounds = [m.config.max_output_length for m in models if getattr(m, "config", None) is not None]
     return int(min(bounds)) if bounds else DEFAULT_MAX_OUTPUT_LENGTH
