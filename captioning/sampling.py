@@ -43,9 +43,11 @@ class Samples:
     costs: np.ndarray
     attention: Optional[np.ndarray] = None
 
-    def captions(self) -> List[List[int]]:
-        """Each row's words without ``</s>`` and padding."""
-        return [[int(w) for w in row[:n - int(f)]] for row, n, f in zip(self.tokens, self.lengths, self.finished)]
+    def captions(self, with_end: bool = False) -> List[List[int]]:
+        """Each row's words without padding, and without ``</s>`` unless ``with_end``."""
+        cut = 0 if with_end else 1
+        return [[int(w) for w in row[:n - cut * int(f)]] for row, n, f in zip(self.tokens, self.lengths,
+                                                                               self.finished)]
 
 
 class _SampleStep(gluon.HybridBlock):

@@ -2,8 +2,8 @@
 
 For every distinct image of a batch share, `SelfCriticalObjective` draws K captions from the model (`sampling.Sampler`,
 no gradient, one hybridized step for all the share's images x K rows), rewards each with its CIDEr-D against all
-training references of its image (`cider.CiderD`; document frequencies from all training references, computed once),
-and subtracts a baseline: the mean reward of the image's other K - 1 samples (``mean``, the "new self-critical"
+training references of its image (`cider.CiderD`; document frequencies from all training references, computed once;
+``</s>`` counts as a word, see `SelfCriticalObjective`), and subtracts a baseline: the mean reward of the image's other K - 1 samples (``mean``, the "new self-critical"
 variant of Luo 2020) or the reward of the image's greedy caption (``greedy``, the original). The sampled captions are
 then scored with the model's teacher-forced training forward (the same graph cross-entropy training uses, under
 ``autograd.record``, so dropout is active), and the loss of a sample is ``-(reward - baseline) * log p(sample)``,
@@ -85,10 +85,11 @@ def distinct_rows(tokens: np.ndarray, advantages: np.ndarray, num_samples: int) 
     return rows_np, (sums_np * len(rows_np) / len(tokens)).astype(np.float32)
 
 
-def references_as_ids(references: Sequence[Sequence[str]], vocab: Dict[str, int]) -> List[List[List[Hashable]]]:
+def references_as_ids(references: Sequence[Sequence[str]], vocab: Dict[str, int],
+                      end: bool = False) -> List[List[List[Hashable]]]:
     """Training references as word ids, so that sampled ids are scored without turning them into words. A word the
     vocabulary lacks gets an id of its own (negative, never sampled); ``<unk>`` in a sample thus matches nothing, as
-    the string ``<unk>`` would."""
+    the string ``<unk>`` would. With ``end`` each reference ends with ``</s>``."""
     unknown: Dict[str, int] = {}
 
     def word_id(word: str) -> int:
@@ -97,17 +98,22 @@ def references_as_ids(references: Sequence[Sequence[str]], vocab: Dict[str, int]
             return found
         return unknown.setdefault(word, -1 - len(unknown))
 
-    return [[[word_id(w) for w in ref.split()] for ref in refs] or [[]] for refs in references]
+    tail = [C.EOS_ID] if end else []
+    return [[[word_id(w) for w in ref.split()] + tail for ref in refs] or [tail] for refs in references]
 
 
 class SelfCriticalObjective:
     """The self-critical objective (`objective.Objective`): ``references[i]`` are all training captions of training
-    image i (`objective.BatchShare.image_ids`), ``num_samples`` K samples per image, ``baseline`` mean | greedy."""
+    image i (`objective.BatchShare.image_ids`), ``num_samples`` K samples per image, ``baseline`` mean | greedy.
+
+    With ``reward_end`` (the default, as self-critical.pytorch does) ``</s>`` counts as the last word of every
+    reference and of every sample that ended, so a caption cut short ("a man in a red shirt is standing in front of
+    a") misses the reference n-grams that end a caption, and a sample cut at the maximum length misses them too."""
     name = C.LOSS_SELF_CRITICAL
 
     def __init__(self, references: Sequence[Sequence[str]], vocab: Dict[str, int], num_samples: int = 5,
                  baseline: str = BASELINE_MEAN, max_output_length: int = 60, top_k: int = 0,
-                 temperature: float = 1.0) -> None:
+                 temperature: float = 1.0, reward_end: bool = True) -> None:
         assert baseline in BASELINES, baseline
         utils.check_condition(num_samples >= (2 if baseline == BASELINE_MEAN else 1),
                               "--self-critical-baseline mean compares each sample with the image's other samples: "
@@ -118,7 +124,8 @@ class SelfCriticalObjective:
         self.top_k = top_k
         self.temperature = temperature
         start = time.time()
-        self.cider = CiderD(references_as_ids(references, vocab))
+        self.reward_end = reward_end
+        self.cider = CiderD(references_as_ids(references, vocab, end=reward_end))
         logger.info("Self-critical training: %d samples per image, %s baseline; CIDEr-D document frequencies of %d "
                     "training images in %.1fs", num_samples, baseline, len(references), time.time() - start)
         self.loss = PolicyGradientLoss()
@@ -162,9 +169,10 @@ class SelfCriticalObjective:
             samples = sampler.sample(features)
             greedy = None
             if self.baseline == BASELINE_GREEDY:
-                greedy = [r.tokens for r in greedy_search.search(features)]
+                greedy = [r.tokens + ([C.EOS_ID] if self.reward_end and r.nbest[0].finished else [])
+                          for r in greedy_search.search(features)]
             mid = time.time()
-            captions = samples.captions()
+            captions = samples.captions(with_end=self.reward_end)
             rewards, baselines = self.rewards(captions, images, greedy)
             self.seconds["sample"] += mid - start
             self.seconds["reward"] += time.time() - mid

@@ -157,3 +157,11 @@ def test_real_models_hybridized(decoder):
     lp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     picked = np.take_along_axis(lp, samples.tokens[:, :, None], axis=2)[:, :, 0] * (samples.tokens != 0)
     np.testing.assert_allclose(samples.costs, -picked.sum(1), rtol=1e-4, atol=1e-4)
+
+
+def test_captions_with_and_without_the_end():
+    from captioning.sampling import Samples
+    samples = Samples(tokens=np.array([[5, 6, EOS, 0], [7, 8, 9, 10]]), lengths=np.array([3, 4]),
+                      finished=np.array([True, False]), costs=np.zeros(2))
+    assert samples.captions() == [[5, 6], [7, 8, 9, 10]]
+    assert samples.captions(with_end=True) == [[5, 6, EOS], [7, 8, 9, 10]]
