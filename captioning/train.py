@@ -242,14 +242,13 @@ def check_same_command(args: argparse.Namespace) -> Tuple[bool, List[str]]:
     return store.exists(), differing_options(old, new)
 
 
-def plan_output_folder(args: argparse.Namespace) -> bool:
-    """Before anything is built: may ``--output`` be used, and is this a resume? (Nothing is written.)"""
+def plan_output_folder(args: argparse.Namespace) -> None:
+    """Before anything is built: may ``--output`` be used? (Nothing is written but the recovery of an interrupted
+    training_state swap.)"""
     folder = model_folder.ModelFolder(args.output)
     folder.check_writable()
-    if not folder.contents() or args.overwrite_output:
-        return False
-    resume, _ = check_same_command(args)
-    return resume
+    if folder.contents() and not args.overwrite_output:
+        check_same_command(args)
 
 
 def take_output_folder(args: argparse.Namespace, resume: bool) -> model_folder.FolderLock:
@@ -308,12 +307,17 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
 def _train(args: argparse.Namespace, kv: Any) -> None:
     """Everything after the command line is parsed and the (distributed) kvstore exists: build and check
     everything, then take the model folder and train."""
+    from . import training_state
     rank = kv.rank if kv is not None else 0
     resume = False
     if not args.dry_run:
         if rank == 0:
-            resume = plan_output_folder(args)
-        resume = _agree(kv, resume)
+            plan_output_folder(args)
+        if kv is not None:    # the other workers look at the folder once rank 0 has checked (and recovered) it
+            kv._barrier()
+        resume = training_state.TrainingStateStore(args.output).exists() and not args.overwrite_output
+        if kv is not None:
+            kv._barrier()
         if resume:
             logger.info("%s holds an interrupted or finished run of this command: continuing it", args.output)
     # the log file is opened once the model folder is ours; until then log records are kept in memory
@@ -341,18 +345,6 @@ def _train(args: argparse.Namespace, kv: Any) -> None:
     finally:
         if lock is not None:
             lock.release()
-
-
-def _agree(kv: Any, value: bool) -> bool:
-    """Rank 0's ``value`` on every worker (the workers wait for rank 0's look at the folder)."""
-    if kv is None:
-        return value
-    import mxnet as mx
-    key = (1 << 24) - 1
-    out = mx.nd.zeros((1,))
-    kv.init(key, mx.nd.array([float(value)]))
-    kv.pull(key, out=out)
-    return bool(out.asscalar())
 
 
 def _open_log_file(folder: str, early_log: logging.handlers.MemoryHandler) -> None:
