@@ -203,10 +203,12 @@ def evaluate_detailed(hypotheses: Sequence[str], references: Sequence[Sequence[s
 # reading the files of the CLI
 # ---------------------------------------------------------------------------------------------------------------
 
-def group_references(source_path: str, references_path: str) -> Tuple[List[str], List[List[str]]]:
-    """One references file with one line per (image, caption), line-aligned with the image list ``source_path``:
-    (distinct images in order of first appearance, the references of each)."""
-    sources = utils.read_lines(source_path)
+def group_references(source_path: str, references_path: str, sources: Optional[List[str]] = None
+                     ) -> Tuple[List[str], List[List[str]]]:
+    """One references file with one line per (image, caption), line-aligned with the image list ``source_path``
+    (whose lines may be given as ``sources``, read already): (distinct images in order of first appearance, the
+    references of each)."""
+    sources = utils.read_lines(source_path) if sources is None else sources
     captions = utils.read_lines(references_path)
     check_condition(len(sources) == len(captions),
                     "%s has %d lines but %s has %d: the image list and the references must be line-aligned"
@@ -240,15 +242,18 @@ def read_aligned_references(paths: Sequence[str], num_lines: int, hypotheses_pat
 
 
 def read_evaluation_inputs(hypotheses_path: str, references_paths: Sequence[str], source_path: Optional[str] = None,
-                           hypotheses_source_path: Optional[str] = None) -> Tuple[List[str], List[List[str]]]:
+                           hypotheses_source_path: Optional[str] = None,
+                           hypotheses: Optional[List[str]] = None) -> Tuple[List[str], List[List[str]]]:
     """The CLI's inputs as (hypotheses, references per hypothesis).
 
     - several (or one) references files without ``--source``: each line-aligned with the hypotheses;
     - one references file with ``--source`` (image list aligned with it): references grouped by image; the
       hypotheses are then aligned with ``--hypotheses-source`` if given (matched by image path), else with the
       distinct images in order, or with the lines of ``--source`` (one hypothesis per line, the first of each
-      image is used)."""
-    hypotheses = [h.strip() for h in utils.read_lines(hypotheses_path)]
+      image is used).
+    Each file is read once (so that any may be a pipe); ``hypotheses`` are the lines of ``hypotheses_path`` when
+    read already."""
+    hypotheses = [h.strip() for h in (utils.read_lines(hypotheses_path) if hypotheses is None else hypotheses)]
     if source_path is None:
         check_condition(hypotheses_source_path is None, "--hypotheses-source needs --source (the image list of "
                                                         "the references)")
@@ -256,7 +261,8 @@ def read_evaluation_inputs(hypotheses_path: str, references_paths: Sequence[str]
     check_condition(len(references_paths) == 1,
                     "--source groups one references file by image; got %d files (%s): give one, or drop --source "
                     "to use line-aligned files" % (len(references_paths), " ".join(references_paths)))
-    images, grouped = group_references(source_path, references_paths[0])
+    sources = [s.strip() for s in utils.read_lines(source_path)]
+    images, grouped = group_references(source_path, references_paths[0], sources)
     by_image = dict(zip(images, grouped))
     if hypotheses_source_path is not None:
         hyp_images = [s.strip() for s in utils.read_lines(hypotheses_source_path)]
@@ -272,7 +278,6 @@ def read_evaluation_inputs(hypotheses_path: str, references_paths: Sequence[str]
         return hypotheses, references
     if len(hypotheses) == len(images):
         return hypotheses, grouped
-    sources = [s.strip() for s in utils.read_lines(source_path)]
     check_condition(len(hypotheses) == len(sources),
                     "%s has %d lines but %s lists %d distinct images in %d lines: give one hypothesis per distinct "
                     "image or per line, or use --hypotheses-source" % (hypotheses_path, len(hypotheses), source_path,
@@ -299,11 +304,12 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
     arguments.add_evaluate_args(parser)
     args = parser.parse_args(argv)
     log.setup_main_logger(console=not args.quiet, level=args.loglevel)
-    if not utils.read_lines(args.hypotheses):  # SPEC: an empty input file gives no output and exit status 0
+    lines = utils.read_lines(args.hypotheses)
+    if not lines:  # SPEC: an empty input file gives no output and exit status 0
         logger.warning("%s: no hypotheses, nothing to evaluate", args.hypotheses)
         return
     hypotheses, references = read_evaluation_inputs(args.hypotheses, args.references, args.source,
-                                                     args.hypotheses_source)
+                                                     args.hypotheses_source, lines)
     scores = evaluate(hypotheses, references, args.metrics)
     logger.info("%d hypotheses, %d references", len(hypotheses), sum(len(r) for r in references))
     if args.json:

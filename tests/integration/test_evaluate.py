@@ -89,3 +89,34 @@ def test_default_metrics_without_java_skip_meteor_with_a_warning(files):
     scores = json.loads(result.stdout)
     assert set(scores) == {"BLEU", "chrF", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D"}
     assert "METEOR skipped" in result.stderr and "java" in result.stderr
+
+
+def test_inputs_may_be_pipes(files, capsys):
+    """--hypotheses <(...) and --input <(...): a /dev/fd/N pipe is accepted wherever an input file is."""
+    from captioning import evaluate, lexical_constraints
+    pipes = []
+
+    def pipe(path: str) -> str:
+        read, write = os.pipe()
+        os.write(write, Path(path).read_bytes())
+        os.close(write)
+        pipes.append(read)
+        return "/dev/fd/%d" % read
+    try:
+        with pytest.raises(SystemExit) as info:
+            evaluate.main(["--hypotheses", pipe(files["hyp"]), "--references", pipe(files["r1"]), "--metrics",
+                           "bleu", "--json", "--quiet"])
+        assert info.value.code == 0
+        piped = json.loads(capsys.readouterr().out)
+        with pytest.raises(SystemExit):
+            evaluate.main(["--hypotheses", files["hyp"], "--references", files["r1"], "--metrics", "bleu", "--json",
+                           "--quiet"])
+        assert json.loads(capsys.readouterr().out) == piped and piped["BLEU"] > 0
+        with pytest.raises(SystemExit) as info:
+            lexical_constraints.main(["--input", pipe(files["hyp"]), "--quiet"])
+        assert info.value.code == 0
+        assert [json.loads(line)["text"] for line in capsys.readouterr().out.splitlines()] == \
+            ["a dog runs on the grass", "two men playing football"]
+    finally:
+        for fd in pipes:
+            os.close(fd)
