@@ -146,7 +146,7 @@ def _caption(args: argparse.Namespace, config: "CaptionerConfig", input_file: IO
     start = time.time()
     outputs = captioner.caption_stream(input_file, where, args.json_input)
     if args.output is not None:
-        with utils.atomic_open(args.output, "w") as out:
+        with utils.open_output(args.output) as out:
             handler = OutputHandler(out, args.output_type, grid)
             for output in outputs:
                 handler.handle(output)

@@ -123,9 +123,27 @@ def _current_umask() -> int:
 
 
 def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
-    with atomic_open(path, "w") as f:
+    """Write ``text`` to ``path`` atomically (a device or pipe such as ``/dev/stdout`` is written in place)."""
+    with open_output(path) as f:
         f.write(text)
+
+
+@contextlib.contextmanager
+def open_output(path: str) -> Iterator[IO[str]]:
+    """A text output file: written atomically (`atomic_open`) when ``path`` is, or will be, a regular file; a
+    device or pipe that exists (``/dev/stdout``, ``/dev/null``, a FIFO) is opened and written in place. Write
+    errors are one-line `CaptioningError` s naming ``path``."""
+    if os.path.exists(path) and not os.path.isdir(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                yield f
+        except OSError as e:
+            if e.errno in WRITE_ERRNOS and e.filename in (None, path):
+                raise write_error(path, e) from None
+            raise
+    else:
+        with atomic_open(path, "w") as f:
+            yield f
 
 
 def read_lines(path: str) -> List[str]:

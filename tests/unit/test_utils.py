@@ -101,3 +101,21 @@ def test_run_cli_one_line_errors_and_full_stdout(tmp_path, capsys, monkeypatch):
 
 def test_num_cpus():
     assert utils.num_cpus() >= 1
+
+
+def test_open_output_writes_devices_in_place(tmp_path):
+    utils.atomic_write_text(os.devnull, "nothing\n")   # no temporary file in /dev
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    read = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        utils.check_output_file(str(fifo))
+        with utils.open_output(str(fifo)) as f:
+            f.write("caption\n")
+        assert os.read(read, 100) == b"caption\n"
+    finally:
+        os.close(read)
+    assert sorted(os.listdir(tmp_path)) == ["fifo"]
+    with pytest.raises(CaptioningError, match="No space left on device"):
+        with utils.open_output("/dev/full") as f:
+            f.write("x" * 10000)
