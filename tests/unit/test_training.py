@@ -297,3 +297,43 @@ def test_optimizer_states_round_trip_without_pickle(tmp_path):
     from captioning import utils
     with pytest.raises(utils.CaptioningError, match="states of the adam optimizer, not of sgd"):
         TS.set_optimizer_states(sgd.trainer, (arrays, meta), "opt")
+
+
+def test_resume_refuses_damaged_state_files(tmp_path):
+    """Issue 11 items 1 and 7 in process: a pickle in place of the optimizer arrays, a truncated or wrongly typed
+    state.json are one-line errors naming the file (nothing is unpickled)."""
+    import json
+    from captioning import utils
+    trainer, out = build(tmp_path, checkpoint_interval=2, max_updates=2)
+    trainer.fit()
+    state_dir = out / C.TRAINING_STATE_DIRNAME
+    good_npz = (state_dir / "optimizer_states.npz").read_bytes()
+    ran = []
+
+    class Payload:
+        def __reduce__(self):
+            return (ran.append, ("ran",))
+
+    np.save(state_dir / "x.npy", np.array([Payload()], dtype=object), allow_pickle=True)
+    os.replace(state_dir / "x.npy", state_dir / "optimizer_states.npz")
+    with pytest.raises(utils.CaptioningError, match=r"optimizer_states.npz: cannot read the optimizer states"):
+        build(tmp_path, checkpoint_interval=2, max_updates=4)[0].fit()
+    assert ran == []
+    (state_dir / "optimizer_states.npz").write_bytes(good_npz)
+    state_file = state_dir / T.STATE_FILE
+    good = state_file.read_text()
+    state_file.write_text(good[:40])
+    with pytest.raises(utils.CaptioningError, match=r"state.json: cannot read .*--overwrite-output"):
+        build(tmp_path, checkpoint_interval=2, max_updates=4)[0].fit()
+    values = json.loads(good)
+    values["training"]["updates"] = "two"
+    state_file.write_text(json.dumps(values))
+    with pytest.raises(utils.CaptioningError, match=r"damaged training state \('training'.updates is 'two'\)"):
+        build(tmp_path, checkpoint_interval=2, max_updates=4)[0].fit()
+    values = json.loads(good)
+    values["iterator"] = {"epoch": 0}
+    state_file.write_text(json.dumps(values))
+    with pytest.raises(utils.CaptioningError, match=r"state.json: damaged training state \(KeyError"):
+        build(tmp_path, checkpoint_interval=2, max_updates=4)[0].fit()
+    state_file.write_text(good)
+    assert build(tmp_path, checkpoint_interval=2, max_updates=4)[0].fit().updates == 4
