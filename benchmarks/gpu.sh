@@ -5,7 +5,7 @@
 #
 # 1. A fresh virtual environment ($GPU_VENV, default /tmp/captioning-gpu-venv) with the CUDA build of MXNet 1.9.1:
 #    mxnet-cu117, else mxnet-cu112 ($MXNET_GPU_PACKAGES to choose others). Where the machine cannot reach a package
-#    index, put the wheels (mxnet-cu1xx, numpy<2 and the project's other requirements) in a folder and set
+#    index, put the wheels (mxnet-cu1xx, numpy 1.23 and the project's other requirements) in a folder and set
 #    $WHEELS: pip then installs with --no-index --find-links "$WHEELS".
 # 2. Checks that MXNet starts on the card: a product on gpu(0), compared with the CPU. CUDA 11 builds carry kernels
 #    up to compute capability 8.6 (Ampere) plus PTX; on a newer card (Hopper 9.0, Blackwell 10.x/12.x) the driver
@@ -40,11 +40,13 @@ install() {
   python3 -m venv "$VENV" || return 1
   local pkg
   for pkg in $PACKAGES; do
-    if pip_install "$pkg" "numpy<2"; then echo "installed $pkg"; INSTALLED=$pkg; break; fi
+    if pip_install "$pkg" "numpy>=1.23,<1.24"; then echo "installed $pkg"; INSTALLED=$pkg; break; fi
     echo "could not install $pkg"
   done
   [ -n "${INSTALLED:-}" ] || return 1
-  pip_install --no-deps -e "$REPO" && pip_install pyyaml sacrebleu pytest pillow || return 1
+  # the project without its CPU mxnet requirement, then its other requirements (setup.py INSTALL_REQUIRES)
+  pip_install --no-deps -e "$REPO" && pip_install "Pillow>=9" "matplotlib>=3.5,<3.11" "sacrebleu>=2.3" tqdm \
+    "PyYAML>=5.4" pytest || return 1
 }
 INSTALLED=""
 step install install || { printf '%s\n' "${SUMMARY[@]}"; exit 1; }

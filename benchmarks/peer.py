@@ -12,7 +12,8 @@ machine's load cancels), with the same ``OMP_NUM_THREADS`` for both, each run a 
 each is the median (here the mean) of its two runs, and the ratio is ours / original (for time and memory: original /
 ours, so > 1 always means ours is better).
 
-- train: the tutorial model (BENCHMARKS.md's flags for the original, the same model's flags for ours), FLICKR-A
+- train (``--simultaneous``: both tools at the same time, ``--rounds`` times, instead of the alternating order): the tutorial
+  model (BENCHMARKS.md's flags for the original, the same model's flags for ours), FLICKR-A
   head_conv features in memory, ``--train-updates`` updates from scratch, one checkpoint at the end, no decoding:
   the median of the speeds each tool logs (every 50 updates), the process' peak RSS, the validation perplexity at
   the end.
@@ -75,11 +76,20 @@ class Run:
 
 
 def run(cmd: Sequence[str], env: Dict[str, str], cwd: str, log: Path) -> Run:
-    start = time.time()
+    return finish(start(cmd, env, cwd, log))
+
+
+def start(cmd: Sequence[str], env: Dict[str, str], cwd: str, log: Path) -> Tuple[subprocess.Popen, float, Path,
+                                                                                   List[str]]:
     with open(log, "w") as out:
         proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.time() - start
+    return proc, time.time(), log, list(cmd)
+
+
+def finish(started: Tuple[subprocess.Popen, float, Path, List[str]]) -> Run:
+    proc, start_time, log, cmd = started
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.time() - start_time
     text = log.read_text(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit("failed (%d): %s\n%s" % (os.waitstatus_to_exitcode(status), " ".join(cmd), text[-3000:]))
@@ -109,6 +119,9 @@ class Tools:
 
     def run(self, tool: str, cli: str, rest: List[str], log: Path) -> Run:
         return run(self.command(tool, cli, rest), self.env[tool], self.cwd[tool], log)
+
+    def start(self, tool: str, cli: str, rest: List[str], log: Path):
+        return start(self.command(tool, cli, rest), self.env[tool], self.cwd[tool], log)
 
 
 def median(values: Sequence[float]) -> float:
@@ -146,10 +159,10 @@ def words_per_caption(path: Path, limit: Optional[int]) -> Tuple[float, int]:
     return (sum(lengths) / max(1, len(lengths))), at_limit
 
 
-def train_part(tools: Tools, paths: Dict[str, Path], work: Path, updates: int, rows: List[Dict]) -> None:
-    def measure(tool: str, k: int) -> Dict[str, float]:
+def train_part(tools: Tools, paths: Dict[str, Path], work: Path, updates: int, rows: List[Dict],
+               simultaneous: bool = False, rounds: int = 2) -> None:
+    def command(tool: str, k: int) -> Tuple[List[str], Path, "re.Pattern[str]"]:
         out = work / ("train-%s-%d" % (tool, k))
-        shutil.rmtree(out, ignore_errors=True)
         common = ["--source-root", str(paths["feats"]), "--source", str(paths["train_list"]), "--target",
                   str(paths["train_captions"]), "--validation-source", str(paths["dev_list"]),
                   "--validation-target", str(paths["dev_captions"]), "--output", str(out),
@@ -160,14 +173,34 @@ def train_part(tools: Tools, paths: Dict[str, Path], work: Path, updates: int, r
         else:
             rest = common + ["--load-all-features-to-memory"] + TUTORIAL
             pattern = OURS_TRAIN_SPEED
-        result = tools.run(tool, "train", rest, work / ("train-%s-%d.log" % (tool, k)))
+        return rest, out, pattern
+
+    def measure(tool: str, k: int, started=None) -> Dict[str, float]:
+        rest, out, pattern = command(tool, k)
+        if started is None:
+            shutil.rmtree(out, ignore_errors=True)
+            result = tools.run(tool, "train", rest, work / ("train-%s-%d.log" % (tool, k)))
+        else:
+            result = finish(started)
         speeds = [float(v) for v in pattern.findall(result.output)]
         metrics = (out / "metrics").read_text().splitlines()
         ppl = float(re.search(r"perplexity-val=([\d.]+)", metrics[-1]).group(1))
         shutil.rmtree(out, ignore_errors=True)
         return {"speed": median(speeds), "rss": result.rss / 1024.0, "ppl": ppl, "wall": result.wall}
 
-    results = alternate(measure)
+    if simultaneous:
+        # both tools at once (the same load for both over the same minutes), ``rounds`` times
+        results: Dict[str, List[Dict[str, float]]] = {"original": [], "ours": []}
+        for k in range(rounds):
+            runs = {}
+            for tool in ("original", "ours"):
+                rest, out, _ = command(tool, k)
+                shutil.rmtree(out, ignore_errors=True)
+                runs[tool] = tools.start(tool, "train", rest, work / ("train-%s-%d.log" % (tool, k)))
+            for tool, started in runs.items():
+                results[tool].append(measure(tool, k, started))
+    else:
+        results = alternate(measure)
     line("training samples/s (median of logged, %d updates)" % updates, results, "speed", "", True, out=rows)
     line("training peak RSS (%d updates, no decoding)" % updates, results, "rss", "GB", False, out=rows)
     line("validation perplexity after %d updates" % updates, results, "ppl", "", False, out=rows)
@@ -177,13 +210,18 @@ def train_part(tools: Tools, paths: Dict[str, Path], work: Path, updates: int, r
 def caption_part(tools: Tools, paths: Dict[str, Path], work: Path, args: argparse.Namespace,
                  rows: List[Dict]) -> None:
     words: Dict[Tuple[str, int, Optional[int]], List[Tuple[float, int]]] = {}
+    listing = paths["dev_list"]
+    if args.caption_images:
+        listing = work / ("dev-first-%d.features" % args.caption_images)
+        names = paths["dev_list"].read_text().splitlines()[:args.caption_images]
+        listing.write_text("".join(n + "\n" for n in names))
 
     def measure_config(batch: int, max_len: Optional[int], tools_to_run: Sequence[str]):
         def measure(tool: str, k: int) -> Dict[str, float]:
             if tool not in tools_to_run:
                 return {"speed": float("nan"), "rss": float("nan")}
             output = work / ("captions-%s-%d-%s-%d" % (tool, batch, max_len, k))
-            rest = ["--input", str(paths["dev_list"]), "--source-root", str(paths["feats"]), "--beam-size",
+            rest = ["--input", str(listing), "--source-root", str(paths["feats"]), "--beam-size",
                     str(args.beam_size), "--batch-size", str(batch), "--use-cpu", "--output", str(output)]
             if max_len is not None:
                 rest += ["--max-output-length", str(max_len)]
@@ -260,11 +298,17 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", choices=["train", "caption", "extract"],
                         default=["train", "caption", "extract"])
     parser.add_argument("--train-updates", type=int, default=100)
+    parser.add_argument("--simultaneous", action="store_true",
+                        help="train both tools at the same time (twice) instead of one after the other: on a "
+                             "machine whose load moves a lot, both then see the same load")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of --simultaneous training")
     parser.add_argument("--peer-model", default="/work/bench/peer-model")
     parser.add_argument("--peer-checkpoint", type=int, default=None, help="default: its params.best")
     parser.add_argument("--ours-model", default="/work/bench/quality")
     parser.add_argument("--ours-checkpoint", type=int, default=None, help="default: its params.best")
     parser.add_argument("--beam-size", type=int, default=3)
+    parser.add_argument("--caption-images", type=int, default=None,
+                        help="caption only the first N dev images (default: all 113)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 1])
     parser.add_argument("--no-ours-default-length", dest="ours_default_length", action="store_false",
                         help="skip ours at its default --max-output-length")
@@ -308,7 +352,7 @@ def main() -> None:
         if "extract" in args.parts:
             extract_part(tools, paths, work, args, rows)
         if "train" in args.parts:
-            train_part(tools, paths, work, args.train_updates, rows)
+            train_part(tools, paths, work, args.train_updates, rows, args.simultaneous, args.rounds)
         if "caption" in args.parts:
             caption_part(tools, paths, work, args, rows)
         for row in rows:

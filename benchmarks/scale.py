@@ -141,7 +141,7 @@ def child(args: argparse.Namespace) -> None:
     first_update = time.perf_counter() - START
     # one update per bucket length, then steady state
     seen = set()
-    for _ in range(4 * len(train_iter.buckets)):
+    for _ in range(4 * len(train_iter.buckets) if args.updates > 0 else 0):
         if len(seen) == len(train_iter.buckets):
             break
         bucket, _ = train_iter.plan[train_iter.position]
@@ -149,7 +149,7 @@ def child(args: argparse.Namespace) -> None:
         trainer._update()
     mx.nd.waitall()
     rates = []
-    for _ in range(args.repeats):
+    for _ in range(args.repeats if args.updates > 0 else 0):
         start, samples = time.perf_counter(), trainer.state.samples
         for _ in range(args.updates // args.repeats):
             trainer._update()
@@ -178,7 +178,8 @@ def main() -> None:
                         help="largest float32 feature set tried with the memory store")
     parser.add_argument("--sparse-above", type=int, default=None,
                         help="sizes above this get an unwritten (sparse, all-zero) feature store")
-    parser.add_argument("--updates", type=int, default=40)
+    parser.add_argument("--updates", type=int, default=40, help="0: no steady-state timing (data path and first "
+                                                                 "update only)")
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--repo", default=None, help="tree whose captioning package is measured (default: "
                                                      "PYTHONPATH, else this checkout)")
@@ -238,7 +239,8 @@ def main() -> None:
                   "state %.1f MB per checkpoint; peak RSS %.2f GB; load %.2f"
                   % (r["captions"], store, r["first_update"], t["imports"], t["vocabulary and captions"],
                      t["feature store"], t["batch plan"], t["model"], t["first update"],
-                     statistics.median(r["rates"]), " / ".join("%.1f" % x for x in r["rates"]), r["get_batch_ms"],
+                     statistics.median(r["rates"]) if r["rates"] else float("nan"),
+                     " / ".join("%.1f" % x for x in r["rates"]) or "--updates 0", r["get_batch_ms"],
                      r["data_bytes"] / 2 ** 20, r["data_bytes"] / r["captions"],
                      r["captions_bytes"] / r["captions"], r["store_bytes"] / r["captions"], r["state_bytes"] / 1e6,
                      r["peak_rss_mb"] / 1024.0, os.getloadavg()[0]), flush=True)
