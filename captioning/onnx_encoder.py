@@ -98,7 +98,9 @@ def _with_outputs(model: Any, outputs: Sequence[str], input_name: str) -> Any:
     initializers = [init for init in model.graph.initializer if init.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(initializers)
-    inputs = [i for i in model.graph.input if i.name in used or i.name == input_name]   # exporters list weights too
+    # only the image is an input: exporters (mx.onnx among them) also list the weights as inputs, and onnxruntime
+    # then treats them as variables (no constant folding, e.g. of batch norm into the convolutions)
+    inputs = [i for i in model.graph.input if i.name == input_name]
     del model.graph.input[:]
     model.graph.input.extend(inputs)
     return model
@@ -123,6 +125,8 @@ def _session(model: Any, ctx: Any, path: str) -> Any:
     if threads and threads.isdigit() and int(threads) > 0:
         options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1
+    # no spin-waiting between operators: on a busy machine spinning threads take the CPU from the work
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         provider_options = [{"device_id": str(getattr(ctx, "device_id", 0))} if p == "CUDAExecutionProvider"
                             else {} for p in _providers(ctx)]
