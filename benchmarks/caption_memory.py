@@ -50,6 +50,19 @@ def run(package: Path, argv: List[str]) -> Tuple[float, float, int]:
     return usage.ru_maxrss / 1024.0, time.time() - start, output_lines
 
 
+def format_1_copy(model: Path, target: Path) -> Path:
+    """A copy of a model folder whose config is in format 1 (``cnn_config``), for revisions before format 2."""
+    import shutil
+    import yaml
+    if not target.exists():
+        shutil.copytree(model, target)
+        config = yaml.safe_load((model / "config").read_text(encoding="utf-8"))
+        config["cnn_config"] = config.pop("image_cnn", None)
+        config["format_version"] = 1
+        (target / "config").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return target
+
+
 def export_revision(revision: str, target: Path) -> Path:
     """The ``captioning`` package of git ``revision``, exported under ``target``."""
     archive = subprocess.run(["git", "archive", revision, "captioning"], cwd=str(REPO), check=True,
@@ -68,6 +81,7 @@ def main() -> None:
     parser.add_argument("--feature-shape", type=int, nargs=3, default=[64, 7, 7])
     parser.add_argument("--baseline", type=str, default=None, metavar="REV",
                         help="Also run the captioning package of this git revision (before/after).")
+    parser.add_argument("--baseline-only", action="store_true", help="Run --baseline only (not this tree).")
     parser.add_argument("--work-dir", type=str, default=None, help="Where the model and inputs go (default: a "
                                                                     "temporary folder).")
     args = parser.parse_args()
@@ -81,15 +95,18 @@ def main() -> None:
     if not model.exists():
         make_model_folder(model, seed=0, feature_shape=shape)
     make_features(work / "feats", args.distinct, seed=1, shape=shape)
-    packages: Dict[str, Path] = {"this tree": REPO}
+    packages: Dict[str, Path] = {} if args.baseline_only else {"this tree": REPO}
+    models = {"this tree": model}
     if args.baseline:
         packages[args.baseline] = export_revision(args.baseline, Path(tempfile.mkdtemp(prefix="baseline.")))
+        models[args.baseline] = format_1_copy(model, work / "model-format-1")
     rows: List[str] = []
     for label, package in packages.items():
         for lines in args.lines:
             inputs = make_inputs(work, lines, args.distinct)
             rss, wall, output_lines = run(package, [
-                "--models", str(model), "--input", str(inputs), "--source-root", str(work / "feats"), "--use-cpu",
+                "--models", str(models[label]), "--input", str(inputs), "--source-root", str(work / "feats"),
+                "--use-cpu",
                 "--beam-size", str(args.beam_size), "--batch-size", str(args.batch_size),
                 "--max-output-length", str(args.max_output_length), "--quiet"])
             assert output_lines == lines, (output_lines, lines)
