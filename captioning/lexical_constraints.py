@@ -46,8 +46,9 @@ def phrases_to_ids(phrases: Sequence[str], vocab: Dict[str, int], where: str, ki
             continue
         unknown = [w for w in words if w not in vocab or vocab[w] < len(C.VOCAB_SYMBOLS)]
         if unknown:
-            logger.warning("%s: %s phrase %r ignored: %s not in the model's vocabulary", where, kind, phrase,
-                           ", ".join(repr(w) for w in unknown))
+            logger.warning("%s: %s phrase %r ignored: %s%s not in the model's vocabulary", where, kind,
+                           _shorten(phrase), ", ".join(repr(_shorten(w)) for w in unknown[:5]),
+                           " and %d more" % (len(unknown) - 5) if len(unknown) > 5 else "")
             continue
         result.append(tuple(vocab[w] for w in words))
     return tuple(result)
@@ -59,7 +60,7 @@ def possible_constraints(include: Sequence[Phrase], avoid: Sequence[Phrase], max
     and all of them together must fit in ``max_output_length`` tokens (phrases are kept in order while they fit).
     Each one left out is a warning naming ``where`` (the input line)."""
     def text(phrase: Phrase) -> str:
-        return " ".join(words.get(w, str(w)) for w in phrase) if words else " ".join(map(str, phrase))
+        return _shorten(" ".join(words.get(w, str(w)) for w in phrase) if words else " ".join(map(str, phrase)))
 
     kept: List[Phrase] = []
     length = 0
@@ -77,6 +78,11 @@ def possible_constraints(include: Sequence[Phrase], avoid: Sequence[Phrase], max
         kept.append(phrase)
         length += len(phrase)
     return tuple(kept)
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters for a log message (a hostile input line can be long)."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _contains(phrase: Phrase, part: Phrase) -> bool:
