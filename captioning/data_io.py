@@ -227,8 +227,9 @@ class BatchIterator:
     ``feature_index[i]`` is the store row of item i (the store is opened on the whole list; dropped lines are
     skipped through this index)."""
 
-    def __init__(self, data: ParallelData, store: Any, feature_index: Sequence[int], config: DataConfig,
-                 shuffle: bool = True, rank: int = 0, num_workers: int = 1, prefetch: bool = True) -> None:
+    def __init__(self, data: ParallelData, store: features.FeatureStore, feature_index: Sequence[int],
+                 config: DataConfig, shuffle: bool = True, rank: int = 0, num_workers: int = 1,
+                 prefetch: bool = True) -> None:
         self.data = data
         self.store = store
         self.feature_index = np.asarray(feature_index, dtype=np.int64)
@@ -354,7 +355,7 @@ def _result(box: "queue.Queue") -> Batch:
 
 
 def open_store(root: str, list_path: str, data: ParallelData, mode: str,
-               allow_absolute: bool = False) -> Tuple[Any, List[int]]:
+               allow_absolute: bool = False) -> Tuple[features.FeatureStore, List[int]]:
     """A feature store over every line of ``list_path`` (via `features.open_feature_store`, so its errors name the
     right line) and the store row of each kept item of ``data``. Stores load a file listed on several lines (one
     image with several captions) once."""
@@ -370,10 +371,14 @@ def load_parallel_references(list_path: str, caption_paths: Sequence[str], vocab
     """`load_parallel` of one feature list with several caption files, each line-aligned with it (one reference
     per file): every (image, caption) pair becomes an item."""
     parts = [load_parallel(list_path, path, vocab, max_seq_len, what) for path in caption_paths]
-    return ParallelData(*(sum((list(getattr(p, name)) for p in parts), []) for name in ParallelData._fields))
+    data = ParallelData(*(sum((list(getattr(p, name)) for p in parts), []) for name in ParallelData._fields))
+    if len(parts) > 1:
+        logger.info("%s data: %d (image, caption) pairs from %d reference files", what.capitalize(),
+                    len(data.names), len(parts))
+    return data
 
 
-def check_feature_files(store: Any, root: str, list_path: str) -> None:
+def check_feature_files(store: features.FeatureStore, root: str, list_path: str) -> None:
     """Every distinct feature file of a lazily read list has the store's shape (read from the .npy headers, so
     a bad file is reported before training, not in the middle)."""
     expected = tuple(store.feature_shape)

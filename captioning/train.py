@@ -13,7 +13,15 @@ import argparse
 import logging
 import logging.handlers
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:  # pragma: no cover - the CLI imports MXNet only once the command line is parsed
+    import mxnet as mx
+
+    from .checkpoint_decoder import CheckpointDecoder
+    from .cnn import CNNConfig
+    from .model import ModelConfig
+    from .training import Trainer, TrainingConfig
 
 from . import arguments
 from . import constants as C
@@ -51,7 +59,7 @@ def default_max_output_length(longest_caption: int, max_seq_len: int) -> int:
 
 
 def create_model_config(args: argparse.Namespace, feature_shape: Sequence[int], vocab_size: int,
-                        max_output_length: int, image_cnn: Optional[Any] = None) -> Any:
+                        max_output_length: int, image_cnn: Optional["CNNConfig"] = None) -> "ModelConfig":
     """The `model.ModelConfig` the flags describe (``image_cnn``: the features' `cnn.CNNConfig`, if known)."""
     from . import decoder, encoder, model
     tv = arguments.target_value
@@ -106,7 +114,7 @@ def create_data_config(args: argparse.Namespace, num_devices: int) -> data_io.Da
                               fill_up=args.fill_up, seed=args.seed, batch_multiple_of=num_devices)
 
 
-def create_training_config(args: argparse.Namespace, vocab_size: int) -> Any:
+def create_training_config(args: argparse.Namespace, vocab_size: int) -> "TrainingConfig":
     """The `training.TrainingConfig` the flags describe (``ValueError`` for inconsistent flags)."""
     from . import loss, lr_scheduler, optimizers, training
     clip_type = args.gradient_clipping_type if args.gradient_clipping_threshold > 0 else optimizers.CLIP_NONE
@@ -304,7 +312,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
         raise
 
 
-def _train(args: argparse.Namespace, kv: Any) -> None:
+def _train(args: argparse.Namespace, kv: Optional["mx.kvstore.KVStore"]) -> None:
     """Everything after the command line is parsed and the (distributed) kvstore exists: build and check
     everything, then take the model folder and train."""
     from . import training_state
@@ -361,13 +369,13 @@ class BuiltTraining:
     def __init__(self, **parts: Any) -> None:
         self.vocab: Dict[str, int] = parts["vocab"]
         self.data: data_io.TrainingData = parts["data"]
-        self.model_config: Any = parts["model_config"]
-        self.trainer: Any = parts["trainer"]
-        self.contexts: List[Any] = parts["contexts"]
+        self.model_config: "ModelConfig" = parts["model_config"]
+        self.trainer: "Trainer" = parts["trainer"]
+        self.contexts: List["mx.Context"] = parts["contexts"]
         self.max_output_length: int = parts["max_output_length"]
 
 
-def build_training(args: argparse.Namespace, kv: Any, resume: bool) -> BuiltTraining:
+def build_training(args: argparse.Namespace, kv: Optional["mx.kvstore.KVStore"], resume: bool) -> BuiltTraining:
     """Vocabulary, data, model and trainer (optimizer included) from the flags; nothing is written."""
     from . import model as model_module
     from . import training
@@ -417,7 +425,7 @@ def create_vocab(args: argparse.Namespace, resume: bool) -> Dict[str, int]:
                                     pad_to_multiple_of=args.pad_vocab_to_multiple_of)
 
 
-def recorded_image_cnn(source_root: str) -> Optional[Any]:
+def recorded_image_cnn(source_root: str) -> Optional["CNNConfig"]:
     """The `cnn.CNNConfig` recorded in the training feature folder's sidecar, or None."""
     from . import features
     from .cnn import CNNConfig
@@ -436,7 +444,8 @@ def save_setup(args: argparse.Namespace, built: BuiltTraining) -> None:
     model_folder.ModelFolder(args.output).write_setup(built.model_config, built.vocab)
 
 
-def create_checkpoint_decoder(args: argparse.Namespace, max_output_length: int, ctx: Any) -> Optional[Any]:
+def create_checkpoint_decoder(args: argparse.Namespace, max_output_length: int,
+                              ctx: "mx.Context") -> Optional["CheckpointDecoder"]:
     """`checkpoint_decoder.CheckpointDecoder` over the validation images and all their references (None with
     ``--decode-and-evaluate 0``)."""
     if args.decode_and_evaluate == 0:

@@ -26,7 +26,7 @@ import random
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -50,6 +50,13 @@ logger = logging.getLogger(__name__)
 
 _BROADCAST_KEY = 1 << 24          # kvstore keys for rank 0's decisions (the gluon.Trainer uses 0..num_params-1)
 STOP_NONE, STOP_NOT_IMPROVED, STOP_SECONDS = 0, 1, 2
+
+
+class CheckpointDecoder(Protocol):
+    """What the Trainer asks of a checkpoint decoder (`checkpoint_decoder.CheckpointDecoder`)."""
+
+    def decode_and_evaluate(self, model: Any, vocab: Dict[str, int]) -> Dict[str, float]:
+        """Caption the validation sample with ``model``; metrics such as ``bleu-val``, ``cider-val``."""
 
 
 @dataclass
@@ -90,8 +97,8 @@ class Trainer:
 
     def __init__(self, config: TrainingConfig, model: gluon.Block, train_iter: data_io.BatchIterator,
                  val_iter: data_io.BatchIterator, contexts: Sequence[mx.Context],
-                 checkpoint_decoder: Optional[Any] = None, vocab: Optional[Dict[str, int]] = None,
-                 kvstore: Optional[Any] = None, objective: Optional[objective_module.Objective] = None,
+                 checkpoint_decoder: Optional[CheckpointDecoder] = None, vocab: Optional[Dict[str, int]] = None,
+                 kvstore: Optional[mx.kvstore.KVStore] = None, objective: Optional[objective_module.Objective] = None,
                  optimizer: Optional[mx.optimizer.Optimizer] = None) -> None:
         self.config, self.model, self.train_iter, self.val_iter = config, model, train_iter, val_iter
         self.contexts, self.checkpoint_decoder, self.vocab, self.kv = list(contexts), checkpoint_decoder, vocab, kvstore
@@ -396,7 +403,8 @@ def decide(config: TrainingConfig, state: TrainingState, value: float, elapsed: 
     return improved, STOP_SECONDS if seconds is not None and elapsed >= seconds else STOP_NONE
 
 
-def broadcast_decision(kv: Any, state: TrainingState, improved: bool, stop_code: int) -> Tuple[bool, int]:
+def broadcast_decision(kv: mx.kvstore.KVStore, state: TrainingState, improved: bool,
+                       stop_code: int) -> Tuple[bool, int]:
     """Rank 0's decision on every worker (a fresh kvstore key per checkpoint: init takes rank 0's value); the
     other workers update their early-stopping state from it."""
     key = _BROADCAST_KEY + state.checkpoint
@@ -467,7 +475,7 @@ def gpu_memory(contexts: Sequence[mx.Context]) -> Dict[str, float]:
     return {"used-gpu-memory": used} if used else {}
 
 
-def create_gluon_trainer(params: gluon.ParameterDict, config: TrainingConfig, kvstore: Optional[Any],
+def create_gluon_trainer(params: gluon.ParameterDict, config: TrainingConfig, kvstore: Optional[mx.kvstore.KVStore],
                          server_updates: bool, optimizer: Optional[mx.optimizer.Optimizer]) -> gluon.Trainer:
     """The `gluon.Trainer` that reduces and applies the gradients. ``server_updates`` (dist_async): the servers
     update the parameters; everywhere else each device/worker updates its copy with the reduced gradients (so
@@ -505,7 +513,8 @@ def seed_everything(seed: int) -> None:
 
 def create_trainer(config: TrainingConfig, model: gluon.Block, data: data_io.TrainingData,
                    contexts: Sequence[mx.Context], vocab: Dict[str, int], max_output_length: int,
-                   checkpoint_decoder: Optional[Any] = None, kvstore: Optional[Any] = None) -> Trainer:
+                   checkpoint_decoder: Optional[CheckpointDecoder] = None,
+                   kvstore: Optional[mx.kvstore.KVStore] = None) -> Trainer:
     """A `Trainer` for ``model`` on ``data`` with the objective ``config.loss`` names; the optimizer is built (and
     checked) first. Nothing is written until `Trainer.fit`."""
     try:

@@ -282,10 +282,19 @@ def test_refused_before_the_model_folder_is_written(synthetic_features, tmp_path
                                          check=False))
         assert expected in line, line
         assert not out.exists(), extra
-    # the corrected command then runs
+    # the corrected command then runs; here with two reference files per validation image (issue 10 item 3) and
+    # params.best chosen by CIDEr-D
+    refs = list(synthetic_features.val_references[:2])
     run_train(train_args(synthetic_features, out, "--max-updates", "1", "--checkpoint-interval", "1",
-                         "--optimizer-params", "beta1:0.8"))
-    assert len(read_metrics(out)) == 1
+                         "--optimizer-params", "beta1:0.8", "--decode-and-evaluate", "4", "--optimized-metric",
+                         "cider") + ["--validation-target"] + refs)
+    (_, values), = read_metrics(out)
+    assert {"perplexity-val", "bleu-val", "cider-val"} <= set(values)
+    log = (out / "log").read_text()
+    num_val = len(Path(synthetic_features.val_features).read_text().splitlines())
+    assert "Validation data: %d (image, caption) pairs from 2 reference files" % (2 * num_val) in log
+    assert "(%d references)" % (4 * 2) in log
+    assert "best cider=" in log
 
 
 @pytest.mark.slow

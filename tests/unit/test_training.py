@@ -80,7 +80,8 @@ def build(tmp_path, contexts=(mx.cpu(),), batch_size=8, data_seed=0, dropout=0.2
     out.mkdir(exist_ok=True)
     optimizer = config.pop("optimizer", O.OptimizerConfig(name="adam", learning_rate=0.01))
     scheduler = config.pop("scheduler", S.SchedulerConfig(type="none", base_rate=optimizer.learning_rate))
-    cfg = T.TrainingConfig(output_folder=str(out), cross_entropy=L.LossConfig(vocab_size=len(vocab), label_smoothing=0.0),
+    cfg = T.TrainingConfig(output_folder=str(out),
+                           cross_entropy=L.LossConfig(vocab_size=len(vocab), label_smoothing=0.0),
                            optimizer=optimizer, scheduler=scheduler, **config)
     return T.Trainer(cfg, model, train_iter, val_iter, list(contexts)), out
 
