@@ -139,6 +139,17 @@ def test_gluon_resnet_v2_gets_the_gallery_names_and_the_same_outputs(tmp_path):
     std = np.array(import_cnn.IMAGENET_STD, np.float32).reshape(1, 3, 1, 1)
     expected = net(mx.nd.array((images / 255.0 - mean) / std)).asnumpy()
     np.testing.assert_allclose(_logits_at(prefix, images, "fc1"), expected, rtol=1e-4, atol=1e-4)
+    # a bottleneck ResNet: the tutorial's stage4_unit3_conv3 is the last unit's third convolution, before its sum
+    net = vision.get_model("resnet50_v2", pretrained=False, classes=3)
+    net.initialize(mx.init.Xavier(), ctx=mx.cpu())
+    sidecar = import_cnn.export_gluon(net, "resnet50_v2", str(tmp_path / "resnet-50"), 64, "test")
+    assert sidecar["recommended_layers"][0] == {"name": "stage4_unit3_conv3", "shape": [2048, 2, 2]}
+    symbol = mx.sym.load(str(tmp_path / "resnet-50-symbol.json"))
+    plus = [n for n in json.loads(symbol.tojson())["nodes"] if n["name"] == "stage4_unit3_plus"][0]
+    inputs = {json.loads(symbol.tojson())["nodes"][i[0]]["name"] for i in plus["inputs"]}
+    assert inputs == {"stage4_unit3_conv3", "stage4_unit2_plus"}
+    names = cnn.layer_names(symbol)
+    assert "stage1_unit1_sc" in names and "stage4_unit1_sc" in names and "stage4_unit2_sc" not in names
 
 
 def _logits_at(prefix, images, layer):
