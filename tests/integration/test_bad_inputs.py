@@ -19,11 +19,10 @@ import shutil
 import subprocess
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
-import numpy as np
 import pytest
 
 import captioning  # noqa: F401 - sets OMP_NUM_THREADS before mxnet
