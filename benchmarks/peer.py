@@ -86,14 +86,27 @@ def start(cmd: Sequence[str], env: Dict[str, str], cwd: str, log: Path) -> Tuple
     return proc, time.time(), log, list(cmd)
 
 
-def finish(started: Tuple[subprocess.Popen, float, Path, List[str]]) -> Run:
+def finish(started: Tuple[subprocess.Popen, float, Path, List[str]], waited: Optional[Tuple[int, object]] = None,
+           end: Optional[float] = None) -> Run:
+    """Wait for a started process (or take ``waited``: its status and usage, and ``end``, when it ended)."""
     proc, start_time, log, cmd = started
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.time() - start_time
+    status, usage = waited if waited is not None else os.wait4(proc.pid, 0)[1:]
+    wall = (end or time.time()) - start_time
     text = log.read_text(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit("failed (%d): %s\n%s" % (os.waitstatus_to_exitcode(status), " ".join(cmd), text[-3000:]))
     return Run(wall, usage.ru_maxrss / 1024.0, text)
+
+
+def finish_all(started: List[Tuple[subprocess.Popen, float, Path, List[str]]]) -> List[Run]:
+    """Wait for several started processes, each timed to its own end."""
+    pending = {s[0].pid: k for k, s in enumerate(started)}
+    waited: Dict[int, Tuple[Tuple[int, object], float]] = {}
+    while pending:
+        pid, status, usage = os.wait4(-1, 0)
+        if pid in pending:
+            waited[pending.pop(pid)] = ((status, usage), time.time())
+    return [finish(s, *waited[k]) for k, s in enumerate(started)]
 
 
 class Tools:
@@ -175,13 +188,13 @@ def train_part(tools: Tools, paths: Dict[str, Path], work: Path, updates: int, r
             pattern = OURS_TRAIN_SPEED
         return rest, out, pattern
 
-    def measure(tool: str, k: int, started=None) -> Dict[str, float]:
+    def measure(tool: str, k: int, started: Optional[Run] = None) -> Dict[str, float]:
         rest, out, pattern = command(tool, k)
         if started is None:
             shutil.rmtree(out, ignore_errors=True)
             result = tools.run(tool, "train", rest, work / ("train-%s-%d.log" % (tool, k)))
         else:
-            result = finish(started)
+            result = started
         speeds = [float(v) for v in pattern.findall(result.output)]
         metrics = (out / "metrics").read_text().splitlines()
         ppl = float(re.search(r"perplexity-val=([\d.]+)", metrics[-1]).group(1))
@@ -197,8 +210,9 @@ def train_part(tools: Tools, paths: Dict[str, Path], work: Path, updates: int, r
                 rest, out, _ = command(tool, k)
                 shutil.rmtree(out, ignore_errors=True)
                 runs[tool] = tools.start(tool, "train", rest, work / ("train-%s-%d.log" % (tool, k)))
-            for tool, started in runs.items():
-                results[tool].append(measure(tool, k, started))
+            finished = finish_all(list(runs.values()))
+            for tool, done in zip(runs, finished):
+                results[tool].append(measure(tool, k, done))
     else:
         results = alternate(measure)
     line("training samples/s (median of logged, %d updates)" % updates, results, "speed", "", True, out=rows)

@@ -1,4 +1,5 @@
 """The benchmark scripts' own logic: FLOP counting, log parsing, skipping where the original is absent."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,12 @@ def test_profile_table_is_parsed():
             "MXNDArrayWaitAll                        1          10.0000          10.0000          10.0000          10.0000\n")
     assert train_profile.parse_profile(text) == [("FullyConnected", 120, 30.5),
                                                  ("_backward_FullyConnected", 120, 60.25)]
+
+
+def test_simultaneous_runs_are_each_timed_to_their_own_end(tmp_path):
+    env = dict(os.environ)
+    runs = [peer.start([sys.executable, "-c", "import time; time.sleep(%s); print('done')" % t], env, str(tmp_path),
+                       tmp_path / ("log%d" % k)) for k, t in enumerate((1.5, 0.1))]
+    slow, fast = peer.finish_all(runs)
+    assert slow.wall > fast.wall + 1.0
+    assert "done" in slow.output and "done" in fast.output
