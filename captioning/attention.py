@@ -135,13 +135,22 @@ class Attention(gluon.HybridBlock):
                 if self.coverage_num_hidden > 1 else column]
 
     # ----------------------------------------------------------------------------------------------------------
-    def _mlp_scores(self, F, pre: List, query, prev_word, coverage):
+    def _mlp_scores(self, F, pre: List, query, prev_word, coverage, beam_size: int = 1):
         """MLP scores ``(N, L)`` for one query ``(N, q)``. The query's projection is spread over the L positions
         with a ``(N, L, 1) x (N, 1, a)`` batched matrix product instead of a broadcast add, whose backward pass
-        (a reduction) is many times slower in MXNet on CPU."""
+        (a reduction) is many times slower in MXNet on CPU. With ``beam_size`` K > 1 (inference, mlp) the keys
+        have one row per input."""
         hidden = F.expand_dims(self.query_proj(query), axis=1)                    # (N, 1, a)
         if self.use_prev_word:
             hidden = hidden + F.expand_dims(self.word_proj(prev_word), axis=1)
+        if beam_size > 1:
+            # keys shared by an input's K rows: (B, 1, L, a) + (B, K, 1, a) in one broadcast, the same sums as below
+            hidden = F.broadcast_add(F.expand_dims(pre[1], axis=1),
+                                     F.reshape(hidden, shape=(-4, -1, beam_size, -2)))
+            hidden = F.reshape(hidden, shape=(-3, -2))                            # (N, L, a)
+            if self.layer_normalization:
+                hidden = self.norm(hidden)
+            return F.reshape(self.score(layers.tanh(F, hidden)), shape=(0, -1))
         keys = pre[1]                                                             # (N, L, a)
         if coverage is not None:
             keys = keys + self.cov_proj(coverage)
@@ -191,8 +200,16 @@ class Attention(gluon.HybridBlock):
         probs = F.softmax(self._scores(F, pre, queries), axis=-1)
         return F.batch_dot(probs, pre[0]), probs
 
-    def step(self, F, pre: List, query, prev_word, state: List) -> Tuple:
-        """One step: ``query (N, q)``, ``prev_word (N, E)`` -> context ``(N, c)``, probs ``(N, L)``, new state."""
+    def step(self, F, pre: List, query, prev_word, state: List, beam_size: int = 1) -> Tuple:
+        """One step: ``query (N, q)``, ``prev_word (N, E)`` -> context ``(N, c)``, probs ``(N, L)``, new state.
+        With ``beam_size`` K > 1, ``pre`` has one row per input (B = N / K, an input's K rows consecutive): mlp
+        attention uses it as it is (no (N, L, a) copy of the keys and values), the other types repeat it."""
+        if beam_size > 1 and self.type == "mlp":
+            probs = F.softmax(self._mlp_scores(F, pre, query, prev_word, None, beam_size), axis=-1)   # (N, L)
+            context = F.batch_dot(F.reshape(probs, shape=(-4, -1, beam_size, -2)), pre[0])           # (B, K, c)
+            return F.reshape(context, shape=(-3, -2)), probs, []
+        if beam_size > 1:
+            pre = [layers.repeat_rows(F, p, beam_size) for p in pre]
         if self.type in ("mlp", "coverage"):
             coverage = state[0] if self.type == "coverage" else None
             probs = F.softmax(self._mlp_scores(F, pre, query, prev_word, coverage), axis=-1)   # (N, L)

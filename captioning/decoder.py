@@ -102,6 +102,13 @@ class ConvolutionalDecoderConfig(Config):
 
 
 
+def _repeat_static(F, states: List, n: int, beam_size: int) -> List:
+    """The first ``n`` states (one row per input) repeated for an input's ``beam_size`` rows."""
+    if beam_size <= 1:
+        return states
+    return [layers.repeat_rows(F, s, beam_size) for s in states[:n]] + list(states[n:])
+
+
 def _dropout(F, x, p: float):
     return F.Dropout(x, p=p) if p > 0.0 else x
 
@@ -118,7 +125,8 @@ class Decoder(gluon.HybridBlock):
     def init_states(self, F, encoded) -> List:
         raise NotImplementedError
 
-    def step(self, F, embedded, states: List) -> Tuple:
+    def step(self, F, embedded, states: List, beam_size: int = 1) -> Tuple:
+        """With ``beam_size`` K > 1 the static states have one row per input (B = N / K), the others N rows."""
         raise NotImplementedError
 
     def hybrid_forward(self, F, *args, **kwargs):  # pragma: no cover - decoders are called through their methods
@@ -243,7 +251,7 @@ class RecurrentDecoder(Decoder):
         return None
 
     def _step(self, F, first_i2h, embedded, pre, layer_states, prev_hidden, att_state, masks, feed_weight,
-              feed_included: bool = False):
+              feed_included: bool = False, beam_size: int = 1):
         """One step given the first layer's input projection ``first_i2h`` (bias included) of the embedding, or of
         the whole input ``[embedding; previous hidden]`` when ``feed_included``."""
         config = self.config
@@ -259,7 +267,7 @@ class RecurrentDecoder(Decoder):
         output = _dropout(F, output, config.dropout_states)
         context = probs = None
         if config.attention_in_upper_layers:
-            context, probs, att_state = self.attention.step(F, pre, output, embedded, att_state)
+            context, probs, att_state = self.attention.step(F, pre, output, embedded, att_state, beam_size)
         for index in range(1, config.num_layers):
             layer = self.rnn_layers[index]
             inputs = F.concat(output, context, dim=1) if config.attention_in_upper_layers else output
@@ -269,11 +277,11 @@ class RecurrentDecoder(Decoder):
             new_output = _dropout(F, new_output, config.dropout_states)
             output = new_output + output if self._residual(index) else new_output
         if not config.attention_in_upper_layers:
-            context, probs, att_state = self.attention.step(F, pre, output, embedded, att_state)
+            context, probs, att_state = self.attention.step(F, pre, output, embedded, att_state, beam_size)
         hidden = self._attentional_hidden(F, output, context, embedded)
         return hidden, probs, all_states, att_state
 
-    def step(self, F, embedded, states: List) -> Tuple:
+    def step(self, F, embedded, states: List, beam_size: int = 1) -> Tuple:
         pre, layer_states, prev_hidden, att_state = self._unpack(states)
         first = self.rnn_layers[0]
         # one step: the first layer's whole input in one product with the whole weight (slicing the weight, as
@@ -284,7 +292,7 @@ class RecurrentDecoder(Decoder):
         hidden, probs, new_layer_states, att_state = self._step(F, first.project_inputs(F, inputs), embedded, pre,
                                                                 layer_states, prev_hidden, att_state,
                                                                 [None] * self.config.num_layers, None,
-                                                                feed_included=True)
+                                                                feed_included=True, beam_size=beam_size)
         new_states = [s for layer_state in new_layer_states for s in layer_state]
         if self.config.input_feeding:
             new_states.append(hidden)
@@ -404,8 +412,9 @@ class TransformerDecoder(Decoder):
         states.append(F.expand_dims(position, axis=1) + NEG_INF)                           # (N, 1)
         return states
 
-    def step(self, F, embedded, states: List) -> Tuple:
+    def step(self, F, embedded, states: List, beam_size: int = 1) -> Tuple:
         n = self.num_static_states
+        states = _repeat_static(F, states, n, beam_size)
         position = states[n]
         caches = states[n + 1: n + 1 + 2 * self.config.num_layers]
         cache_bias = states[-1]
@@ -464,8 +473,9 @@ class ConvolutionalDecoder(Decoder):
         states.extend(layer.initial_window(F, encoded) for layer in self.c_layers)
         return states
 
-    def step(self, F, embedded, states: List) -> Tuple:
+    def step(self, F, embedded, states: List, beam_size: int = 1) -> Tuple:
         n = self.num_static_states
+        states = _repeat_static(F, states, n, beam_size)
         position = states[n]
         target = self.i2h(_dropout(F, self.positions.add_at(F, embedded, position), self.config.hidden_dropout))
         target = F.expand_dims(target, axis=1)

@@ -117,6 +117,12 @@ def zeros(F, like, size: int):
     return F.broadcast_axis(column, axis=1, size=size)
 
 
+def repeat_rows(F, x, repeats: int):
+    """``(B, ...) -> (B * repeats, ...)``: each row ``repeats`` times in a row (a broadcast: static decoder states
+    shared by an input's beam rows)."""
+    return F.reshape(F.broadcast_axis(F.reshape(x, shape=(-4, -1, 1, -2)), axis=1, size=repeats), shape=(-3, -2))
+
+
 def split_steps(F, x, seq_len: int):
     """``(B, T, ...)`` -> a list of T ``(B, ...)`` arrays (one split op)."""
     if seq_len == 1:

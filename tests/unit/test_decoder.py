@@ -123,3 +123,34 @@ def test_transformer_needs_no_projection_when_sizes_match_and_projects_otherwise
 def test_unknown_decoder():
     with pytest.raises(ValueError, match="unknown decoder"):
         create_decoder("lstm", None, 16, 16, 7)
+
+
+@pytest.mark.parametrize("decoder,kwargs", [
+    ("rnn", {}), ("rnn", {"attention_use_prev_word": True, "layer_normalization": True}),
+    ("rnn", {"num_layers": 2, "attention_in_upper_layers": True}), ("rnn", {"attention_type": "coverage"}),
+    ("rnn", {"attention_type": "dot"}), ("rnn", {"attention_type": "mhdot", "attention_mhdot_heads": 2}),
+    ("transformer", {}), ("cnn", {})])
+def test_step_with_static_states_shared_by_the_beam_is_exact(decoder, kwargs):
+    """``step(..., beam_size=K)`` on static states at one row per input (mlp attention uses them as they are,
+    the other types repeat them) gives exactly the step on states repeated for every beam row."""
+    model = tiny_model(decoder, **kwargs)
+    k = 3
+    mx.random.seed(13)
+    encoded = model.encoder(mx.nd.random.uniform(0, 2, shape=(B, C) + GRID))
+    states = model.decoder.init_states(mx.nd, encoded)
+    n = model.decoder.num_static_states
+    repeated = [mx.nd.repeat(s, repeats=k, axis=0) for s in states]
+    # the rows of an input differ: different words and, after a first step, different recurrent states
+    embedded = model.embedding(mx.nd.array(np.random.RandomState(4).randint(4, V, size=B * k)))
+    _, _, first = model.decoder.step(mx.nd, embedded, repeated)
+    repeated = repeated[:n] + list(first)
+    shared = states[:n] + list(first)
+    embedded = model.embedding(mx.nd.array(np.random.RandomState(5).randint(4, V, size=B * k)))
+    hidden, probs, new_states = model.decoder.step(mx.nd, embedded, repeated)
+    fast_hidden, fast_probs, fast_states = model.decoder.step(mx.nd, embedded, shared, beam_size=k)
+    np.testing.assert_array_equal(fast_hidden.asnumpy(), hidden.asnumpy())
+    np.testing.assert_array_equal(fast_probs.asnumpy(), probs.asnumpy())
+    assert len(fast_states) == len(new_states)
+    for a, b in zip(fast_states, new_states):
+        np.testing.assert_array_equal(a.asnumpy(), b.asnumpy())
+    assert len({tuple(row) for row in hidden.asnumpy().round(6)}) == B * k
