@@ -13,11 +13,8 @@ def _use_every_core() -> None:
     ``__init__``, so this is the one place that can give it every core the process may use. A value the user
     set is left alone."""
     if "OMP_NUM_THREADS" not in os.environ:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            cores = os.cpu_count() or 1
-        os.environ["OMP_NUM_THREADS"] = str(max(1, cores))
+        from .utils import num_cpus   # utils does not import MXNet
+        os.environ["OMP_NUM_THREADS"] = str(max(1, num_cpus()))
 
 
 _use_every_core()

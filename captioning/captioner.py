@@ -44,7 +44,7 @@ def resolve_cnn_path(model_path: str, model_folder: str) -> str:
     folder; the first that exists wins."""
     if os.path.isabs(model_path):
         return model_path
-    from .cnn import symbol_file
+    from .cnn import is_onnx, symbol_file
     candidates = [model_path]
     root = _training_source_root(model_folder)
     if root is not None:
@@ -52,7 +52,7 @@ def resolve_cnn_path(model_path: str, model_folder: str) -> str:
         if not os.path.isabs(root):  # relative to where training ran: the model folder's parent is a good guess
             candidates.append(os.path.join(os.path.dirname(os.path.abspath(model_folder)), root, model_path))
     candidates.append(os.path.join(model_folder, model_path))
-    return next((c for c in candidates if os.path.exists(symbol_file(c))), model_path)
+    return next((c for c in candidates if os.path.exists(c if is_onnx(c) else symbol_file(c))), model_path)
 
 
 def cnn_config_for(args: argparse.Namespace, model_config: "ModelConfig", model_folder: str) -> "CNNConfig":

@@ -166,9 +166,8 @@ def read_encoder_sidecar(model_path: str) -> Optional[Dict[str, Any]]:
     sidecar: it is information, never needed to run the encoder."""
     path = encoder_sidecar_path(model_path)
     try:
-        with open(path, encoding="utf-8") as f:
-            values = json.load(f)
-    except (OSError, ValueError):
+        values = utils.read_json(path, "the encoder sidecar")
+    except utils.CaptioningError:
         return None
     return values if isinstance(values, dict) else None
 
@@ -272,10 +271,7 @@ class ImageBatch:
 
 
 def default_num_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    return utils.num_cpus()
 
 
 def _where(where: Union[str, Sequence[str]], index: int) -> str:

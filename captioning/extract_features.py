@@ -22,7 +22,7 @@ import numpy as np
 
 from . import arguments, constants as C, features, image_io, log, utils
 from .cnn import (CNNConfig, FeatureExtractor, create_feature_extractor, is_onnx, iterate_image_batches,  # no MXNet
-                  params_file, symbol_file)
+                  params_file, strip_output_suffix, symbol_file)
 from .config import Config
 
 logger = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> Ext
     with _output_errors(config.output_root):
         cnn_record = copy_cnn(config.cnn, config.output_root) if config.copy_cnn else \
             config.cnn.copy(model_path=os.path.abspath(config.cnn.model_path))
-        cnn_record = cnn_record.copy(layer=_strip_output(config.cnn.layer))
+        cnn_record = cnn_record.copy(layer=strip_output_suffix(config.cnn.layer))
         features.write_feature_sizes(config.output_root, features.FeatureSizes(
             image_shape=tuple(config.cnn.image_size), features_shape=shape, cnn=cnn_record.to_dict()))  # type: ignore
 
@@ -227,20 +227,18 @@ def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> Ext
 def _check_same_cnn(config: ExtractionConfig) -> None:
     """Feature files of another CNN, layer or input size must not be mixed into one folder (a re-run would keep
     them): refuse unless --overwrite (which recomputes every file of the list)."""
-    import json
     path = os.path.join(config.output_root, C.IMAGE_FEATURE_SIZES_JSON)
     if config.overwrite or not os.path.exists(path):
         return
     try:
-        with open(path, encoding="utf-8") as f:
-            old = json.load(f).get("cnn") or {}
-    except (OSError, ValueError, AttributeError):
+        old = utils.read_json(path, "the feature sizes").get("cnn") or {}
+    except (utils.CaptioningError, AttributeError):
         return
-    new = {"model": os.path.basename(config.cnn.model_path), "layer": _strip_output(config.cnn.layer),
+    new = {"model": os.path.basename(config.cnn.model_path), "layer": strip_output_suffix(config.cnn.layer),
            "epoch": config.cnn.epoch, "image_size": list(config.cnn.image_size)}
     before = {"model": os.path.basename(str(old.get("model_path", new["model"]))),
-              "layer": _strip_output(str(old.get("layer", new["layer"]))), "epoch": old.get("epoch", new["epoch"]),
-              "image_size": list(old.get("image_size", new["image_size"]))}
+              "layer": strip_output_suffix(str(old.get("layer", new["layer"]))),
+              "epoch": old.get("epoch", new["epoch"]), "image_size": list(old.get("image_size", new["image_size"]))}
     changed = [key for key in new if new[key] != before[key]]
     utils.check_condition(not changed, "%s: the features in this folder were made with %s; this run uses %s. Use "
                                        "another --output-root, or --overwrite to recompute them all"
@@ -257,10 +255,6 @@ def _warn_if_not_native_size(cnn_config: CNNConfig) -> None:
         logger.warning("%s was made for input %s; --source-image-size is %s (pass --source-image-size %s unless "
                        "you mean it)", cnn_config.model_path, "x".join(map(str, native)),
                        "x".join(map(str, cnn_config.image_size)), " ".join(map(str, native)))
-
-
-def _strip_output(layer: str) -> str:
-    return layer[:-len("_output")] if layer.endswith("_output") else layer
 
 
 def _run(config: ExtractionConfig, extractor: FeatureExtractor, paths: Sequence[str], names: Sequence[str],
@@ -340,9 +334,8 @@ def config_from_args(args: argparse.Namespace) -> ExtractionConfig:
     utils.check_condition(height > 0 and width > 0, "--source-image-size: height and width must be positive")
     layer = args.image_encoder_layer
     utils.check_condition(bool(layer), "--image-encoder-layer: give the layer whose output is the feature map")
-    cnn = CNNConfig(model_path=args.image_encoder_model_path, layer=layer[:-len("_output")]
-                    if layer.endswith("_output") else layer, epoch=args.image_encoder_model_epoch,
-                    image_size=(channels, height, width))
+    cnn = CNNConfig(model_path=args.image_encoder_model_path, layer=strip_output_suffix(layer),
+                    epoch=args.image_encoder_model_epoch, image_size=(channels, height, width))
     quiet = args.quiet or args.loglevel in ("WARNING", "ERROR")
     return ExtractionConfig(image_root=args.image_root, input=args.input, output_root=args.output_root,
                             output=args.output, cnn=cnn, batch_size=args.batch_size, overwrite=args.overwrite,

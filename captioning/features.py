@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import pickle
+import tokenize
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -79,12 +80,7 @@ def read_feature_sizes(root: str) -> FeatureSizes:
     json_path = os.path.join(root, C.IMAGE_FEATURE_SIZES_JSON)
     pkl_path = os.path.join(root, C.IMAGE_FEATURE_SIZES_PKL)
     if os.path.exists(json_path):
-        try:
-            with open(json_path, encoding="utf-8") as f:
-                values = json.load(f)
-        except (OSError, ValueError) as e:
-            raise utils.CaptioningError("%s: cannot read the feature sizes (%s); re-run extract_features"
-                                        % (json_path, e)) from None
+        values = utils.read_json(json_path, "the feature sizes; re-run extract_features")
         path = json_path
     elif os.path.exists(pkl_path):
         try:
@@ -149,6 +145,10 @@ def is_placeholder(path: str) -> bool:
     return os.path.exists(placeholder_marker(path))
 
 
+# what numpy raises on a damaged .npy (its header is parsed as a Python literal: tokenizer and syntax errors too)
+NPY_ERRORS = (OSError, ValueError, EOFError, SyntaxError, TypeError, KeyError, MemoryError, tokenize.TokenError)
+
+
 def read_npy_header(path: str) -> Tuple[Tuple[int, ...], np.dtype, int]:
     """(shape, dtype, expected file size) of a ``.npy`` file, reading only its header."""
     with open(path, "rb") as f:
@@ -166,7 +166,7 @@ def is_complete_feature(path: str, expected_shape: Shape) -> bool:
     try:
         shape, dtype, size = read_npy_header(path)
         return tuple(shape) == tuple(expected_shape) and dtype == np.float32 and os.path.getsize(path) == size
-    except (OSError, ValueError):
+    except NPY_ERRORS:
         return False
 
 
@@ -178,7 +178,7 @@ def load_feature(path: str, expected_shape: Optional[Shape], where: str) -> np.n
     except FileNotFoundError:
         raise utils.CaptioningError("%s: feature file %s not found; run extract_features for this list (or check "
                                     "the feature root)" % (where, path)) from None
-    except (OSError, ValueError, EOFError) as e:
+    except NPY_ERRORS as e:
         raise utils.CaptioningError("%s: feature file %s is corrupt (%s); delete it and re-run extract_features"
                                     % (where, path, e)) from None
     utils.check_condition(array.ndim == 3, "%s: feature file %s has shape %s, expected (C, H, W)%s"
@@ -322,11 +322,10 @@ def read_mmap_index(root: str) -> Optional[Dict[str, Any]]:
     if not (os.path.isfile(index_path) and os.path.isfile(os.path.join(root, MMAP_STORE_NAME))):
         return None
     try:
-        with open(index_path, encoding="utf-8") as f:
-            index = json.load(f)
+        index = utils.read_json(index_path, "the mmap store's index")
         index["rows"] = {name: row for row, name in enumerate(index["names"])}
         return index
-    except (OSError, ValueError, KeyError, TypeError):
+    except (utils.CaptioningError, KeyError, TypeError):
         return None
 
 

@@ -1,12 +1,13 @@
 """Small helpers shared by every module: user-facing errors, atomic file writes, device selection."""
 import contextlib
 import errno
+import json
 import logging
 import os
 import stat
 import sys
 import tempfile
-from typing import IO, Callable, Iterator, List, Optional, Sequence
+from typing import IO, Any, Callable, Iterator, List, Optional, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +168,17 @@ def read_lines(path: str) -> List[str]:
     # universal newlines, as text-mode open(): \r\n and a lone \r end a line too
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return lines[:-1] if lines[-1] == "" else lines
+
+
+def read_json(path: str, what: str) -> Any:
+    """The JSON value in ``path``; any unreadable file (missing, not UTF-8, malformed, nested too deeply to parse)
+    is a `CaptioningError` naming the path and ``what`` the file should hold."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise CaptioningError("%s: cannot read %s (%s)" % (path, what, reason)) from None
 
 
 def decode_line(raw: bytes, where: str) -> str:

@@ -344,6 +344,9 @@ def test_recorded_cnn_path_is_found_from_anywhere(tmp_path, monkeypatch):
                             feats / "cnn" / "net-symbol.json")
     (model / "args.yaml").write_text("[unclosed")                # a corrupt args.yaml is no crash
     assert resolve_cnn_path("cnn/net", str(model)) == "cnn/net"
+    (model / "args.yaml").write_text("source_root: %s\n" % feats)
+    (feats / "cnn" / "encoder.onnx").write_bytes(b"onnx")        # an ONNX encoder is a file, not a prefix
+    assert resolve_cnn_path("cnn/encoder.onnx", str(model)) == str(feats / "cnn" / "encoder.onnx")
 
 
 def test_sample_seed_and_repetition_flags(setup):

@@ -119,3 +119,17 @@ def test_open_output_writes_devices_in_place(tmp_path):
     with pytest.raises(CaptioningError, match="No space left on device"):
         with utils.open_output("/dev/full") as f:
             f.write("x" * 10000)
+
+
+def test_read_json_names_the_file_for_every_kind_of_damage(tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text('{"a": [1, 2]}', encoding="utf-8")
+    assert utils.read_json(str(good), "a test file") == {"a": [1, 2]}
+    for name, data in [("deep.json", b"[" * 100000), ("latin1.json", b'{"a": "\xe9"}'), ("bad.json", b"{a:")]:
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(utils.CaptioningError) as e:
+            utils.read_json(str(path), "a test file")
+        assert str(e.value).startswith("%s: cannot read a test file (" % path)
+    with pytest.raises(utils.CaptioningError, match="missing.json: cannot read a test file"):
+        utils.read_json(str(tmp_path / "missing.json"), "a test file")
