@@ -363,12 +363,14 @@ def main() -> None:
     for threads in args.threads:
         tools = Tools(args, threads)
         print("== OMP_NUM_THREADS=%s (both tools); %s" % (threads, load()), flush=True)
+        logs = work / ("threads-%s" % threads)      # every run's log and outputs stay for inspection
+        logs.mkdir(exist_ok=True)
         if "extract" in args.parts:
-            extract_part(tools, paths, work, args, rows)
+            extract_part(tools, paths, logs, args, rows)
         if "train" in args.parts:
-            train_part(tools, paths, work, args.train_updates, rows, args.simultaneous, args.rounds)
+            train_part(tools, paths, logs, args.train_updates, rows, args.simultaneous, args.rounds)
         if "caption" in args.parts:
-            caption_part(tools, paths, work, args, rows)
+            caption_part(tools, paths, logs, args, rows)
         for row in rows:
             row.setdefault("threads", threads)
         print("== end of OMP_NUM_THREADS=%s; %s" % (threads, load()), flush=True)
