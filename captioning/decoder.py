@@ -72,7 +72,7 @@ class TransformerDecoderConfig(Config):
     dropout_attention: float = 0.1              # --transformer-dropout-attention
     dropout_act: float = 0.1                    # --transformer-dropout-act
     dropout_prepost: float = 0.1                # --transformer-dropout-prepost
-    max_seq_len: int = 100                      # --max-seq-len (target part): rows of learned positions
+    max_seq_len: int = 99                       # --max-seq-len (target part): rows of learned positions
 
     @property
     def output_size(self) -> int:
@@ -89,7 +89,7 @@ class ConvolutionalDecoderConfig(Config):
     positional_embedding: str = C.POSITIONAL_LEARNED  # --cnn-positional-embedding-type
     project_qkv: bool = False                   # --cnn-project-qkv
     hidden_dropout: float = 0.2                 # --cnn-hidden-dropout
-    max_seq_len: int = 100                      # --max-seq-len (target part): rows of learned positions
+    max_seq_len: int = 99                       # --max-seq-len (target part): rows of learned positions
 
     @property
     def output_size(self) -> int:

@@ -305,8 +305,9 @@ def load_model_config(folder: str) -> ModelConfig:
     try:
         with open(path, encoding="utf-8") as f:
             values = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as e:
-        raise utils.CaptioningError("%s: cannot read the model config (%s)" % (path, e)) from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+        raise utils.CaptioningError("%s: cannot read the model config (%s)" % (path, reason)) from None
     utils.check_condition(isinstance(values, dict), "%s: not a model config (expected a YAML mapping)" % path)
     version = values.get("format_version", C.MODEL_FORMAT_VERSION)
     utils.check_condition(isinstance(version, int) and version <= C.MODEL_FORMAT_VERSION,

@@ -6,6 +6,7 @@ alphabetical order, so the same captions always give the same vocabulary).
 import collections
 import json
 import logging
+import os
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from . import constants as C
@@ -52,15 +53,8 @@ def save_vocab(vocab: Vocab, path: str) -> None:
 
 def load_vocab(path: str) -> Vocab:
     """Read a vocabulary written by `save_vocab` (or by Sockeye) and check its ids."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            vocab = json.load(f)
-    except FileNotFoundError:
-        raise utils.CaptioningError("%s: no such vocabulary file" % path) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise utils.CaptioningError("%s: cannot read the vocabulary (%s)" % (path, e)) from None
-    except json.JSONDecodeError as e:
-        raise utils.CaptioningError("%s: not a JSON vocabulary (%s, line %d)" % (path, e.msg, e.lineno)) from None
+    utils.check_condition(os.path.exists(path), "%s: no such vocabulary file" % path)
+    vocab = utils.read_json(path, "the vocabulary")
     check_vocab(vocab, path)
     return vocab
 

@@ -76,7 +76,7 @@ def test_every_cli_default_equals_its_dataclass_default(decoder):
     args = train.build_parser().parse_args(REQUIRED + ["--decoder", decoder])
     # fields the CLI derives from the data or from other flags, not defaults of their own
     derived = {"max_output_length", "format_version", "image_cnn", "feature_shape", "vocab_size", "base_rate",
-               "checkpoint_interval", "batch_multiple_of", "output_folder", "max_seq_len"}
+               "checkpoint_interval", "batch_multiple_of", "output_folder"}
     model_config = train.create_model_config(args, (8, 2, 2), 10, 20)
     _assert_defaults(model_config, derived | ({"decoder"} if decoder != "rnn" else set()))
     _assert_defaults(train.create_training_config(args, 10), derived)

@@ -45,7 +45,7 @@ def test_load_rejects_wrong_special_ids(tmp_path):
     with pytest.raises(utils.CaptioningError, match="<unk> must have id 1"):
         V.load_vocab(str(path))
     path.write_text("{not json")
-    with pytest.raises(utils.CaptioningError, match="not a JSON vocabulary"):
+    with pytest.raises(utils.CaptioningError, match="v.json: cannot read the vocabulary"):
         V.load_vocab(str(path))
     with pytest.raises(utils.CaptioningError, match="no such"):
         V.load_vocab(str(tmp_path / "missing.json"))
