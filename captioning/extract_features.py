@@ -140,6 +140,26 @@ def _feature_name(relative: str) -> str:
     return features.feature_file_name(relative.lstrip("/"))
 
 
+def _lines_to_compute(config: ExtractionConfig, names: Sequence[str], shape: Tuple[int, ...]) -> Tuple[List[int], int]:
+    """(the lines of this shard whose feature file must be computed, how many are complete and kept): each distinct
+    feature file once (its first line); --skip-bad-images placeholders are always recomputed."""
+    k, n = config.shard or (1, 1)
+    todo: List[int] = []
+    seen = set()
+    skipped = 0
+    for i in range(k - 1, len(names), n):
+        if names[i] in seen:
+            continue
+        seen.add(names[i])
+        target = os.path.join(config.output_root, names[i])
+        if not config.overwrite and features.is_complete_feature(target, shape) and \
+                not features.is_placeholder(target):
+            skipped += 1
+            continue
+        todo.append(i)
+    return todo, skipped
+
+
 def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> ExtractionResult:  # noqa: F821
     """Run one extraction (or one shard of it, or the merge of shards). The Python API of the CLI."""
     import mxnet as mx
@@ -179,21 +199,8 @@ def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> Ext
         features.write_feature_sizes(config.output_root, features.FeatureSizes(
             image_shape=tuple(config.cnn.image_size), features_shape=shape, cnn=cnn_record.to_dict()))  # type: ignore
 
-    # the lines of this shard; each distinct feature file once (its first line)
     k, n = config.shard or (1, 1)
-    todo: List[int] = []
-    seen = set()
-    skipped = 0
-    for i in range(k - 1, len(names), n):
-        if names[i] in seen:
-            continue
-        seen.add(names[i])
-        target = os.path.join(config.output_root, names[i])
-        if not config.overwrite and features.is_complete_feature(target, shape) and \
-                not features.is_placeholder(target):
-            skipped += 1
-            continue
-        todo.append(i)
+    todo, skipped = _lines_to_compute(config, names, shape)
     if skipped:
         logger.info("%d feature file(s) already complete: kept (use --overwrite to recompute)", skipped)
     logger.info("Extracting %d feature file(s) of %s%s with %s at layer %s (%s -> %s)", len(todo), config.input,

@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -487,6 +487,23 @@ def _training_arrays(count: int, seed: int, image_size: int) -> Tuple[np.ndarray
     return images, {k: np.stack(v) for k, v in labels.items()}
 
 
+def _held_out_accuracy(forward: Callable[[np.ndarray], Sequence[Any]], images: np.ndarray,
+                       labels: Dict[str, np.ndarray]) -> Dict[str, float]:
+    """Accuracy of each attribute head on held-out scenes (batch norm in inference mode); shape and colour are
+    scored on the cells that hold an object, size where there is one."""
+    keys = ("shape", "colour", "size", "background", "count")
+    correct: Dict[str, List[float]] = {k: [] for k in keys}
+    for s in range(0, len(images), 100):
+        outs = forward(images[s:s + 100].astype(np.float32))
+        for key, out in zip(keys, outs):
+            pred = out.argmax(axis=1).asnumpy().astype(np.int64)
+            truth = labels[key][s:s + 100]
+            mask = truth >= 0 if key == "size" else truth > 0 if key in ("shape", "colour") else \
+                np.ones(truth.shape, dtype=bool)
+            correct[key].append(float((pred[mask] == truth[mask]).mean()))
+    return {k: float(np.mean(v)) for k, v in correct.items()}
+
+
 def train_cnn(output_params: str, steps: int = 2000, seconds: float = 600.0, seed: int = 0, num_scenes: int = 6000,
               batch_size: int = 32, learning_rate: float = 3e-3) -> Dict[str, float]:
     """Pretrain the synthetic CNN (``build_symbol``) on attribute labels for ``steps`` updates (linearly decayed
@@ -555,22 +572,7 @@ def train_cnn(output_params: str, steps: int = 2000, seconds: float = 600.0, see
         step += 1
         if step % 50 == 0:
             logger.info("step %d (%.0f s): loss %.3f", step, time.time() - start, loss.mean().asscalar())
-    # held-out accuracy (batch norm in inference mode)
-    correct: Dict[str, List[float]] = {k: [] for k in ("shape", "colour", "size", "background", "count")}
-    for s in range(0, len(held_images), 100):
-        outs = forward(held_images[s:s + 100].astype(np.float32))
-        for key, out in zip(("shape", "colour", "size", "background", "count"), outs):
-            pred = out.argmax(axis=1).asnumpy().astype(np.int64)
-            truth = held_labels[key][s:s + 100]
-            if key == "size":
-                mask = truth >= 0
-                correct[key].append(float((pred[mask] == truth[mask]).mean()))
-            elif key in ("shape", "colour"):
-                mask = truth > 0  # cells with an object
-                correct[key].append(float((pred[mask] == truth[mask]).mean()))
-            else:
-                correct[key].append(float((pred == truth).mean()))
-    accuracy = {k: float(np.mean(v)) for k, v in correct.items()}
+    accuracy = _held_out_accuracy(forward, held_images, held_labels)
     logger.info("%d steps in %.0f s; held-out accuracy: %s", step, time.time() - start,
                 ", ".join("%s %.3f" % kv for kv in accuracy.items()))
     aux_names = set(symbol.list_auxiliary_states())

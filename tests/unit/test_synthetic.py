@@ -173,3 +173,24 @@ def test_session_fixtures_are_consistent(synthetic_features, tiny_cnn):
     assert feature.shape == f.feature_shape == (64, 8, 8) and feature.dtype == np.float32
     assert f.image_size == (3, 128, 128) and f.layer == "stage4_unit2_conv2"
     assert os.path.exists(tiny_cnn.prefix + "-symbol.json") and tiny_cnn.feature_shape == (8, 4, 4)
+
+
+def test_held_out_accuracy_scores_object_cells_only():
+    import mxnet as mx
+    from captioning.synthetic import _held_out_accuracy
+    labels = {"shape": np.array([[[0, 2]]]), "colour": np.array([[[0, 1]]]), "size": np.array([[[-1, 0]]]),
+              "background": np.array([3]), "count": np.array([1])}
+
+    def one_hot(classes, n, wrong_at=None):
+        out = np.zeros((1, n) + classes.shape[1:], dtype=np.float32)
+        picked = classes.copy().clip(0)
+        if wrong_at is not None:
+            picked[wrong_at] = (picked[wrong_at] + 1) % n
+        np.put_along_axis(out, np.expand_dims(picked, 1), 1.0, axis=1)
+        return mx.nd.array(out)
+
+    def forward(_):   # right on every object cell, wrong on the empty cell (0, 0, 0) of shape: not counted
+        return (one_hot(labels["shape"], 4, wrong_at=(0, 0, 0)), one_hot(labels["colour"], 3),
+                one_hot(labels["size"], 2), one_hot(labels["background"], 4, wrong_at=0), one_hot(labels["count"], 3))
+    accuracy = _held_out_accuracy(forward, np.zeros((1, 3, 2, 2)), labels)
+    assert accuracy == {"shape": 1.0, "colour": 1.0, "size": 1.0, "background": 0.0, "count": 1.0}
