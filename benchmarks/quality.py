@@ -1,11 +1,12 @@
 """Caption quality recipe: cross-entropy training, then self-critical training (CIDEr-D rewards), scored per stage.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/quality.py flickr [--shared ../shared]
-        [--cache-dir /tmp/captioning-quality] [--features DIR] [--xe-model DIR] [--sc-updates 300]
-        [--sc-learning-rate 0.00003] [--sc-batch-size 16] [--samples 5] [--baseline mean]
-        [--checkpoint-interval 50] [--beam-size 3]
+        [--cache-dir /tmp/captioning-quality] [--features DIR] [--xe-model DIR] [--sc-updates 1000]
+        [--sc-learning-rate 0.00002] [--sc-batch-size 16] [--samples 5] [--baseline mean]
+        [--checkpoint-interval 100] [--beam-size 3]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/quality.py speed --xe-model DIR [--updates 12] [--samples 5]
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/quality.py scenes [--cache-dir ...] [--sc-updates 200]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/quality.py scenes [--cache-dir ...] --sc-updates 200 \
+        --sc-learning-rate 0.0001 --sc-batch-size 32 --checkpoint-interval 50
 
 ``flickr`` (FLICKR-A: flickr8k-sample's 753 training images x 5 captions; dev 113 images, 5 references):
 1. cross-entropy: benchmarks/train.py's tutorial model with its regularised recipe for 1,600 updates (or the model
@@ -244,13 +245,13 @@ def main() -> None:
     parser.add_argument("--features", default=None, help="FLICKR-A head_conv feature folder (default: extract into "
                                                          "the cache)")
     parser.add_argument("--xe-model", default=None, help="cross-entropy model folder (default: train one)")
-    parser.add_argument("--sc-updates", type=int, default=300)
-    parser.add_argument("--sc-learning-rate", type=float, default=3e-5)
+    parser.add_argument("--sc-updates", type=int, default=1000)
+    parser.add_argument("--sc-learning-rate", type=float, default=2e-5)
     parser.add_argument("--sc-batch-size", type=int, default=16,
                         help="self-critical: training lines per batch (each distinct image gets --samples samples)")
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--baseline", choices=["mean", "greedy"], default="mean")
-    parser.add_argument("--checkpoint-interval", type=int, default=50)
+    parser.add_argument("--checkpoint-interval", type=int, default=100)
     parser.add_argument("--beam-size", type=int, default=3)
     parser.add_argument("--updates", type=int, default=12, help="speed: timed updates")
     parser.add_argument("--batch-size", type=int, default=64, help="speed: training lines per batch")
