@@ -16,6 +16,7 @@ from typing import Any, Deque, Dict, Iterator, List, Optional, Protocol, Sequenc
 
 import numpy as np
 
+from . import constants as C
 from . import image_io, utils
 from .config import Config
 
@@ -24,7 +25,7 @@ from .config import Config
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_SUFFIX = "_output"
+OUTPUT_SUFFIX = C.LAYER_OUTPUT_SUFFIX
 SYMBOL_SUFFIX = "-symbol.json"
 PARAMS_FORMAT = "%s-%04d.params"
 ENCODER_SIDECAR_SUFFIX = "-encoder.json"     # written by import_cnn beside PREFIX-symbol.json / PREFIX.onnx
@@ -49,7 +50,7 @@ def params_file(prefix: str, epoch: int) -> str:
 
 def strip_output_suffix(layer: str) -> str:
     """``"stage4_unit3_conv3_output"`` -> ``"stage4_unit3_conv3"``."""
-    return layer[:-len(OUTPUT_SUFFIX)] if layer.endswith(OUTPUT_SUFFIX) else layer
+    return layer.removesuffix(OUTPUT_SUFFIX)
 
 
 def load_checkpoint(prefix: str, epoch: int) -> Tuple["mx.sym.Symbol", dict, dict]:  # noqa: F821

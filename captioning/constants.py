@@ -27,6 +27,8 @@ MODEL_FORMAT_VERSION = 2   # 2: ModelConfig.image_cnn (typed) replaces the cnn_c
 
 # --- feature folders (--output-root of extract_features) ---
 FEATURE_SUFFIX = ".npy"
+# MXNet names an internal output LAYER_output; --image-encoder-layer takes either form
+LAYER_OUTPUT_SUFFIX = "_output"
 IMAGE_FEATURE_SIZES_JSON = "image_feature_sizes.json"
 IMAGE_FEATURE_SIZES_PKL = "image_feature_sizes.pkl"   # Sockeye 1.x's sidecar; read with a restricted unpickler
 DEFAULT_SOURCE_IMAGE_SIZE = (3, 224, 224)

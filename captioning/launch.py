@@ -164,7 +164,7 @@ def plan_processes(config: LaunchConfig, scheduler_host: str, port: int,
                    cores: Optional[int] = None) -> List[ProcessSpec]:
     """Every process of the job: the scheduler (always on this machine), then the servers, then the workers.
     With ssh, worker i and server i run on host i mod H."""
-    cores = cores or usable_cores()
+    cores = cores or utils.num_cpus()
     local = config.launcher == LAUNCHER_LOCAL
     server_local = [sys.executable, "-c", SERVER_CODE]
     specs = []
@@ -184,14 +184,6 @@ def plan_processes(config: LaunchConfig, scheduler_host: str, port: int,
                 workdir = config.workdir or os.getcwd()
                 specs.append(ProcessSpec(role, index, ssh_argv(host, env, command, workdir), env, host))
     return specs
-
-
-def usable_cores() -> int:
-    """The number of cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def exit_status(returncode: int) -> int:

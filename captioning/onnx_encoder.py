@@ -12,12 +12,12 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import constants as C
 from . import utils
 
 logger = logging.getLogger(__name__)
 
 ONNX_SUFFIX = ".onnx"
-OUTPUT_SUFFIX = "_output"
 
 
 def _require() -> Tuple[Any, Any]:
@@ -68,9 +68,8 @@ def tensor_names(model: Any) -> List[str]:
 def _resolve_layer(model: Any, layer: str, path: str) -> str:
     import difflib
     names = tensor_names(model)
-    for candidate in (layer, layer + OUTPUT_SUFFIX, layer[:-len(OUTPUT_SUFFIX)] if layer.endswith(OUTPUT_SUFFIX)
-                      else None):
-        if candidate and candidate in names:
+    for candidate in (layer, layer + C.LAYER_OUTPUT_SUFFIX, layer.removesuffix(C.LAYER_OUTPUT_SUFFIX)):
+        if candidate in names:
             return candidate
     close = difflib.get_close_matches(layer, names, n=5, cutoff=0.4)
     raise utils.CaptioningError("%s: the ONNX model has no tensor %r (%s); see extract_features --list-layers"
