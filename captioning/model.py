@@ -117,12 +117,10 @@ class _Graph(gluon.HybridBlock):
             return states
         states = list(states)
         weight = states.pop(0) if self.weight_normalization else None
-        if self.seq_len > 1:
-            # shared static states: (B, ...) -> (B*K, ...), each input's row repeated for its K beam rows
-            for i in range(self.num_static_states):
-                states[i] = F.reshape(F.broadcast_axis(F.reshape(states[i], shape=(-4, -1, 1, -2)), axis=1,
-                                                     size=self.seq_len), shape=(-3, -2))
-        hidden, attention, new_states = self.decoder.step(F, self._embed(F, x), states)
+        # shared static states stay at one row per input: the decoder reads them as they are (MLP attention) or
+        # repeats them for the K beam rows of each input
+        hidden, attention, new_states = self.decoder.step(F, self._embed(F, x), states,
+                                                          beam_size=max(self.seq_len, 1))
         if weight is None:
             logits = self.output_layer(hidden)
         else:
