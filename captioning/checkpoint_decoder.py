@@ -61,7 +61,7 @@ class CheckpointDecoder:
     @classmethod
     def from_files(cls, root: str, source_list: str, target_files: Union[str, Sequence[str]], mode: str,
                    sample_size: int, seed: int, beam_size: int, batch_size: int, max_output_length: int,
-                   ctx: Optional[mx.Context] = None) -> "CheckpointDecoder":
+                   ctx: Optional[mx.Context] = None, allow_absolute: bool = False) -> "CheckpointDecoder":
         """Over the validation feature list ``source_list`` (names under ``root``; feature store ``mode``) and its
         caption files ``target_files`` (each line-aligned with the list). Lines naming the same feature file are one
         image; its references are the captions of all its lines in all files (empty captions are left out)."""
@@ -88,7 +88,8 @@ class CheckpointDecoder:
                 rows.append(lines[0])
         utils.check_condition(len(references) > 0, "%s: no validation image has a non-empty caption in %s"
                               % (source_list, ", ".join(files)))
-        store = features.open_feature_store(root, names, mode=mode, list_path=source_list)
+        store = features.open_feature_store(root, names, mode=mode, list_path=source_list,
+                                            allow_absolute=allow_absolute)
         return cls(store, references, sample_size=sample_size, seed=seed, beam_size=beam_size,
                    batch_size=batch_size, max_output_length=max_output_length, ctx=ctx, rows=rows)
 

@@ -457,7 +457,8 @@ def create_checkpoint_decoder(args: argparse.Namespace, max_output_length: int,
         args.validation_source_root or args.source_root, args.validation_source, validation_targets(args),
         arguments.feature_store_mode(args), sample_size=sample, seed=args.seed,
         beam_size=args.decode_and_evaluate_beam_size, batch_size=min(64, max(1, args.batch_size)),
-        max_output_length=args.max_output_length or max_output_length, ctx=ctx)
+        max_output_length=args.max_output_length or max_output_length, ctx=ctx,
+        allow_absolute=args.allow_absolute_paths)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -149,3 +149,17 @@ def test_from_files_several_target_files_are_several_references(tmp_path):
     with pytest.raises(CaptioningError, match="short.captions: 1 lines, but the validation list .* has 3"):
         CheckpointDecoder.from_files(str(root), str(tmp_path / "val.features"), targets + [str(tmp_path /
                                      "short.captions")], "lazy", -1, 1, 1, 1, 4)
+
+
+def test_from_files_refuses_names_outside_the_root_unless_allowed(tmp_path):
+    root = tmp_path / "feats"
+    write_features(root, ["x.npy"], seed=1)
+    write_features(tmp_path / "elsewhere", ["y.npy"], seed=2)
+    outside = str(tmp_path / "elsewhere" / "y.npy")
+    (tmp_path / "val.features").write_text("x.npy\n%s\n" % outside)
+    (tmp_path / "val.captions").write_text("x ref\ny ref\n")
+    args = (str(root), str(tmp_path / "val.features"), [str(tmp_path / "val.captions")], "lazy", -1, 1, 1, 1, 4)
+    with pytest.raises(CaptioningError, match="val.features, line 2"):
+        CheckpointDecoder.from_files(*args)
+    decoder = CheckpointDecoder.from_files(*args, allow_absolute=True)
+    assert decoder.references == [["x ref"], ["y ref"]]
