@@ -656,7 +656,9 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
                         help="Return this many hypotheses (json output lists them).")
     search.add_argument("--strip-unknown-words", action="store_true", default=False,
                         help="Remove <unk> from the output.")
-    search.add_argument("--softmax-temperature", type=float, default=None, help="Softmax temperature.")
+    search.add_argument("--softmax-temperature", "--temperature", dest="softmax_temperature", type=float,
+                        default=None, help="Divide the logits by T before the softmax, in beam search and with "
+                                           "--sample: above 1 flatter, below 1 sharper (default: 1).")
     search.add_argument("--no-repeat-ngram-size", type=int_greater_or_equal(0), default=0,
                         help="Beam search: no n-gram of this many words appears twice in a caption (0: off).")
     search.add_argument("--no-dangling-words", action="store_true", default=False,
@@ -665,8 +667,6 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
                         help="Sample captions instead of searching: from the whole softmax, or from its K most "
                              "likely words (--sample K). With --nbest-size N, N samples per image (the first is the "
                              "caption). Not with lexical constraints.")
-    search.add_argument("--temperature", type=float, default=1.0,
-                        help="Sampling temperature (with --sample): above 1 flatter, below 1 sharper.")
     search.add_argument("--seed", type=int, default=None,
                         help="Seed MXNet's and NumPy's random generators before captioning (reproducible --sample).")
 

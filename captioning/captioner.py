@@ -89,7 +89,7 @@ def captioner_config(args: argparse.Namespace) -> "CaptionerConfig":
         beam_prune=args.beam_prune, beam_search_stop=args.beam_search_stop, nbest_size=args.nbest_size,
         softmax_temperature=args.softmax_temperature, strip_unknown_words=args.strip_unknown_words,
         no_repeat_ngram_size=args.no_repeat_ngram_size, no_dangling_words=args.no_dangling_words,
-        sample=args.sample, temperature=args.temperature)
+        sample=args.sample)
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> Optional[int]:

@@ -54,12 +54,11 @@ class CaptionerConfig(Config):
     beam_prune: float = 0.0
     beam_search_stop: str = "all"
     nbest_size: int = 1
-    softmax_temperature: Optional[float] = None
+    softmax_temperature: Optional[float] = None  # logits / T before the softmax (search and sampling); None: 1
     strip_unknown_words: bool = False
     no_repeat_ngram_size: int = 0               # beam search: no n-gram of this size twice in a caption (0: off)
     no_dangling_words: bool = False             # beam search: no caption ends on `beam_search.DANGLING_WORDS`
     sample: Optional[int] = None                # sample instead of searching: 0 = whole softmax, K = its top K
-    temperature: float = 1.0                    # sampling temperature (with ``sample``)
 
     def __post_init__(self) -> None:
         if self.sample is None:
@@ -69,10 +68,9 @@ class CaptionerConfig(Config):
             utils.check_condition(not self.no_repeat_ngram_size and not self.no_dangling_words,
                                   "--no-repeat-ngram-size and --no-dangling-words control the beam search; they "
                                   "cannot be used with --sample")
-        utils.check_condition(self.temperature > 0, "--temperature must be > 0")
         utils.check_condition(self.no_repeat_ngram_size >= 0, "--no-repeat-ngram-size must be >= 0")
         utils.check_condition(self.softmax_temperature is None or self.softmax_temperature > 0,
-                              "--softmax-temperature must be > 0")
+                              "--softmax-temperature (--temperature) must be > 0")
 
     def effective_chunk_size(self) -> int:
         """``chunk_size``, or by default 1 at batch size 1 (as Sockeye: each line is captioned as soon as it is
@@ -328,7 +326,7 @@ class Captioner:
             from .sampling import Sampler
             self.searcher = Sampler(self.models, num_samples=config.nbest_size,
                                     max_output_length=self.max_output_length, top_k=config.sample,
-                                    temperature=config.temperature, ctx=self.ctx, ensemble_mode=config.ensemble_mode,
+                                    temperature=config.softmax_temperature or 1.0, ctx=self.ctx, ensemble_mode=config.ensemble_mode,
                                     length_penalty=length_penalty)
         self.num_failed = 0
         self.num_captioned = 0

@@ -247,7 +247,7 @@ def test_config_checks():
     with pytest.raises(CaptioningError, match="cannot be used with --sample"):
         CaptionerConfig(sample=0, no_dangling_words=True)
     with pytest.raises(CaptioningError, match="--temperature"):
-        CaptionerConfig(sample=0, temperature=0.0)
+        CaptionerConfig(sample=0, softmax_temperature=0.0)
     with pytest.raises(CaptioningError, match="--nbest-size 3 is larger than --beam-size 2"):
         CaptionerConfig(beam_size=2, nbest_size=3)
 
