@@ -326,8 +326,8 @@ class Captioner:
             from .sampling import Sampler
             self.searcher = Sampler(self.models, num_samples=config.nbest_size,
                                     max_output_length=self.max_output_length, top_k=config.sample,
-                                    temperature=config.softmax_temperature or 1.0, ctx=self.ctx, ensemble_mode=config.ensemble_mode,
-                                    length_penalty=length_penalty)
+                                    temperature=config.softmax_temperature or 1.0, ctx=self.ctx,
+                                    ensemble_mode=config.ensemble_mode, length_penalty=length_penalty)
         self.num_failed = 0
         self.num_captioned = 0
         self.search_seconds = 0.0
