@@ -111,7 +111,7 @@ def quality_runs(prefixes: dict, shared: Path, cache: Path, updates: int) -> Non
         scores = train_bench.quality(paths, shared, model, work)
         print("quality %s (head_relu6 %s, %d updates, %.0f s, peak %d MB): %s" % (
             name, "x".join(map(str, json.loads((feats / "image_feature_sizes.json").read_text())["features_shape"])),
-            updates, seconds, rss, ", ".join("%s %.1f" % (k, 100 * v) for k, v in sorted(scores.items()))))
+            updates, seconds, rss, ", ".join("%s %.1f" % (k, v) for k, v in sorted(scores.items()))))
 
 
 def main() -> None:
