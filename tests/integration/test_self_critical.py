@@ -1,15 +1,11 @@
 """python -m captioning.train --loss self-critical from a cross-entropy model: metrics (reward-train, cider-val),
 --optimized-metric cider, and resume after kill -9 equal to an uninterrupted run."""
 import os
-import signal
-import subprocess
-import sys
-import time
 
-import numpy as np
 import pytest
 
-from .test_train import REPO, assert_same_metrics, read_metrics, run_train, train_args
+from .test_train import (assert_same_metrics, assert_same_params, kill_after_two_checkpoints, read_metrics,
+                         run_train, train_args)
 
 pytestmark = pytest.mark.slow
 
@@ -40,26 +36,11 @@ def test_self_critical_run_and_resume_after_kill(synthetic_features, cross_entro
 
     killed = tmp_path / "killed"
     args = train_args(synthetic_features, killed, "--params", params, *SELF_CRITICAL)
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    proc = subprocess.Popen([sys.executable, "-m", "captioning.train"] + args, cwd=str(REPO), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = killed / "metrics"
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_two_checkpoints(args, killed, timeout=240)
     assert len(read_metrics(killed)) < 4
     run_train(args)
     assert_same_metrics(read_metrics(killed), expected)
-    import mxnet as mx
-    a = mx.nd.load(str(straight / "params.00004"))
-    b = mx.nd.load(str(killed / "params.00004"))
-    for key in a:
-        np.testing.assert_allclose(a[key].asnumpy(), b[key].asnumpy(), rtol=1e-4, atol=1e-6)
+    assert_same_params(straight / "params.00004", killed / "params.00004")
 
 
 def test_self_critical_without_params_is_refused(synthetic_features, tmp_path):

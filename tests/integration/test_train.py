@@ -99,11 +99,21 @@ def test_resume_after_kill_matches_uninterrupted_run(synthetic_features, tmp_pat
 
     killed = tmp_path / "killed"
     args = train_args(synthetic_features, killed, *extra)
+    kill_after_two_checkpoints(args, killed, timeout=180)
+    assert len(read_metrics(killed)) < 6
+    run_train(args)
+    assert_same_metrics(read_metrics(killed), expected)
+    # the final params are the same too
+    assert_same_params(straight / "params.00006", killed / "params.00006")
+
+
+def kill_after_two_checkpoints(args, folder, timeout: float) -> None:
+    """Start ``python -m captioning.train ARGS`` and SIGKILL it once ``folder/metrics`` holds two checkpoints."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     proc = subprocess.Popen([sys.executable, "-m", "captioning.train"] + args, cwd=str(REPO), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = killed / "metrics"
-    deadline = time.time() + 180
+    metrics = folder / "metrics"
+    deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
         if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
             break
@@ -111,13 +121,12 @@ def test_resume_after_kill_matches_uninterrupted_run(synthetic_features, tmp_pat
     assert proc.poll() is None, "the run ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert len(read_metrics(killed)) < 6
-    run_train(args)
-    assert_same_metrics(read_metrics(killed), expected)
-    # the final params are the same too
+
+
+def assert_same_params(path_a, path_b) -> None:
     import mxnet as mx
-    a = mx.nd.load(str(straight / "params.00006"))
-    b = mx.nd.load(str(killed / "params.00006"))
+    a = mx.nd.load(str(path_a))
+    b = mx.nd.load(str(path_b))
     for key in a:
         np.testing.assert_allclose(a[key].asnumpy(), b[key].asnumpy(), rtol=1e-4, atol=1e-6)
 
