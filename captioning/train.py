@@ -240,6 +240,8 @@ def check_same_command(args: argparse.Namespace) -> Tuple[bool, List[str]]:
                           "--output or pass --overwrite-output to empty it" % (folder.path, C.ARGS_NAME))
     old = read_args(args_path)
     new = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
+    parser = build_parser()     # an option newer than the folder's args.yaml counts as its default there
+    old.update({k: parser.get_default(k) for k in new if k not in old})
     diff = differing_options(old, new, ignore=sorted(ARGS_MAY_DIFFER))
     utils.check_condition(not diff, "--output %s holds a run of a different command (%s); run the same command to "
                                     "resume it, or pass --overwrite-output to start afresh"

@@ -340,6 +340,14 @@ def test_a_finished_run_can_be_extended(synthetic_features, tmp_path):
     # other differences are still refused
     line = _one_error_line(run_train(base + ["--max-updates", "6", "--initial-learning-rate", "0.5"], check=False))
     assert "holds a run of a different command (--initial-learning-rate" in line
+    # a folder written by an older version (no --self-critical-samples in its args.yaml) continues at the default
+    stored = yaml.safe_load((out / "args.yaml").read_text())
+    del stored["self_critical_samples"]
+    (out / "args.yaml").write_text(yaml.safe_dump(stored))
+    run_train(base + ["--max-updates", "6"])
+    assert [n for n, _ in read_metrics(out)] == [1, 2, 3]
+    line = _one_error_line(run_train(base + ["--max-updates", "8", "--self-critical-samples", "3"], check=False))
+    assert "(--self-critical-samples (5 -> 3))" in line
 
 
 @pytest.mark.slow
