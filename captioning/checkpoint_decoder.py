@@ -11,7 +11,7 @@ captioner's `BeamSearch`, so training and captioning share one search.
 import logging
 import time
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
 import mxnet as mx
 import numpy as np
@@ -20,6 +20,9 @@ from . import constants as C
 from . import utils
 from .beam_search import BeamSearch, LengthPenalty
 from .cider import CiderD
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .features import FeatureStore
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +64,13 @@ class CheckpointDecoder:
     @classmethod
     def from_files(cls, root: str, source_list: str, target_files: Union[str, Sequence[str]], mode: str,
                    sample_size: int, seed: int, beam_size: int, batch_size: int, max_output_length: int,
-                   ctx: Optional[mx.Context] = None, allow_absolute: bool = False) -> "CheckpointDecoder":
+                   ctx: Optional[mx.Context] = None, allow_absolute: bool = False,
+                   store: Optional["FeatureStore"] = None) -> "CheckpointDecoder":
         """Over the validation feature list ``source_list`` (names under ``root``; feature store ``mode``) and its
         caption files ``target_files`` (each line-aligned with the list). Lines naming the same feature file are one
-        image; its references are the captions of all its lines in all files (empty captions are left out)."""
+        image; its references are the captions of all its lines in all files (empty captions are left out).
+        ``store``: an open store over every line of ``source_list`` (training's validation store: the validation
+        features are then held once), else one is opened."""
         from . import features
         files = [target_files] if isinstance(target_files, str) else list(target_files)
         utils.check_condition(len(files) > 0, "checkpoint decoder: no validation target file")
@@ -88,8 +94,11 @@ class CheckpointDecoder:
                 rows.append(lines[0])
         utils.check_condition(len(references) > 0, "%s: no validation image has a non-empty caption in %s"
                               % (source_list, ", ".join(files)))
-        store = features.open_feature_store(root, names, mode=mode, list_path=source_list,
-                                            allow_absolute=allow_absolute)
+        if store is None:
+            store = features.open_feature_store(root, names, mode=mode, list_path=source_list,
+                                                allow_absolute=allow_absolute)
+        utils.check_condition(len(store.names) == len(names), "%s: the feature store has %d rows for %d lines"
+                              % (source_list, len(store.names), len(names)))
         return cls(store, references, sample_size=sample_size, seed=seed, beam_size=beam_size,
                    batch_size=batch_size, max_output_length=max_output_length, ctx=ctx, rows=rows)
 

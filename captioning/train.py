@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover - the CLI imports MXNet only once the comm
 
     from .checkpoint_decoder import CheckpointDecoder
     from .cnn import CNNConfig
+    from .features import FeatureStore
     from .model import ModelConfig
     from .training import Trainer, TrainingConfig
 
@@ -406,7 +407,8 @@ def build_training(args: argparse.Namespace, kv: Optional["mx.kvstore.KVStore"],
                                   num_embed=arguments.target_value(args.num_embed),
                                   params_file=None if resume else args.params,
                                   allow_missing=args.allow_missing_params, ignore_extra=args.ignore_extra_params)
-    decoder = create_checkpoint_decoder(args, max_output_length, contexts[0]) if rank == 0 else None
+    decoder = create_checkpoint_decoder(args, max_output_length, contexts[0], data.val_iter.store) if rank == 0 \
+        else None
     trainer = training.create_trainer(create_training_config(args, len(vocab)), model, data, contexts, vocab,
                                       max_output_length, checkpoint_decoder=decoder, kvstore=kv)
     return BuiltTraining(vocab=vocab, data=data, model_config=model_config, trainer=trainer, contexts=contexts,
@@ -446,10 +448,11 @@ def save_setup(args: argparse.Namespace, built: BuiltTraining) -> None:
     model_folder.ModelFolder(args.output).write_setup(built.model_config, built.vocab)
 
 
-def create_checkpoint_decoder(args: argparse.Namespace, max_output_length: int,
-                              ctx: "mx.Context") -> Optional["CheckpointDecoder"]:
+def create_checkpoint_decoder(args: argparse.Namespace, max_output_length: int, ctx: "mx.Context",
+                              store: Optional["FeatureStore"] = None) -> Optional["CheckpointDecoder"]:
     """`checkpoint_decoder.CheckpointDecoder` over the validation images and all their references (None with
-    ``--decode-and-evaluate 0``)."""
+    ``--decode-and-evaluate 0``); ``store``: the validation iterator's store over every line of
+    ``--validation-source`` (so the features are held once), else the decoder opens its own."""
     if args.decode_and_evaluate == 0:
         return None
     from . import checkpoint_decoder
@@ -460,7 +463,7 @@ def create_checkpoint_decoder(args: argparse.Namespace, max_output_length: int,
         arguments.feature_store_mode(args), sample_size=sample, seed=args.seed,
         beam_size=args.decode_and_evaluate_beam_size, batch_size=min(64, max(1, args.batch_size)),
         max_output_length=args.max_output_length or max_output_length, ctx=ctx,
-        allow_absolute=args.allow_absolute_paths)
+        allow_absolute=args.allow_absolute_paths, store=store)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

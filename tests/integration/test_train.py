@@ -296,8 +296,10 @@ def test_refused_before_the_model_folder_is_written(synthetic_features, tmp_path
     refs = list(synthetic_features.val_references[:2])
     run_train(train_args(synthetic_features, out, "--max-updates", "1", "--checkpoint-interval", "1",
                          "--optimizer-params", "beta1:0.8", "--decode-and-evaluate", "4", "--optimized-metric",
-                         "cider") + ["--validation-target"] + refs)
+                         "cider", "--load-all-features-to-memory") + ["--validation-target"] + refs)
     (_, values), = read_metrics(out)
+    # the checkpoint decoder uses the validation store: features loaded once for training, once for validation
+    assert (out / "log").read_text().count("into memory:") == 2
     assert {"perplexity-val", "bleu-val", "cider-val"} <= set(values)
     log = (out / "log").read_text()
     num_val = len(Path(synthetic_features.val_features).read_text().splitlines())

@@ -123,6 +123,25 @@ def test_from_files_groups_repeated_lines_of_an_image(tmp_path, mode):
     np.testing.assert_array_equal(decoder.features.get_batch([decoder.rows[1]])[0], expected)
 
 
+def test_from_files_uses_the_store_it_is_given(tmp_path):
+    """Training passes its validation store, so the validation features are held once; a store over another
+    number of lines is refused."""
+    from captioning import features
+    root = tmp_path / "feats"
+    names = ["p.npy", "q.npy", "p.npy"]
+    write_features(root, names, seed=4)
+    (tmp_path / "val.features").write_text("\n".join(names) + "\n")
+    (tmp_path / "val.captions").write_text("p one\nq one\np two\n")
+    store = features.open_feature_store(str(root), names, mode="memory")
+    decoder = CheckpointDecoder.from_files(str(root), str(tmp_path / "val.features"), [str(tmp_path / "val.captions")],
+                                           "memory", -1, 1, 1, 2, 4, store=store)
+    assert decoder.features is store and decoder.references == [["p one", "p two"], ["q one"]]
+    with pytest.raises(CaptioningError, match="val.features: the feature store has 2 rows for 3 lines"):
+        CheckpointDecoder.from_files(str(root), str(tmp_path / "val.features"), [str(tmp_path / "val.captions")],
+                                     "memory", -1, 1, 1, 2, 4, store=features.open_feature_store(str(root), names[:2],
+                                                                                                 mode="memory"))
+
+
 def test_from_files_several_target_files_are_several_references(tmp_path):
     root = tmp_path / "feats"
     names = ["x.npy", "y.npy", "z.npy"]
