@@ -74,10 +74,12 @@ def read_parallel(list_path: str, caption_path: str) -> Tuple[List[str], List[st
                           "by line" % (list_path, len(names), caption_path, len(captions)))
     utils.check_condition(len(names) > 0, "%s: empty file; give at least one feature and caption" % list_path)
     for i, (name, caption) in enumerate(zip(names, captions), 1):
-        utils.check_condition(name.strip() != "", "%s: empty feature name; every line must name a feature file"
-                              % utils.location(list_path, i))
-        utils.check_condition(caption.strip() != "", "%s: empty caption; every line needs at least one word"
-                              % utils.location(caption_path, i))
+        if not name.strip():     # (messages formatted only for a bad line: this runs once per caption)
+            raise utils.CaptioningError("%s: empty feature name; every line must name a feature file"
+                                        % utils.location(list_path, i))
+        if not caption.strip():
+            raise utils.CaptioningError("%s: empty caption; every line needs at least one word"
+                                        % utils.location(caption_path, i))
     return [n.strip() for n in names], captions
 
 
@@ -87,14 +89,17 @@ def load_parallel(list_path: str, caption_path: str, vocab: Vocab, max_seq_len: 
     Raises `CaptioningError` if nothing is left."""
     names, texts = read_parallel(list_path, caption_path)
     kept = ParallelData([], [], [], [])
-    dropped = 0
+    dropped = unk = total = 0
     for i, (name, text) in enumerate(zip(names, texts), 1):
         tokens = text.split()
         if len(tokens) + 1 > max_seq_len:
             dropped += 1
             continue
+        ids = tokens_to_ids(tokens, vocab)
+        unk += ids.count(C.UNK_ID)
+        total += len(ids)
         kept.names.append(name)
-        kept.captions.append(np.array(tokens_to_ids(tokens, vocab), dtype=np.int32))
+        kept.captions.append(np.array(ids, dtype=np.int32))
         kept.line_numbers.append(i)
         kept.texts.append(" ".join(tokens))
     if dropped:
@@ -103,8 +108,6 @@ def load_parallel(list_path: str, caption_path: str, vocab: Vocab, max_seq_len: 
     utils.check_condition(len(kept.names) > 0,
                           "%s: all %d captions are longer than --max-seq-len %d allows (%d tokens + </s>); raise "
                           "--max-seq-len" % (caption_path, len(texts), max_seq_len, max_seq_len - 1))
-    unk = sum(int((c == C.UNK_ID).sum()) for c in kept.captions)
-    total = sum(len(c) for c in kept.captions)
     logger.info("%s data: %d captions (%d tokens, %.2f%% <unk>) from %s and %s", what.capitalize(), len(kept.names),
                 total, 100.0 * unk / max(total, 1), list_path, caption_path)
     return kept
