@@ -32,6 +32,7 @@ BASELINE_MEAN = "mean"
 BASELINE_GREEDY = "greedy"
 BASELINES = (BASELINE_MEAN, BASELINE_GREEDY)
 LENGTH_STEP = 5   # sampled captions are padded to a multiple of this: fewer teacher-forcing graphs to build
+MIN_GROUP_ROWS = 16   # rows of a length group of the teacher-forced pass (`length_groups`)
 
 
 class PolicyGradientLoss(gluon.HybridBlock):
@@ -57,6 +58,22 @@ def teacher_forcing_arrays(tokens: np.ndarray, step: int = LENGTH_STEP) -> Tuple
     target_input[:, 1:] = labels[:, :-1]
     target_input[target_input == C.EOS_ID] = C.PAD_ID
     return target_input, labels
+
+
+def length_groups(lengths: np.ndarray, step: int = LENGTH_STEP, min_rows: int = MIN_GROUP_ROWS) -> List[np.ndarray]:
+    """Indices of ``lengths`` in groups of similar length, each to be padded to its own longest (a multiple of
+    ``step``), instead of padding every row to the longest of all: sampled captions have a long tail (a few
+    samples run on to the length limit), and a padded step costs as much as a real one. Rows are sorted by
+    length; a group closes at a length boundary once it holds ``min_rows`` rows (fewer, larger calls: each call
+    of the network has a fixed cost), the last takes what is left."""
+    order = np.argsort(lengths, kind="stable")
+    padded = np.maximum(step, -(-lengths[order] // step) * step)
+    groups, start = [], 0
+    for end in range(1, len(order) + 1):
+        if end == len(order) or (end - start >= min_rows and padded[end] != padded[end - 1]):
+            groups.append(order[start:end])
+            start = end
+    return groups
 
 
 def distinct_rows(tokens: np.ndarray, advantages: np.ndarray, num_samples: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -177,10 +194,15 @@ class SelfCriticalObjective:
             self.seconds["sample"] += mid - start
             self.seconds["reward"] += time.time() - mid
             rows, advantages = distinct_rows(samples.tokens, rewards - baselines, k)
-            target_input, labels = teacher_forcing_arrays(samples.tokens[rows])
-            features = mx.nd.take(features, mx.nd.array(rows // k, ctx=share.ctx))
-            prepared.append((features, mx.nd.array(target_input, ctx=share.ctx), mx.nd.array(labels, ctx=share.ctx),
-                             mx.nd.array(advantages, ctx=share.ctx)))
+            # the rows in groups of similar length; each group's mean loss weighted by its share of the rows, so
+            # that the sum is the mean over all rows
+            for group in length_groups(samples.lengths[rows], LENGTH_STEP, MIN_GROUP_ROWS):
+                picked = rows[group]
+                target_input, labels = teacher_forcing_arrays(samples.tokens[picked, :samples.lengths[picked].max()],
+                                                              LENGTH_STEP)
+                prepared.append((mx.nd.take(features, mx.nd.array(picked // k, ctx=share.ctx)),
+                                 mx.nd.array(target_input, ctx=share.ctx), mx.nd.array(labels, ctx=share.ctx),
+                                 mx.nd.array(advantages[group] * (len(group) / len(rows)), ctx=share.ctx)))
             self._sums += (rewards.sum(), baselines.sum(), samples.lengths.sum(), len(rewards))
         start = time.time()
         with autograd.record():

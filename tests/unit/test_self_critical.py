@@ -187,8 +187,24 @@ def test_identical_samples_share_one_row_and_zero_advantages_are_left_out():
     assert scaled[0] == 0.0
 
 
-def test_loss_equals_the_loss_of_every_sample_on_its_own_row():
-    # the gradient of forward_backward (deduplicated rows) equals the plain mean over all K samples
+def test_length_groups():
+    from captioning.self_critical import length_groups
+    lengths = np.array([3, 12, 4, 40, 11, 5, 6, 13, 2, 9])
+    groups = length_groups(lengths, step=5, min_rows=3)
+    # sorted by length; a group closes at a multiple-of-5 boundary once it has 3 rows; the rest is the last group
+    assert [list(lengths[g]) for g in groups] == [[2, 3, 4, 5], [6, 9, 11, 12, 13], [40]]
+    assert sorted(np.concatenate(groups)) == list(range(len(lengths)))
+    assert len(length_groups(lengths, step=5, min_rows=100)) == 1
+    assert [len(g) for g in length_groups(lengths, step=1, min_rows=1)] == [1] * 10
+
+
+@pytest.mark.parametrize("step, min_rows", [(5, 16), (1, 1)], ids=["one-group", "a-group-per-length"])
+def test_loss_equals_the_loss_of_every_sample_on_its_own_row(monkeypatch, step, min_rows):
+    # the gradient of forward_backward (deduplicated rows, in length groups) equals the plain mean over all K
+    # samples
+    from captioning import self_critical
+    monkeypatch.setattr(self_critical, "LENGTH_STEP", step)
+    monkeypatch.setattr(self_critical, "MIN_GROUP_ROWS", min_rows)
     references = [["a dog runs", "a red dog"], ["a cat sits"]]
     features = np.random.RandomState(5).rand(2, 4, 2, 2).astype(np.float32)
     model = tiny_model(seed=2)
@@ -196,11 +212,13 @@ def test_loss_equals_the_loss_of_every_sample_on_its_own_row():
     mx.random.seed(9)
     samples = objective._searches(model, mx.cpu())[0].sample(mx.nd.array(features))
     rewards, baselines = objective.rewards(samples.captions(with_end=True), np.array([0, 1]))
+    if min_rows == 1:
+        assert len(set(samples.lengths)) > 1      # several groups
     mx.random.seed(9)
     objective.forward_backward(model, [share_of(features, [1, 0, 1])])
     params = [p for p in model.collect_params().values() if p.grad_req != "null"]
     dedup = [p.grad().asnumpy().copy() for p in params]
-    target_input, labels = teacher_forcing_arrays(samples.tokens)
+    target_input, labels = teacher_forcing_arrays(samples.tokens, 5)
     with autograd.record():
         loss = PolicyGradientLoss()(model(mx.nd.repeat(mx.nd.array(features), 4, axis=0), mx.nd.array(target_input)),
                                     mx.nd.array(labels), mx.nd.array(rewards - baselines))
