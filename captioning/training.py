@@ -420,7 +420,8 @@ def broadcast_decision(kv: mx.kvstore.KVStore, state: TrainingState, improved: b
 
 
 def log_checkpoint(config: TrainingConfig, state: TrainingState, metrics: Dict[str, float], improved: bool) -> None:
-    shown = " ".join("%s=%.4f" % kv for kv in metrics.items() if kv[0] != "time-elapsed")
+    shown = " ".join(("%s=%g" if name == "learning-rate" else "%s=%.4f") % (name, value)
+                     for name, value in metrics.items() if name != "time-elapsed")
     logger.info("Checkpoint %d (update %d, epoch %d): %s; best %s=%.4f at checkpoint %d%s", state.checkpoint,
                 state.updates, state.epoch, shown, config.optimized_metric, state.best_metric, state.best_checkpoint,
                 "" if improved else " (%d without improvement)" % state.num_not_improved)
