@@ -11,7 +11,7 @@
 #    up to compute capability 8.6 (Ampere) plus PTX; on a newer card (Hopper 9.0, Blackwell 10.x/12.x) the driver
 #    must JIT-compile the PTX (slow first calls) or fails with "no kernel image is available": the log says which,
 #    with the card's name, compute capability and driver.
-# 3. Runs the GPU-marked tests (pytest -m gpu; none may exist), then the training and captioning benchmarks on
+# 3. Runs the GPU-marked tests (pytest -m gpu: tests/integration/test_gpu.py), then the training and captioning benchmarks on
 #    gpu(0): benchmarks/model_speed.py --context gpu (tutorial model, synthetic batches) and, where ../shared holds
 #    FLICKR-A, 200 training updates of the tutorial model (python -m captioning.train --device-ids 0) and captioning
 #    of the dev features at beam 3, batch 64 and batch 1 (benchmarks/caption.py --gpu).
