@@ -1,12 +1,13 @@
 """Batched sampling of captions (Sockeye 1.x's ``--sample``): B inputs x N samples advance together.
 
-Each step runs every model's ``decode_step`` on all (B x N) rows, turns the logits into log-probabilities (ensembles:
+Each step runs every model's ``decode_step`` on the rows of the inputs still sampling, turns the logits into log-probabilities (ensembles:
 averaged probabilities or log-probabilities, as in `beam_search`), divides them by the temperature, keeps the K most
 likely words when ``top_k`` is set, and draws each row's next word from the resulting softmax with MXNet's
 multinomial sampler (so `mx.random.seed` makes the samples reproducible). ``<pad>`` and ``<s>`` are never drawn; a row
-that has drawn ``</s>`` continues with ``<pad>``. The step is one hybridized block and the only device-to-host copy
-per step is one scalar (have all rows finished?). A model's static states stay at one row per input (they are shared
-by the input's N rows inside its step graph, as in beam search).
+that has drawn ``</s>`` continues with ``<pad>``, and an input whose N samples have all ended leaves the computation
+(its rows are dropped from the states, as beam search drops stopped inputs). The step is one hybridized block and the
+only device-to-host copy per step is that of the drawn words (B x N values). A model's static states stay at one row
+per input (they are shared by the input's N rows inside its step graph, as in beam search).
 
 A sample's score is its cost under the model (the negative log-probability of its words and ``</s>``, without
 temperature or top-k) divided by the length penalty (as beam search scores hypotheses), so scores of samples and of
@@ -51,8 +52,7 @@ class Samples:
 
 
 class _SampleStep(gluon.HybridBlock):
-    """(N, V) logits of each model -> the drawn word of each row, the updated costs and finished flags, and whether
-    every row has finished."""
+    """(N, V) logits of each model -> the drawn word of each row, the updated costs and finished flags."""
 
     def __init__(self, num_models: int, ensemble_mode: str, top_k: int, temperature: float) -> None:
         super().__init__()
@@ -78,7 +78,7 @@ class _SampleStep(gluon.HybridBlock):
         words = F.where(finished, F.zeros_like(drawn), drawn)
         step_costs = F.where(finished, F.zeros_like(costs), -F.pick(log_probs, words, axis=-1))
         finished = F.maximum(finished, words == C.EOS_ID)
-        return words, costs + step_costs, finished, F.min(finished)
+        return words, costs + step_costs, finished
 
 
 class Sampler:
@@ -112,9 +112,12 @@ class Sampler:
         return self._forbidden
 
     def sample(self, features: mx.nd.NDArray, with_attention: bool = False) -> Samples:
-        """Draw ``num_samples`` captions for each of a batch of features ``(B, C, H, W)``."""
+        """Draw ``num_samples`` captions for each of a batch of features ``(B, C, H, W)``. An input whose N samples
+        have all ended leaves the computation (its rows are dropped from every state, as in `BeamSearch.search`):
+        a batch costs about the sum of its samples' lengths, not its rows times the longest sample (a few samples
+        run on to the length limit)."""
         n = self.num_samples
-        rows = features.shape[0] * n
+        batch = features.shape[0]
         states = []
         for model in self.models:
             model_states = list(model.encode(features))
@@ -122,30 +125,52 @@ class Sampler:
                 s = model.num_static_states   # they stay at one row per input, repeated inside the step
                 model_states = model_states[:s] + [mx.nd.repeat(x, repeats=n, axis=0) for x in model_states[s:]]
             states.append(model_states)
+        rows = batch * n
         prev_words = mx.nd.full((rows,), C.BOS_ID, ctx=self.ctx)
         finished = mx.nd.zeros((rows,), ctx=self.ctx)
         costs = mx.nd.zeros((rows,), ctx=self.ctx)
-        history, attention_history = [], []
-        for _ in range(self.max_output_length):
+        tokens = np.zeros((rows, self.max_output_length), dtype=np.int64)
+        all_costs = np.zeros(rows)
+        attention: List[np.ndarray] = []
+        live = np.arange(rows)                 # the batch rows still in the computation, input by input
+        done = np.zeros(rows, dtype=bool)      # rows that have drawn </s>
+        steps = 0
+        for t in range(self.max_output_length):
             logits, attentions = [], []
             for i, model in enumerate(self.models):
-                step_logits, attention, states[i] = model.decode_step(prev_words, states[i], beam_size=n)
+                step_logits, step_attention, states[i] = model.decode_step(prev_words, states[i], beam_size=n)
                 logits.append(step_logits)
-                attentions.append(attention)
+                attentions.append(step_attention)
             forbidden = self._forbidden_words(logits[0].shape[1])
-            prev_words, costs, finished, all_finished = self._step(finished, costs, forbidden, *logits)
-            history.append(prev_words)
+            prev_words, costs, finished = self._step(finished, costs, forbidden, *logits)
+            words = prev_words.asnumpy().astype(np.int64)          # the one host copy per step
+            tokens[live, t] = words
+            steps = t + 1
             if with_attention:
-                attention_history.append(attentions[0] if len(attentions) == 1 or len({a.shape for a in attentions})
-                                         > 1 else mx.nd.add_n(*attentions) / len(attentions))
-            if all_finished.asscalar() == 1:   # the one host copy per step
+                step_attention = attentions[0] if len(attentions) == 1 or len({a.shape for a in attentions}) > 1 \
+                    else mx.nd.add_n(*attentions) / len(attentions)
+                full = np.zeros((rows, step_attention.shape[1]), dtype=np.float32)
+                full[live] = step_attention.asnumpy()
+                attention.append(full)
+            done[live] |= words == C.EOS_ID
+            ended = done[live].reshape(-1, n).all(axis=1)           # per live input: all its samples ended
+            if ended.all() or steps == self.max_output_length:
+                all_costs[live] = costs.asnumpy()
                 break
-        # copied one by one and stacked on the host (as beam search does: faster than MXNet's stack of small arrays)
-        tokens = np.stack([w.asnumpy() for w in history], axis=1).astype(np.int64)         # (B*N, T)
-        finished_np = finished.asnumpy().astype(bool)
+            if ended.any():
+                gone = np.repeat(ended, n)
+                all_costs[live[gone]] = costs.asnumpy()[gone]
+                keep_inputs = mx.nd.array(np.flatnonzero(~ended), ctx=self.ctx)
+                keep_rows = mx.nd.array(np.flatnonzero(~gone), ctx=self.ctx)
+                for i, model in enumerate(self.models):
+                    s = model.num_static_states if n > 1 else 0
+                    states[i] = [mx.nd.take(x, keep_inputs) for x in states[i][:s]] + \
+                                [mx.nd.take(x, keep_rows) for x in states[i][s:]]
+                prev_words, costs, finished = (mx.nd.take(x, keep_rows) for x in (prev_words, costs, finished))
+                live = live[~gone]
+        tokens = tokens[:, :steps]
         lengths = (tokens != C.PAD_ID).sum(axis=1)
-        attention = np.stack([a.asnumpy() for a in attention_history]) if with_attention else None
-        return Samples(tokens, lengths, finished_np, costs.asnumpy().astype(np.float64), attention)
+        return Samples(tokens, lengths, done, all_costs, np.stack(attention) if with_attention else None)
 
     def search(self, features: mx.nd.NDArray) -> List[SearchResult]:
         """Per input, its ``num_samples`` samples as the n-best list (in the order drawn), the first as the result;

@@ -165,3 +165,31 @@ def test_captions_with_and_without_the_end():
                       finished=np.array([True, False]), costs=np.zeros(2))
     assert samples.captions() == [[5, 6], [7, 8, 9, 10]]
     assert samples.captions(with_end=True) == [[5, 6, EOS], [7, 8, 9, 10]]
+
+
+class CountingModel(MarkovModel):
+    """Records the rows of every step."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.rows = []
+
+    def decode_step(self, prev_word, states, beam_size: int = 1):
+        self.rows.append(prev_word.shape[0])
+        return super().decode_step(prev_word, states, beam_size)
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_inputs_whose_samples_all_ended_leave_the_computation(static):
+    n = 3
+    model = CountingModel(vocab_size=9, seed=5, scale=1.0, eos_bonus=1.0, static=static)
+    features = model.features(6, seed=2)
+    mx.random.seed(1)
+    samples = Sampler([model], num_samples=n, max_output_length=12).sample(features)
+    # an input takes part in the steps up to its longest sample's end
+    last = samples.lengths.reshape(-1, n).max(axis=1)
+    assert model.rows == [n * int((last > t).sum()) for t in range(samples.tokens.shape[1])]
+    assert model.rows[-1] < model.rows[0]
+    for r, (row, length) in enumerate(zip(samples.tokens, samples.lengths)):
+        lp = model.log_probs(features.asnumpy()[r // n])
+        assert samples.costs[r] == pytest.approx(sequence_cost(lp, tuple(int(w) for w in row[:length])), rel=1e-4)
