@@ -12,8 +12,8 @@ machine's load cancels), with the same ``OMP_NUM_THREADS`` for both, each run a 
 each is the median (here the mean) of its two runs, and the ratio is ours / original (for time and memory: original /
 ours, so > 1 always means ours is better).
 
-- train (``--simultaneous``: both tools at the same time, ``--rounds`` times, instead of the alternating order): the tutorial
-  model (BENCHMARKS.md's flags for the original, the same model's flags for ours), FLICKR-A
+- train (``--simultaneous``: both tools at the same time, ``--rounds`` times, instead of the alternating order):
+  the tutorial model (BENCHMARKS.md's flags for the original, the same model's flags for ours), FLICKR-A
   head_conv features in memory, ``--train-updates`` updates from scratch, one checkpoint at the end, no decoding:
   the median of the speeds each tool logs (every 50 updates), the process' peak RSS, the validation perplexity at
   the end.

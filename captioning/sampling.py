@@ -1,13 +1,14 @@
 """Batched sampling of captions (Sockeye 1.x's ``--sample``): B inputs x N samples advance together.
 
-Each step runs every model's ``decode_step`` on the rows of the inputs still sampling, turns the logits into log-probabilities (ensembles:
-averaged probabilities or log-probabilities, as in `beam_search`), divides them by the temperature, keeps the K most
-likely words when ``top_k`` is set, and draws each row's next word from the resulting softmax with MXNet's
-multinomial sampler (so `mx.random.seed` makes the samples reproducible). ``<pad>`` and ``<s>`` are never drawn; a row
-that has drawn ``</s>`` continues with ``<pad>``, and an input whose N samples have all ended leaves the computation
-(its rows are dropped from the states, as beam search drops stopped inputs). The step is one hybridized block and the
-only device-to-host copy per step is that of the drawn words (B x N values). A model's static states stay at one row
-per input (they are shared by the input's N rows inside its step graph, as in beam search).
+Each step runs every model's ``decode_step`` on the rows of the inputs still sampling, turns the logits into
+log-probabilities (ensembles: averaged probabilities or log-probabilities, as in `beam_search`), divides them by the
+temperature, keeps the K most likely words when ``top_k`` is set, and draws each row's next word from the resulting
+softmax with MXNet's multinomial sampler (so `mx.random.seed` makes the samples reproducible). ``<pad>`` and ``<s>``
+are never drawn; a row that has drawn ``</s>`` continues with ``<pad>``, and an input whose N samples have all ended
+leaves the computation (its rows are dropped from the states, as beam search drops stopped inputs). The step is one
+hybridized block and the only device-to-host copy per step is that of the drawn words (B x N values). A model's
+static states stay at one row per input (they are shared by the input's N rows inside its step graph, as in beam
+search).
 
 A sample's score is its cost under the model (the negative log-probability of its words and ``</s>``, without
 temperature or top-k) divided by the length penalty (as beam search scores hypotheses), so scores of samples and of

@@ -4,10 +4,11 @@ For every distinct image of a batch share, `SelfCriticalObjective` draws K capti
 no gradient, one hybridized step for all the share's images x K rows), rewards each with its CIDEr-D against all
 training references of its image (`cider.CiderD`; document frequencies from all training references, computed once;
 ``</s>`` counts as a word, see `SelfCriticalObjective`), and subtracts a baseline: the mean reward of the image's
-other K - 1 samples (``mean``, the "new self-critical" variant of Luo 2020) or the reward of the image's greedy caption (``greedy``, the original). The sampled captions are
-then scored with the model's teacher-forced training forward (the same graph cross-entropy training uses, under
-``autograd.record``, so dropout is active), and the loss of a sample is ``-(reward - baseline) * log p(sample)``,
-``log p`` summed over its words and ``</s>`` (nothing after ``</s>``). A share's loss is the mean over its samples.
+other K - 1 samples (``mean``, the "new self-critical" variant of Luo 2020) or the reward of the image's greedy
+caption (``greedy``, the original). The sampled captions are then scored with the model's teacher-forced training
+forward (the same graphs cross-entropy training uses, under ``autograd.record``, so dropout is active; in groups of
+similar length, `length_groups`), and the loss of a sample is ``-(reward - baseline) * log p(sample)``, ``log p``
+summed over its words and ``</s>`` (nothing after ``</s>``). A share's loss is the mean over its samples.
 This works for every decoder type through the model's one interface (``encode``/``decode_step`` for sampling,
 ``forward`` for scoring). Randomness comes only from ``mx.random`` (the sampler), which the Trainer re-seeds at every
 checkpoint, so a resumed run draws the same samples.
