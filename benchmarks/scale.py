@@ -162,7 +162,7 @@ def child(args: argparse.Namespace) -> None:
         store.get_batch(train_iter.feature_index[items])
         get_batch.append(time.perf_counter() - start)
     print(json.dumps({"times": times, "first_update": first_update, "rates": rates,
-                      "captions": len(train_data.captions), "images": len(store.distinct),
+                      "captions": len(train_data), "images": len(store.distinct),
                       "captions_bytes": captions_bytes, "store_bytes": store_bytes, "data_bytes": data_bytes,
                       "state_bytes": state_bytes, "get_batch_ms": 1000 * statistics.median(get_batch),
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))

@@ -187,7 +187,7 @@ def main() -> None:
         members = [int(i) for i in train_iter.buckets[bucket][:64]]
         items = (members * (64 // len(members) + 1))[:64]
         batch = data_io.make_batch(train_store.get_batch(np.asarray(train_index)[items]),
-                                   [train_data.captions[i] for i in items], bucket, items)
+                                   [train_data.caption(i) for i in items], bucket, items)
         start = time.perf_counter()
         trainer._forward_backward(batch)
         trainer.trainer.allreduce_grads()

@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import threading
+from array import array
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -52,13 +53,61 @@ class Batch(NamedTuple):
         return int((self.labels != C.PAD_ID).sum())
 
 
-class ParallelData(NamedTuple):
-    """Captions as id arrays, aligned with the feature list; ``line_numbers`` are the 1-based lines of the kept
-    items (over-long captions dropped)."""
-    names: List[str]                 # feature file names of the kept items
-    captions: List[np.ndarray]       # token ids without <s>/</s>
-    line_numbers: List[int]
-    texts: List[str]                 # the captions as written (references for decoding)
+@dataclass(frozen=True, eq=False)
+class ParallelData:
+    """The kept items (feature file, caption) of a feature list and its caption file(s), held in flat arrays, not
+    one Python object per caption: item i's caption is ``tokens[offsets[i]:offsets[i + 1]]`` (`caption`), its
+    feature file ``images[image_ids[i]]`` (`name`) and ``line_numbers[i]`` its 1-based line (over-long captions
+    dropped)."""
+    tokens: np.ndarray          # (total tokens,) int32: the token ids of every item, without <s>/</s>, end to end
+    offsets: np.ndarray         # (n + 1,) int64: where each item's caption starts in ``tokens`` (and where it ends)
+    line_numbers: np.ndarray    # (n,) int64
+    images: List[str]           # the distinct feature names, in order of first appearance
+    image_ids: np.ndarray       # (n,) int64: item -> index into ``images`` (what `image_ids` computes)
+    joined_texts: bytes         # the captions as written (tokens joined by single spaces), one per line, UTF-8
+                                # (a token holds no whitespace, so no newline: line i is item i's text, `texts`)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def caption(self, i: int) -> np.ndarray:
+        """The token ids of item i (a view)."""
+        return self.tokens[self.offsets[i]:self.offsets[i + 1]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(n,) int64: tokens of each item's caption."""
+        return np.diff(self.offsets)
+
+    def name(self, i: int) -> str:
+        """The feature file name of item i."""
+        return self.images[self.image_ids[i]]
+
+    @property
+    def names(self) -> List[str]:
+        """The feature file name of every item (a list built on each call)."""
+        return [self.images[k] for k in self.image_ids.tolist()]
+
+    @property
+    def texts(self) -> List[str]:
+        """The caption text of every item (references for decoding; a list built on each call)."""
+        return self.joined_texts.decode("utf-8").split("\n") if len(self) else []
+
+    @staticmethod
+    def concatenate(parts: Sequence["ParallelData"]) -> "ParallelData":
+        """The items of ``parts`` one after the other (images renumbered in order of first appearance)."""
+        if not parts:
+            raise ValueError("ParallelData.concatenate needs at least one part")
+        ids: Dict[str, int] = {}
+        renumber = [np.array([ids.setdefault(name, len(ids)) for name in p.images], dtype=np.int64) for p in parts]
+        starts = np.cumsum([0] + [len(p.tokens) for p in parts])
+        offsets = [np.zeros(1, np.int64)] + [p.offsets[1:] + start for p, start in zip(parts, starts)]
+        return ParallelData(tokens=np.concatenate([p.tokens for p in parts]).astype(np.int32, copy=False),
+                            offsets=np.concatenate(offsets).astype(np.int64, copy=False),
+                            line_numbers=np.concatenate([p.line_numbers for p in parts]).astype(np.int64, copy=False),
+                            images=list(ids),
+                            image_ids=np.concatenate([r[p.image_ids] for r, p in zip(renumber, parts)]),
+                            joined_texts=b"\n".join(p.joined_texts for p in parts))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -88,29 +137,36 @@ def load_parallel(list_path: str, caption_path: str, vocab: Vocab, max_seq_len: 
     """Read, check and convert to ids; drop captions longer than ``max_seq_len - 1`` tokens (logged with a count).
     Raises `CaptioningError` if nothing is left."""
     names, texts = read_parallel(list_path, caption_path)
-    kept = ParallelData([], [], [], [])
-    dropped = unk = total = 0
+    tokens, offsets, line_numbers, image_of = array("i"), array("q", [0]), array("q"), array("q")
+    images: Dict[str, int] = {}
+    kept_texts: List[str] = []
+    dropped = 0
     for i, (name, text) in enumerate(zip(names, texts), 1):
-        tokens = text.split()
-        if len(tokens) + 1 > max_seq_len:
+        words = text.split()
+        if len(words) + 1 > max_seq_len:
             dropped += 1
             continue
-        ids = tokens_to_ids(tokens, vocab)
-        unk += ids.count(C.UNK_ID)
-        total += len(ids)
-        kept.names.append(name)
-        kept.captions.append(np.array(ids, dtype=np.int32))
-        kept.line_numbers.append(i)
-        kept.texts.append(" ".join(tokens))
+        tokens.extend(tokens_to_ids(words, vocab))
+        offsets.append(len(tokens))
+        line_numbers.append(i)
+        image_of.append(images.setdefault(name, len(images)))
+        joined = " ".join(words)
+        kept_texts.append(text if joined == text else joined)     # (no second copy of a caption already so)
     if dropped:
         logger.warning("%s: dropped %d of %d %s captions longer than --max-seq-len %d (%d tokens + </s>)",
                        caption_path, dropped, len(texts), what, max_seq_len, max_seq_len - 1)
-    utils.check_condition(len(kept.names) > 0,
+    utils.check_condition(len(line_numbers) > 0,
                           "%s: all %d captions are longer than --max-seq-len %d allows (%d tokens + </s>); raise "
                           "--max-seq-len" % (caption_path, len(texts), max_seq_len, max_seq_len - 1))
-    logger.info("%s data: %d captions (%d tokens, %.2f%% <unk>) from %s and %s", what.capitalize(), len(kept.names),
-                total, 100.0 * unk / max(total, 1), list_path, caption_path)
-    return kept
+    ids = np.array(tokens, dtype=np.int32)
+    del tokens
+    total, unk = len(ids), int(np.count_nonzero(ids == C.UNK_ID))
+    logger.info("%s data: %d captions (%d tokens, %.2f%% <unk>) from %s and %s", what.capitalize(),
+                len(line_numbers), total, 100.0 * unk / max(total, 1), list_path, caption_path)
+    return ParallelData(tokens=ids, offsets=np.array(offsets, dtype=np.int64),
+                        line_numbers=np.array(line_numbers, dtype=np.int64), images=list(images),
+                        image_ids=np.array(image_of, dtype=np.int64),
+                        joined_texts="\n".join(kept_texts).encode("utf-8"))
 
 
 def image_ids(names: Sequence[str]) -> Tuple[np.ndarray, List[str]]:
@@ -123,16 +179,15 @@ def image_ids(names: Sequence[str]) -> Tuple[np.ndarray, List[str]]:
 
 def references_by_image(data: ParallelData) -> List[List[str]]:
     """``result[i]``: every caption (tokens joined by single spaces) of image ``i`` (the ids of `image_ids`)."""
-    per_item, distinct = image_ids(data.names)
-    references: List[List[str]] = [[] for _ in distinct]
-    for image, text in zip(per_item, data.texts):
+    references: List[List[str]] = [[] for _ in data.images]
+    for image, text in zip(data.image_ids.tolist(), data.texts):
         references[image].append(text)
     return references
 
 
 def longest_caption(data: ParallelData) -> int:
     """Tokens of the longest caption (without </s>)."""
-    return max(len(c) for c in data.captions)
+    return int(data.lengths.max())
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -236,7 +291,7 @@ class BatchIterator:
         self.data = data
         self.store = store
         self.feature_index = np.asarray(feature_index, dtype=np.int64)
-        self.image_ids = image_ids(data.names)[0]     # item -> image (see `references_by_image`)
+        self.image_ids = data.image_ids               # item -> image (see `references_by_image`)
         self.config = config
         self.shuffle = shuffle
         self.rank = rank
@@ -245,8 +300,8 @@ class BatchIterator:
         if config.bucketing:
             buckets = define_buckets(config.max_seq_len, config.bucket_width)
         else:
-            buckets = [max(len(c) for c in data.captions) + 1]
-        self.buckets = assign_buckets([len(c) + 1 for c in data.captions], buckets)
+            buckets = [longest_caption(data) + 1]
+        self.buckets = assign_buckets(data.lengths + 1, buckets)
         self.rng = np.random.default_rng(config.seed)
         self.epoch = 0
         self.position = 0
@@ -256,7 +311,7 @@ class BatchIterator:
         if shuffle:
             self._new_epoch(first=True)
         logger.info("%s: %d captions in %d buckets %s", "Training batches" if shuffle else "Validation batches",
-                    len(data.captions), len(self.buckets),
+                    len(data), len(self.buckets),
                     ", ".join("%d:%d" % (b, len(m)) for b, m in sorted(self.buckets.items())))
 
     # -- training ------------------------------------------------------------------------------------------------
@@ -287,7 +342,7 @@ class BatchIterator:
         """The batch of a plan entry (the feature store refuses NaN or infinite features, naming the file)."""
         bucket, items = entry
         features = self.store.get_batch(self.feature_index[items])
-        return make_batch(features, [self.data.captions[i] for i in items], bucket, items)
+        return make_batch(features, [self.data.caption(i) for i in items], bucket, items)
 
     def _take(self, position: int) -> Batch:
         if self._prefetched is not None:
@@ -347,7 +402,7 @@ class BatchIterator:
 
     @property
     def num_items(self) -> int:
-        return len(self.data.captions)
+        return len(self.data)
 
 
 def _result(box: "queue.Queue") -> Batch:
@@ -358,7 +413,7 @@ def _result(box: "queue.Queue") -> Batch:
 
 
 def open_store(root: str, list_path: str, data: ParallelData, mode: str,
-               allow_absolute: bool = False) -> Tuple[features.FeatureStore, List[int]]:
+               allow_absolute: bool = False) -> Tuple[features.FeatureStore, np.ndarray]:
     """A feature store over every line of ``list_path`` (via `features.open_feature_store`, so its errors name the
     right line) and the store row of each kept item of ``data``. Stores load a file listed on several lines (one
     image with several captions) once."""
@@ -366,7 +421,7 @@ def open_store(root: str, list_path: str, data: ParallelData, mode: str,
     store = features.open_feature_store(root, names, mode=mode, list_path=list_path, allow_absolute=allow_absolute)
     if mode == C.FEATURE_STORE_LAZY:
         check_feature_files(store, root, list_path)
-    return store, [line - 1 for line in data.line_numbers]
+    return store, data.line_numbers - 1
 
 
 def load_parallel_references(list_path: str, caption_paths: Sequence[str], vocab: Vocab, max_seq_len: int,
@@ -374,10 +429,10 @@ def load_parallel_references(list_path: str, caption_paths: Sequence[str], vocab
     """`load_parallel` of one feature list with several caption files, each line-aligned with it (one reference
     per file): every (image, caption) pair becomes an item."""
     parts = [load_parallel(list_path, path, vocab, max_seq_len, what) for path in caption_paths]
-    data = ParallelData(*(sum((list(getattr(p, name)) for p in parts), []) for name in ParallelData._fields))
+    data = ParallelData.concatenate(parts)
     if len(parts) > 1:
         logger.info("%s data: %d (image, caption) pairs from %d reference files", what.capitalize(),
-                    len(data.names), len(parts))
+                    len(data), len(parts))
     return data
 
 

@@ -60,10 +60,59 @@ def test_overlong_dropped_and_counted(tmp_path, caplog):
     lst, caps = write_data(tmp_path, ["a b c d", "a", "a b"])
     vocab = V.build_vocab(["a b c d"])
     data = D.load_parallel(lst, caps, vocab, max_seq_len=3)
-    assert data.line_numbers == [2, 3]
+    assert data.line_numbers.tolist() == [2, 3]
     assert "dropped 1 of 3" in caplog.text
     with pytest.raises(utils.CaptioningError, match="all 3 captions are longer than --max-seq-len 1"):
         D.load_parallel(lst, caps, vocab, max_seq_len=1)
+
+
+def test_loaded_data_is_flat_arrays_and_round_trips(tmp_path, caplog):
+    captions = ["a  b c", "x " * 9, "b", "d\u00e9j\u00e0 vu a", "c a b a", "a"]
+    names = ["i0.npy", "i1.npy", "i2.npy", " i0.npy", "i3.npy", "i2.npy"]
+    lst, caps = write_data(tmp_path, captions, names=names)
+    vocab = V.build_vocab(["a b c"])
+    data = D.load_parallel(lst, caps, vocab, max_seq_len=6)     # line 2 (9 tokens) is dropped
+    assert "dropped 1 of 6" in caplog.text
+    assert len(data) == 5 and data.tokens.dtype == np.int32 and data.tokens.ndim == 1
+    assert data.offsets.dtype == np.int64 and data.offsets.tolist() == [0, 3, 4, 7, 11, 12]
+    assert data.line_numbers.dtype == np.int64 and data.line_numbers.tolist() == [1, 3, 4, 5, 6]
+    assert data.image_ids.dtype == np.int64 and data.image_ids.tolist() == [0, 1, 0, 2, 1]
+    assert data.images == ["i0.npy", "i2.npy", "i3.npy"] and isinstance(data.joined_texts, bytes)
+    assert not any(isinstance(getattr(data, f.name), list) and len(getattr(data, f.name)) == len(data)
+                   for f in dataclasses.fields(data))    # nothing held per caption but the flat arrays
+    kept = [captions[n - 1] for n in data.line_numbers]
+    expected = [np.array(V.tokens_to_ids(c.split(), vocab), np.int32) for c in kept]
+    for i, ids in enumerate(expected):
+        np.testing.assert_array_equal(data.caption(i), ids)
+        np.testing.assert_array_equal(data.caption(i), ids)
+        assert data.caption(i).base is not None      # a view into ``tokens``, not a copy
+        assert data.name(i) == names[data.line_numbers[i] - 1].strip()
+    np.testing.assert_array_equal(data.caption(len(data) - 1), expected[-1])
+    assert data.lengths.tolist() == [3, 1, 3, 4, 1] and D.longest_caption(data) == 4
+    assert data.texts == [" ".join(c.split()) for c in kept]
+    assert data.names == [n.strip() for n in names if n != "i1.npy"]
+    assert D.image_ids(data.names)[0].tolist() == data.image_ids.tolist()
+    assert D.references_by_image(data) == [["a b c", "d\u00e9j\u00e0 vu a"], ["b", "a"], ["c a b a"]]
+    # several references: items one file after the other, images numbered over all of them
+    (tmp_path / "caps2").write_text("z\n" + "y " * 7 + "\nb b\nc\nq q q\nr\n")
+    both = D.load_parallel_references(lst, [caps, str(tmp_path / "caps2")], vocab, 6)
+    second = D.load_parallel(lst, str(tmp_path / "caps2"), vocab, 6)
+    assert len(both) == 10 and both.tokens.dtype == np.int32 and both.offsets[-1] == len(both.tokens)
+    assert both.line_numbers.tolist() == [1, 3, 4, 5, 6, 1, 3, 4, 5, 6]
+    assert both.texts == data.texts + ["z", "b b", "c", "q q q", "r"]
+    assert both.images == ["i0.npy", "i2.npy", "i3.npy"] and both.names == data.names + second.names
+    assert both.image_ids.tolist() == D.image_ids(both.names)[0].tolist()
+    for i in range(10):
+        np.testing.assert_array_equal(both.caption(i), data.caption(i) if i < 5 else second.caption(i - 5))
+    assert D.references_by_image(both) == [["a b c", "d\u00e9j\u00e0 vu a", "z", "c"], ["b", "a", "b b", "r"],
+                                           ["c a b a", "q q q"]]
+    # images first seen in a later part get the next ids
+    other = D.ParallelData.concatenate([second, data])
+    assert other.images == ["i0.npy", "i2.npy", "i3.npy"] and other.names == second.names + data.names
+    (tmp_path / "l3").write_text("new.npy\ni2.npy\n")
+    (tmp_path / "c3").write_text("a\nb\n")
+    three = D.ParallelData.concatenate([data, D.load_parallel(str(tmp_path / "l3"), str(tmp_path / "c3"), vocab, 6)])
+    assert three.images == ["i0.npy", "i2.npy", "i3.npy", "new.npy"] and three.image_ids.tolist()[-2:] == [3, 1]
 
 
 def test_buckets():
@@ -176,6 +225,9 @@ def test_create_data_iters_with_real_features_repeated_images_and_several_refere
         np.testing.assert_array_equal(data.train_iter.store.get_batch([index[3], index[2]])[:, 0, 0, 0], [1, 2])
         # every (image, reference) pair of the validation data is an item
         assert data.val_data.texts == ["a b", "b", "c", "d a"] and data.val_data.names == ["f2.npy", "f0.npy"] * 2
+        assert data.val_data.images == ["f2.npy", "f0.npy"] and data.val_data.image_ids.tolist() == [0, 1, 0, 1]
+        assert data.val_iter.image_ids.tolist() == [0, 1, 0, 1]
+        assert D.references_by_image(data.val_data) == [["a b", "c"], ["b", "d a"]]
         (batch,) = list(data.val_iter)
         assert sorted(batch.features[:, 0, 0, 0].tolist()) == [0, 0, 2, 2]
     (tmp_path / "list").write_text("f0.npy\nf1.npy\nmissing.npy\nf1.npy\n")
