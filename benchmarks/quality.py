@@ -82,12 +82,14 @@ def with_validation_targets(cmd: List[str], targets: Sequence[str]) -> List[str]
 
 
 def self_critical_flags(xe: Path, args: argparse.Namespace) -> List[str]:
-    return ["--params", str(xe / "params.best"), "--loss", "self-critical", "--self-critical-samples",
+    start = "params.best" if args.xe_checkpoint is None else "params.%05d" % args.xe_checkpoint
+    return ["--params", str(xe / start), "--loss", "self-critical", "--self-critical-samples",
             str(args.samples), "--self-critical-baseline", args.baseline, "--initial-learning-rate",
             str(args.sc_learning_rate), "--learning-rate-scheduler-type", "none", "--max-updates",
             str(args.sc_updates), "--checkpoint-interval", str(args.checkpoint_interval),
             "--max-num-checkpoint-not-improved", "-1", "--optimized-metric", "cider", "--decode-and-evaluate", "-1",
-            "--batch-size", str(args.sc_batch_size)]
+            "--batch-size", str(args.sc_batch_size), "--self-critical-top-k", str(args.sc_top_k)] + \
+        (["--self-critical-sample-dropout"] if args.sc_sample_dropout else [])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -106,13 +108,18 @@ def flickr(args: argparse.Namespace) -> None:
                  "--decode-and-evaluate", "0"] + train_bench.REGULARISED
         seconds, _ = train_bench.run(train_bench.train_command(paths, xe, extra), cache / "xe.log")
         print("cross-entropy: 1600 updates in %.0f s wall" % seconds)
-    xe_scores = score(xe, paths["validation_source"], paths["root"], references, cache / "xe.dev.predictions",
-                      args.beam_size)
-    print("cross-entropy (%s, params.best by perplexity-val), dev beam %d, 5 references: %s"
-          % (xe, args.beam_size, line(xe_scores)))
+    xe_name = "xe" if args.xe_checkpoint is None else "xe-%d" % args.xe_checkpoint
+    xe_scores = score(xe, paths["validation_source"], paths["root"], references, cache / (xe_name + ".dev.predictions"),
+                      args.beam_size, args.xe_checkpoint)
+    print("cross-entropy (%s, %s), dev beam %d, 5 references: %s"
+          % (xe, "params.best by perplexity-val" if args.xe_checkpoint is None else
+             "checkpoint %d" % args.xe_checkpoint, args.beam_size, line(xe_scores)))
     if args.sc_updates <= 0:
         return
-    sc = cache / ("sc-%s-k%d-b%d-lr%g" % (args.baseline, args.samples, args.sc_batch_size, args.sc_learning_rate))
+    start = "" if args.xe_checkpoint is None else "-from%d" % args.xe_checkpoint
+    sc = cache / ("sc-%s-k%d-b%d-lr%g-top%d%s%s" % (args.baseline, args.samples, args.sc_batch_size,
+                                                   args.sc_learning_rate, args.sc_top_k,
+                                                   "-dropout" if args.sc_sample_dropout else "", start))
     cmd = train_bench.train_command(paths, sc, ["--load-all-features-to-memory"] + train_bench.REGULARISED +
                                     self_critical_flags(xe, args))
     seconds, rss = train_bench.run(with_validation_targets(cmd, dev_targets), cache / (sc.name + ".log"))
@@ -227,7 +234,9 @@ def scenes(args: argparse.Namespace) -> None:
                       args.beam_size)
     print("scenes cross-entropy (params.best by perplexity-val), test beam %d, 5 references: %s"
           % (args.beam_size, line(xe_scores)))
-    sc = cache / ("sc-%s-k%d-b%d-lr%g" % (args.baseline, args.samples, args.sc_batch_size, args.sc_learning_rate))
+    sc = cache / ("sc-%s-k%d-b%d-lr%g-top%d%s" % (args.baseline, args.samples, args.sc_batch_size,
+                                                 args.sc_learning_rate, args.sc_top_k,
+                                                 "-dropout" if args.sc_sample_dropout else ""))
     seconds, _ = train_bench.run(command(sc, self_critical_flags(xe, args)), cache / (sc.name + ".log"))
     sc_scores = score(sc, str(feats / "test.features"), str(feats), references, cache / (sc.name + ".test.predictions"),
                       args.beam_size, last_checkpoint(sc))
@@ -250,6 +259,13 @@ def main() -> None:
     parser.add_argument("--sc-batch-size", type=int, default=16,
                         help="self-critical: training lines per batch (each distinct image gets --samples samples)")
     parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--xe-checkpoint", type=int, default=None,
+                        help="self-critical starts from the cross-entropy model's params.NNNNN of this checkpoint "
+                             "(default: params.best)")
+    parser.add_argument("--sc-top-k", type=int, default=0,
+                        help="self-critical: sample each word from the K most likely (0: the whole softmax)")
+    parser.add_argument("--sc-sample-dropout", action="store_true",
+                        help="self-critical: sample with dropout active")
     parser.add_argument("--baseline", choices=["mean", "greedy"], default="mean")
     parser.add_argument("--checkpoint-interval", type=int, default=100)
     parser.add_argument("--beam-size", type=int, default=3)

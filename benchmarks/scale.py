@@ -101,6 +101,7 @@ def child(args: argparse.Namespace) -> None:
     from captioning import train as train_cli
     from captioning import vocab as vocab_module
     from captioning import model as model_module
+    utils.tune_allocator()       # as every command-line tool does at start (utils.run_cli)
     lap("imports")
     argv = ["--source-root", str(folder), "--source", str(folder / "train.features"), "--target",
             str(folder / "train.captions"), "--validation-source", str(folder / "dev.features"),

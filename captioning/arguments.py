@@ -483,6 +483,12 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                        default=C.SELF_CRITICAL_BASELINE_MEAN,
                        help="--loss self-critical: reward baseline, 'mean' (the mean reward of the image's other "
                             "samples) or 'greedy' (the reward of the greedy caption).")
+    group.add_argument("--self-critical-top-k", type=int_greater_or_equal(0), default=0,
+                       help="--loss self-critical: draw each word from the K most likely (0: from the whole "
+                            "softmax).")
+    group.add_argument("--self-critical-sample-dropout", action="store_true",
+                       help="--loss self-critical: draw the samples with dropout active, as the teacher-forced "
+                            "pass that scores them (self-critical.pytorch samples in training mode).")
     group.add_argument("--label-smoothing", type=float, default=0.1, help="Label smoothing of the cross-entropy.")
     group.add_argument("--loss-normalization-type", choices=["valid", "batch"], default="valid",
                        help="Normalise the loss by the number of valid (non-pad) tokens, or by the batch size.")

@@ -94,5 +94,7 @@ def create_objective(config: "TrainingConfig", references: Sequence[Sequence[str
     if config.loss == C.LOSS_SELF_CRITICAL:
         from .self_critical import SelfCriticalObjective
         return SelfCriticalObjective(references=references, vocab=vocab, num_samples=config.self_critical_samples,
-                                     baseline=config.self_critical_baseline, max_output_length=max_output_length)
+                                     baseline=config.self_critical_baseline, max_output_length=max_output_length,
+                                     top_k=config.self_critical_top_k,
+                                     sample_dropout=config.self_critical_sample_dropout)
     raise ValueError("unknown loss %r (expected one of %s)" % (config.loss, ", ".join(C.LOSSES)))

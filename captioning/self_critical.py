@@ -131,7 +131,7 @@ class SelfCriticalObjective:
 
     def __init__(self, references: Sequence[Sequence[str]], vocab: Dict[str, int], num_samples: int = 5,
                  baseline: str = BASELINE_MEAN, max_output_length: int = 60, top_k: int = 0,
-                 temperature: float = 1.0, reward_end: bool = True) -> None:
+                 temperature: float = 1.0, reward_end: bool = True, sample_dropout: bool = False) -> None:
         assert baseline in BASELINES, baseline
         utils.check_condition(num_samples >= (2 if baseline == BASELINE_MEAN else 1),
                               "--self-critical-baseline mean compares each sample with the image's other samples: "
@@ -143,6 +143,7 @@ class SelfCriticalObjective:
         self.temperature = temperature
         start = time.time()
         self.reward_end = reward_end
+        self.sample_dropout = sample_dropout
         self.cider = CiderD(references_as_ids(references, vocab, end=reward_end))
         logger.info("Self-critical training: %d samples per image, %s baseline; CIDEr-D document frequencies of %d "
                     "training images in %.1fs", num_samples, baseline, len(references), time.time() - start)
@@ -184,7 +185,8 @@ class SelfCriticalObjective:
             if len(first) != features.shape[0] or not np.array_equal(first, np.arange(len(first))):
                 features = mx.nd.take(features, mx.nd.array(first, ctx=share.ctx))
             sampler, greedy_search = self._searches(model, share.ctx)
-            samples = sampler.sample(features)
+            with autograd.train_mode() if self.sample_dropout else autograd.predict_mode():
+                samples = sampler.sample(features)
             greedy = None
             if self.baseline == BASELINE_GREEDY:
                 greedy = [r.tokens + ([C.EOS_ID] if self.reward_end and r.nbest[0].finished else [])

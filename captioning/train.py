@@ -125,6 +125,7 @@ def create_training_config(args: argparse.Namespace, vocab_size: int) -> "Traini
                                       normalization=args.loss_normalization_type),
         loss=args.loss, self_critical_samples=args.self_critical_samples,
         self_critical_baseline=args.self_critical_baseline,
+        self_critical_top_k=args.self_critical_top_k, self_critical_sample_dropout=args.self_critical_sample_dropout,
         optimizer=optimizers.OptimizerConfig(name=args.optimizer, learning_rate=args.initial_learning_rate,
                                              weight_decay=args.weight_decay, momentum=args.momentum,
                                              clip_type=clip_type, clip_threshold=args.gradient_clipping_threshold,

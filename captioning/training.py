@@ -67,6 +67,8 @@ class TrainingConfig(Config):
     loss: str = C.LOSS_CROSS_ENTROPY                 # the training objective: cross-entropy | self-critical
     self_critical_samples: int = 5
     self_critical_baseline: str = C.SELF_CRITICAL_BASELINE_MEAN
+    self_critical_top_k: int = 0
+    self_critical_sample_dropout: bool = False
     optimizer: optimizers.OptimizerConfig = field(default_factory=optimizers.OptimizerConfig)
     scheduler: lr_scheduler.SchedulerConfig = field(default_factory=lr_scheduler.SchedulerConfig)
     checkpoint_interval: int = 4000

@@ -84,7 +84,6 @@ def test_loaded_data_is_flat_arrays_and_round_trips(tmp_path, caplog):
     expected = [np.array(V.tokens_to_ids(c.split(), vocab), np.int32) for c in kept]
     for i, ids in enumerate(expected):
         np.testing.assert_array_equal(data.caption(i), ids)
-        np.testing.assert_array_equal(data.caption(i), ids)
         assert data.caption(i).base is not None      # a view into ``tokens``, not a copy
         assert data.name(i) == names[data.line_numbers[i] - 1].strip()
     np.testing.assert_array_equal(data.caption(len(data) - 1), expected[-1])

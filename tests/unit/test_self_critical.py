@@ -225,3 +225,30 @@ def test_loss_equals_the_loss_of_every_sample_on_its_own_row(monkeypatch, step, 
     loss.backward()
     for p, g in zip(params, dedup):
         np.testing.assert_allclose(g, p.grad().asnumpy(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("sample_dropout", [False, True])
+def test_top_k_and_dropout_reach_the_sampler(monkeypatch, sample_dropout):
+    from captioning.objective import create_objective
+    from captioning.sampling import Sampler
+    from captioning.loss import LossConfig
+    from captioning.training import TrainingConfig
+    config = TrainingConfig(output_folder="x", cross_entropy=LossConfig(vocab_size=len(VOCAB)), loss=C.LOSS_SELF_CRITICAL, self_critical_samples=3, self_critical_top_k=1,
+                            self_critical_sample_dropout=sample_dropout)
+    objective = create_objective(config, [["a dog runs"], ["a cat sits"]], VOCAB, max_output_length=6)
+    assert (objective.top_k, objective.sample_dropout) == (1, sample_dropout)
+    modes = []
+    sample = Sampler.sample
+
+    def recording(self, *args, **kwargs):
+        modes.append(autograd.is_training())
+        return sample(self, *args, **kwargs)
+    monkeypatch.setattr(Sampler, "sample", recording)
+    model = tiny_model(seed=1)
+    features = np.random.RandomState(4).rand(2, 4, 2, 2).astype(np.float32)
+    objective.forward_backward(model, [share_of(features, [0, 1])])
+    assert modes == [sample_dropout]
+    # top-1 sampling is greedy: an image's 3 samples are the same caption, their advantages 0, so no gradient
+    assert objective._searches(model, mx.cpu())[0].top_k == 1
+    grads = [p.grad().asnumpy() for p in model.collect_params().values() if p.grad_req != "null"]
+    assert sum(float(np.abs(g).sum()) for g in grads) == 0.0
