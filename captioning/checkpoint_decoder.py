@@ -97,8 +97,8 @@ class CheckpointDecoder:
         if store is None:
             store = features.open_feature_store(root, names, mode=mode, list_path=source_list,
                                                 allow_absolute=allow_absolute)
-        utils.check_condition(len(store.names) == len(names), "%s: the feature store has %d rows for %d lines"
-                              % (source_list, len(store.names), len(names)))
+        utils.check_condition(len(store) == len(names), "%s: the feature store has %d rows for %d lines"
+                              % (source_list, len(store), len(names)))
         return cls(store, references, sample_size=sample_size, seed=seed, beam_size=beam_size,
                    batch_size=batch_size, max_output_length=max_output_length, ctx=ctx, rows=rows)
 

@@ -440,11 +440,8 @@ def check_feature_files(store: features.FeatureStore, root: str, list_path: str)
     """Every distinct feature file of a lazily read list has the store's shape (read from the .npy headers, so
     a bad file is reported before training, not in the middle)."""
     expected = tuple(store.feature_shape)
-    seen = set()
-    for line, name in enumerate(store.names, 1):
-        if name in seen:
-            continue
-        seen.add(name)
+    for name, first in zip(store.distinct, store.first_lines().tolist()):
+        line = first + 1
         path = os.path.join(root, name)
         try:
             shape, _, _ = features.read_npy_header(path)

@@ -213,19 +213,30 @@ def write_feature_list(path: str, names: Sequence[str]) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 class FeatureStore:
-    """Features of the items of a list: ``len(store)`` items, ``get_batch(indices) -> (B, C, H, W)`` float32."""
+    """Features of the items of a list: ``len(store)`` items, ``get_batch(indices) -> (B, C, H, W)`` float32.
+
+    The list's names are held once per distinct file (``distinct``, first-seen order) with ``rows[i]``, the
+    distinct file of line i + 1 (a list names an image on as many lines as it has captions)."""
 
     def __init__(self, root: str, names: Sequence[str], list_path: Optional[str] = None) -> None:
         self.root = root
-        self.names = list(names)
         self.list_path = list_path or "<feature list>"
-        self.distinct: List[str] = list(dict.fromkeys(self.names))           # first-seen order
-        self.row_of_name = {name: row for row, name in enumerate(self.distinct)}
-        self.rows = np.array([self.row_of_name[n] for n in self.names], dtype=np.int64)
-        self.feature_shape: Shape = _feature_shape(root, self.names, self.list_path)
+        self.row_of_name: Dict[str, int] = {}
+        self.rows = np.fromiter((self.row_of_name.setdefault(n, len(self.row_of_name)) for n in names),
+                                dtype=np.int64, count=len(names))
+        self.distinct: List[str] = list(self.row_of_name)
+        self.feature_shape: Shape = _feature_shape(root, self.distinct, self.list_path)
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self.rows)
+
+    def name(self, index: int) -> str:
+        """The feature file of item ``index`` (line ``index + 1``)."""
+        return self.distinct[self.rows[index]]
+
+    def first_lines(self) -> np.ndarray:
+        """The 0-based first line of each distinct file."""
+        return np.unique(self.rows, return_index=True)[1]
 
     def where(self, index: int) -> str:
         return utils.location(self.list_path, index + 1)
@@ -237,9 +248,8 @@ class FeatureStore:
         raise NotImplementedError
 
     def _check_files_exist(self) -> None:
-        for name in self.distinct:
+        for name, line in zip(self.distinct, self.first_lines()):
             if not os.path.isfile(self.path(name)):
-                line = self.names.index(name)
                 raise utils.CaptioningError("%s: feature file %s not found; run extract_features for this list (or "
                                             "check the feature root)" % (self.where(line), self.path(name)))
 
@@ -263,7 +273,7 @@ class LazyFeatureStore(FeatureStore):
     def get_batch(self, indices: Sequence[int]) -> np.ndarray:
         out = np.empty((len(indices),) + self.feature_shape, dtype=np.float32)
         for k, index in enumerate(indices):
-            out[k] = load_feature(self.path(self.names[index]), self.feature_shape, self.where(index))
+            out[k] = load_feature(self.path(self.name(index)), self.feature_shape, self.where(index))
         return out
 
 
@@ -273,14 +283,11 @@ class MemoryFeatureStore(FeatureStore):
     def __init__(self, root: str, names: Sequence[str], list_path: Optional[str] = None) -> None:
         super().__init__(root, names, list_path)
         self._check_files_exist()
-        first_line = {}
-        for i, name in enumerate(self.names):
-            first_line.setdefault(name, i)
         self.array = np.empty((len(self.distinct),) + self.feature_shape, dtype=np.float32)
-        for row, name in enumerate(self.distinct):
-            self.array[row] = load_feature(self.path(name), self.feature_shape, self.where(first_line[name]))
+        for row, (name, line) in enumerate(zip(self.distinct, self.first_lines())):
+            self.array[row] = load_feature(self.path(name), self.feature_shape, self.where(line))
         logger.info("Loaded %d distinct features (%d lines) into memory: %.1f MB", len(self.distinct),
-                    len(self.names), self.array.nbytes / 1e6)
+                    len(self), self.array.nbytes / 1e6)
 
     def get_batch(self, indices: Sequence[int]) -> np.ndarray:
         return self.array[self.rows[np.asarray(indices, dtype=np.int64)]]
@@ -303,7 +310,7 @@ class MmapFeatureStore(FeatureStore):
             index = read_mmap_index(root)
             assert index is not None
         self.array = np.load(os.path.join(root, MMAP_STORE_NAME), mmap_mode="r")
-        self.store_rows = np.array([index["rows"][n] for n in self.names], dtype=np.int64)
+        self.store_rows = np.array([index["rows"][n] for n in self.distinct], dtype=np.int64)[self.rows]
 
     def get_batch(self, indices: Sequence[int]) -> np.ndarray:
         rows = self.store_rows[np.asarray(indices, dtype=np.int64)]
@@ -312,7 +319,7 @@ class MmapFeatureStore(FeatureStore):
         if not finite.all():   # float16 overflow, or a store edited by hand
             k = int(np.argmin(finite))
             _check_finite(batch[k], self.where(indices[k]), "%s (row %d of %s)"
-                          % (self.path(self.names[indices[k]]), rows[k], os.path.join(self.root, MMAP_STORE_NAME)))
+                          % (self.path(self.name(indices[k])), rows[k], os.path.join(self.root, MMAP_STORE_NAME)))
         return batch
 
 

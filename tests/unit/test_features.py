@@ -106,6 +106,10 @@ def test_stores_return_the_same_batches(tmp_path, mode):
     assert batch.dtype == np.float32 and batch.shape == (3,) + SHAPE
     for k, index in enumerate([3, 1, 0]):
         np.testing.assert_array_equal(batch[k], np.load(root / lines[index]))
+    # the names once per distinct file, a line -> file array: no Python object per line
+    assert store.distinct == lines[:3] and store.rows.dtype == np.int64 and store.rows.tolist() == [0, 1, 2, 0]
+    assert [store.name(i) for i in range(4)] == lines and store.first_lines().tolist() == [0, 1, 2]
+    assert not any(isinstance(v, list) and len(v) == len(store) for v in vars(store).values())
 
 
 def test_memory_store_loads_each_distinct_file_once(tmp_path):
