@@ -38,6 +38,9 @@ def check_inside_root(root: str, relative: str, allow_absolute: bool, where: str
     joined = os.path.normpath(os.path.join(root, relative))
     if allow_absolute:
         return joined
+    parts = relative.split(os.sep)
+    if ".." not in parts and not any(os.path.islink(os.path.join(root, *parts[:k + 1])) for k in range(len(parts))):
+        return joined   # no way out: no "..", and no link below the root (one lstat per part, not three realpaths)
     textual = os.path.commonpath([os.path.abspath(joined), os.path.abspath(root)]) == os.path.abspath(root)
     utils.check_condition(textual, "%s: path %r leaves the root folder %s; use paths below the root (or pass "
                                    "--allow-absolute-paths)" % (where, relative, root))
