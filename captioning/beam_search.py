@@ -301,7 +301,9 @@ class BeamSearch:
         An input whose search has stopped leaves the computation at once (its rows are dropped from every state):
         a batch costs about the sum of its captions' lengths, not the batch size times the longest. (Each shrink
         changes the shapes of the cached graphs; MXNet re-plans them in well under a millisecond, measured: waiting
-        until a quarter or half of the inputs had stopped was no faster.)"""
+        until a quarter or half of the inputs had stopped was no faster.) While a single input is left (a batch of
+        one, or the tail of a batch), each next step is dispatched before the step's stop flag is read, so the
+        device does not wait for Python between steps; the one step computed after the input stops is discarded."""
         batch_size = features.shape[0]
         k = self.beam_size
         active = self._start(features)
@@ -309,17 +311,25 @@ class BeamSearch:
         records: List[_StepRecord] = []
         retired: List[Tuple[np.ndarray, mx.nd.NDArray, mx.nd.NDArray, mx.nd.NDArray]] = []
         all_rows = True
+        ahead = None     # the step dispatched before the previous step's stop flag was read (one input left)
         for t in range(self.max_output_length):
-            values, indices, attention = self._score(active, tracker, t)
-            parents, words, scores, finished, inactive, lengths, stopped = self._update(self._vocab_size)(
-                values, indices, active.offsets, active.finished, active.inactive, active.lengths)
+            step = ahead if ahead is not None else self._step(active, tracker, t)
+            ahead = None
+            attention, (parents, words, scores, finished, inactive, lengths, stopped) = step
             records.append(_StepRecord(None if all_rows else active.rows(k), parents, words, attention))
             if tracker is not None:
                 tracker.advance(parents.asnumpy().astype(np.int64), words.asnumpy().astype(np.int64))
-            stopped_np = stopped.asnumpy()   # the one host copy per step
             active.scores, active.finished, active.inactive, active.lengths = scores, finished, inactive, lengths
+            if len(active.inputs) == 1 and tracker is None and t + 1 < self.max_output_length:
+                # one input left: it either goes on or ends the search, so the next step can be dispatched before
+                # its stop flag is read (the device computes while Python waits; discarded if it stopped)
+                active = self._advance(active, parents, words, None, tracker)
+                ahead = self._step(active, tracker, t + 1)
+            stopped_np = stopped.asnumpy()   # the one host copy per step
             if stopped_np.all() or t + 1 == self.max_output_length:
                 break
+            if ahead is not None:
+                continue
             keep = None
             if stopped_np.any():
                 keep = np.flatnonzero(stopped_np == 0)
@@ -328,6 +338,12 @@ class BeamSearch:
             active = self._advance(active, parents, words, keep, tracker)
         retired.append((active.rows(k), active.scores, active.finished, active.lengths))
         return self._collect(records, retired, tracker, batch_size)
+
+    def _step(self, active: _Active, tracker: Optional["_ConstraintTracker"], t: int):
+        """Dispatch step ``t`` on the active rows (no host copy): its attention and `_Update`'s outputs."""
+        values, indices, attention = self._score(active, tracker, t)
+        return attention, self._update(self._vocab_size)(values, indices, active.offsets, active.finished,
+                                                         active.inactive, active.lengths)
 
     def _start(self, features: mx.nd.NDArray) -> _Active:
         """Encode the batch: the first row of each input live, the others at infinite cost."""

@@ -273,6 +273,24 @@ def test_rows_computed_per_step_follow_the_captions():
     assert [len(r.tokens) for r in results] == [min(n, limit) for n in lengths]
 
 
+def test_the_last_input_dispatches_its_next_step_before_reading_its_stop_flag():
+    model = LengthModel([3, 6], vocab_size=12, seed=11, scale=1.0, static=True)
+    feats = model.features(2, seed=4)
+    k, limit = 3, 15
+    counter = RowCounter(model)
+    results = BeamSearch([counter], beam_size=k, max_output_length=limit, nbest_size=k).search(feats)
+    # input 0 stops after 4 steps (3 words and </s>), input 1 after 7; while it is the only one left, each next step
+    # is dispatched before its stop flag is read: one step more at the end, computed and discarded
+    assert counter.rows == [2 * k] * 4 + [k] * 3 + [k]
+    for i, result in enumerate(results):
+        (alone,) = BeamSearch([model], beam_size=k, max_output_length=limit, nbest_size=k).search(feats[i:i + 1])
+        assert _hypotheses([result]) == _hypotheses([alone]) and len(result.tokens) == [3, 6][i]
+    # a search cut by the length limit computes no step beyond it
+    counter.rows.clear()
+    BeamSearch([counter], beam_size=k, max_output_length=5).search(feats[1:])
+    assert counter.rows == [k] * 5
+
+
 def repeated_ngrams(tokens: List[int], n: int) -> int:
     grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
     return len(grams) - len(set(grams))
