@@ -98,15 +98,15 @@ class ParallelData:
         """The items of ``parts`` one after the other (images renumbered in order of first appearance)."""
         if not parts:
             raise ValueError("ParallelData.concatenate needs at least one part")
-        ids: Dict[str, int] = {}
-        renumber = [np.array([ids.setdefault(name, len(ids)) for name in p.images], dtype=np.int64) for p in parts]
+        renumber, images = image_ids([name for p in parts for name in p.images])
+        first_image = np.cumsum([0] + [len(p.images) for p in parts])
         starts = np.cumsum([0] + [len(p.tokens) for p in parts])
         offsets = [np.zeros(1, np.int64)] + [p.offsets[1:] + start for p, start in zip(parts, starts)]
         return ParallelData(tokens=np.concatenate([p.tokens for p in parts]).astype(np.int32, copy=False),
                             offsets=np.concatenate(offsets).astype(np.int64, copy=False),
                             line_numbers=np.concatenate([p.line_numbers for p in parts]).astype(np.int64, copy=False),
-                            images=list(ids),
-                            image_ids=np.concatenate([r[p.image_ids] for r, p in zip(renumber, parts)]),
+                            images=images,
+                            image_ids=np.concatenate([renumber[f:][p.image_ids] for f, p in zip(first_image, parts)]),
                             joined_texts=b"\n".join(p.joined_texts for p in parts))
 
 
@@ -137,11 +137,10 @@ def load_parallel(list_path: str, caption_path: str, vocab: Vocab, max_seq_len: 
     """Read, check and convert to ids; drop captions longer than ``max_seq_len - 1`` tokens (logged with a count).
     Raises `CaptioningError` if nothing is left."""
     names, texts = read_parallel(list_path, caption_path)
-    tokens, offsets, line_numbers, image_of = array("i"), array("q", [0]), array("q"), array("q")
-    images: Dict[str, int] = {}
+    tokens, offsets, line_numbers = array("i"), array("q", [0]), array("q")
     kept_texts: List[str] = []
     dropped = 0
-    for i, (name, text) in enumerate(zip(names, texts), 1):
+    for i, text in enumerate(texts, 1):
         words = text.split()
         if len(words) + 1 > max_seq_len:
             dropped += 1
@@ -149,7 +148,6 @@ def load_parallel(list_path: str, caption_path: str, vocab: Vocab, max_seq_len: 
         tokens.extend(tokens_to_ids(words, vocab))
         offsets.append(len(tokens))
         line_numbers.append(i)
-        image_of.append(images.setdefault(name, len(images)))
         joined = " ".join(words)
         kept_texts.append(text if joined == text else joined)     # (no second copy of a caption already so)
     if dropped:
@@ -160,12 +158,12 @@ def load_parallel(list_path: str, caption_path: str, vocab: Vocab, max_seq_len: 
                           "--max-seq-len" % (caption_path, len(texts), max_seq_len, max_seq_len - 1))
     ids = np.array(tokens, dtype=np.int32)
     del tokens
+    per_item, images = image_ids([names[i - 1] for i in line_numbers])
     total, unk = len(ids), int(np.count_nonzero(ids == C.UNK_ID))
     logger.info("%s data: %d captions (%d tokens, %.2f%% <unk>) from %s and %s", what.capitalize(),
                 len(line_numbers), total, 100.0 * unk / max(total, 1), list_path, caption_path)
     return ParallelData(tokens=ids, offsets=np.array(offsets, dtype=np.int64),
-                        line_numbers=np.array(line_numbers, dtype=np.int64), images=list(images),
-                        image_ids=np.array(image_of, dtype=np.int64),
+                        line_numbers=np.array(line_numbers, dtype=np.int64), images=images, image_ids=per_item,
                         joined_texts="\n".join(kept_texts).encode("utf-8"))
 
 
