@@ -7,7 +7,8 @@ Builds exactly what ``python -m captioning.train`` builds for the tutorial model
 
 1. memory: RSS (``/proc/self/statm``) and the process peak after each stage (imports, data, model, the first update
    of every bucket length, a validation pass, a checkpoint decode of the validation set at beam 3 / batch 64 /
-   max length 30), with the Python-side (numpy) peak by ``tracemalloc``: what MXNet holds is the rest.
+   max length 30), with the Python-side (numpy) peak by ``tracemalloc``: what MXNet holds is the rest. glibc's
+   allocator is tuned as the command-line tools tune it (`utils.tune_allocator`; ``--default-allocator``: not).
 2. phases: ``--updates`` updates, each phase followed by ``mx.nd.waitall()`` so that its engine work is charged to it:
    data (next batch), copy to NDArrays, forward (+ loss), backward, optimizer update (+ clipping), bookkeeping;
    for forward and backward also the time the Python call takes to return (graph dispatch, before the wait).
@@ -119,6 +120,8 @@ def main() -> None:
     parser.add_argument("--profile-table", default="/tmp/train-profile-table.txt",
                         help="where the profiler's whole aggregate table is written")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's allocator settings as they are (the tools tune them at start-up)")
     args = parser.parse_args()
     if args.repo:
         sys.path.insert(0, args.repo)
@@ -146,9 +149,10 @@ def main() -> None:
     from captioning import vocab as vocab_module
     from captioning import model as model_module
     from train import TUTORIAL
-    print("package: %s; OMP_NUM_THREADS=%s; load average %.2f" % (os.path.dirname(captioning.__file__),
-                                                                   os.environ.get("OMP_NUM_THREADS"),
-                                                                   os.getloadavg()[0]))
+    tuned = not args.default_allocator and utils.tune_allocator()    # as the command-line tools do
+    print("package: %s; OMP_NUM_THREADS=%s; load average %.2f; allocator %s" % (
+        os.path.dirname(captioning.__file__), os.environ.get("OMP_NUM_THREADS"), os.getloadavg()[0],
+        "tuned (utils.tune_allocator)" if tuned else "as the environment sets it"))
     report("imports (mxnet, captioning)")
 
     out = Path("/tmp/train-profile-model")
@@ -162,7 +166,8 @@ def main() -> None:
     vocab = vocab_module.build_vocab(utils.read_lines(targs.target))
     max_seq_len = arguments.target_value(targs.max_seq_len)
     train_data = data_io.load_parallel(targs.source, targs.target, vocab, max_seq_len, "training")
-    val_data = data_io.load_parallel(targs.validation_source, targs.validation_target, vocab, max_seq_len, "val")
+    val_data = data_io.load_parallel_references(targs.validation_source, train_cli.validation_targets(targs), vocab,
+                                                max_seq_len, "val")
     report("captions read")
     mode = arguments.feature_store_mode(targs)
     train_store, train_index = data_io.open_store(targs.source_root, targs.source, train_data, mode)
@@ -199,7 +204,7 @@ def main() -> None:
         tracemalloc.stop()
         timings(args, mx, np, autograd, trainer, train_iter, model, contexts)
         tracemalloc.start()
-    validation_and_decode(args, mode, targs, trainer, model, vocab, contexts, utils, mx)
+    validation_and_decode(args, targs, trainer, model, vocab, contexts, utils, mx, training, train_cli)
 
 
 def timings(args, mx, np, autograd, trainer, train_iter, model, contexts) -> None:
@@ -214,6 +219,7 @@ def phase_timings(args, mx, np, autograd, trainer, train_iter, model, contexts) 
     phases: Dict[str, List[float]] = {k: [] for k in ("data", "copy", "forward dispatch", "forward",
                                                       "backward dispatch", "backward", "update", "bookkeeping")}
     lengths = []
+    totals = mx.nd.zeros((3,), ctx=contexts[0], dtype="float64")
     for _ in range(args.updates):
         t0 = time.perf_counter()
         batch, _ = train_iter.next_batch()
@@ -234,8 +240,8 @@ def phase_timings(args, mx, np, autograd, trainer, train_iter, model, contexts) 
         trainer.trainer.update(1)
         mx.nd.waitall()
         t7 = time.perf_counter()
-        trainer._train_stats[0] += stats.astype("float64")
-        len(np.unique(train_iter.feature_index[batch.indices]))
+        totals += stats.astype("float64")      # what the objective and the speedometer keep per batch
+        trainer.speed.images += len(np.unique(train_iter.image_ids[batch.indices]))
         mx.nd.waitall()
         t8 = time.perf_counter()
         for key, value in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t2, t5 - t4, t6 - t4, t7 - t6, t8 - t7)):
@@ -290,24 +296,23 @@ def operator_profile(args, mx, trainer) -> None:
     report("after profiling")
 
 
-def validation_and_decode(args, mode, targs, trainer, model, vocab, contexts, utils, mx) -> None:
+def validation_and_decode(args, targs, trainer, model, vocab, contexts, utils, mx, training, train_cli
+                          ) -> None:
     """A validation pass and a checkpoint decode of the validation set: what a checkpoint adds to memory."""
     start = time.perf_counter()
-    trainer.validate()
+    training.validate(trainer.model, trainer.loss, trainer.val_iter, trainer.contexts)
     mx.nd.waitall()
     report("validation pass (%.1f s)" % (time.perf_counter() - start))
     if not args.skip_decode:
-        from captioning import checkpoint_decoder, features
-        names = [n.strip() for n in utils.read_lines(targs.validation_source)]
-        references = [" ".join(line.split()) for line in utils.read_lines(targs.validation_target)]
-        store = features.open_feature_store(targs.source_root, names, mode=mode, list_path=targs.validation_source)
-        report("checkpoint decoder's own copy of the validation features")
-        decoder = checkpoint_decoder.CheckpointDecoder(store, references, sample_size=-1, beam_size=3,
-                                                       batch_size=64, max_output_length=30, ctx=contexts[0])
+        # as the training builds it: all the validation images, beam 3, batch 64, the validation store shared
+        targs.decode_and_evaluate, targs.decode_and_evaluate_beam_size = -1, 3
+        decoder = train_cli.create_checkpoint_decoder(targs, 30, contexts[0], trainer.val_iter.store)
+        report("checkpoint decoder built (sharing the validation store)")
         start = time.perf_counter()
-        decoder.decode(model, vocab)
-        report("checkpoint decode, %d captions (%.1f s)" % (len(names), time.perf_counter() - start))
-
+        metrics = decoder.decode_and_evaluate(model, vocab)
+        report("checkpoint decode, %d images (%.1f s; %s)" % (
+            len(set(utils.read_lines(targs.validation_source))), time.perf_counter() - start,
+            ", ".join("%s %.3f" % kv for kv in sorted(metrics.items()))))
 
 if __name__ == "__main__":
     main()

@@ -110,3 +110,42 @@ def test_mhdot_heads_must_divide_size():
 def test_unknown_type():
     with pytest.raises(ValueError, match="unknown attention type"):
         Attention("nope", query_size=Q, source_size=D, num_positions=L, num_hidden=A)
+
+
+def _reference_mlp_probs(attention, encoded, query, word, coverage=None):
+    """softmax over positions of v^T tanh(W_k k + W_q q [+ W_w w] [+ W_c c]) in numpy (no layer normalisation)."""
+    weight = {name.split("_", 1)[1]: p.data().asnumpy() for name, p in attention.collect_params().items()}
+    hidden = encoded @ weight["k_weight"].T + (query @ weight["q_weight"].T)[:, None, :]
+    if attention.use_prev_word:
+        hidden = hidden + (word @ weight["w_weight"].T)[:, None, :]
+    if coverage is not None:
+        hidden = hidden + coverage @ weight["c_weight"].T
+    scores = np.tanh(hidden) @ weight["v_weight"][0]
+    scores = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return scores / scores.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("kind, kwargs", [("mlp", {}), ("mlp", {"use_prev_word": True}), ("coverage", {})])
+@pytest.mark.parametrize("beam_size", [1, 2])
+def test_mlp_probabilities_equal_the_tanh_formula(kind, kwargs, beam_size):
+    """The sigmoid form of the mlp scores gives Bahdanau's probabilities, also with the beam's shared keys."""
+    attention = make(kind, **kwargs)
+    for p in attention.collect_params().values():   # larger weights: hidden units well into tanh's curved range
+        p.set_data(p.data() * 3)
+    encoded, query, word = inputs()
+    coverage = attention.initial_state(mx.nd, encoded)
+    if kind == "coverage":
+        coverage = [mx.nd.random.uniform(0, 2, shape=(N, L, 1))]
+    pre = attention.precompute(mx.nd, encoded)
+    if beam_size > 1 and kind == "mlp":   # N inputs, each with beam_size rows of their own query
+        rows = mx.nd.random.uniform(-1, 1, shape=(N * beam_size, Q))
+        words = mx.nd.random.uniform(-1, 1, shape=(N * beam_size, 5))
+        _, probs, _ = attention.step(mx.nd, pre, rows, words, [], beam_size=beam_size)
+        expected = _reference_mlp_probs(attention, np.repeat(encoded.asnumpy(), beam_size, axis=0),
+                                        rows.asnumpy(), words.asnumpy())
+    else:
+        _, probs, _ = attention.step(mx.nd, pre, query, word, coverage)
+        expected = _reference_mlp_probs(attention, encoded.asnumpy(), query.asnumpy(), word.asnumpy(),
+                                        coverage[0].asnumpy() if coverage else None)
+    assert expected.max(axis=1).mean() > 1.5 / L   # not uniform: the scores matter
+    np.testing.assert_allclose(probs.asnumpy(), expected, rtol=2e-5, atol=1e-6)
