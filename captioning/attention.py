@@ -153,12 +153,11 @@ class Attention(gluon.HybridBlock):
         over the L positions with a ``(N, L, 1) x (N, 1, a)`` batched matrix product instead of a broadcast add,
         whose backward pass (a reduction) is many times slower in MXNet on CPU. With ``beam_size`` K > 1
         (inference, mlp) the keys have one row per input."""
-        scale = 2.0 if self._doubled else 1.0
         hidden = F.expand_dims(self.query_proj(query), axis=1)                    # (N, 1, a)
         if self.use_prev_word:
             hidden = hidden + F.expand_dims(self.word_proj(prev_word), axis=1)
-        if scale != 1.0:
-            hidden = hidden * scale
+        if self._doubled:
+            hidden = hidden * 2.0
         if beam_size > 1:
             # keys shared by an input's K rows: (B, 1, L, a) + (B, K, 1, a) in one broadcast, the same sums as below
             hidden = F.broadcast_add(F.expand_dims(pre[1], axis=1),
@@ -166,14 +165,14 @@ class Attention(gluon.HybridBlock):
             return self._squash(F, F.reshape(hidden, shape=(-3, -2)))            # (N, L, a)
         keys = pre[1]                                                             # (N, L, a)
         if coverage is not None:
-            keys = keys + self.cov_proj(coverage * scale if scale != 1.0 else coverage)   # linear, no bias
+            keys = keys + self.cov_proj(coverage * 2.0 if self._doubled else coverage)   # linear, no bias
         ones = F.ones_like(F.slice_axis(pre[1], axis=2, begin=0, end=1))          # (N, L, 1)
         return self._squash(F, keys + F.batch_dot(ones, hidden))                  # (N, L, a)
 
     def _squash(self, F, hidden):
         """Scores ``(N, L)`` of the hidden layer ``(N, L, a)``: ``v^T tanh(LN(h))`` with layer normalisation, else
         ``(2v)^T sigmoid(h)`` of the doubled ``h``."""
-        if self.layer_normalization:
+        if not self._doubled:
             return F.reshape(self.score(layers.tanh(F, self.norm(hidden))), shape=(0, -1))
         return F.reshape(self.score(layers.sigmoid(F, hidden)), shape=(0, -1)) * 2.0
 
