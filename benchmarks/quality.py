@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/quality.py flickr [--shared ../shared]
         [--cache-dir /tmp/captioning-quality] [--features DIR] [--xe-model DIR] [--sc-updates 1000]
         [--sc-learning-rate 0.00002] [--sc-batch-size 16] [--samples 5] [--baseline mean]
-        [--checkpoint-interval 100] [--beam-size 3]
+        [--checkpoint-interval 100] [--beam-size 3] [--augment none|flip|ten-crop]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/quality.py speed --xe-model DIR [--updates 12] [--samples 5]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/quality.py scenes [--cache-dir ...] --sc-updates 200 \
         --sc-learning-rate 0.0001 --sc-batch-size 32 --checkpoint-interval 50
@@ -97,18 +97,19 @@ def flickr(args: argparse.Namespace) -> None:
     shared, cache = Path(args.shared).resolve(), Path(args.cache_dir)
     data = shared / "data" / "flickr8k-sample"
     cache.mkdir(parents=True, exist_ok=True)
-    feats = Path(args.features) if args.features else train_bench.extract(shared, cache, "head_conv")
-    paths = train_bench.make_lists(shared, feats, cache)
+    feats = Path(args.features) if args.features else train_bench.extract(shared, cache, "head_conv", args.augment)
+    paths = train_bench.make_lists(shared, feats, cache, args.augment)
     dev_targets = [str(data / ("dev.captions.%d" % k)) for k in range(5)]
     references = [list(r) for r in zip(*[Path(t).read_text().splitlines() for t in dev_targets])]
 
-    xe = Path(args.xe_model) if args.xe_model else cache / "xe"
+    xe = Path(args.xe_model) if args.xe_model else cache / ("xe" if args.augment == "none" else "xe-" + args.augment)
     if not (xe / "params.best").exists():
         extra = ["--load-all-features-to-memory", "--max-updates", "1600", "--checkpoint-interval", "200",
                  "--decode-and-evaluate", "0"] + train_bench.REGULARISED
         seconds, _ = train_bench.run(train_bench.train_command(paths, xe, extra), cache / "xe.log")
         print("cross-entropy: 1600 updates in %.0f s wall" % seconds)
-    xe_name = "xe" if args.xe_checkpoint is None else "xe-%d" % args.xe_checkpoint
+    xe_name = ("xe" if args.xe_checkpoint is None else "xe-%d" % args.xe_checkpoint) + \
+        ("" if args.augment == "none" else "-" + args.augment)
     xe_scores = score(xe, paths["validation_source"], paths["root"], references, cache / (xe_name + ".dev.predictions"),
                       args.beam_size, args.xe_checkpoint)
     print("cross-entropy (%s, %s), dev beam %d, 5 references: %s"
@@ -117,9 +118,10 @@ def flickr(args: argparse.Namespace) -> None:
     if args.sc_updates <= 0:
         return
     start = "" if args.xe_checkpoint is None else "-from%d" % args.xe_checkpoint
-    sc = cache / ("sc-%s-k%d-b%d-lr%g-top%d%s%s" % (args.baseline, args.samples, args.sc_batch_size,
-                                                   args.sc_learning_rate, args.sc_top_k,
-                                                   "-dropout" if args.sc_sample_dropout else "", start))
+    sc = cache / ("sc-%s-k%d-b%d-lr%g-top%d%s%s%s" % (args.baseline, args.samples, args.sc_batch_size,
+                                                     args.sc_learning_rate, args.sc_top_k,
+                                                     "-dropout" if args.sc_sample_dropout else "", start,
+                                                     "" if args.augment == "none" else "-" + args.augment))
     cmd = train_bench.train_command(paths, sc, ["--load-all-features-to-memory"] + train_bench.REGULARISED +
                                     self_critical_flags(xe, args))
     seconds, rss = train_bench.run(with_validation_targets(cmd, dev_targets), cache / (sc.name + ".log"))
@@ -254,6 +256,9 @@ def main() -> None:
     parser.add_argument("--features", default=None, help="FLICKR-A head_conv feature folder (default: extract into "
                                                          "the cache)")
     parser.add_argument("--xe-model", default=None, help="cross-entropy model folder (default: train one)")
+    parser.add_argument("--augment", choices=["none", "flip", "ten-crop"], default="none",
+                        help="flickr: both stages train on these views of the training photos (extract_features "
+                             "--augment; with --features, a folder extracted so)")
     parser.add_argument("--sc-updates", type=int, default=1000)
     parser.add_argument("--sc-learning-rate", type=float, default=2e-5)
     parser.add_argument("--sc-batch-size", type=int, default=16,

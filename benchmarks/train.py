@@ -1,13 +1,13 @@
 """Training benchmark on FLICKR-A (BENCHMARKS.md): speed, peak memory, validation perplexity and caption quality.
 
     .venv/bin/python benchmarks/train.py [--shared ../shared] [--cache-dir /tmp/captioning-bench] [--short]
-        [--layer head_conv|head_relu6] [--recipe regularised|...] [--beam-size 3] [--checkpoint best|last]
-        [--score-all-checkpoints]
+        [--layer head_conv|head_relu6] [--recipe regularised|...] [--augment none|flip|ten-crop] [--beam-size 3]
+        [--checkpoint best|last] [--score-all-checkpoints]
 
 1. Extracts EfficientNet-Lite0 ``--layer`` features (1280x7x7; default ``head_conv``, the peer's) of flickr8k-sample's
    train and dev photos into the cache folder (outside the repository; done once per layer).
-2. Training pairs: train.images repeated 5 times, block k with train.captions.k; validation: dev.images +
-   dev.captions.0.
+2. Training pairs: train.images repeated 5 times, block k with train.captions.k (with ``--augment``: the same for
+   every view of the photos, extract_features --augment); validation: dev.images + dev.captions.0.
 3. Speed: the tutorial configuration (1-layer LSTM-512, MLP attention, state init zero, image projection 512,
    embedding 512, weight normalisation, batch 64 captions, Adam 0.0003, clipping abs 1.0, bucket width 5, max length
    60) for ``--speed-updates`` updates with each feature store (lazy, memory, mmap): median of the logged
@@ -63,9 +63,10 @@ def run(cmd: List[str], log_path: Optional[Path] = None, env: Optional[Dict[str,
     return time.time() - start, usage.ru_maxrss // 1024
 
 
-def extract(shared: Path, cache: Path, layer: str = "head_conv") -> Path:
+def extract(shared: Path, cache: Path, layer: str = "head_conv", augment: str = "none") -> Path:
+    """Features of the train and dev photos (train with ``augment``'s views, extract_features --augment)."""
     data = shared / "data" / "flickr8k-sample"
-    feats = cache / ("features-%s" % layer)
+    feats = cache / ("features-%s%s" % (layer, "" if augment == "none" else "-" + augment))
     if (feats / "train.features").exists() and (feats / "dev.features").exists():
         return feats
     feats.mkdir(parents=True, exist_ok=True)
@@ -75,23 +76,33 @@ def extract(shared: Path, cache: Path, layer: str = "head_conv") -> Path:
                             str(feats / ("%s.features" % split)), "--image-encoder-model-path",
                             str(shared / "models" / "efficientnet-lite0" / "efficientnet-lite0"),
                             "--image-encoder-layer", layer, "--source-image-size", "3", "224", "224",
-                            "--batch-size", "128", "--device-id", "0", "--use-cpu", "--mmap-store"],
+                            "--batch-size", "128", "--device-id", "0", "--use-cpu", "--mmap-store",
+                            "--augment", augment if split == "train" else "none"],
                            cache / ("extract-%s-%s.log" % (layer, split)))
-        print("extraction %s (%s): %.1f s, peak RSS %d MB" % (split, layer, seconds, rss))
+        print("extraction %s (%s, %s): %.1f s, peak RSS %d MB" % (split, layer, augment, seconds, rss))
     return feats
 
 
-def make_lists(shared: Path, feats: Path, cache: Path) -> Dict[str, str]:
+def make_lists(shared: Path, feats: Path, cache: Path, augment: str = "none") -> Dict[str, str]:
+    """Training pairs: for each view of ``augment`` (the centre square only by default), train.images repeated 5
+    times, block k with train.captions.k (so every view of a photo has its 5 captions as references)."""
+    sys.path.insert(0, str(REPO))
+    from captioning import extract_features, image_io
     data = shared / "data" / "flickr8k-sample"
     lists = cache / "lists"
     lists.mkdir(exist_ok=True)
-    train_names = (feats / "train.features").read_text().splitlines()
-    (lists / "train.features").write_text("\n".join(train_names * 5) + "\n")
     captions = []
     for k in range(5):
         captions += (data / ("train.captions.%d" % k)).read_text().splitlines()
-    (lists / "train.captions").write_text("\n".join(captions) + "\n")
-    return {"source": str(lists / "train.features"), "target": str(lists / "train.captions"),
+    sources, targets = [], []
+    for view in image_io.AUGMENTATIONS[augment]:
+        names = Path(extract_features.view_list_path(str(feats / "train.features"), view)).read_text().splitlines()
+        sources += names * 5
+        targets += captions
+    stem = "train" if augment == "none" else "train.%s" % augment
+    (lists / (stem + ".features")).write_text("\n".join(sources) + "\n")
+    (lists / (stem + ".captions")).write_text("\n".join(targets) + "\n")
+    return {"source": str(lists / (stem + ".features")), "target": str(lists / (stem + ".captions")),
             "validation_source": str(feats / "dev.features"), "validation_target": str(data / "dev.captions.0"),
             "root": str(feats)}
 
@@ -148,6 +159,8 @@ def main() -> None:
                         help="CNN layer of the features (head_conv: the peer's, for like-for-like timing)")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="regularised",
                         help="regularisation flags of the quality run (RECIPES)")
+    parser.add_argument("--augment", choices=["none", "flip", "ten-crop"], default="none",
+                        help="train on these views of the training photos (extract_features --augment)")
     parser.add_argument("--beam-size", type=int, default=3, help="beam of the dev captions of the quality run")
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best",
                         help="checkpoint scored: params.best (validation perplexity) or the last one")
@@ -161,8 +174,8 @@ def main() -> None:
         raise SystemExit("%s: no data/flickr8k-sample" % shared)
     cache.mkdir(parents=True, exist_ok=True)
     env = {"OMP_NUM_THREADS": args.threads} if args.threads else {}
-    feats = extract(shared, cache, args.layer)
-    paths = make_lists(shared, feats, cache)
+    feats = extract(shared, cache, args.layer, args.augment)
+    paths = make_lists(shared, feats, cache, args.augment)
 
     for store in args.stores if args.speed_updates > 0 else []:
         out = cache / ("speed-%s" % store)
@@ -179,6 +192,7 @@ def main() -> None:
         return
     name = "quality" if (args.layer, args.recipe) == ("head_conv", "regularised") else \
         "quality-%s-%s" % (args.layer, args.recipe)
+    name += "" if args.augment == "none" else "-" + args.augment
     out = cache / name
     log = cache / ("%s.log" % name)
     extra = ["--load-all-features-to-memory", "--max-updates", str(args.quality_updates), "--checkpoint-interval",

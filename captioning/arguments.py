@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import yaml
 
-from . import constants as C
+from . import constants as C, image_io
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -264,6 +264,12 @@ def add_extract_features_args(parser: argparse.ArgumentParser, io_required: bool
     group.add_argument("--merge-shards", action="store_true", default=False,
                        help="Check that every feature file of the input exists and write the feature list, in "
                             "input order (after sharded runs).")
+    group.add_argument("--augment", choices=list(image_io.AUGMENTATIONS), default="none",
+                       help="Also extract other views of every image, for training on augmented features: 'flip' "
+                            "the mirrored centre square; 'ten-crop' squares of 7/8 of the shorter side in the four "
+                            "corners and the mirror image of all five. View V of a.jpg is a.jpg.V.npy, listed in "
+                            "OUTPUT.V (one line per input line, like --output, which lists the centre view). "
+                            "Captioning uses the centre view.")
     add_image_size_args(parser)
     add_image_encoder_cnn_args(parser)
     add_image_input_args(parser)

@@ -282,13 +282,15 @@ def _where(where: Union[str, Sequence[str]], index: int) -> str:
 def iterate_image_batches(paths: Sequence[str], image_size: Tuple[int, int], batch_size: int,
                           num_workers: Optional[int] = None, skip_bad_images: bool = False,
                           where: Union[str, Sequence[str]] = "<input>",
-                          prefetch_batches: int = 2, niceness: int = 10) -> Iterator[ImageBatch]:
+                          prefetch_batches: int = 2, niceness: int = 10,
+                          views: Optional[Sequence[str]] = None) -> Iterator[ImageBatch]:
     """Decode ``paths`` (already resolved) to batches of ``(B, 3, H, W)`` float32 in input order. With
     ``num_workers`` > 0, a process pool decodes up to ``prefetch_batches`` batches ahead of the consumer (bounded
     memory); the workers run at lower priority (``niceness``) so that on a busy CPU they fill the CNN's idle
     moments instead of pre-empting its OpenMP threads (on 2 cores: 87% instead of 67% of the CNN-only rate with two
     workers on efficientnet-lite0). ``where`` names the input for errors: a list file (item i is its line i+1) or
-    one label per item.
+    one label per item; ``views`` (one per path, `image_io.VIEWS`) picks the view of each image (default: the centre
+    square).
     A bad image raises `image_io.BadImageError` naming it, or with ``skip_bad_images`` logs a warning and gives
     zeros (``bad`` marks it)."""
     num_workers = default_num_workers() if num_workers is None else num_workers
@@ -298,7 +300,7 @@ def iterate_image_batches(paths: Sequence[str], image_size: Tuple[int, int], bat
         return
     if num_workers <= 0:
         for indices in batches:
-            yield _assemble(indices, image_io.decode_chunk(([paths[i] for i in indices], size)), size,
+            yield _assemble(indices, image_io.decode_chunk(_task(paths, views, indices, size)), size,
                             skip_bad_images, where)
         return
     # spawn: the workers need only PIL and numpy, and a fork of a process running MXNet's engine is unsafe.
@@ -311,7 +313,7 @@ def iterate_image_batches(paths: Sequence[str], image_size: Tuple[int, int], bat
         def submit() -> None:
             nonlocal next_batch
             indices = batches[next_batch]
-            parts = [pool.apply_async(image_io.decode_chunk, (([paths[i] for i in indices[s:s + chunk]], size),))
+            parts = [pool.apply_async(image_io.decode_chunk, (_task(paths, views, indices[s:s + chunk], size),))
                      for s in range(0, len(indices), chunk)]
             pending.append((indices, parts))
             next_batch += 1
@@ -326,6 +328,12 @@ def iterate_image_batches(paths: Sequence[str], image_size: Tuple[int, int], bat
             for part in parts:
                 decoded.extend(part.get())
             yield _assemble(indices, decoded, size, skip_bad_images, where)
+
+
+def _task(paths: Sequence[str], views: Optional[Sequence[str]], indices: Sequence[int], size: Tuple[int, int]
+          ) -> Tuple[List[str], Tuple[int, int], Optional[List[str]]]:
+    """`image_io.decode_chunk`'s job for the items ``indices``."""
+    return [paths[i] for i in indices], size, None if views is None else [views[i] for i in indices]
 
 
 def _assemble(indices: List[int], decoded: List[Union[np.ndarray, str]], size: Tuple[int, int],

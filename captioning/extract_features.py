@@ -6,7 +6,9 @@
 Writes one float32 ``.npy`` per distinct image (``a/b.jpg`` -> ``a_b.jpg.npy``), the sidecar
 (``image_feature_sizes.json`` + Sockeye's ``.pkl``), a copy of the CNN checkpoint under ``FEATS/cnn/`` and, once every
 feature exists, the feature list ``--output`` (one name per input line). Re-running skips complete feature files;
-``--shard K/N`` splits the work between processes or machines that share ``--output-root``.
+``--shard K/N`` splits the work between processes or machines that share ``--output-root``. ``--augment flip|ten-crop``
+also extracts other views of every image (``a_b.jpg.top-left-flip.npy``) with one feature list per view
+(``OUTPUT.top-left-flip``), for training on augmented features.
 """
 import argparse
 import contextlib
@@ -16,7 +18,7 @@ import logging
 import os
 import shutil
 import time
-from typing import Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
@@ -47,19 +49,22 @@ class ExtractionConfig(Config):
     skip_bad_images: bool = False
     allow_absolute_paths: bool = False
     num_workers: Optional[int] = None
+    augment: str = "none"               # views of each image (image_io.AUGMENTATIONS); "none": the centre square
     copy_cnn: bool = True
     progress: bool = True
 
 
 @dataclasses.dataclass
 class ExtractionResult:
-    """What a run did: feature names per input line, how many files it computed / kept, whether the list exists."""
+    """What a run did: feature names per input line (of the centre view; ``view_names``: of every view, the centre
+    first), how many files it computed / kept, whether the lists exist."""
     names: List[str]
     features_shape: Tuple[int, int, int]
     computed: int
     skipped: int
     list_written: bool
     seconds: float
+    view_names: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
 
 
 def copy_cnn(cnn: CNNConfig, output_root: str) -> CNNConfig:
@@ -129,15 +134,42 @@ def _check_name_collisions(relative: Sequence[str], names: Sequence[str], input_
 
 def _check_writable(config: ExtractionConfig) -> None:
     """Every output can be written, checked before any feature is computed: the output root (created here) and the
-    list file (a probe file is written and removed: permission bits alone miss read-only mounts and root)."""
+    list files (a probe file is written and removed: permission bits alone miss read-only mounts and root)."""
     utils.check_output_folder(config.output_root, "--output-root")
-    utils.check_output_file(config.output, "--output")
+    for view in image_io.AUGMENTATIONS[config.augment]:
+        utils.check_output_file(view_list_path(config.output, view), "--output")
 
 
 def _feature_name(relative: str) -> str:
     # absolute paths (--allow-absolute-paths) and "../" would give names with leading "_" or ".._": keep them, but
     # strip the leading separator so the name stays a plain file name
     return features.feature_file_name(relative.lstrip("/"))
+
+
+def view_feature_name(name: str, view: str) -> str:
+    """The feature file of ``view`` of the image whose centre-view file is ``name``: ``a_b.jpg.npy`` ->
+    ``a_b.jpg.top-left-flip.npy`` (the centre view keeps ``name``)."""
+    if view == image_io.CENTRE:
+        return name
+    return name[:-len(C.FEATURE_SUFFIX)] + "." + view + C.FEATURE_SUFFIX
+
+
+def view_list_path(output: str, view: str) -> str:
+    """The feature list of ``view``: ``--output`` itself for the centre view, ``OUTPUT.VIEW`` for the others."""
+    return output if view == image_io.CENTRE else output + "." + view
+
+
+def _check_view_collisions(names: Sequence[str], views: Sequence[str], input_path: str) -> None:
+    """A view's feature file must not be another image's (``x.jpg`` flipped and an image named ``x.jpg.centre-flip``
+    would share ``x.jpg.centre-flip.npy``)."""
+    centre = {name: i for i, name in enumerate(names)}
+    for view in views[1:]:
+        for i, name in enumerate(names):
+            other = centre.get(view_feature_name(name, view))
+            utils.check_condition(other is None, "%s: the %s view's feature file %s is that of the image on %s; "
+                                                 "rename that image (or extract without --augment)"
+                                  % (utils.location(input_path, i + 1), view, view_feature_name(name, view),
+                                     utils.location(input_path, other + 1) if other is not None else ""))
 
 
 def _lines_to_compute(config: ExtractionConfig, names: Sequence[str], shape: Tuple[int, ...]) -> Tuple[List[int], int]:
@@ -172,21 +204,29 @@ def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> Ext
     # the list may live inside --output-root, which this run creates
     utils.check_condition(os.path.isdir(output_folder) or output_folder == os.path.abspath(config.output_root),
                           "%s: the folder of --output does not exist" % config.output)
+    utils.check_condition(config.augment in image_io.AUGMENTATIONS, "--augment must be one of %s, got %r"
+                          % (", ".join(image_io.AUGMENTATIONS), config.augment))
     relative, resolved = _read_image_list(config)
     names = [_feature_name(r) for r in relative]
     _check_name_collisions(relative, names, config.input)
+    views = image_io.AUGMENTATIONS[config.augment]
+    _check_view_collisions(names, views, config.input)
     _check_writable(config)
     if not names:
         logger.warning("%s: the image list is empty: nothing to extract; writing an empty feature list %s",
                        config.input, config.output)
+    # every (view, line) pair is one item to extract; item j is line j % len(names) of the input
+    view_names = {view: [view_feature_name(name, view) for name in names] for view in views}
+    items = [name for view in views for name in view_names[view]]
+    item_views = [view for view in views for _ in names]
 
     if config.merge_shards:
         sizes = features.read_feature_sizes(config.output_root)
         shape = tuple(sizes.features_shape)
-        _check_all_present(config, names, shape)  # type: ignore
+        _check_all_present(config, items, len(names), shape)  # type: ignore
         with _output_errors(config.output):
-            _finish(config, names)
-        return ExtractionResult(names, shape, 0, 0, True, time.time() - start)  # type: ignore
+            _finish(config, view_names)
+        return ExtractionResult(names, shape, 0, 0, True, time.time() - start, view_names)  # type: ignore
 
     _check_same_cnn(config)
     _warn_if_not_native_size(config.cnn)
@@ -200,24 +240,26 @@ def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> Ext
             image_shape=tuple(config.cnn.image_size), features_shape=shape, cnn=cnn_record.to_dict()))  # type: ignore
 
     k, n = config.shard or (1, 1)
-    todo, skipped = _lines_to_compute(config, names, shape)
+    todo, skipped = _lines_to_compute(config, items, shape)
     if skipped:
         logger.info("%d feature file(s) already complete: kept (use --overwrite to recompute)", skipped)
-    logger.info("Extracting %d feature file(s) of %s%s with %s at layer %s (%s -> %s)", len(todo), config.input,
+    logger.info("Extracting %d feature file(s) of %s%s with %s at layer %s (%s -> %s)%s", len(todo), config.input,
                 "" if config.shard is None else " (shard %d/%d)" % (k, n), config.cnn.model_path, config.cnn.layer,
-                "x".join(map(str, config.cnn.image_size)), "x".join(map(str, shape)))
+                "x".join(map(str, config.cnn.image_size)), "x".join(map(str, shape)),
+                "" if len(views) == 1 else ", %d views per image (%s)" % (len(views), ", ".join(views)))
     if todo:
         with _output_errors(config.output_root):
             features.remove_mmap_store(config.output_root)
-            _run(config, extractor, [resolved[i] for i in todo], [names[i] for i in todo],
-                 [utils.location(config.input, i + 1) for i in todo])
+            _run(config, extractor, [resolved[i % len(names)] for i in todo], [items[i] for i in todo],
+                 [_item_location(config.input, i, len(names), item_views[i]) for i in todo],
+                 None if len(views) == 1 else [item_views[i] for i in todo])
 
-    missing = [i for i, name in enumerate(names)
+    missing = [i for i, name in enumerate(items)
                if not features.is_complete_feature(os.path.join(config.output_root, name), shape)]
     list_written = False
     if not missing:
         with _output_errors(config.output):
-            _finish(config, names)
+            _finish(config, view_names)
         list_written = True
     else:
         logger.info("Shard %d/%d done; %d line(s) of %s still lack features (other shards): the feature list %s is "
@@ -228,7 +270,13 @@ def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> Ext
     seconds = time.time() - start
     logger.info("Done: %d computed, %d kept, %.1f s (%.1f images/s)", len(todo), skipped, seconds,
                 len(todo) / max(seconds, 1e-9))
-    return ExtractionResult(names, shape, len(todo), skipped, list_written, seconds)
+    return ExtractionResult(names, shape, len(todo), skipped, list_written, seconds, view_names)
+
+
+def _item_location(input_path: str, item: int, num_lines: int, view: str) -> str:
+    """Where item ``item`` (line ``item % num_lines`` of the input, in ``view``) comes from, for messages."""
+    where = utils.location(input_path, item % num_lines + 1)
+    return where if view == image_io.CENTRE else "%s (%s view)" % (where, view)
 
 
 def _check_same_cnn(config: ExtractionConfig) -> None:
@@ -265,9 +313,9 @@ def _warn_if_not_native_size(cnn_config: CNNConfig) -> None:
 
 
 def _run(config: ExtractionConfig, extractor: FeatureExtractor, paths: Sequence[str], names: Sequence[str],
-         where: Sequence[str]) -> None:
-    """Decode (worker processes) -> CNN (this thread) -> write .npy files (one writer thread, so the CNN does not
-    wait for the disk)."""
+         where: Sequence[str], views: Optional[Sequence[str]] = None) -> None:
+    """Decode (worker processes; ``views``: the view of each image, default the centre square) -> CNN (this thread)
+    -> write .npy files (one writer thread, so the CNN does not wait for the disk)."""
     from concurrent.futures import ThreadPoolExecutor
     from tqdm import tqdm
     image_size = tuple(config.cnn.image_size[1:])
@@ -285,7 +333,7 @@ def _run(config: ExtractionConfig, extractor: FeatureExtractor, paths: Sequence[
               mininterval=1.0) as progress, ThreadPoolExecutor(max_workers=1) as writer:
         pending = None
         for batch in iterate_image_batches(paths, image_size, config.batch_size, config.num_workers,  # type: ignore
-                                           config.skip_bad_images, where):
+                                           config.skip_bad_images, where, views=views):
             feats = extractor.extract(batch.images)
             for k, is_bad in enumerate(batch.bad):
                 if is_bad:
@@ -314,23 +362,28 @@ def _output_errors(path: str) -> Iterator[None]:
         raise utils.write_error(e.filename if isinstance(e.filename, str) else path, e) from None
 
 
-def _check_all_present(config: ExtractionConfig, names: Sequence[str], shape: Tuple[int, int, int]) -> None:
-    missing = [i for i, name in enumerate(names)
+def _check_all_present(config: ExtractionConfig, items: Sequence[str], num_lines: int,
+                       shape: Tuple[int, int, int]) -> None:
+    missing = [i for i, name in enumerate(items)
                if not features.is_complete_feature(os.path.join(config.output_root, name), shape)]
     if missing:
         first = missing[0]
         raise utils.CaptioningError("%s: feature file %s is missing or incomplete (%d line(s) in all); run the "
-                                    "remaining shards first" % (utils.location(config.input, first + 1),
-                                                                os.path.join(config.output_root, names[first]),
-                                                                len(missing)))
+                                    "remaining shards first" % (utils.location(config.input, first % num_lines + 1),
+                                                                os.path.join(config.output_root, items[first]),
+                                                                len({i % num_lines for i in missing})))
 
 
-def _finish(config: ExtractionConfig, names: Sequence[str]) -> None:
-    """Write the feature list and, if asked, the mmap store."""
-    features.write_feature_list(config.output, names)
-    logger.info("Wrote the feature list %s (%d lines)", config.output, len(names))
-    if config.mmap_store and names:
-        features.build_mmap_store(config.output_root, config.mmap_dtype, extra_names=names, list_path=config.output)
+def _finish(config: ExtractionConfig, view_names: Dict[str, List[str]]) -> None:
+    """Write the feature list of each view and, if asked, the mmap store."""
+    for view, names in view_names.items():
+        path = view_list_path(config.output, view)
+        features.write_feature_list(path, names)
+        logger.info("Wrote the feature list %s (%d lines%s)", path, len(names),
+                    "" if view == image_io.CENTRE else ", %s view" % view)
+    every = [name for names in view_names.values() for name in names]
+    if config.mmap_store and every:
+        features.build_mmap_store(config.output_root, config.mmap_dtype, extra_names=every, list_path=config.output)
 
 
 def config_from_args(args: argparse.Namespace) -> ExtractionConfig:
@@ -349,7 +402,7 @@ def config_from_args(args: argparse.Namespace) -> ExtractionConfig:
                             mmap_store=args.mmap_store, mmap_dtype=args.mmap_dtype,
                             shard=tuple(args.shard) if args.shard else None, merge_shards=args.merge_shards,
                             skip_bad_images=args.skip_bad_images, allow_absolute_paths=args.allow_absolute_paths,
-                            num_workers=args.num_workers, progress=not quiet)
+                            num_workers=args.num_workers, augment=args.augment, progress=not quiet)
 
 
 def build_parser(list_layers: bool = False) -> arguments.ConfigArgumentParser:

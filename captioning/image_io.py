@@ -1,6 +1,6 @@
 """Reading images for the CNN: path safety under a root folder, decoding any image mode to RGB, centre square crop
-and bicubic resize to the CNN's input size. Pure functions; no MXNet here (the decode workers import this module
-only)."""
+(or another view of the image, for feature augmentation) and bicubic resize to the CNN's input size. Pure functions;
+no MXNet here (the decode workers import this module only)."""
 import os
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -82,24 +82,57 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image
 
 
+# Views of an image (feature augmentation, `extract_features --augment`): the centre square (what captioning uses),
+# squares in the four corners and the mirror image of each: the "ten crops" of Krizhevsky et al. (2012).
+CENTRE = "centre"
+CROPS = (CENTRE, "top-left", "top-right", "bottom-left", "bottom-right")
+FLIP_SUFFIX = "-flip"
+VIEWS = CROPS + tuple(crop + FLIP_SUFFIX for crop in CROPS)
+AUGMENTATIONS = {"none": (CENTRE,), "flip": (CENTRE, CENTRE + FLIP_SUFFIX), "ten-crop": VIEWS}
+CORNER_FRACTION = 0.875     # side of a corner square / the image's shorter side
+
+
+def view_box(width: int, height: int, view: str = CENTRE) -> Tuple[int, int, int, int]:
+    """(left, top, right, bottom) of ``view``'s square in a ``width`` x ``height`` image (a flip crops as its view
+    without the flip): the largest centred square, or a square of `CORNER_FRACTION` of the shorter side in a
+    corner."""
+    crop = view[:-len(FLIP_SUFFIX)] if view.endswith(FLIP_SUFFIX) else view
+    if crop not in CROPS:
+        raise ValueError("unknown view %r; one of %s" % (view, ", ".join(VIEWS)))
+    if crop == CENTRE:
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+    else:
+        side = max(1, int(round(CORNER_FRACTION * min(width, height))))
+        vertical, horizontal = crop.split("-")
+        left = 0 if horizontal == "left" else width - side
+        top = 0 if vertical == "top" else height - side
+    return left, top, left + side, top + side
+
+
+def crop_resize(image: Image.Image, size: Tuple[int, int], view: str = CENTRE) -> Image.Image:
+    """``view``'s square of ``image`` (`view_box`), mirrored left-right for a ``-flip`` view, resized (bicubic) to
+    ``size`` = (H, W)."""
+    box = view_box(image.size[0], image.size[1], view)
+    height_out, width_out = size
+    if box != (0, 0) + image.size:
+        image = image.crop(box)   # crop first: no bleeding from outside the square
+    image = image.resize((width_out, height_out), resample=Image.Resampling.BICUBIC)
+    return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if view.endswith(FLIP_SUFFIX) else image
+
+
 def centre_crop_resize(image: Image.Image, size: Tuple[int, int]) -> Image.Image:
     """The largest centred square of ``image``, resized (bicubic) to ``size`` = (H, W)."""
-    width, height = image.size
-    side = min(width, height)
-    left, top = (width - side) // 2, (height - side) // 2
-    height_out, width_out = size
-    if (width, height) != (side, side):
-        image = image.crop((left, top, left + side, top + side))   # crop first: no bleeding from outside the square
-    return image.resize((width_out, height_out), resample=Image.Resampling.BICUBIC)
+    return crop_resize(image, size, CENTRE)
 
 
-def load_image_uint8(path: str, size: Tuple[int, int]) -> np.ndarray:
-    """``(3, H, W)`` uint8 RGB of the image at ``path``, centre-cropped and resized; `BadImageError` when the file is
-    missing, unreadable, truncated or not an image."""
+def load_image_uint8(path: str, size: Tuple[int, int], view: str = CENTRE) -> np.ndarray:
+    """``(3, H, W)`` uint8 RGB of ``view`` (default: the centre square) of the image at ``path``, resized;
+    `BadImageError` when the file is missing, unreadable, truncated or not an image."""
     try:
         with Image.open(path) as image:
             image.load()
-            rgb = centre_crop_resize(to_rgb(image), size)
+            rgb = crop_resize(to_rgb(image), size, view)
     except FileNotFoundError:
         raise BadImageError("%s: no such image file" % path) from None
     except IsADirectoryError:
@@ -124,14 +157,16 @@ def load_image(path: str, size: Tuple[int, int], where: Optional[str] = None) ->
         raise BadImageError("%s: %s" % (where, e)) from None
 
 
-def decode_chunk(task: Tuple[Sequence[str], Tuple[int, int]]) -> List[Union[np.ndarray, str]]:
-    """Worker-process job: decode a few images to ``(3, H, W)`` uint8 (a uint8 array pickles 4x smaller than
-    float32); the error message in place of an unreadable one."""
-    paths, size = task
+def decode_chunk(task: Tuple[Sequence[str], Tuple[int, int], Optional[Sequence[str]]]
+                 ) -> List[Union[np.ndarray, str]]:
+    """Worker-process job: decode a few images (``(paths, size, views)``; views None: the centre square of each) to
+    ``(3, H, W)`` uint8 (a uint8 array pickles 4x smaller than float32); the error message in place of an unreadable
+    one."""
+    paths, size, views = task
     results: List[Union[np.ndarray, str]] = []
-    for path in paths:
+    for k, path in enumerate(paths):
         try:
-            results.append(load_image_uint8(path, size))
+            results.append(load_image_uint8(path, size, CENTRE if views is None else views[k]))
         except BadImageError as e:
             results.append(str(e))
     return results

@@ -405,3 +405,46 @@ def test_a_size_other_than_the_encoders_native_one_is_warned_about(image_set, ti
         os.remove(tiny_cnn.prefix + "-encoder.json")
     assert "was made for input 3x96x96; --source-image-size is 3x64x64 (pass --source-image-size 3 96 96" in \
         caplog.text
+
+
+def test_augment_writes_every_view_with_its_own_list(image_set, tiny_cnn, tmp_path):
+    image_root, list_path, lines = image_set
+    out_root, out_list = tmp_path / "feats", tmp_path / "set.features"
+    plain_root, plain_list = tmp_path / "plain", tmp_path / "plain.features"
+    extract_features._main(_args(image_root, list_path, plain_root, plain_list, tiny_cnn))
+    extract_features._main(_args(image_root, list_path, out_root, out_list, tiny_cnn, "--augment", "ten-crop",
+                                 "--mmap-store"))
+    # the centre view is the plain extraction, byte for byte, listed in --output
+    assert out_list.read_text() == plain_list.read_text()
+    for name in out_list.read_text().splitlines():
+        assert (out_root / name).read_bytes() == (plain_root / name).read_bytes()
+    size = tiny_cnn.image_size[1:]
+    for view in image_io.VIEWS[1:]:
+        names = Path("%s.%s" % (out_list, view)).read_text().splitlines()
+        assert names == [features.feature_file_name(line)[:-4] + ".%s.npy" % view for line in lines]
+        # each file is the CNN's features of that view of the image
+        images = np.stack([image_io.load_image_uint8(str(image_root / line), size, view) for line in lines[:-1]])
+        expected = _module_forward(tiny_cnn.prefix, tiny_cnn.layer, images.astype(np.float32))
+        saved = np.stack([np.load(out_root / name) for name in names[:-1]])
+        np.testing.assert_allclose(saved, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    index = json.loads((out_root / "features.mmap.json").read_text())
+    assert len(index["names"]) == 6 * 10
+    # a re-run keeps all 60 files; a flip-only run on the same folder computes nothing either
+    config = extract_features.config_from_args(extract_features.build_parser().parse_args(
+        _args(image_root, list_path, out_root, out_list, tiny_cnn, "--augment", "ten-crop")))
+    result = extract_features.extract(config)
+    assert (result.computed, result.skipped) == (0, 60)
+    assert result.view_names["top-left"][0] == "grey.png.top-left.npy"
+    assert extract_features.extract(config.copy(augment="flip")).computed == 0
+
+
+def test_augment_refuses_a_view_file_that_is_another_images(image_set, tiny_cnn, tmp_path):
+    image_root, list_path, _ = image_set
+    (image_root / "grey.png.centre-flip").write_bytes((image_root / "grey.png").read_bytes())
+    list_path.write_text("grey.png\nsub/rgb.jpg\ngrey.png.centre-flip\n")
+    with pytest.raises(utils.CaptioningError, match=r"set.images, line 1: the centre-flip view's feature file "
+                                                    r"grey.png.centre-flip.npy is that of the image on .*set.images, "
+                                                    r"line 3"):
+        extract_features._main(_args(image_root, list_path, tmp_path / "f", tmp_path / "l", tiny_cnn,
+                                     "--augment", "flip"))
+    assert not (tmp_path / "f").exists()

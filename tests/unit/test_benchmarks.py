@@ -12,6 +12,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import gemm  # noqa: E402
 import peer  # noqa: E402
+import train as train_bench  # noqa: E402
 import train_profile  # noqa: E402
 
 
@@ -76,3 +77,24 @@ def test_simultaneous_runs_are_each_timed_to_their_own_end(tmp_path):
     slow, fast = peer.finish_all(runs)
     assert slow.wall > fast.wall + 1.0
     assert "done" in slow.output and "done" in fast.output
+
+
+def test_flickr_lists_pair_every_view_with_the_five_captions(tmp_path):
+    data = tmp_path / "shared" / "data" / "flickr8k-sample"
+    data.mkdir(parents=True)
+    for k in range(5):
+        (data / ("train.captions.%d" % k)).write_text("cap%d of a\ncap%d of b\n" % (k, k))
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    (feats / "train.features").write_text("a.npy\nb.npy\n")
+    (feats / "dev.features").write_text("d.npy\n")
+    (feats / "train.features.centre-flip").write_text("a.centre-flip.npy\nb.centre-flip.npy\n")
+    paths = train_bench.make_lists(tmp_path / "shared", feats, tmp_path, "flip")
+    sources = Path(paths["source"]).read_text().splitlines()
+    targets = Path(paths["target"]).read_text().splitlines()
+    assert len(sources) == len(targets) == 2 * 2 * 5
+    pairs = set(zip(sources, targets))
+    assert ("a.centre-flip.npy", "cap3 of a") in pairs and ("b.npy", "cap0 of b") in pairs
+    assert all(s.split(".")[0] == t.split()[-1] for s, t in pairs)     # every view of a photo has its captions
+    plain = train_bench.make_lists(tmp_path / "shared", feats, tmp_path)
+    assert Path(plain["source"]).read_text().splitlines() == sources[:10]

@@ -115,3 +115,44 @@ def test_resolve_path_follows_symbolic_links(tmp_path):
     # a root that is itself a link is fine
     os.symlink(str(root), str(tmp_path / "root_link"))
     assert image_io.resolve_path(str(tmp_path / "root_link"), "sub/in.png", False, "w").endswith("sub/in.png")
+
+
+def _quadrants(path):
+    """A 40 wide x 30 high image: red top-left, green top-right, blue bottom-left, white bottom-right quadrant."""
+    array = np.zeros((30, 40, 3), dtype=np.uint8)
+    array[:15, :20] = (255, 0, 0)
+    array[:15, 20:] = (0, 255, 0)
+    array[15:, :20] = (0, 0, 255)
+    array[15:, 20:] = (255, 255, 255)
+    Image.fromarray(array).save(path)
+    return str(path)
+
+
+def test_view_boxes_are_the_centre_square_and_corner_squares():
+    assert image_io.view_box(40, 30, "centre") == image_io.view_box(40, 30, "centre-flip") == (5, 0, 35, 30)
+    side = round(image_io.CORNER_FRACTION * 30)
+    assert image_io.view_box(40, 30, "top-left") == (0, 0, side, side)
+    assert image_io.view_box(40, 30, "top-right-flip") == (40 - side, 0, 40, side)
+    assert image_io.view_box(40, 30, "bottom-left") == (0, 30 - side, side, 30)
+    assert image_io.view_box(40, 30, "bottom-right") == (40 - side, 30 - side, 40, 30)
+    assert len(image_io.VIEWS) == 10 and image_io.AUGMENTATIONS["ten-crop"][0] == "centre"
+    with pytest.raises(ValueError, match="unknown view 'middle'"):
+        image_io.view_box(40, 30, "middle")
+
+
+def test_each_view_shows_its_corner_and_a_flip_mirrors_it(tmp_path):
+    path = _quadrants(tmp_path / "quadrants.png")
+    size = (8, 8)
+    colour = {"top-left": (255, 0, 0), "top-right": (0, 255, 0), "bottom-left": (0, 0, 255),
+              "bottom-right": (255, 255, 255)}
+    for view, rgb in colour.items():
+        image = image_io.load_image_uint8(path, size, view)
+        # the pixel nearest the view's own corner has the corner's colour
+        row = 0 if view.startswith("top") else -1
+        col = 0 if view.endswith("left") else -1
+        np.testing.assert_allclose(image[:, row, col], rgb, atol=2)
+        flipped = image_io.load_image_uint8(path, size, view + "-flip")
+        np.testing.assert_array_equal(flipped, image[:, :, ::-1])
+    np.testing.assert_array_equal(image_io.load_image_uint8(path, size, "centre"), image_io.load_image_uint8(path, size))
+    np.testing.assert_array_equal(image_io.load_image_uint8(path, size, "centre-flip"),
+                                  image_io.load_image_uint8(path, size)[:, :, ::-1])
