@@ -1,7 +1,8 @@
 """Speed side by side with the original Sockeye 1.18.115 image captioner, in one run on one machine (BENCHMARKS.md).
 
     .venv/bin/python benchmarks/peer.py --peer /tmp/sockeye-peer [--ours /work/snap] [--threads 1 2]
-        [--ours-model /work/bench/quality] [--peer-model /work/bench/peer-model] [--parts train caption extract]
+        [--ours-model /work/bench/quality] [--peer-model /work/bench/peer-model]
+        [--parts train caption processes extract] [--processes 2]
 
 ``--peer`` is the folder ``../shared/peer/setup.sh`` made (``venv/``, ``sk.py``, ``sockeye-1.18.115/``); without it,
 or without ``../shared`` (data and CNN), the script says so and exits 0. ``--ours`` is the tree whose ``captioning``
@@ -21,6 +22,9 @@ ours, so > 1 always means ours is better).
   docs/benchmarks.md) captions the 113 dev photos' features at beam 3, batch 64 and batch 1, ``--max-output-length
   30`` (ours also at its default, from the model folder): the captions/s each tool reports (model loading excluded
   by both), words per caption, captions that hit the length limit, peak RSS.
+- processes (``--processes N``): the same captioning with the threads in N processes of OMP_NUM_THREADS / N threads
+  each: ours as ``captioner --search-processes N``, the original (no such option) as N processes started together
+  on N interleaved parts of the input; its captions/s are all lines over the longest part's processing time.
 - extract: EfficientNet-Lite0 head_conv features of ``--extract-split``'s photos, batch 32: process wall time (CNN
   loading included) and peak RSS of the main process.
 Prints the CPU model and the load average, then one line per figure; ``--json`` also writes them to a file.
@@ -278,6 +282,66 @@ def caption_part(tools: Tools, paths: Dict[str, Path], work: Path, args: argpars
             rows.append({"figure": "captioning, batch %d, ours at its default max length" % batch, "ours": ours})
 
 
+PEER_CAPTION_TIME = re.compile(r"Processed (\d+) lines\. Total time: ([\d.]+)")
+
+
+def processes_part(tools: Tools, paths: Dict[str, Path], work: Path, args: argparse.Namespace, threads: str,
+                   rows: List[Dict]) -> None:
+    """Both tools with the threads in ``--processes`` processes: ours as ``captioner --search-processes N``; the
+    original (which has no such option) as N processes started together on N interleaved parts of the input, its
+    speed the lines of all parts over the longest part's processing time (from its log). Each process gets
+    OMP_NUM_THREADS / N threads; max length 30."""
+    n = args.processes
+    per = str(max(1, int(threads) // n))
+    names = paths["dev_list"].read_text().splitlines()[:args.caption_images or None]
+    parts = []
+    for i in range(n):
+        part = work / ("dev-part-%d-of-%d.features" % (i + 1, n))
+        part.write_text("".join(name + "\n" for name in names[i::n]))
+        parts.append(part)
+
+    def measure(batch: int) -> Callable[[str, int], Dict[str, float]]:
+        def one(tool: str, k: int) -> Dict[str, float]:
+            common = ["--source-root", str(paths["feats"]), "--beam-size", str(args.beam_size), "--batch-size",
+                      str(batch), "--use-cpu", "--max-output-length", "30"]
+            if tool == "ours":
+                listing = work / ("dev-first-%d.features" % len(names))
+                listing.write_text("".join(name + "\n" for name in names))
+                rest = common + ["--models", str(args.ours_model), "--input", str(listing), "--output",
+                                 str(work / ("captions-processes-ours-%d-%d" % (batch, k))), "--search-processes",
+                                 str(n)]
+                rest += ["--checkpoints", str(args.ours_checkpoint)] if args.ours_checkpoint is not None else []
+                result = tools.run(tool, "captioner", rest, work / ("caption-processes-ours-%d-%d.log" % (batch, k)))
+                match = OURS_CAPTION_SPEED.search(result.output)
+                if match is None:
+                    raise SystemExit("ours: no speed line in its log:\n%s" % result.output[-2000:])
+                return {"speed": float(match.group(1)), "rss": result.rss / 1024.0}
+            started = []
+            for i, part in enumerate(parts):
+                rest = common + ["--models", str(args.peer_model), "--input", str(part), "--output",
+                                 str(work / ("captions-processes-original-%d-%d-%d" % (batch, k, i)))]
+                rest += ["--checkpoints", str(args.peer_checkpoint)] if args.peer_checkpoint is not None else []
+                started.append(start(tools.command(tool, "captioner", rest), dict(tools.env[tool],
+                                                                                  OMP_NUM_THREADS=per),
+                                     tools.cwd[tool], work / ("caption-processes-original-%d-%d-%d.log"
+                                                              % (batch, k, i))))
+            results = finish_all(started)
+            times = []
+            for result in results:
+                match = PEER_CAPTION_TIME.search(result.output)
+                if match is None:
+                    raise SystemExit("original: no time line in its log:\n%s" % result.output[-2000:])
+                times.append(float(match.group(2)))
+            return {"speed": len(names) / max(times), "rss": max(r.rss for r in results) / 1024.0}
+        return one
+
+    for batch in args.batch_sizes:
+        results = alternate(measure(batch))
+        line("captioning captions/s, %d processes x %s thread(s), batch %d, max length 30" % (n, per, batch),
+             results, "speed", "", True, out=rows)
+        line("  peak RSS of one process, batch %d" % batch, results, "rss", "GB", False, out=rows)
+
+
 def extract_part(tools: Tools, paths: Dict[str, Path], work: Path, args: argparse.Namespace,
                  rows: List[Dict]) -> None:
     images = paths["data"] / ("%s.images" % args.extract_split)
@@ -309,7 +373,7 @@ def main() -> None:
                         help="features-head_conv/ and lists/ (benchmarks/train.py makes them)")
     parser.add_argument("--work-dir", default="/tmp/peer-bench")
     parser.add_argument("--threads", nargs="+", default=["1", "2"], help="OMP_NUM_THREADS values, both tools")
-    parser.add_argument("--parts", nargs="+", choices=["train", "caption", "extract"],
+    parser.add_argument("--parts", nargs="+", choices=["train", "caption", "processes", "extract"],
                         default=["train", "caption", "extract"])
     parser.add_argument("--train-updates", type=int, default=100)
     parser.add_argument("--simultaneous", action="store_true",
@@ -327,6 +391,8 @@ def main() -> None:
     parser.add_argument("--no-ours-default-length", dest="ours_default_length", action="store_false",
                         help="skip ours at its default --max-output-length")
     parser.add_argument("--extract-split", choices=["train", "dev"], default="train")
+    parser.add_argument("--processes", type=int, default=2,
+                        help="the processes part: ours with --search-processes N, the original as N processes")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
@@ -349,11 +415,11 @@ def main() -> None:
         print("skipped: no FLICKR-A features in %s (benchmarks/train.py --cache-dir %s extracts them)"
               % (bench, bench))
         return
-    if "caption" in args.parts:
+    if "caption" in args.parts or "processes" in args.parts:
         for model in (args.peer_model, args.ours_model):
             if not (Path(model) / "params.best").exists() and not list(Path(model).glob("params.0*")):
                 print("skipped captioning: no trained model in %s (see docs/benchmarks.md)" % model)
-                args.parts = [p for p in args.parts if p != "caption"]
+                args.parts = [p for p in args.parts if p not in ("caption", "processes")]
                 break
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -371,6 +437,8 @@ def main() -> None:
             train_part(tools, paths, logs, args.train_updates, rows, args.simultaneous, args.rounds)
         if "caption" in args.parts:
             caption_part(tools, paths, logs, args, rows)
+        if "processes" in args.parts:
+            processes_part(tools, paths, logs, args, threads, rows)
         for row in rows:
             row.setdefault("threads", threads)
         print("== end of OMP_NUM_THREADS=%s; %s" % (threads, load()), flush=True)

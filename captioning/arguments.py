@@ -680,7 +680,14 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
                              "likely words (--sample K). With --nbest-size N, N samples per image (the first is the "
                              "caption). Not with lexical constraints.")
     search.add_argument("--seed", type=int, default=None,
-                        help="Seed MXNet's and NumPy's random generators before captioning (reproducible --sample).")
+                        help="Seed MXNet's and NumPy's random generators before captioning (reproducible --sample; "
+                             "with --search-processes, batch k is sampled with seed + k).")
+    search.add_argument("--search-processes", type=int_greater_or_equal(1), default=1, metavar="N",
+                        help="CPU: caption in N processes at once, each searching its own batches of --batch-size "
+                             "lines with 1/N of the threads (OMP_NUM_THREADS; default every core). Faster than N "
+                             "threads in one search, which spend much of a step waiting on small operators; N "
+                             "copies of the model in memory. Outputs stay in input order, but input is read ahead "
+                             "(two batches per process).")
 
     images = parser.add_argument_group("Captioning straight from images")
     images.add_argument("--extract-image-features", action="store_true", default=False,

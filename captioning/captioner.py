@@ -13,15 +13,16 @@ import os
 import sys
 import time
 import warnings
-from typing import IO, TYPE_CHECKING, Optional, Sequence
+from typing import IO, TYPE_CHECKING, Iterator, Optional, Sequence, Tuple, Union
 
 from . import arguments, log, utils
 from . import constants as C
 
 if TYPE_CHECKING:
     from .cnn import CNNConfig
-    from .inference import CaptionerConfig
+    from .inference import CaptionOutput, Captioner, CaptionerConfig
     from .model import ModelConfig
+    from .search_processes import SearchPool
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ def cnn_config_for(args: argparse.Namespace, model_config: "ModelConfig", model_
 def captioner_config(args: argparse.Namespace) -> "CaptionerConfig":
     """The `inference.CaptionerConfig` of the flags (checked before any model is loaded)."""
     from .inference import CaptionerConfig
+    from .search_processes import SearchPool
     return CaptionerConfig(
         beam_size=args.beam_size, batch_size=args.batch_size, chunk_size=args.chunk_size,
         max_output_length=args.max_output_length, ensemble_mode=args.ensemble_mode,
@@ -103,27 +105,26 @@ def _main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     warnings.filterwarnings("ignore", message="Parameter .* is not used by any computation")
 
     # everything that can be checked cheaply is checked before the models load
-    config = captioner_config(args)
+    captioner_config(args)
     if args.output is not None:
         utils.check_output_file(args.output, "--output")
     input_file: IO[bytes] = utils.open_input(args.input) if args.input is not None else sys.stdin.buffer
     try:
-        return _caption(args, config, input_file)
+        return _caption(args, input_file)
     finally:
         if input_file is not sys.stdin.buffer:
             input_file.close()
 
 
-def _caption(args: argparse.Namespace, config: "CaptionerConfig", input_file: IO[bytes]) -> int:
+def build_captioner(args: argparse.Namespace) -> Tuple["Captioner", Tuple[int, int]]:
+    """The captioner of the flags (models loaded, feature source ready) and the models' feature grid (h, w). Each
+    `search_processes` process runs it too."""
     from . import inference
-    from .output_handler import OutputHandler
-
     ctx = utils.get_context(args.use_cpu, args.device_ids)[0]
-    if args.seed is not None:  # reproducible sampling
-        import mxnet as mx
-        import numpy as np
-        mx.random.seed(args.seed)
-        np.random.seed(args.seed)
+    utils.check_condition(args.search_processes == 1 or ctx.device_type == "cpu",
+                          "--search-processes %d: several search processes are for CPU captioning; on a GPU use "
+                          "one (or pass --use-cpu)" % args.search_processes)
+    config = captioner_config(args)
     models, vocab = inference.load_models(args.models, args.checkpoints, ctx)
     feature_shape = tuple(models[0].config.encoder.feature_shape)
     root = args.source_root if args.source_root is not None else "."
@@ -139,12 +140,32 @@ def _caption(args: argparse.Namespace, config: "CaptionerConfig", input_file: IO
         source = inference.ImageSource(root, extractor, args.allow_absolute_paths, args.num_workers)
     else:
         source = inference.FeatureFileSource(root, feature_shape, args.allow_absolute_paths)
-    captioner = inference.Captioner(models, vocab, config, source, ctx)
+    return inference.Captioner(models, vocab, config, source, ctx), (int(feature_shape[1]), int(feature_shape[2]))
 
+
+def _caption(args: argparse.Namespace, input_file: IO[bytes]) -> int:
     where = args.input if args.input is not None else "<stdin>"
-    grid = (int(feature_shape[1]), int(feature_shape[2]))
+    if args.search_processes > 1:
+        from . import search_processes
+        with search_processes.SearchPool(args.search_processes, args, build_captioner, args.batch_size) as pool:
+            from . import inference   # MXNet loads here while the processes load the models
+            start = time.time()
+            _write(args, pool.caption(inference.parse_stream(input_file, where, args.json_input), where), pool.grid)
+            return _report(pool, time.time() - start)
+    if args.seed is not None:  # reproducible sampling
+        import mxnet as mx
+        import numpy as np
+        mx.random.seed(args.seed)
+        np.random.seed(args.seed)
+    captioner, grid = build_captioner(args)
     start = time.time()
-    outputs = captioner.caption_stream(input_file, where, args.json_input)
+    _write(args, captioner.caption_stream(input_file, where, args.json_input), grid)
+    return _report(captioner, time.time() - start)
+
+
+def _write(args: argparse.Namespace, outputs: Iterator["CaptionOutput"], grid: Tuple[int, int]) -> None:
+    """Write the outputs to --output or standard output."""
+    from .output_handler import OutputHandler
     if args.output is not None:
         with utils.open_output(args.output) as out:
             handler = OutputHandler(out, args.output_type, grid)
@@ -155,8 +176,11 @@ def _caption(args: argparse.Namespace, config: "CaptionerConfig", input_file: IO
         for output in outputs:
             handler.handle(output)
             sys.stdout.flush()  # each caption as soon as it is made (interactive use through pipes)
+
+
+def _report(captioner: "Union[Captioner, SearchPool]", elapsed: float) -> int:
+    """Log the totals; the exit status (1 when some line failed)."""
     total = captioner.num_captioned + captioner.num_failed
-    elapsed = time.time() - start
     if total:
         logger.info("Processed %d lines (%d failed) in %.2fs: %.1f captions/s (search alone %.1f captions/s)",
                     total, captioner.num_failed, elapsed, captioner.num_captioned / max(elapsed, 1e-9),

@@ -182,6 +182,14 @@ def read_input_lines(stream: "Iterable[bytes]", where: str) -> Iterator[Tuple[in
 # where the features come from
 # ---------------------------------------------------------------------------------------------------------------
 
+def parse_stream(stream: "Iterable[bytes]", where: str, json_input: bool = False) -> Iterator[CaptionInput]:
+    """The parsed lines of a binary stream (an input file, or stdin), read one line at a time; a line that is not
+    UTF-8 or not valid gives an input carrying its error."""
+    for number, text, error in read_input_lines(stream, where):
+        yield CaptionInput(number, "", error=error) if error is not None else \
+            parse_input(text, number, json_input, utils.location(where, number))
+
+
 class FeatureSource(Protocol):
     """Where a `Captioner` gets features: (C, H, W) arrays for parsed input lines, a batch at a time."""
     feature_shape: Tuple[int, ...]
@@ -343,9 +351,7 @@ class Captioner:
                        ) -> Iterator[CaptionOutput]:
         """Outputs for the lines of a binary stream (an input file, or stdin), read one line at a time; a line
         that is not UTF-8 fails alone."""
-        return self.caption_inputs((CaptionInput(number, "", error=error) if error is not None else
-                                    parse_input(text, number, json_input, utils.location(where, number))
-                                    for number, text, error in read_input_lines(stream, where)), where)
+        return self.caption_inputs(parse_stream(stream, where, json_input), where)
 
     def caption_inputs(self, inputs: Iterable[CaptionInput], where: str) -> Iterator[CaptionOutput]:
         """Outputs for parsed inputs, in order, a chunk (`CaptionerConfig.effective_chunk_size`) at a time."""

@@ -361,3 +361,58 @@ def test_sample_seed_and_repetition_flags(setup):
     code, lines = caption(setup, "--no-repeat-ngram-size", "1", "--no-dangling-words", out_name="r.txt")
     assert code == 0 and all(len(set(line.split())) == len(line.split()) for line in lines)
     assert run_main(["--models", "m", "--sample", "--no-dangling-words", "--use-cpu"]) == 1
+
+
+def _cli(*argv: str, threads: str = "2") -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=threads)
+    return subprocess.run([sys.executable, "-m", "captioning.captioner", *argv], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_search_processes_give_the_same_outputs_in_input_order(setup, tmp_path):
+    base, model, listing = setup
+    names = listing.read_text().splitlines()
+    lines = names[:7] + ["missing.npy"] + names[7:15]
+    bad = tmp_path / "mixed.list"
+    bad.write_text("\n".join(lines) + "\n")
+    common = ["--models", str(model), "--input", str(bad), "--source-root", str(base / "feats"), "--use-cpu",
+              "--beam-size", "3", "--batch-size", "2"]
+    single = _cli(*common)
+    multi = _cli(*common, "--search-processes", "3")
+    assert single.returncode == multi.returncode == 1, multi.stderr
+    assert multi.stdout == single.stdout and len(multi.stdout.splitlines()) == 16
+    assert multi.stdout.splitlines()[7] == "" and len(set(multi.stdout.splitlines())) > 3
+    assert "Captioning in 3 processes of 1 thread(s) each" in multi.stderr
+    assert "mixed.list, line 8" in multi.stderr and "missing.npy" in multi.stderr
+    assert "Processed 16 lines (1 failed)" in multi.stderr and "Traceback" not in multi.stderr
+
+
+def test_search_processes_sample_reproducibly_under_a_seed(setup):
+    runs = [caption(setup, "--sample", "--seed", "5", "--batch-size", "4", "--search-processes", str(n),
+                    out_name="sp%d_%d.txt" % (n, k)) for n, k in [(2, 0), (2, 1), (3, 0)]]
+    assert all(code == 0 for code, _ in runs)
+    assert runs[0][1] == runs[1][1] == runs[2][1] and len(runs[0][1]) == 23   # batch k draws with seed + k
+
+
+def test_search_processes_stop_with_one_line_when_the_models_cannot_load(tmp_path):
+    proc = _cli("--models", str(tmp_path / "nope"), "--use-cpu", "--search-processes", "2", "--input", os.devnull)
+    assert proc.returncode == 1
+    assert "no such model folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _die(args):
+    os._exit(3)
+
+
+def test_a_search_process_that_dies_is_an_error_not_a_hang():
+    import argparse
+    from captioning import search_processes, utils
+    args = argparse.Namespace(quiet=True, loglevel="ERROR", seed=None)
+    with pytest.raises(utils.CaptioningError, match=r"search process 0 ended unexpectedly \(exit code 3\)"):
+        search_processes.SearchPool(1, args, _die, batch_size=2)
+
+
+def test_threads_are_shared_out_between_search_processes(monkeypatch):
+    from captioning.search_processes import threads_per_process
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert [threads_per_process(n) for n in (1, 2, 3, 8)] == [4, 2, 1, 1]
