@@ -93,21 +93,22 @@ class SearchPool:
             for _ in range(processes):
                 self.grid = self._next()[2]
         except BaseException:
-            self.close()
+            self.close(wait=False)
             raise
 
     def __enter__(self) -> "SearchPool":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.close(wait=exc_type is None)
 
-    def close(self) -> None:
-        """Stop the processes: each finishes its chunk in hand (or is ended after 10 s)."""
+    def close(self, wait: bool = True) -> None:
+        """Stop the processes: after the work handed out (ended after 10 s), or at once with ``wait`` False (an
+        error or Ctrl-C in the parent: the chunks in flight are of no use any more)."""
         for _ in self._workers:
             self._tasks.put(_STOP)
         for worker in self._workers:
-            worker.join(timeout=10)
+            worker.join(timeout=10 if wait else 0)
             if worker.is_alive():
                 worker.terminate()
                 worker.join()
