@@ -294,6 +294,8 @@ def processes_part(tools: Tools, paths: Dict[str, Path], work: Path, args: argpa
     n = args.processes
     per = str(max(1, int(threads) // n))
     names = paths["dev_list"].read_text().splitlines()[:args.caption_images or None]
+    listing = work / ("dev-first-%d.features" % len(names))       # ours: the whole input, in one command
+    listing.write_text("".join(name + "\n" for name in names))
     parts = []
     for i in range(n):
         part = work / ("dev-part-%d-of-%d.features" % (i + 1, n))
@@ -305,8 +307,6 @@ def processes_part(tools: Tools, paths: Dict[str, Path], work: Path, args: argpa
             common = ["--source-root", str(paths["feats"]), "--beam-size", str(args.beam_size), "--batch-size",
                       str(batch), "--use-cpu", "--max-output-length", "30"]
             if tool == "ours":
-                listing = work / ("dev-first-%d.features" % len(names))
-                listing.write_text("".join(name + "\n" for name in names))
                 rest = common + ["--models", str(args.ours_model), "--input", str(listing), "--output",
                                  str(work / ("captions-processes-ours-%d-%d" % (batch, k))), "--search-processes",
                                  str(n)]

@@ -102,14 +102,14 @@ def flickr(args: argparse.Namespace) -> None:
     dev_targets = [str(data / ("dev.captions.%d" % k)) for k in range(5)]
     references = [list(r) for r in zip(*[Path(t).read_text().splitlines() for t in dev_targets])]
 
-    xe = Path(args.xe_model) if args.xe_model else cache / ("xe" if args.augment == "none" else "xe-" + args.augment)
+    suffix = train_bench.augment_suffix(args.augment)
+    xe = Path(args.xe_model) if args.xe_model else cache / ("xe" + suffix)
     if not (xe / "params.best").exists():
         extra = ["--load-all-features-to-memory", "--max-updates", "1600", "--checkpoint-interval", "200",
                  "--decode-and-evaluate", "0"] + train_bench.REGULARISED
         seconds, _ = train_bench.run(train_bench.train_command(paths, xe, extra), cache / "xe.log")
         print("cross-entropy: 1600 updates in %.0f s wall" % seconds)
-    xe_name = ("xe" if args.xe_checkpoint is None else "xe-%d" % args.xe_checkpoint) + \
-        ("" if args.augment == "none" else "-" + args.augment)
+    xe_name = ("xe" if args.xe_checkpoint is None else "xe-%d" % args.xe_checkpoint) + suffix
     xe_scores = score(xe, paths["validation_source"], paths["root"], references, cache / (xe_name + ".dev.predictions"),
                       args.beam_size, args.xe_checkpoint)
     print("cross-entropy (%s, %s), dev beam %d, 5 references: %s"
@@ -120,8 +120,7 @@ def flickr(args: argparse.Namespace) -> None:
     start = "" if args.xe_checkpoint is None else "-from%d" % args.xe_checkpoint
     sc = cache / ("sc-%s-k%d-b%d-lr%g-top%d%s%s%s" % (args.baseline, args.samples, args.sc_batch_size,
                                                      args.sc_learning_rate, args.sc_top_k,
-                                                     "-dropout" if args.sc_sample_dropout else "", start,
-                                                     "" if args.augment == "none" else "-" + args.augment))
+                                                     "-dropout" if args.sc_sample_dropout else "", start, suffix))
     cmd = train_bench.train_command(paths, sc, ["--load-all-features-to-memory"] + train_bench.REGULARISED +
                                     self_critical_flags(xe, args))
     seconds, rss = train_bench.run(with_validation_targets(cmd, dev_targets), cache / (sc.name + ".log"))
@@ -256,7 +255,7 @@ def main() -> None:
     parser.add_argument("--features", default=None, help="FLICKR-A head_conv feature folder (default: extract into "
                                                          "the cache)")
     parser.add_argument("--xe-model", default=None, help="cross-entropy model folder (default: train one)")
-    parser.add_argument("--augment", choices=["none", "flip", "ten-crop"], default="none",
+    parser.add_argument("--augment", choices=list(train_bench.AUGMENTATIONS), default="none",
                         help="flickr: both stages train on these views of the training photos (extract_features "
                              "--augment; with --features, a folder extracted so)")
     parser.add_argument("--sc-updates", type=int, default=1000)

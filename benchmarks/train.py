@@ -31,6 +31,8 @@ from typing import Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+sys.path.insert(0, str(REPO))
+from captioning.image_io import AUGMENTATIONS  # noqa: E402  (no MXNet)
 
 TUTORIAL = ["--encoder", "image-pretrain-cnn", "--decoder", "rnn", "--num-layers", "1:1", "--rnn-num-hidden", "512",
             "--rnn-decoder-state-init", "zero", "--rnn-attention-type", "mlp", "--image-encoder-num-hidden", "512",
@@ -66,7 +68,7 @@ def run(cmd: List[str], log_path: Optional[Path] = None, env: Optional[Dict[str,
 def extract(shared: Path, cache: Path, layer: str = "head_conv", augment: str = "none") -> Path:
     """Features of the train and dev photos (train with ``augment``'s views, extract_features --augment)."""
     data = shared / "data" / "flickr8k-sample"
-    feats = cache / ("features-%s%s" % (layer, "" if augment == "none" else "-" + augment))
+    feats = cache / ("features-%s%s" % (layer, augment_suffix(augment)))
     if (feats / "train.features").exists() and (feats / "dev.features").exists():
         return feats
     feats.mkdir(parents=True, exist_ok=True)
@@ -86,8 +88,7 @@ def extract(shared: Path, cache: Path, layer: str = "head_conv", augment: str = 
 def make_lists(shared: Path, feats: Path, cache: Path, augment: str = "none") -> Dict[str, str]:
     """Training pairs: for each view of ``augment`` (the centre square only by default), train.images repeated 5
     times, block k with train.captions.k (so every view of a photo has its 5 captions as references)."""
-    sys.path.insert(0, str(REPO))
-    from captioning import extract_features, image_io
+    from captioning import extract_features
     data = shared / "data" / "flickr8k-sample"
     lists = cache / "lists"
     lists.mkdir(exist_ok=True)
@@ -95,7 +96,7 @@ def make_lists(shared: Path, feats: Path, cache: Path, augment: str = "none") ->
     for k in range(5):
         captions += (data / ("train.captions.%d" % k)).read_text().splitlines()
     sources, targets = [], []
-    for view in image_io.AUGMENTATIONS[augment]:
+    for view in AUGMENTATIONS[augment]:
         names = Path(extract_features.view_list_path(str(feats / "train.features"), view)).read_text().splitlines()
         sources += names * 5
         targets += captions
@@ -105,6 +106,11 @@ def make_lists(shared: Path, feats: Path, cache: Path, augment: str = "none") ->
     return {"source": str(lists / (stem + ".features")), "target": str(lists / (stem + ".captions")),
             "validation_source": str(feats / "dev.features"), "validation_target": str(data / "dev.captions.0"),
             "root": str(feats)}
+
+
+def augment_suffix(augment: str) -> str:
+    """What the folders of an ``--augment`` run add to their names ("" without augmentation)."""
+    return "" if augment == "none" else "-" + augment
 
 
 def train_command(paths: Dict[str, str], output: Path, extra: List[str]) -> List[str]:
@@ -138,7 +144,6 @@ def quality(paths: Dict[str, str], shared: Path, model: Path, cache: Path, beam_
                       paths["validation_source"], "--source-root", paths["root"], "--beam-size", str(beam_size),
                       "--length-penalty-alpha", "1.0", "--batch-size", "64", "--max-output-length", "60", "--use-cpu",
                       "--output", str(predictions)] + chosen, cache / "captioner.log")
-    sys.path.insert(0, str(REPO))
     from captioning import evaluate
     hyps = predictions.read_text().splitlines()
     refs = list(zip(*[(data / ("dev.captions.%d" % k)).read_text().splitlines() for k in range(5)]))
@@ -159,7 +164,7 @@ def main() -> None:
                         help="CNN layer of the features (head_conv: the peer's, for like-for-like timing)")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="regularised",
                         help="regularisation flags of the quality run (RECIPES)")
-    parser.add_argument("--augment", choices=["none", "flip", "ten-crop"], default="none",
+    parser.add_argument("--augment", choices=list(AUGMENTATIONS), default="none",
                         help="train on these views of the training photos (extract_features --augment)")
     parser.add_argument("--beam-size", type=int, default=3, help="beam of the dev captions of the quality run")
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best",
@@ -192,7 +197,7 @@ def main() -> None:
         return
     name = "quality" if (args.layer, args.recipe) == ("head_conv", "regularised") else \
         "quality-%s-%s" % (args.layer, args.recipe)
-    name += "" if args.augment == "none" else "-" + args.augment
+    name += augment_suffix(args.augment)
     out = cache / name
     log = cache / ("%s.log" % name)
     extra = ["--load-all-features-to-memory", "--max-updates", str(args.quality_updates), "--checkpoint-interval",

@@ -83,7 +83,6 @@ def cnn_config_for(args: argparse.Namespace, model_config: "ModelConfig", model_
 def captioner_config(args: argparse.Namespace) -> "CaptionerConfig":
     """The `inference.CaptionerConfig` of the flags (checked before any model is loaded)."""
     from .inference import CaptionerConfig
-    from .search_processes import SearchPool
     return CaptionerConfig(
         beam_size=args.beam_size, batch_size=args.batch_size, chunk_size=args.chunk_size,
         max_output_length=args.max_output_length, ensemble_mode=args.ensemble_mode,

@@ -166,10 +166,11 @@ def _check_view_collisions(names: Sequence[str], views: Sequence[str], input_pat
     for view in views[1:]:
         for i, name in enumerate(names):
             other = centre.get(view_feature_name(name, view))
-            utils.check_condition(other is None, "%s: the %s view's feature file %s is that of the image on %s; "
-                                                 "rename that image (or extract without --augment)"
-                                  % (utils.location(input_path, i + 1), view, view_feature_name(name, view),
-                                     utils.location(input_path, other + 1) if other is not None else ""))
+            if other is not None:
+                raise utils.CaptioningError("%s: the %s view's feature file %s is that of the image on %s; rename "
+                                            "that image (or extract without --augment)"
+                                            % (utils.location(input_path, i + 1), view, view_feature_name(name, view),
+                                               utils.location(input_path, other + 1)))
 
 
 def _lines_to_compute(config: ExtractionConfig, names: Sequence[str], shape: Tuple[int, ...]) -> Tuple[List[int], int]:
@@ -254,8 +255,7 @@ def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> Ext
                  [_item_location(config.input, i, len(names), item_views[i]) for i in todo],
                  None if len(views) == 1 else [item_views[i] for i in todo])
 
-    missing = [i for i, name in enumerate(items)
-               if not features.is_complete_feature(os.path.join(config.output_root, name), shape)]
+    missing = _missing(config, items, shape)
     list_written = False
     if not missing:
         with _output_errors(config.output):
@@ -362,10 +362,15 @@ def _output_errors(path: str) -> Iterator[None]:
         raise utils.write_error(e.filename if isinstance(e.filename, str) else path, e) from None
 
 
+def _missing(config: ExtractionConfig, items: Sequence[str], shape: Tuple[int, ...]) -> List[int]:
+    """The items whose feature file is missing or incomplete."""
+    return [i for i, name in enumerate(items)
+            if not features.is_complete_feature(os.path.join(config.output_root, name), shape)]
+
+
 def _check_all_present(config: ExtractionConfig, items: Sequence[str], num_lines: int,
                        shape: Tuple[int, int, int]) -> None:
-    missing = [i for i, name in enumerate(items)
-               if not features.is_complete_feature(os.path.join(config.output_root, name), shape)]
+    missing = _missing(config, items, shape)
     if missing:
         first = missing[0]
         raise utils.CaptioningError("%s: feature file %s is missing or incomplete (%d line(s) in all); run the "

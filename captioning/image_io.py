@@ -121,11 +121,6 @@ def crop_resize(image: Image.Image, size: Tuple[int, int], view: str = CENTRE) -
     return image.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if view.endswith(FLIP_SUFFIX) else image
 
 
-def centre_crop_resize(image: Image.Image, size: Tuple[int, int]) -> Image.Image:
-    """The largest centred square of ``image``, resized (bicubic) to ``size`` = (H, W)."""
-    return crop_resize(image, size, CENTRE)
-
-
 def load_image_uint8(path: str, size: Tuple[int, int], view: str = CENTRE) -> np.ndarray:
     """``(3, H, W)`` uint8 RGB of ``view`` (default: the centre square) of the image at ``path``, resized;
     `BadImageError` when the file is missing, unreadable, truncated or not an image."""

@@ -12,6 +12,7 @@ Messages between the parent and its processes are pickled by `multiprocessing`: 
 input lines, outputs), never a file from elsewhere.
 """
 import argparse
+import itertools
 import logging
 import multiprocessing
 import os
@@ -138,7 +139,7 @@ class SearchPool:
         exhausted = False
         while True:
             while not exhausted and sent - received < 2 * self.processes:
-                chunk = [item for _, item in zip(range(self.batch_size), source)]
+                chunk = list(itertools.islice(source, self.batch_size))
                 if not chunk:
                     exhausted = True
                     break

@@ -344,7 +344,7 @@ def square_picture(item: CaptionedImage, source: str, size: int) -> np.ndarray:
     try:
         with Image.open(item.path) as image:
             image.load()
-            return np.asarray(image_io.centre_crop_resize(image_io.to_rgb(image), (size, size)), dtype=np.uint8)
+            return np.asarray(image_io.crop_resize(image_io.to_rgb(image), (size, size)), dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise CaptioningError("%s: cannot read image %s (%s)" % (utils.location(source, item.line), item.path,
                                                                    str(e) or type(e).__name__)) from None
