@@ -273,8 +273,8 @@ class ImageSource:
 
 def load_models(folders: Sequence[str], checkpoints: Optional[Sequence[Optional[int]]], ctx: mx.Context
                 ) -> Tuple[List["CaptionModel"], Dict[str, int]]:
-    """Load one model per folder (``checkpoints[i]`` or ``params.best``); an ensemble must share one vocabulary
-    and one feature shape."""
+    """Load one model per folder (``checkpoints[i]`` or ``params.best``) with its parameters fixed
+    (`model.CaptionModel.fix_parameters`); an ensemble must share one vocabulary and one feature shape."""
     from . import model as model_module
     if checkpoints is None:
         checkpoints = [None] * len(folders)
@@ -284,6 +284,7 @@ def load_models(folders: Sequence[str], checkpoints: Optional[Sequence[Optional[
     models, vocab = [], None
     for folder, checkpoint in zip(folders, checkpoints):
         model, model_vocab = model_module.load_model(folder, checkpoint, ctx)
+        model.fix_parameters()
         if vocab is None:
             vocab = model_vocab
         else:

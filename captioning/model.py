@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import mxnet as mx
 import numpy as np
 import yaml
-from mxnet import gluon
+from mxnet import autograd, gluon
 
 from . import __version__
 from . import constants as C
@@ -83,11 +83,13 @@ ModelConfig.__init__ = _init_accepting_cnn_config  # type: ignore[method-assign]
 class _Graph(gluon.HybridBlock):
     """One hybridized computation over the model's parts (which it shares, parameters included): ``sequence``
     (teacher forcing for one caption length), ``encode``, or ``step``. Kept outside the model's children so that
-    parameters are saved once."""
+    parameters are saved once. A ``fixed`` encode or step graph is that of a model whose parameters are fixed:
+    the step takes the step constants (`CaptionModel.fix_parameters`) as inputs after the previous words."""
 
-    def __init__(self, model: "CaptionModel", kind: str, seq_len: int = 0) -> None:
-        super().__init__(prefix=model.prefix + "%s%d_" % (kind, seq_len))
+    def __init__(self, model: "CaptionModel", kind: str, seq_len: int = 0, fixed: bool = False) -> None:
+        super().__init__(prefix=model.prefix + "%s%s%d_" % ("fixed_" if fixed else "", kind, seq_len))
         self.kind = kind
+        self.fixed = fixed
         self.seq_len = seq_len
         self.embed_dropout = model.config.embed_dropout
         self.num_static_states = model.decoder.num_static_states
@@ -96,8 +98,10 @@ class _Graph(gluon.HybridBlock):
         self.decoder = model.decoder
         self.output_layer = model.output_layer
         # with weight normalisation the encode graph also returns the normalised output weight, which the step
-        # graph then takes as an input instead of renormalising the (V, H) matrix at every step
+        # graph then takes as an input instead of renormalising the (V, H) matrix at every step; with fixed
+        # parameters it is the first step constant instead, computed once
         self.weight_normalization = model.config.weight_normalization
+        self.num_decoder_constants = model.decoder.num_step_constants if fixed else 0
 
     def _embed(self, F, words):
         embedded = self.embedding(words)
@@ -110,17 +114,19 @@ class _Graph(gluon.HybridBlock):
             return self.output_layer(hidden)
         if self.kind == "encode":
             states = self.decoder.init_states(F, self.encoder(x))
-            if self.weight_normalization:
+            if self.weight_normalization and not self.fixed:
                 layer = self.output_layer
                 states = list(states) + [layer.normalized_weight(F, layers.param_value(F, layer.weight, x),
                                                                  layers.param_value(F, layer.scale, x))]
             return states
         states = list(states)
         weight = states.pop(0) if self.weight_normalization else None
+        constants = [states.pop(0) for _ in range(self.num_decoder_constants)]
         # shared static states stay at one row per input: the decoder reads them as they are (MLP attention) or
         # repeats them for the K beam rows of each input
         hidden, attention, new_states = self.decoder.step(F, self._embed(F, x), states,
-                                                          beam_size=max(self.seq_len, 1))
+                                                          beam_size=max(self.seq_len, 1), words=x,
+                                                          constants=constants or None)
         if weight is None:
             logits = self.output_layer(hidden)
         else:
@@ -134,12 +140,12 @@ class _GraphCache:
     as children (their parameters are the model's own) nor warns about a container of blocks."""
 
     def __init__(self) -> None:
-        self.graphs: Dict[Tuple[str, int], _Graph] = {}
+        self.graphs: Dict[Tuple[str, int, bool], _Graph] = {}
 
-    def get(self, key: Tuple[str, int]) -> Optional[_Graph]:
+    def get(self, key: Tuple[str, int, bool]) -> Optional[_Graph]:
         return self.graphs.get(key)
 
-    def __setitem__(self, key: Tuple[str, int], graph: _Graph) -> None:
+    def __setitem__(self, key: Tuple[str, int, bool], graph: _Graph) -> None:
         self.graphs[key] = graph
 
     def values(self) -> List[_Graph]:
@@ -172,6 +178,8 @@ class CaptionModel(gluon.HybridBlock):
         object.__setattr__(self, "_graphs", _GraphCache())
         object.__setattr__(self, "_hybrid_kwargs", None)
         object.__setattr__(self, "_step_weight", None)   # the normalised output weight of the last encode
+        # fix_parameters(): the step constants by device, computed on first use
+        object.__setattr__(self, "_step_constants", None)
 
     # ----------------------------------------------------------------------------------------------------------
     @property
@@ -204,11 +212,11 @@ class CaptionModel(gluon.HybridBlock):
         for graph in self._graphs.values():
             graph.hybridize(active, **flags[graph.kind])
 
-    def _graph(self, kind: str, seq_len: int = 0) -> _Graph:
-        key = (kind, seq_len)
+    def _graph(self, kind: str, seq_len: int = 0, fixed: bool = False) -> _Graph:
+        key = (kind, seq_len, fixed)
         graph = self._graphs.get(key)
         if graph is None:
-            graph = _Graph(self, kind, seq_len)
+            graph = _Graph(self, kind, seq_len, fixed)
             if self._hybrid_kwargs is not None:
                 graph.hybridize(True, **self._hybrid_kwargs[kind])
             self._graphs[key] = graph
@@ -222,11 +230,43 @@ class CaptionModel(gluon.HybridBlock):
     def hybrid_forward(self, F, features, target_input):  # type: ignore[override]  # pragma: no cover
         raise NotImplementedError("CaptionModel dispatches in forward() to one graph per caption length")
 
+    def fix_parameters(self) -> None:
+        """Declare the parameters final (inference: the captioner loads a model and never updates it). From now
+        on, encode and steps in predict mode use step constants, arrays derived from the parameters once per
+        device instead of at every batch or step: the normalised output weight (weight normalisation) and the
+        decoder's own (`decoder.Decoder.step_constants`). Parameters must not be loaded or updated afterwards;
+        in training mode (dropout active) the model steps as before."""
+        object.__setattr__(self, "_step_constants", {})
+
+    @property
+    def parameters_fixed(self) -> bool:
+        """Whether `fix_parameters` was called."""
+        return self._step_constants is not None
+
+    def _fixed_path(self) -> bool:
+        return self._step_constants is not None and not autograd.is_training()
+
+    def step_constants(self, ctx: mx.Context) -> List:
+        """The step constants of a model with fixed parameters on ``ctx``: ``[normalised output weight]`` (with
+        weight normalisation) followed by the decoder's, computed on first use."""
+        assert self._step_constants is not None, "step constants need fix_parameters()"
+        constants = self._step_constants.get(ctx)
+        if constants is None:
+            with autograd.predict_mode():
+                layer = self.output_layer
+                constants = []
+                if self.config.weight_normalization:
+                    constants.append(layer.normalized_weight(mx.nd, layer.weight.data(ctx), layer.scale.data(ctx)))
+                constants += self.decoder.step_constants(mx.nd, self.embedding.weight.data(ctx))
+            self._step_constants[ctx] = constants
+        return constants
+
     def encode(self, features) -> List:
         """The initial decoder states of a batch of features ``(B, C, H, W)``."""
-        states = _call(self._graph("encode"), features)
+        fixed = self._fixed_path()
+        states = _call(self._graph("encode", fixed=fixed), features)
         states = list(states) if isinstance(states, (list, tuple)) else [states]
-        if self.config.weight_normalization:
+        if self.config.weight_normalization and not fixed:
             object.__setattr__(self, "_step_weight", states.pop())
         return states
 
@@ -236,17 +276,20 @@ class CaptionModel(gluon.HybridBlock):
         one row per input, ``B = N / K``, shared by the input's K consecutive rows: beam search then neither
         repeats nor reorders them (they are repeated inside the step graph); they are returned as given. With
         weight normalisation the step uses the output weight normalised by the last ``encode`` on the same device
-        (parameters are not updated within a search)."""
+        (parameters are not updated within a search); with fixed parameters, the step constants."""
         shared = beam_size > 1 and self.num_static_states > 0
-        extra = []
-        if self.config.weight_normalization:
+        fixed = self._fixed_path()
+        extra: List = []
+        if fixed:
+            extra = self.step_constants(prev_word.context)
+        elif self.config.weight_normalization:
             weight = self._step_weight
             if weight is None or weight.context != prev_word.context:
                 layer = self.output_layer
                 weight = layer.normalized_weight(mx.nd, layer.weight.data(prev_word.context),
                                                  layer.scale.data(prev_word.context))
             extra = [weight]
-        outputs = _call(self._graph("step", beam_size if shared else 0), prev_word, *extra, *states)
+        outputs = _call(self._graph("step", beam_size if shared else 0, fixed), prev_word, *extra, *states)
         static = list(states[:self.num_static_states])
         return outputs[0], outputs[1], static + list(outputs[2:])
 

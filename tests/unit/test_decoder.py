@@ -1,5 +1,5 @@
 """Every decoder and attention type: step-by-step decoding with teacher-forced words gives the logits of the
-whole-caption forward pass (inference mode), hybridized or not."""
+whole-caption forward pass (inference mode), hybridized or not, and with fixed parameters (step constants)."""
 import mxnet as mx
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ from captioning.model import CaptionModel, ModelConfig
 B, T, V, C, GRID = 3, 4, 20, 6, (2, 3)
 
 
-def tiny_model(decoder="rnn", num_embed=16, **kwargs):
+def tiny_model(decoder="rnn", num_embed=16, weight_normalization=False, **kwargs):
     encoder = ImageEncoderConfig(feature_shape=(C,) + GRID, num_hidden=16,
                                  positional_embedding=kwargs.pop("positional", "learned"),
                                  global_descriptor=kwargs.pop("global_descriptor", True))
@@ -26,7 +26,7 @@ def tiny_model(decoder="rnn", num_embed=16, **kwargs):
         sections["cnn"] = ConvolutionalDecoderConfig(num_hidden=16, **kwargs)
     mx.random.seed(11)
     model = CaptionModel(ModelConfig(encoder=encoder, vocab_size=V, decoder=decoder, num_embed=num_embed,
-                                     **sections))
+                                     weight_normalization=weight_normalization, **sections))
     model.initialize(mx.init.Xavier(magnitude=2.5))
     return model
 
@@ -71,12 +71,22 @@ RNN_CASES = [
 ]
 
 
-@pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
-@pytest.mark.parametrize("options", RNN_CASES, ids=lambda o: ",".join("%s=%s" % kv for kv in o.items()) or "default")
-def test_rnn_step_equals_forward(options, hybridize):
-    model = tiny_model("rnn", **dict(options))
-    if hybridize:
+MODES = ["imperative", "hybridized", "fixed"]
+
+
+def prepare(model, mode: str):
+    """``hybridized``: hybridize; ``fixed``: hybridize and fix the parameters (steps take the step constants)."""
+    if mode != "imperative":
         model.hybridize()
+    if mode == "fixed":
+        model.fix_parameters()
+    return model
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("options", RNN_CASES, ids=lambda o: ",".join("%s=%s" % kv for kv in o.items()) or "default")
+def test_rnn_step_equals_forward(options, mode):
+    model = prepare(tiny_model("rnn", **dict(options)), mode)
     assert teacher_forced_gap(model) < 1e-4
 
 
@@ -88,12 +98,27 @@ def test_rnn_step_equals_forward(options, hybridize):
     ("cnn", {"num_layers": 2, "kernel_width": 2, "project_qkv": True, "positional_embedding": "fixed"}),
     ("cnn", {"kernel_width": 1, "activation_type": "relu", "positional_embedding": "none"}),
 ])
-@pytest.mark.parametrize("hybridize", [False, True], ids=["imperative", "hybridized"])
-def test_other_decoders_step_equals_forward(decoder, options, hybridize):
-    model = tiny_model(decoder, **dict(options))
-    if hybridize:
-        model.hybridize()
+@pytest.mark.parametrize("mode", MODES)
+def test_other_decoders_step_equals_forward(decoder, options, mode):
+    model = prepare(tiny_model(decoder, **dict(options)), mode)
     assert teacher_forced_gap(model) < 1e-4
+
+
+@pytest.mark.parametrize("decoder", ["rnn", "transformer", "cnn"])
+def test_fixed_parameters_step_like_free_ones_with_weight_normalization(decoder):
+    """Fixed parameters: the step constants (normalised output weight, the RNN's embedding table) give the same
+    logits as the free model, whose encode normalises the weight; both follow teacher forcing."""
+    free = tiny_model(decoder, weight_normalization=True)
+    fixed = prepare(tiny_model(decoder, weight_normalization=True), "fixed")
+    assert teacher_forced_gap(free) < 1e-4 and teacher_forced_gap(fixed) < 1e-4
+    features = mx.nd.random.uniform(0, 2, shape=(B, C) + GRID)
+    words = mx.nd.array([4, 5, 6])
+    expected = free.decode_step(words, free.encode(features))[0].asnumpy()
+    np.testing.assert_allclose(fixed.decode_step(words, fixed.encode(features))[0].asnumpy(), expected,
+                               rtol=1e-5, atol=1e-6)
+    constants = fixed.step_constants(mx.cpu())
+    assert len(constants) == 1 + fixed.decoder.num_step_constants
+    assert fixed.step_constants(mx.cpu()) is constants     # computed once per device
 
 
 @pytest.mark.parametrize("decoder, options", [("rnn", {}), ("rnn", {"input_feeding": False}),

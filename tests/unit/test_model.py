@@ -113,6 +113,27 @@ def test_dropout_only_in_training_mode():
     assert np.abs(trained - first).max() > 1e-4
 
 
+def test_fixed_parameters_leave_training_mode_steps_as_they_were():
+    """A model with fixed parameters steps through its step constants only in predict mode: in training mode
+    (dropout active, as self-critical sampling with --self-critical-sample-dropout runs) it steps exactly as a
+    free model, embedding and input dropout included."""
+    cfg = config(embed_dropout=0.5)
+    cfg.rnn.dropout_inputs = 0.3
+    free, fixed = model_of(cfg), model_of(cfg)
+    fixed.fix_parameters()
+    assert fixed.parameters_fixed and not free.parameters_fixed
+    features, words = batch(2)
+    outputs = []
+    for model in (free, fixed):
+        mx.random.seed(3)
+        with mx.autograd.train_mode():
+            outputs.append(model.decode_step(words[:, 0], model.encode(features))[0].asnumpy())
+    np.testing.assert_array_equal(outputs[1], outputs[0])
+    with mx.autograd.predict_mode():
+        predicted = fixed.decode_step(words[:, 0], fixed.encode(features))[0].asnumpy()
+    assert np.abs(predicted - outputs[0]).max() > 1e-3    # dropout made the training-mode step differ
+
+
 def test_config_yaml_round_trip(tmp_path):
     cfg = config(weight_normalization=True, image_cnn=CNNConfig(model_path="cnn/x", layer="head"))
     save_model_config(cfg, str(tmp_path))
@@ -190,6 +211,20 @@ def test_load_model_round_trip(tmp_path, checkpoint):
     assert loaded_vocab == vocab
     features, words = batch()
     np.testing.assert_allclose(loaded(features, words).asnumpy(), model(features, words).asnumpy(), rtol=1e-5)
+
+
+def test_the_captioner_loads_models_with_fixed_parameters(tmp_path):
+    """``inference.load_models`` (the captioner's loader) fixes the parameters: its steps use the step
+    constants, and give the logits of the saved model."""
+    from captioning.inference import load_models
+    folder, model, _ = write_folder(tmp_path, config(weight_normalization=True))
+    (loaded,), _ = load_models([str(folder)], None, mx.cpu())
+    assert loaded.parameters_fixed and not model.parameters_fixed
+    features, words = batch()
+    got = loaded.decode_step(words[:, 0], loaded.encode(features))[0].asnumpy()
+    expected = model.decode_step(words[:, 0], model.encode(features))[0].asnumpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert len(loaded.step_constants(mx.cpu())) == 1 + loaded.decoder.num_step_constants
 
 
 def test_load_model_errors(tmp_path):
