@@ -234,9 +234,16 @@ class CaptionModel(gluon.HybridBlock):
         """Declare the parameters final (inference: the captioner loads a model and never updates it). From now
         on, encode and steps in predict mode use step constants, arrays derived from the parameters once per
         device instead of at every batch or step: the normalised output weight (weight normalisation) and the
-        decoder's own (`decoder.Decoder.step_constants`). Parameters must not be loaded or updated afterwards;
-        in training mode (dropout active) the model steps as before."""
+        decoder's own (`decoder.Decoder.step_constants`). Parameters must not be updated afterwards (loading
+        them with ``load_parameters`` derives the constants again); in training mode (dropout active) the model
+        steps as before."""
         object.__setattr__(self, "_step_constants", {})
+
+    def load_parameters(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Gluon's, and with fixed parameters the step constants are derived again from the loaded ones."""
+        super().load_parameters(*args, **kwargs)
+        if self._step_constants is not None:
+            self._step_constants.clear()
 
     @property
     def parameters_fixed(self) -> bool:

@@ -225,6 +225,15 @@ def test_the_captioner_loads_models_with_fixed_parameters(tmp_path):
     expected = model.decode_step(words[:, 0], model.encode(features))[0].asnumpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert len(loaded.step_constants(mx.cpu())) == 1 + loaded.decoder.num_step_constants
+    # other parameters loaded into the fixed model: its steps follow them
+    other = model_of(config(weight_normalization=True))
+    for param in other.collect_params().values():
+        param.set_data(param.data() * 1.5)
+    other.save_parameters(str(tmp_path / "other.params"))
+    loaded.load_parameters(str(tmp_path / "other.params"), ctx=mx.cpu())
+    got = loaded.decode_step(words[:, 0], loaded.encode(features))[0].asnumpy()
+    expected = other.decode_step(words[:, 0], other.encode(features))[0].asnumpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_load_model_errors(tmp_path):
