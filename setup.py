@@ -72,6 +72,7 @@ setup(
             "captioning-lexical-constraints = captioning.lexical_constraints:main",
             "captioning-synthetic = captioning.synthetic:main",
             "captioning-launch = captioning.launch:main",
+            "captioning-average = captioning.average:main",
         ],
     },
     classifiers=[

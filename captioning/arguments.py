@@ -782,6 +782,24 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     add_logging_args(parser)
 
 
+def add_average_args(parser: argparse.ArgumentParser) -> None:
+    # as sockeye.average: positional inputs, -n, --output/-o, --strategy, --metric (default perplexity)
+    parser.add_argument("inputs", metavar="INPUT", type=str, nargs="+",
+                        help="One model folder (checkpoints chosen from its metrics file) or parameter files "
+                             "(exactly those averaged).")
+    parser.add_argument("--output", "-o", type=str, required=True,
+                        help="File to write the averaged parameters to (MODEL/params.best: the captioner's "
+                             "default).")
+    parser.add_argument("-n", type=int_greater_or_equal(1), default=4,
+                        help="Checkpoints to average (from a model folder).")
+    parser.add_argument("--strategy", choices=C.AVERAGE_STRATEGIES, default=C.AVERAGE_STRATEGIES[0],
+                        help="best: the n best by --metric; last: the n up to and including the best; lifespan: "
+                             "those that stayed best the longest.")
+    parser.add_argument("--metric", choices=C.METRICS_OPTIMIZABLE, default=C.METRIC_PERPLEXITY,
+                        help="Validation metric (METRIC-val in the metrics file) that chooses the checkpoints.")
+    add_logging_args(parser)
+
+
 def add_launch_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", "-n", type=int_greater_or_equal(1), required=True, help="Worker processes.")
     parser.add_argument("--num-servers", "-s", type=int_greater_or_equal(1), default=None,

@@ -71,6 +71,7 @@ METRIC_BLEU = "bleu"
 METRIC_CHRF = "chrf"
 METRIC_CIDER = "cider"                      # CIDEr-D x 100 of --decode-and-evaluate (cider-val)
 METRICS_OPTIMIZABLE = [METRIC_PERPLEXITY, METRIC_ACCURACY, METRIC_BLEU, METRIC_CHRF, METRIC_CIDER]
+AVERAGE_STRATEGIES = ["best", "last", "lifespan"]   # captioning.average --strategy (the first is the default)
 METRIC_MAXIMIZE = {METRIC_PERPLEXITY: False, METRIC_ACCURACY: True, METRIC_BLEU: True, METRIC_CHRF: True,
                    METRIC_CIDER: True}
 

@@ -388,10 +388,8 @@ def load_parameters(model: gluon.Block, path: str, ctx: Sequence[mx.Context], al
     try:
         model.load_parameters(path, ctx=list(ctx), allow_missing=allow_missing, ignore_extra=ignore_extra)
     except (AssertionError, ValueError, mx.base.MXNetError, OSError) as e:
-        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
-        cause = next((line for line in lines if not line.startswith(("Traceback", "File ", "[bt]", "Stack"))),
-                     type(e).__name__)
-        raise utils.CaptioningError("%s: cannot load the parameters (%s)%s" % (path, cause[:300], hint)) from None
+        raise utils.CaptioningError("%s: cannot load the parameters (%s)%s"
+                                    % (path, utils.error_cause(e), hint)) from None
 
 
 def initialize_model(model: gluon.Block, contexts: Sequence[mx.Context], feature_shape: Sequence[int],

@@ -14,6 +14,7 @@ different files).
 import fcntl
 import glob
 import logging
+import math
 import os
 import shutil
 from typing import Any, Callable, Dict, Iterable, List, Optional
@@ -24,6 +25,35 @@ from . import utils
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".lock"
+
+
+def read_metrics(path: str) -> List[Dict[str, float]]:
+    """A model folder's ``metrics`` file (``N<TAB>key=value<TAB>...`` per checkpoint) as one dict per line with
+    ``checkpoint`` and every finite numeric value (``None``, nan and inf are left out)."""
+    lines = utils.read_lines(path)
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        fields = line.strip().split("\t")
+        where = utils.location(path, number)
+        try:
+            record: Dict[str, float] = {"checkpoint": float(int(fields[0]))}
+        except (ValueError, OverflowError):
+            raise utils.CaptioningError("%s: %r is not a checkpoint number; expected 'N<TAB>key=value<TAB>...'"
+                                        % (where, fields[0])) from None
+        for item in fields[1:]:
+            utils.check_condition("=" in item, "%s: field %r is not key=value" % (where, item))
+            key, value = item.split("=", 1)
+            try:
+                number_value = float(value)
+            except ValueError:
+                continue
+            if math.isfinite(number_value):
+                record[key.strip()] = number_value
+        records.append(record)
+    utils.check_condition(bool(records), "%s: no checkpoints in the metrics file" % path)
+    return records
 
 
 class FolderLock:

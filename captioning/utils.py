@@ -23,6 +23,15 @@ def check_condition(condition: bool, message: str) -> None:
         raise CaptioningError(message)
 
 
+def error_cause(error: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message that is not part of a stack trace (MXNet's errors carry the C++
+    and Python traces in their text), cut to ``limit`` characters; the exception's type name if none."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    cause = next((line for line in lines if not line.startswith(("Traceback", "File ", "[bt]", "Stack"))),
+                 type(error).__name__)
+    return cause[:limit]
+
+
 def location(path: str, line: Optional[int] = None) -> str:
     """'path' or 'path, line N' (1-based), the prefix of error messages about input files."""
     return path if line is None else "%s, line %d" % (path, line)

@@ -23,6 +23,7 @@ from PIL import Image
 from . import arguments, image_io, log, utils
 from .report import format_caption  # noqa: F401 - part of this module's drawing API
 from .config import Config
+from .model_folder import read_metrics
 from .utils import CaptioningError, check_condition
 
 if TYPE_CHECKING:
@@ -406,35 +407,6 @@ def draw_attention_maps(items: Sequence[CaptionedImage], source: str, folder: Op
 # ---------------------------------------------------------------------------------------------------------------
 # training curves
 # ---------------------------------------------------------------------------------------------------------------
-
-def read_metrics(path: str) -> List[Dict[str, float]]:
-    """A model folder's ``metrics`` file (``N<TAB>key=value<TAB>...`` per checkpoint) as one dict per line with
-    ``checkpoint`` and every numeric value (non-numeric values such as ``None`` are left out)."""
-    lines = utils.read_lines(path)
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        fields = line.strip().split("\t")
-        where = utils.location(path, number)
-        try:
-            record: Dict[str, float] = {"checkpoint": float(int(fields[0]))}
-        except (ValueError, OverflowError):
-            raise CaptioningError("%s: %r is not a checkpoint number; expected 'N<TAB>key=value<TAB>...'"
-                                  % (where, fields[0])) from None
-        for item in fields[1:]:
-            check_condition("=" in item, "%s: field %r is not key=value" % (where, item))
-            key, value = item.split("=", 1)
-            try:
-                record[key.strip()] = float(value)
-            except ValueError:
-                continue
-            if not np.isfinite(record[key.strip()]):   # nan/inf cannot be plotted
-                del record[key.strip()]
-        records.append(record)
-    check_condition(bool(records), "%s: no checkpoints in the metrics file" % path)
-    return records
-
 
 def draw_training_curves(records: Sequence[Dict[str, float]], title: str = "",
                          on_screen: bool = False) -> "Figure":

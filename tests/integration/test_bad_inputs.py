@@ -118,6 +118,23 @@ def _corrupt(name: str, content) -> Callable[[Env], None]:
     return setup
 
 
+def _checkpoints(files: dict) -> Callable[[Env], None]:
+    """A folder tmp/model with ``files``: text (``metrics``), ``"model"`` (the tiny model's parameters) or
+    ``{name: size}`` (a parameter file of zero vectors)."""
+    def setup(e: Env) -> None:
+        import mxnet as mx
+        folder = e.tmp / "model"
+        folder.mkdir()
+        for name, content in files.items():
+            if content == "model":
+                shutil.copy(e.model / "params.best", folder / name)
+            elif isinstance(content, dict):
+                mx.nd.save(str(folder / name), {k: mx.nd.zeros((n,)) for k, n in content.items()})
+            else:
+                (folder / name).write_text(content)
+    return setup
+
+
 def _fill(path: Path) -> None:
     """Fill the file system of ``path`` until no byte is left."""
     fd = os.open(path / "filler", os.O_WRONLY | os.O_CREAT)
@@ -288,6 +305,27 @@ CASES: List[Case] = [
          lambda e: ["--hypotheses", e.write("h.txt", ["a dog"]), "--references", e.write("r.txt", ["a dog"]),
                     "--metrics", "bleu", "--quiet"], 1, "standard output: cannot write (No space left on device)",
          subprocess=True, stdout_file="/dev/full", outputs=["h.txt", "r.txt"]),
+    # --- average ----------------------------------------------------------------------------------------------
+    Case("average-metric-not-recorded", "average",
+         lambda e: [str(e.tmp / "model"), "--metric", "cider", "--output", str(e.tmp / "avg.params"), "--quiet"], 1,
+         "no checkpoint with both a cider-val value", where=_file("model/metrics"),
+         setup=_checkpoints({"metrics": "1\tperplexity-val=30.5\n", "params.00001": "model"}), outputs=["model/*"]),
+    Case("average-bad-metrics-line", "average",
+         lambda e: [str(e.tmp / "model"), "--output", str(e.tmp / "avg.params"), "--quiet"], 1, "not key=value",
+         where=_line("model/metrics", 2), outputs=["model/*"],
+         setup=_checkpoints({"metrics": "1\tperplexity-val=30.5\n2\tperplexity-val\n", "params.00001": "model"})),
+    Case("average-corrupt-params", "average",
+         lambda e: [str(e.tmp / "model/params.00001"), e.write("junk.params", b"\x12\x01" * 40), "--output",
+                    str(e.tmp / "avg.params"), "--quiet"], 1, "cannot load the parameters",
+         where=_file("junk.params"), setup=_checkpoints({"params.00001": "model"}), outputs=["model/*", "junk.params"]),
+    Case("average-different-shapes", "average",
+         lambda e: [str(e.tmp / "model/params.00001"), str(e.tmp / "model/params.00002"), "--output",
+                    str(e.tmp / "avg.params"), "--quiet"], 1, "has shape (3,)", where=_file("model/params.00002"),
+         setup=_checkpoints({"params.00001": {"w": 2}, "params.00002": {"w": 3}}), outputs=["model/*"]),
+    Case("average-output-is-an-input", "average",
+         lambda e: [str(e.tmp / "model/params.00001"), str(e.tmp / "model/params.00002"), "--output",
+                    str(e.tmp / "model/params.00002"), "--quiet"], 1, "is one of the checkpoints being averaged",
+         setup=_checkpoints({"params.00001": "model", "params.00002": "model"}), outputs=["model/*"]),
     # --- extract_features (H2's fixes) ------------------------------------------------------------------------
     # extraction is resumable: complete files of a failed run (CNN copy, sidecar, features) may stay
     Case("extract-missing-image", "extract_features", lambda e: e.extract(e.write("x.images", ["a.png", "nope.png"])),
@@ -459,4 +497,5 @@ def test_bad_input(case: Case, shared_env, tiny_cnn, tmp_path):
 
 def test_catalogue_covers_every_tool():
     tools = {c.tool for c in CASES}
-    assert tools >= {"extract_features", "train", "captioner", "visualize", "evaluate", "lexical_constraints"}
+    assert tools >= {"extract_features", "train", "captioner", "visualize", "evaluate", "lexical_constraints",
+                     "average"}
