@@ -3,11 +3,12 @@
 Model folder format versions: 1 recorded the features' CNN as an untyped ``cnn_config`` mapping; 2 (this version)
 records it as the typed ``image_cnn`` (a `cnn.CNNConfig`). Version-1 folders still load (the key is mapped).
 """
+import contextlib
 import logging
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -244,6 +245,20 @@ class CaptionModel(gluon.HybridBlock):
         super().load_parameters(*args, **kwargs)
         if self._step_constants is not None:
             self._step_constants.clear()
+
+    @contextlib.contextmanager
+    def fixed_parameters(self) -> Iterator[None]:
+        """The parameters fixed for the block (`fix_parameters`): a checkpoint decode during training then steps as
+        the captioner will with the saved parameters (the same constants, the same captions). A model fixed for
+        good stays fixed after the block."""
+        if self._step_constants is not None:
+            yield
+            return
+        self.fix_parameters()
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_step_constants", None)
 
     @property
     def parameters_fixed(self) -> bool:

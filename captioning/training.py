@@ -97,7 +97,7 @@ class Trainer:
     ``objective`` (default: cross-entropy), validating on ``val_iter`` at each checkpoint, into
     ``config.output_folder``. ``optimizer``: a ready `mx.optimizer.Optimizer` (default: built from the config)."""
 
-    def __init__(self, config: TrainingConfig, model: gluon.Block, train_iter: data_io.BatchIterator,
+    def __init__(self, config: TrainingConfig, model: model_module.CaptionModel, train_iter: data_io.BatchIterator,
                  val_iter: data_io.BatchIterator, contexts: Sequence[mx.Context],
                  checkpoint_decoder: Optional[CheckpointDecoder] = None, vocab: Optional[Dict[str, int]] = None,
                  kvstore: Optional[mx.kvstore.KVStore] = None, objective: Optional[objective_module.Objective] = None,
@@ -253,7 +253,8 @@ class Trainer:
                               % (self.state.checkpoint, self.state.updates, ", ".join(bad)))
         if self.checkpoint_decoder is not None:
             start = time.time()
-            metrics.update(self.checkpoint_decoder.decode_and_evaluate(self.model, self.vocab))
+            with self.model.fixed_parameters():   # the captions the captioner will write with these parameters
+                metrics.update(self.checkpoint_decoder.decode_and_evaluate(self.model, self.vocab))
             logger.info("Checkpoint %d: decoding took %.1fs", self.state.checkpoint, time.time() - start)
         value = metric_value(self.config.optimized_metric, metrics, val)
         metrics["learning-rate"] = self.trainer.learning_rate

@@ -134,6 +134,28 @@ def test_fixed_parameters_leave_training_mode_steps_as_they_were():
     assert np.abs(predicted - outputs[0]).max() > 1e-3    # dropout made the training-mode step differ
 
 
+def test_parameters_fixed_for_a_block_step_as_a_model_fixed_for_good():
+    """``with model.fixed_parameters():`` (the checkpoint decoder during training) steps bit for bit as a model
+    whose parameters were fixed for good (the captioner's); after the block the model is free again."""
+    cfg = config(weight_normalization=True)
+    training, captioning = model_of(cfg), model_of(cfg)
+    for model in (training, captioning):
+        model.hybridize()
+    captioning.fix_parameters()
+    features, words = batch(2)
+    free = training.decode_step(words[:, 0], training.encode(features))[0].asnumpy()
+    with training.fixed_parameters():
+        assert training.parameters_fixed
+        inside = training.decode_step(words[:, 0], training.encode(features))[0].asnumpy()
+    assert not training.parameters_fixed
+    np.testing.assert_array_equal(inside, captioning.decode_step(words[:, 0], captioning.encode(features))[0].asnumpy())
+    np.testing.assert_allclose(inside, free, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(training.decode_step(words[:, 0], training.encode(features))[0].asnumpy(), free)
+    with captioning.fixed_parameters():
+        pass
+    assert captioning.parameters_fixed     # fixed for good stays fixed
+
+
 def test_config_yaml_round_trip(tmp_path):
     cfg = config(weight_normalization=True, image_cnn=CNNConfig(model_path="cnn/x", layer="head"))
     save_model_config(cfg, str(tmp_path))
