@@ -68,32 +68,20 @@ def find_checkpoints(folder: str, size: int, strategy: str, metric: str) -> List
     utils.check_condition(bool(points), "%s: no checkpoint with both a %s value and its %s file"
                           % (path, key, C.PARAMS_NAME.replace("%05d", "NNNNN")))
     chosen = select_checkpoints(points, size, strategy, C.METRIC_MAXIMIZE[metric])
-    logger.info("Checkpoints by %s (%s): %s", key, strategy,
-                ", ".join("%d (%g)" % (c, dict(points)[c]) for c in chosen))
+    values = dict(points)
+    logger.info("Checkpoints by %s (%s): %s", key, strategy, ", ".join("%d (%g)" % (c, values[c]) for c in chosen))
     return [os.path.join(folder, C.PARAMS_NAME % c) for c in chosen]
-
-
-def _load(path: str) -> Dict[str, np.ndarray]:
-    import mxnet as mx
-    utils.check_condition(os.path.isfile(path), "%s: missing" % path)
-    utils.check_condition(os.path.getsize(path) > 0, "%s: empty file, not parameters" % path)
-    try:
-        arrays = mx.nd.load(path)
-    except mx.base.MXNetError as e:
-        raise utils.CaptioningError("%s: cannot load the parameters (%s)" % (path, utils.error_cause(e))) from None
-    utils.check_condition(isinstance(arrays, dict) and bool(arrays),
-                          "%s: not a parameter file of named arrays" % path)
-    return {name: array.asnumpy() for name, array in arrays.items()}
 
 
 def average(paths: Sequence[str]) -> Dict[str, np.ndarray]:
     """The element-wise mean of the parameter files ``paths`` (summed in float64, returned in each array's
     type); they must name the same parameters with the same shapes."""
     utils.check_condition(bool(paths), "nothing to average")
-    first = _load(paths[0])
+    from .model import load_parameter_arrays
+    first = load_parameter_arrays(paths[0])
     sums = {name: value.astype(np.float64) for name, value in first.items()}
     for path in paths[1:]:
-        arrays = _load(path)
+        arrays = load_parameter_arrays(path)
         utils.check_condition(set(arrays) == set(sums), "%s: its parameters differ from those of %s (%s)"
                               % (path, paths[0], ", ".join(sorted(set(arrays) ^ set(sums))[:5])))
         for name, value in arrays.items():

@@ -127,7 +127,7 @@ class _Graph(gluon.HybridBlock):
         # repeats them for the K beam rows of each input
         hidden, attention, new_states = self.decoder.step(F, self._embed(F, x), states,
                                                           beam_size=max(self.seq_len, 1), words=x,
-                                                          constants=constants or None)
+                                                          constants=constants)
         if weight is None:
             logits = self.output_layer(hidden)
         else:
@@ -394,17 +394,35 @@ def _load_vocab(folder: str) -> Vocab:
     return load_vocab(path)
 
 
+@contextlib.contextmanager
+def _reading_parameters(path: str, hint: str = "") -> Iterator[None]:
+    """Around reading the parameter file ``path``: it must exist and not be empty, and what reading it raises
+    becomes a one-line error naming ``path`` and the cause; ``hint`` is appended."""
+    utils.check_condition(os.path.isfile(path), "%s: missing" % path)
+    utils.check_condition(os.path.getsize(path) > 0, "%s: empty file, not parameters%s" % (path, hint))
+    try:
+        yield
+    except (AssertionError, ValueError, mx.base.MXNetError, OSError) as e:
+        raise utils.CaptioningError("%s: cannot load the parameters (%s)%s"
+                                    % (path, utils.error_cause(e), hint)) from None
+
+
 def load_parameters(model: gluon.Block, path: str, ctx: Sequence[mx.Context], allow_missing: bool = False,
                     ignore_extra: bool = False, hint: str = "") -> None:
     """``model.load_parameters`` (MXNet's NDArray format: no code runs) with a one-line error naming ``path`` and
     the cause (an empty or truncated file, a parameter missing or of another shape); ``hint`` is appended."""
-    utils.check_condition(os.path.isfile(path), "%s: missing" % path)
-    utils.check_condition(os.path.getsize(path) > 0, "%s: empty file, not parameters%s" % (path, hint))
-    try:
+    with _reading_parameters(path, hint):
         model.load_parameters(path, ctx=list(ctx), allow_missing=allow_missing, ignore_extra=ignore_extra)
-    except (AssertionError, ValueError, mx.base.MXNetError, OSError) as e:
-        raise utils.CaptioningError("%s: cannot load the parameters (%s)%s"
-                                    % (path, utils.error_cause(e), hint)) from None
+
+
+def load_parameter_arrays(path: str) -> Dict[str, np.ndarray]:
+    """The named arrays of a parameter file (MXNet's NDArray format: no code runs), with the errors of
+    `load_parameters`."""
+    with _reading_parameters(path):
+        arrays = mx.nd.load(path)
+    utils.check_condition(isinstance(arrays, dict) and bool(arrays), "%s: not a parameter file of named arrays"
+                          % path)
+    return {name: array.asnumpy() for name, array in arrays.items()}
 
 
 def initialize_model(model: gluon.Block, contexts: Sequence[mx.Context], feature_shape: Sequence[int],
