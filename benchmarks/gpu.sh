@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
-# GPU run of captioning (issue 13): prepared for a machine with an NVIDIA GPU; not run on the CPU-only machines.
+# GPU run of captioning (issue 13), for a machine with an NVIDIA GPU; not run on the CPU-only machines.
 #
 #   bash benchmarks/gpu.sh [LOG]            (from the repository root; LOG defaults to gpu-run.log)
 #
-# 1. A fresh virtual environment ($GPU_VENV, default /tmp/captioning-gpu-venv) with the CUDA build of MXNet 1.9.1:
-#    mxnet-cu117, else mxnet-cu112 ($MXNET_GPU_PACKAGES to choose others). Where the machine cannot reach a package
-#    index, put the wheels (mxnet-cu1xx, numpy 1.23 and the project's other requirements) in a folder and set
-#    $WHEELS: pip then installs with --no-index --find-links "$WHEELS".
-# 2. Checks that MXNet starts on the card: a product on gpu(0), compared with the CPU. CUDA 11 builds carry kernels
-#    up to compute capability 8.6 (Ampere) plus PTX; on a newer card (Hopper 9.0, Blackwell 10.x/12.x) the driver
-#    must JIT-compile the PTX (slow first calls) or fails with "no kernel image is available": the log says which,
-#    with the card's name, compute capability and driver.
-# 3. Runs the GPU-marked tests (pytest -m gpu: tests/integration/test_gpu.py), then the training and captioning benchmarks on
-#    gpu(0): benchmarks/model_speed.py --context gpu (tutorial model, synthetic batches) and, where ../shared holds
-#    FLICKR-A, 200 training updates of the tutorial model (python -m captioning.train --device-ids 0) and captioning
-#    of the dev features at beam 3, batch 64 and batch 1 (benchmarks/caption.py --gpu).
+# 1. A fresh virtual environment ($GPU_VENV, default /tmp/captioning-gpu-venv) made by $GPU_PYTHON (default python3;
+#    it must be Python 3.8-3.11: numpy<1.24, which MXNet 1.9.1 needs, has no wheels for 3.12 and later) with the CUDA
+#    build of MXNet 1.9.1: mxnet-cu117, else mxnet-cu112 ($MXNET_GPU_PACKAGES to choose others). Where the machine
+#    cannot reach a package index, put the wheels (mxnet-cu1xx, numpy 1.23 and the project's other requirements) in
+#    a folder and set $WHEELS: pip then installs with --no-index --find-links "$WHEELS".
+# 2. Checks that the build can run on the card before importing it (benchmarks/cuda_compat.py): the GPU code in
+#    libmxnet.so against the card's compute capability, and the CUDA 11 libraries it links (cudart 11, cuBLAS 11,
+#    cuDNN 8, ...; the wheels do not ship them). Both CUDA builds of 1.9.1 carry machine code for compute capability
+#    5.0-8.6 and no PTX, so a Hopper (9.0) or newer card has no kernel image for them; measured on an H200 on
+#    2026-11-30 (docs/benchmarks.md, "GPU").
+# 3. Checks that MXNet computes on the card: a product on gpu(0), compared with the CPU.
+# 4. Runs the GPU-marked tests (pytest -m gpu: tests/integration/test_gpu.py), then the training and captioning
+#    benchmarks on gpu(0): benchmarks/model_speed.py --context gpu (tutorial model, synthetic batches) and, where
+#    ../shared holds FLICKR-A, 200 training updates of the tutorial model (python -m captioning.train --device-ids 0)
+#    and captioning of the dev features at beam 3, batch 64 and batch 1 (benchmarks/caption.py --gpu).
 # Everything goes to LOG; the script goes on after a failed step and ends with a summary of each step's status.
 set -u
 LOG=${1:-gpu-run.log}
 VENV=${GPU_VENV:-/tmp/captioning-gpu-venv}
+PYTHON=${GPU_PYTHON:-python3}
 PACKAGES=${MXNET_GPU_PACKAGES:-"mxnet-cu117==1.9.1 mxnet-cu112==1.9.1"}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 exec > >(tee "$LOG") 2>&1
@@ -37,7 +41,10 @@ pip_install() {
   else "$VENV/bin/pip" install -q "$@"; fi
 }
 install() {
-  python3 -m venv "$VENV" || return 1
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info >= (3, 12))' || {
+    echo "$("$PYTHON" --version): numpy<1.24 (MXNet 1.9.1) has no wheels for it; set GPU_PYTHON to a Python 3.8-3.11"
+    return 1; }
+  "$PYTHON" -m venv "$VENV" || return 1
   local pkg
   for pkg in $PACKAGES; do
     if pip_install "$pkg" "numpy>=1.23,<1.24"; then echo "installed $pkg"; INSTALLED=$pkg; break; fi
@@ -74,6 +81,8 @@ except mx.base.MXNetError as e:
     sys.exit("MXNet failed on the GPU: %s" % text)
 EOF
 }
+compatible() { "$PY" "$REPO/benchmarks/cuda_compat.py" "$VENV"/lib/python3*/site-packages/mxnet/libmxnet.so; }
+step "CUDA compatibility" compatible || { printf '%s\n' "${SUMMARY[@]}"; exit 1; }
 step "card check" check_card || { printf '%s\n' "${SUMMARY[@]}"; exit 1; }
 
 cd "$REPO" || exit 1

@@ -1,7 +1,10 @@
 """The benchmark scripts' own logic: FLOP counting, log parsing, skipping where the original is absent."""
+import json
 import os
+import struct
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import mxnet as mx
@@ -10,6 +13,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
+import cuda_compat  # noqa: E402
 import gemm  # noqa: E402
 import peer  # noqa: E402
 import train as train_bench  # noqa: E402
@@ -98,3 +102,65 @@ def test_flickr_lists_pair_every_view_with_the_five_captions(tmp_path):
     assert all(s.split(".")[0] == t.split()[-1] for s, t in pairs)     # every view of a photo has its captions
     plain = train_bench.make_lists(tmp_path / "shared", feats, tmp_path)
     assert Path(plain["source"]).read_text().splitlines() == sources[:10]
+
+
+def _fatbin(entries) -> bytes:
+    """A .nv_fatbin section: one container per (kind, arch) list, 8 zero bytes of padding between containers."""
+    section = b""
+    for container in entries:
+        body = b""
+        for kind, arch in container:
+            header = struct.pack("<HHIQ", kind, 0x101, 64, 8).ljust(28, b"\0") + struct.pack("<I", arch)
+            body += header.ljust(64, b"\0") + b"\xab" * 8
+        section += struct.pack("<IHHQ", cuda_compat.FATBIN_MAGIC, 1, 16, len(body)) + body + b"\0" * 8
+    return section
+
+
+def test_fatbin_entries_are_read_by_kind_and_compute_capability():
+    section = _fatbin([[(2, 50), (2, 86)], [(2, 86), (1, 86), (2, 70)]])
+    assert cuda_compat.fatbin_kernels(section) == {"SASS": [50, 70, 86], "PTX": [86]}
+    assert cuda_compat.fatbin_kernels(b"") == {"SASS": [], "PTX": []}
+
+
+def test_a_card_runs_sass_of_its_major_version_and_older_ptx():
+    mxnet_cu117 = {"SASS": [50, 60, 70, 80, 86], "PTX": []}         # what both CUDA wheels of MXNet 1.9.1 carry
+    assert cuda_compat.runs_on(mxnet_cu117, (9, 0)) is None          # Hopper: no kernel image
+    assert cuda_compat.runs_on(mxnet_cu117, (8, 9)) == "SASS sm_86"
+    assert cuda_compat.runs_on(mxnet_cu117, (8, 0)) == "SASS sm_80"
+    assert cuda_compat.runs_on(mxnet_cu117, (7, 5)) == "SASS sm_70"
+    assert cuda_compat.runs_on({"SASS": [75], "PTX": []}, (7, 0)) is None
+    assert cuda_compat.runs_on({"SASS": [86], "PTX": [86]}, (9, 0)).startswith("PTX compute_86")
+    assert cuda_compat.runs_on({"SASS": [], "PTX": [90]}, (8, 6)) is None
+
+
+def test_libraries_are_summarised_from_the_file_and_from_a_wheel(tmp_path):
+    folder = Path(mx.__file__).parent
+    cpu = cuda_compat.summarise(str(folder / "libmxnet.so"))          # MXNet's CPU build: no GPU code
+    assert cpu.kernels == {"SASS": [], "PTX": []}
+    assert {"libopenblas.so.0", "libc.so.6"} <= set(cpu.needed)
+    assert "libopenblas.so.0" in cpu.bundled and "libc.so.6" not in cpu.bundled
+    wheel = tmp_path / "mxnet_x-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.write(folder / "libgfortran.so.3", "mxnet/libmxnet.so")     # an ELF that needs libquadmath.so.0
+        z.writestr("mxnet/libquadmath.so.0", b"")
+    summary = cuda_compat.summarise(str(wheel))
+    assert summary.library == wheel.name + ":mxnet/libmxnet.so"
+    assert summary.needed[0] == "libquadmath.so.0" and "libc.so.6" in summary.needed
+    assert summary.bundled == ["libquadmath.so.0"]
+
+
+def test_verdict_of_a_summary_for_a_given_card(tmp_path):
+    summary = tmp_path / "s.json"
+
+    def verdict(sass, needed, capability):
+        summary.write_text(json.dumps({"library": "x", "kernels": {"SASS": sass, "PTX": []}, "needed": needed,
+                                       "bundled": []}))
+        return subprocess.run([sys.executable, str(BENCHMARKS / "cuda_compat.py"), "--summary", str(summary),
+                               "--compute-capability", capability], capture_output=True, text=True)
+    ok = verdict([80, 90], ["libc.so.6"], "9.0")
+    assert ok.returncode == 0 and "runs the kernels as SASS sm_90" in ok.stdout
+    assert ok.stdout.rstrip().endswith("verdict: this build can run here")
+    too_new = verdict([50, 86], ["libc.so.6"], "9.0")
+    assert too_new.returncode == 1 and "NO kernel image" in too_new.stdout
+    missing = verdict([90], ["libc.so.6", "libcudart.so.11.0-not-here"], "9.0")
+    assert missing.returncode == 1 and "missing libraries: libcudart.so.11.0-not-here" in missing.stdout
