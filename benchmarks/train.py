@@ -12,9 +12,9 @@
    embedding 512, weight normalisation, batch 64 captions, Adam 0.0003, clipping abs 1.0, bucket width 5, max length
    60) for ``--speed-updates`` updates with each feature store (lazy, memory, mmap): median of the logged
    samples/s, peak RSS, validation perplexity at the end.
-4. Quality: the same configuration with the ``--recipe``'s regularisation (RECIPES; dropout, label smoothing 0.1,
-   weight decay, early stopping) for ``--quality-updates`` updates; the ``--checkpoint`` (params.best by validation
-   perplexity, or the last one) captions dev (``--beam-size``, length penalty alpha 1.0) and is scored against the 5
+4. Quality: the same configuration with the ``--recipe``'s regularisation (RECIPES; dropout, label smoothing 0.1 or
+   none in ``no-smoothing``, weight decay, early stopping) for ``--quality-updates`` updates; the ``--checkpoint``
+   (params.best by validation perplexity, or the last one) captions dev (``--beam-size``, length penalty alpha 1.0) and is scored against the 5
    references (BLEU-4, METEOR, ROUGE-L, CIDEr-D via captioning.evaluate / pycocoevalcap). The validation split is
    the dev split: ``--score-all-checkpoints`` scores every checkpoint (for reports; choosing by it tunes on dev).
 Prints one line per figure.
@@ -47,7 +47,10 @@ REGULARISED = ["--rnn-decoder-hidden-dropout", "0.3", "--embed-dropout", "0.2", 
 DROPOUT5 = ["--rnn-decoder-hidden-dropout", "0.5", "--embed-dropout", "0.3", "--image-encoder-dropout", "0.3",
             "--label-smoothing", "0.1", "--weight-decay", "0.00001", "--learning-rate-reduce-num-not-improved",
             "2", "--learning-rate-reduce-factor", "0.5", "--max-num-checkpoint-not-improved", "4"]
-RECIPES = {"regularised": REGULARISED, "dropout5": DROPOUT5}
+# REGULARISED without label smoothing: self-critical training samples from this model's own softmax, where label
+# smoothing puts ~10% of every step's probability on stray words (docs/training.md, "Self-critical training")
+NO_SMOOTHING = [("0" if prev == "--label-smoothing" else a) for prev, a in zip([""] + REGULARISED, REGULARISED)]
+RECIPES = {"regularised": REGULARISED, "dropout5": DROPOUT5, "no-smoothing": NO_SMOOTHING}
 LAYERS = ("head_conv", "head_relu6")
 
 
