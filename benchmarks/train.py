@@ -14,9 +14,10 @@
    samples/s, peak RSS, validation perplexity at the end.
 4. Quality: the same configuration with the ``--recipe``'s regularisation (RECIPES; dropout, label smoothing 0.1 or
    none in ``no-smoothing``, weight decay, early stopping) for ``--quality-updates`` updates; the ``--checkpoint``
-   (params.best by validation perplexity, or the last one) captions dev (``--beam-size``, length penalty alpha 1.0) and is scored against the 5
-   references (BLEU-4, METEOR, ROUGE-L, CIDEr-D via captioning.evaluate / pycocoevalcap). The validation split is
-   the dev split: ``--score-all-checkpoints`` scores every checkpoint (for reports; choosing by it tunes on dev).
+   (params.best by validation perplexity, or the last one) captions dev (``--beam-size``, length penalty alpha 1.0)
+   and is scored against the 5 references (BLEU-4, METEOR, ROUGE-L, CIDEr-D via captioning.evaluate /
+   pycocoevalcap). The validation split is the dev split: ``--score-all-checkpoints`` scores every checkpoint (for
+   reports; choosing by it tunes on dev).
 Prints one line per figure.
 """
 import argparse
