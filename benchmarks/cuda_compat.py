@@ -42,6 +42,11 @@ class Summary:
     bundled: List[str]              # those that ship beside it (in the wheel's folder, or its own folder)
 
 
+def _string(data, offset: int) -> str:
+    """The NUL-terminated string at ``offset``."""
+    return bytes(data[offset:data.find(b"\0", offset)]).decode()
+
+
 def _sections(data) -> List[Tuple[str, int, int, int, int]]:
     """(name, type, offset, size, link) of each section of a 64-bit little-endian ELF file, in index order."""
     if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
@@ -49,12 +54,8 @@ def _sections(data) -> List[Tuple[str, int, int, int, int]]:
     shoff, = struct.unpack_from("<Q", data, 0x28)
     entsize, count, strndx = struct.unpack_from("<HHH", data, 0x3A)
     headers = [struct.unpack_from("<IIQQQQII", data, shoff + i * entsize) for i in range(count)]
-    names_offset = headers[strndx][4]
-
-    def name(offset: int) -> str:
-        start = names_offset + offset
-        return bytes(data[start:data.find(b"\0", start)]).decode()
-    return [(name(h[0]), h[1], h[4], h[5], h[6]) for h in headers]
+    names = headers[strndx][4]
+    return [(_string(data, names + h[0]), h[1], h[4], h[5], h[6]) for h in headers]
 
 
 def fatbin_kernels(section: bytes) -> Dict[str, List[int]]:
@@ -77,22 +78,12 @@ def fatbin_kernels(section: bytes) -> Dict[str, List[int]]:
     return {kind: sorted(archs) for kind, archs in found.items()}
 
 
-def summarise(path: str) -> Summary:
-    """Read a shared library (or the ``libmxnet.so`` inside a wheel) without loading it."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as wheel, tempfile.TemporaryDirectory() as tmp:
-            member = next(n for n in wheel.namelist() if n.endswith("/libmxnet.so"))
-            extracted = os.path.join(tmp, "libmxnet.so")
-            with wheel.open(member) as src, open(extracted, "wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 24)
-            summary = summarise(extracted)
-            folder = os.path.dirname(member)
-            bundled = [n for n in summary.needed if f"{folder}/{n}" in wheel.namelist()]
-            return Summary(f"{os.path.basename(path)}:{member}", summary.kernels, summary.needed, bundled)
+def _read_library(path: str) -> Tuple[Dict[str, List[int]], List[str]]:
+    """(GPU code by kind, DT_NEEDED sonames) of an ELF shared library, read without loading it."""
+    kernels: Dict[str, List[int]] = {"SASS": [], "PTX": []}
+    needed = []
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         sections = _sections(data)
-        kernels: Dict[str, List[int]] = {"SASS": [], "PTX": []}
-        needed = []
         for name, kind, offset, size, link in sections:
             if name == ".nv_fatbin":
                 kernels = fatbin_kernels(data[offset:offset + size])
@@ -101,10 +92,25 @@ def summarise(path: str) -> Summary:
                 for entry in range(offset, offset + size, 16):
                     tag, value = struct.unpack_from("<qQ", data, entry)
                     if tag == DT_NEEDED:
-                        start = strings + value
-                        needed.append(bytes(data[start:data.find(b"\0", start)]).decode())
-    folder = os.path.dirname(os.path.abspath(path))
-    return Summary(path, kernels, needed, [n for n in needed if os.path.exists(os.path.join(folder, n))])
+                        needed.append(_string(data, strings + value))
+    return kernels, needed
+
+
+def summarise(path: str) -> Summary:
+    """Read a shared library (or the ``libmxnet.so`` inside a wheel) without loading it."""
+    if not zipfile.is_zipfile(path):
+        kernels, needed = _read_library(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        return Summary(path, kernels, needed, [n for n in needed if os.path.exists(os.path.join(folder, n))])
+    with zipfile.ZipFile(path) as wheel, tempfile.TemporaryDirectory() as tmp:
+        member = next(n for n in wheel.namelist() if n.endswith("/libmxnet.so"))
+        extracted = os.path.join(tmp, "libmxnet.so")
+        with wheel.open(member) as src, open(extracted, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 24)
+        kernels, needed = _read_library(extracted)
+        folder = os.path.dirname(member)
+        bundled = [n for n in needed if f"{folder}/{n}" in wheel.namelist()]
+    return Summary(f"{os.path.basename(path)}:{member}", kernels, needed, bundled)
 
 
 def runs_on(kernels: Dict[str, List[int]], capability: Tuple[int, int]) -> Optional[str]:

@@ -44,13 +44,22 @@ TUTORIAL = ["--encoder", "image-pretrain-cnn", "--decoder", "rnn", "--num-layers
 REGULARISED = ["--rnn-decoder-hidden-dropout", "0.3", "--embed-dropout", "0.2", "--image-encoder-dropout", "0.2",
                "--label-smoothing", "0.1", "--weight-decay", "0.00001", "--learning-rate-reduce-num-not-improved",
                "2", "--learning-rate-reduce-factor", "0.5", "--max-num-checkpoint-not-improved", "4"]
+
+
+def with_values(flags: List[str], values: Dict[str, str]) -> List[str]:
+    """``flags`` (``--flag value`` pairs) with the values of the flags in ``values`` replaced."""
+    changed = list(flags)
+    for flag, value in values.items():
+        changed[changed.index(flag) + 1] = value
+    return changed
+
+
 # stronger dropout (hidden 0.5, embedding and image 0.3), otherwise as REGULARISED
-DROPOUT5 = ["--rnn-decoder-hidden-dropout", "0.5", "--embed-dropout", "0.3", "--image-encoder-dropout", "0.3",
-            "--label-smoothing", "0.1", "--weight-decay", "0.00001", "--learning-rate-reduce-num-not-improved",
-            "2", "--learning-rate-reduce-factor", "0.5", "--max-num-checkpoint-not-improved", "4"]
+DROPOUT5 = with_values(REGULARISED, {"--rnn-decoder-hidden-dropout": "0.5", "--embed-dropout": "0.3",
+                                     "--image-encoder-dropout": "0.3"})
 # REGULARISED without label smoothing: self-critical training samples from this model's own softmax, where label
 # smoothing puts ~10% of every step's probability on stray words (docs/training.md, "Self-critical training")
-NO_SMOOTHING = [("0" if prev == "--label-smoothing" else a) for prev, a in zip([""] + REGULARISED, REGULARISED)]
+NO_SMOOTHING = with_values(REGULARISED, {"--label-smoothing": "0"})
 RECIPES = {"regularised": REGULARISED, "dropout5": DROPOUT5, "no-smoothing": NO_SMOOTHING}
 LAYERS = ("head_conv", "head_relu6")
 
