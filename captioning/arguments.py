@@ -608,6 +608,11 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                       default="device",
                       help="MXNet KVStore for gradient aggregation across devices; dist_* across machines "
                            "(start those with python -m captioning.launch).")
+    misc.add_argument("--processes", type=int_greater_or_equal(1), default=1, metavar="N",
+                      help="CPU: train in N processes of this machine, each with 1/N of the OpenMP threads and its "
+                           "part of every batch's rows, gradients summed through shared memory at every update: "
+                           "the same training as one process with the whole batch. Needs --batch-type sentence and "
+                           "--batch-size of at least N.")
 
 
 def add_train_cli_args(parser: argparse.ArgumentParser) -> None:

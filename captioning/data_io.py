@@ -257,6 +257,15 @@ def shard_plan(plan: Plan, rank: int, num_workers: int) -> Plan:
     return padded[rank::num_workers]
 
 
+def batch_part(batch: Batch, part: int, parts: int) -> Batch:
+    """Part ``part`` of ``parts`` of a batch's rows (contiguous, sizes differing by at most one; `np.array_split`).
+    The whole batch when ``parts`` is 1."""
+    if parts == 1:
+        return batch
+    rows = np.array_split(np.arange(batch.labels.shape[0]), parts)[part]
+    return Batch(*(array[rows[0]:rows[-1] + 1] if len(rows) else array[:0] for array in batch))
+
+
 def make_batch(features: np.ndarray, captions: Sequence[np.ndarray], bucket: int, indices: Sequence[int]) -> Batch:
     """Pad a batch's captions to the bucket length: ``<s> w.. <pad>..`` and ``w.. </s> <pad>..``."""
     batch_size = len(captions)

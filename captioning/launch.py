@@ -209,8 +209,8 @@ def skip_exit_barrier(kvstore: "mx.kv.KVStore") -> None:  # noqa: F821
 # running
 # ---------------------------------------------------------------------------------------------------------------
 
-def _set_parent_death_signal() -> None:
-    """(Linux, in the child before exec) SIGTERM the child if the launcher dies without tearing down."""
+def set_parent_death_signal() -> None:
+    """(Linux, in a child process) SIGTERM this process when its parent dies without tearing it down."""
     try:
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
@@ -261,7 +261,7 @@ class Job:
                     # ssh keeps its stdin open (an EOF would end a -tt session); local processes read nothing
                     stdin=subprocess.PIPE if spec.host is not None else subprocess.DEVNULL,
                     start_new_session=True,
-                    preexec_fn=_set_parent_death_signal if sys.platform.startswith("linux") else None)
+                    preexec_fn=set_parent_death_signal if sys.platform.startswith("linux") else None)
             except OSError as e:   # run() tears down what was started
                 raise CaptioningError("%s: cannot run %r (%s); check the command after '--'"
                                       % (spec.label, spec.argv[0], e.strerror)) from None

@@ -16,7 +16,7 @@ an uninterrupted one.
 - ``--loss self-critical``: `self_critical.SelfCriticalObjective` (imported only when chosen).
 """
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, List, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Protocol, Sequence
 
 import mxnet as mx
 import numpy as np
@@ -29,6 +29,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from . import model
     from .training import TrainingConfig
     from .vocab import Vocab
+
+
+Reduce = Callable[[np.ndarray], np.ndarray]    # sums of this process -> sums of every process
 
 
 @dataclass
@@ -50,8 +53,10 @@ class Objective(Protocol):
         unrecorded pass first, e.g. sampling), and calls backward once. Each share's loss is that share's
         mean per row (the Trainer divides the summed gradients by the number of shares and workers)."""
 
-    def metrics(self) -> Dict[str, float]:
-        """Training metrics accumulated since the last call, then reset (e.g. perplexity-train)."""
+    def metrics(self, reduce: Optional[Reduce] = None) -> Dict[str, float]:
+        """Training metrics accumulated since the last call, then reset (e.g. perplexity-train). ``reduce``: applied
+        to the accumulated sums before the metrics are computed from them (``--processes``: the sums of every
+        process); every process must call it at the same point."""
 
 
 class CrossEntropyObjective:
@@ -78,11 +83,11 @@ class CrossEntropyObjective:
                 self._stats[share.ctx] = loss_module.new_stats(share.ctx)
             self._stats[share.ctx] += share_stats.astype("float64")
 
-    def metrics(self) -> Dict[str, float]:
+    def metrics(self, reduce: Optional[Reduce] = None) -> Dict[str, float]:
         totals = sum(s.asnumpy() for s in self._stats.values()) if self._stats else np.zeros(3)
         for s in self._stats.values():
             s[:] = 0
-        return loss_module.metrics_from_stats(totals, "train")
+        return loss_module.metrics_from_stats(reduce(totals) if reduce is not None else totals, "train")
 
 
 def create_objective(config: "TrainingConfig", references: Sequence[Sequence[str]], vocab: "Vocab",

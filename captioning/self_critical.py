@@ -22,6 +22,7 @@ import numpy as np
 from mxnet import autograd, gluon
 
 from . import constants as C
+from . import objective as objective_module
 from . import utils
 from .beam_search import BeamSearch
 from .cider import CiderD
@@ -214,12 +215,12 @@ class SelfCriticalObjective:
         autograd.backward(losses)
         self.seconds["forward_backward"] += time.time() - start
 
-    def metrics(self) -> Dict[str, float]:
+    def metrics(self, reduce: Optional[objective_module.Reduce] = None) -> Dict[str, float]:
         """``reward-train`` (mean CIDEr-D of the samples, COCO scale), ``sample-length-train`` (words + ``</s>``),
         and with the greedy baseline ``baseline-train`` (the greedy captions' mean reward; the mean baseline's equals
         the reward by construction)."""
-        reward, baseline, length, count = self._sums
-        self._sums = np.zeros(4)
+        sums, self._sums = self._sums, np.zeros(4)
+        reward, baseline, length, count = reduce(sums) if reduce is not None else sums
         count = max(count, 1.0)
         metrics = {"reward-train": float(reward / count), "sample-length-train": float(length / count)}
         if self.baseline == BASELINE_GREEDY:

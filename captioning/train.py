@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover - the CLI imports MXNet only once the comm
     from .cnn import CNNConfig
     from .features import FeatureStore
     from .model import ModelConfig
+    from .process_group import ProcessGroup
     from .training import Trainer, TrainingConfig
 
 from . import arguments
@@ -191,6 +192,13 @@ def check_arguments(args: argparse.Namespace) -> None:
                               "--kvstore dist_async applies only a constant learning rate (the parameter servers "
                               "never see a schedule): use --learning-rate-scheduler-type none without "
                               "--learning-rate-warmup, or --kvstore dist_sync")
+    if args.processes > 1:
+        utils.check_condition(not args.kvstore.startswith("dist"), "--processes trains on this machine: it does not "
+                                                                   "combine with --kvstore %s" % args.kvstore)
+        utils.check_condition(args.batch_type == C.BATCH_TYPE_SENTENCE and args.batch_size >= args.processes,
+                              "--processes %d splits every batch's captions between the processes: it needs "
+                              "--batch-type sentence and --batch-size of at least %d"
+                              % (args.processes, args.processes))
     paths = [("--source", args.source), ("--target", args.target), ("--validation-source", args.validation_source)]
     paths += [("--validation-target", path) for path in validation_targets(args)]
     for flag, path in paths:
@@ -293,10 +301,16 @@ def take_output_folder(args: argparse.Namespace, resume: bool) -> model_folder.F
 # main
 # ---------------------------------------------------------------------------------------------------------------
 
-def _main(argv: Optional[Sequence[str]] = None) -> None:
+def _main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     args = build_parser().parse_args(argv)
     log.setup_main_logger(console=not args.quiet, level=args.loglevel)
     check_arguments(args)
+    if args.processes > 1:
+        from . import process_group
+        from .search_processes import threads_per_process
+        threads = threads_per_process(args.processes)
+        logger.info("Training in %d processes of %d OpenMP thread(s) each", args.processes, threads)
+        return process_group.run(_process_main, args, args.processes, threads)
 
     import mxnet as mx
 
@@ -316,7 +330,16 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
         raise
 
 
-def _train(args: argparse.Namespace, kv: Optional["mx.kvstore.KVStore"]) -> None:
+def _process_main(args: argparse.Namespace, group: "ProcessGroup", rank: int) -> None:
+    """Training process ``rank`` of ``--processes``: the same training as one process, on its part of every
+    batch, through the processes' kvstore. Only process 0 logs below warnings on the console."""
+    from . import process_group
+    log.setup_main_logger(console=not args.quiet, level=args.loglevel if rank == 0 else "WARNING",
+                          prefix="[process %d] " % rank)
+    _train(args, process_group.create_kvstore(group, rank))
+
+
+def _train(args: argparse.Namespace, kv: Optional["mx.kvstore.KVStoreBase"]) -> None:
     """Everything after the command line is parsed and the (distributed) kvstore exists: build and check
     everything, then take the model folder and train."""
     from . import training_state
@@ -384,12 +407,18 @@ def build_training(args: argparse.Namespace, kv: Optional["mx.kvstore.KVStore"],
     from . import model as model_module
     from . import training
     rank, num_workers = (kv.rank, kv.num_workers) if kv is not None else (0, 1)
+    # --processes: every process reads every batch and trains on its part of the rows; ps-lite workers: each
+    # reads its own shard of the batches
+    batch_part = (rank, num_workers) if args.processes > 1 else (0, 1)
+    shard = (0, 1) if args.processes > 1 else (rank, num_workers)
     training.seed_everything(args.seed)
     contexts = utils.get_context(args.use_cpu, args.device_ids)
     logger.info("Devices: %s", ", ".join(str(c) for c in contexts))
+    utils.check_condition(args.processes == 1 or all(c.device_type == "cpu" for c in contexts),
+                          "--processes is for training on CPUs; for several GPUs use --device-ids")
     vocab = create_vocab(args, resume)
     data = data_io.create_data_iters(create_data_files(args), vocab, create_data_config(args, len(contexts)),
-                                     rank=rank, num_workers=num_workers)
+                                     rank=shard[0], num_workers=shard[1])
     # the captioner's default bound, stored in the model config (--max-output-length is decoding's during training)
     max_output_length = default_max_output_length(data_io.longest_caption(data.train_data),
                                                   arguments.target_value(args.max_seq_len))
@@ -398,7 +427,7 @@ def build_training(args: argparse.Namespace, kv: Optional["mx.kvstore.KVStore"],
     logger.info("Training %s decoder, %d layer(s); batches of %d %s; %d training batches per epoch%s",
                 args.decoder, arguments.target_value(args.num_layers), args.batch_size,
                 "captions" if args.batch_type == C.BATCH_TYPE_SENTENCE else "target words",
-                data.train_iter.batches_per_epoch, " (this worker)" if num_workers > 1 else "")
+                data.train_iter.batches_per_epoch, " (this worker)" if shard[1] > 1 else "")
     model = model_module.CaptionModel(model_config)
     # static_alloc keeps a separate set of buffers for every caption length (GBs with buckets) and was not faster
     model.hybridize(static_alloc=False)
@@ -411,7 +440,8 @@ def build_training(args: argparse.Namespace, kv: Optional["mx.kvstore.KVStore"],
     decoder = create_checkpoint_decoder(args, max_output_length, contexts[0], data.val_iter.store) if rank == 0 \
         else None
     trainer = training.create_trainer(create_training_config(args, len(vocab)), model, data, contexts, vocab,
-                                      max_output_length, checkpoint_decoder=decoder, kvstore=kv)
+                                      max_output_length, checkpoint_decoder=decoder, kvstore=kv,
+                                      batch_part=batch_part)
     return BuiltTraining(vocab=vocab, data=data, model_config=model_config, trainer=trainer, contexts=contexts,
                          max_output_length=max_output_length)
 

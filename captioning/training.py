@@ -19,6 +19,9 @@ Distributed (``--kvstore dist_*``): every worker trains on its shard of each epo
 and writes files; its decisions (improved, stop) are broadcast through the kvstore so all workers act alike. With
 ``dist_async`` the servers update the parameters with the optimizer they received at the start: a learning-rate
 schedule would never reach them, so only a constant rate (``--learning-rate-scheduler-type none``) is accepted.
+Processes of one machine (``--processes N``, `process_group`): every process reads the same batches and trains on
+its part of each batch's rows; the gradients are summed through the processes' kvstore, so the update is that of
+one process with the whole batch split over N devices.
 """
 import logging
 import math
@@ -49,6 +52,7 @@ from .training_state import STATE_FILE, TrainingState  # noqa: F401 - part of th
 logger = logging.getLogger(__name__)
 
 _BROADCAST_KEY = 1 << 24          # kvstore keys for rank 0's decisions (the gluon.Trainer uses 0..num_params-1)
+_STATISTICS_KEY = 1 << 25         # the kvstore key of the objective's statistics (--processes)
 STOP_NONE, STOP_NOT_IMPROVED, STOP_SECONDS = 0, 1, 2
 
 
@@ -100,14 +104,19 @@ class Trainer:
     def __init__(self, config: TrainingConfig, model: model_module.CaptionModel, train_iter: data_io.BatchIterator,
                  val_iter: data_io.BatchIterator, contexts: Sequence[mx.Context],
                  checkpoint_decoder: Optional[CheckpointDecoder] = None, vocab: Optional[Dict[str, int]] = None,
-                 kvstore: Optional[mx.kvstore.KVStore] = None, objective: Optional[objective_module.Objective] = None,
-                 optimizer: Optional[mx.optimizer.Optimizer] = None) -> None:
+                 kvstore: Optional[mx.kvstore.KVStoreBase] = None,
+                 objective: Optional[objective_module.Objective] = None,
+                 optimizer: Optional[mx.optimizer.Optimizer] = None, batch_part: Tuple[int, int] = (0, 1)) -> None:
         self.config, self.model, self.train_iter, self.val_iter = config, model, train_iter, val_iter
         self.contexts, self.checkpoint_decoder, self.vocab, self.kv = list(contexts), checkpoint_decoder, vocab, kvstore
-        self.is_dist = kvstore is not None and "dist" in kvstore.type
+        self.is_dist = kvstore is not None      # a kvstore is given to the workers of a distributed run only
         self.rank = kvstore.rank if self.is_dist else 0
         self.num_workers = kvstore.num_workers if self.is_dist else 1
         self.is_primary = self.rank == 0
+        # (k, n): this process trains on part k of n of every batch's rows (train --processes n: every process
+        # reads the same batches); (0, 1): on whole batches (one process, or ps-lite workers with their own batches)
+        self.batch_part = batch_part
+        self.workers_per_batch = self.num_workers // batch_part[1]    # workers whose batches make one update
         self.folder = ModelFolder(config.output_folder)
         self.store = training_state.TrainingStateStore(config.output_folder)
         self.state = TrainingState()
@@ -120,7 +129,7 @@ class Trainer:
         self.trainer = create_gluon_trainer(self.params, config, kvstore, self.server_updates, optimizer)
         self.metric_lines: List[str] = []
         self._session_start = time.time()
-        self.speed = Speedometer(self.num_workers)
+        self.speed = Speedometer(self.workers_per_batch)
         self._snapshots: Dict[str, Optional[training_state.OptimizerSnapshot]] = {
             training_state.OPTIMIZER_INITIAL: None, training_state.OPTIMIZER_BEST: None}
         self._pending: Optional[mx.nd.NDArray] = None
@@ -148,7 +157,7 @@ class Trainer:
             self._start()
         self._reseed()
         self._session_start = time.time()
-        self.speed = Speedometer(self.num_workers, self.state.samples)
+        self.speed = Speedometer(self.workers_per_batch, self.state.samples)
         updates_since_checkpoint = 0
         while True:
             stop_reason = limit_reached(self.config, self.state)
@@ -175,7 +184,7 @@ class Trainer:
         for _ in range(self.config.update_interval):
             batch, end_of_epoch = self.train_iter.next_batch()
             num_grads += self._forward_backward(batch)
-            self.state.samples += batch.labels.shape[0] * self.num_workers
+            self.state.samples += batch.labels.shape[0] * self.workers_per_batch
             self.speed.images += len(np.unique(self.train_iter.image_ids[batch.indices]))
             if end_of_epoch:
                 self.state.epoch = self.train_iter.epoch
@@ -211,11 +220,19 @@ class Trainer:
 
     def _forward_backward(self, batch: data_io.Batch) -> int:
         """Forward and backward of one batch split across the devices; returns the number of device shares."""
-        shares = split_batch(batch, self.contexts, self.train_iter.image_ids[batch.indices])
+        part = data_io.batch_part(batch, *self.batch_part)
+        shares = split_batch(part, self.contexts, self.train_iter.image_ids[part.indices])
         self.objective.forward_backward(self.model, shares)
         grad = next(p for p in self.params.values() if p.grad_req != "null").list_grad()[0]
         self._last_marker = mx.nd.sum(grad)
         return len(shares)
+
+    def _sum_over_processes(self, sums: np.ndarray) -> np.ndarray:
+        """An objective's statistics summed over the processes that share every batch (``--processes``)."""
+        assert self.kv is not None
+        array = mx.nd.array(sums, dtype=sums.dtype)
+        self.kv.pushpull(_STATISTICS_KEY, array)
+        return array.asnumpy()
 
     def _elapsed(self) -> float:
         return self.state.seconds + (time.time() - self._session_start)
@@ -224,7 +241,7 @@ class Trainer:
     def _checkpoint(self) -> str:
         """Returns a stop reason or ''."""
         self.state.checkpoint += 1
-        train = self.objective.metrics()
+        train = self.objective.metrics(self._sum_over_processes if self.batch_part[1] > 1 else None)
         improved, stop_code, metrics = False, STOP_NONE, {}
         if self.is_primary:
             metrics, value = self._evaluate(train)
@@ -406,15 +423,14 @@ def decide(config: TrainingConfig, state: TrainingState, value: float, elapsed: 
     return improved, STOP_SECONDS if seconds is not None and elapsed >= seconds else STOP_NONE
 
 
-def broadcast_decision(kv: mx.kvstore.KVStore, state: TrainingState, improved: bool,
+def broadcast_decision(kv: mx.kvstore.KVStoreBase, state: TrainingState, improved: bool,
                        stop_code: int) -> Tuple[bool, int]:
-    """Rank 0's decision on every worker (a fresh kvstore key per checkpoint: init takes rank 0's value); the
-    other workers update their early-stopping state from it."""
+    """Rank 0's decision on every worker (broadcast under a fresh kvstore key per checkpoint); the other workers
+    update their early-stopping state from it."""
     key = _BROADCAST_KEY + state.checkpoint
     data = mx.nd.array([float(improved), float(stop_code), float(state.best_checkpoint)], dtype="float32")
     out = mx.nd.zeros_like(data)
-    kv.init(key, data)
-    kv.pull(key, out=out)
+    kv.broadcast(key, data, out=out)
     improved_value, stop_value, best = (float(v) for v in out.asnumpy())
     if kv.rank != 0:
         state.num_not_improved = 0 if improved_value else state.num_not_improved + 1
@@ -479,7 +495,7 @@ def gpu_memory(contexts: Sequence[mx.Context]) -> Dict[str, float]:
     return {"used-gpu-memory": used} if used else {}
 
 
-def create_gluon_trainer(params: gluon.ParameterDict, config: TrainingConfig, kvstore: Optional[mx.kvstore.KVStore],
+def create_gluon_trainer(params: gluon.ParameterDict, config: TrainingConfig, kvstore: Optional[mx.kvstore.KVStoreBase],
                          server_updates: bool, optimizer: Optional[mx.optimizer.Optimizer]) -> gluon.Trainer:
     """The `gluon.Trainer` that reduces and applies the gradients. ``server_updates`` (dist_async): the servers
     update the parameters; everywhere else each device/worker updates its copy with the reduced gradients (so
@@ -518,7 +534,7 @@ def seed_everything(seed: int) -> None:
 def create_trainer(config: TrainingConfig, model: gluon.Block, data: data_io.TrainingData,
                    contexts: Sequence[mx.Context], vocab: Dict[str, int], max_output_length: int,
                    checkpoint_decoder: Optional[CheckpointDecoder] = None,
-                   kvstore: Optional[mx.kvstore.KVStore] = None) -> Trainer:
+                   kvstore: Optional[mx.kvstore.KVStoreBase] = None, batch_part: Tuple[int, int] = (0, 1)) -> Trainer:
     """A `Trainer` for ``model`` on ``data`` with the objective ``config.loss`` names; the optimizer is built (and
     checked) first. Nothing is written until `Trainer.fit`."""
     try:
@@ -528,4 +544,4 @@ def create_trainer(config: TrainingConfig, model: gluon.Block, data: data_io.Tra
     objective = objective_module.create_objective(config, data_io.references_by_image(data.train_data), vocab,
                                                   max_output_length)
     return Trainer(config, model, data.train_iter, data.val_iter, contexts, checkpoint_decoder=checkpoint_decoder,
-                   vocab=vocab, kvstore=kvstore, objective=objective, optimizer=optimizer)
+                   vocab=vocab, kvstore=kvstore, objective=objective, optimizer=optimizer, batch_part=batch_part)

@@ -1,0 +1,217 @@
+"""Data-parallel training in several processes of one machine (``train --processes N``).
+
+One process with two OpenMP threads gains little over one thread on the decoder's small elementwise operators; N
+processes with 1/N of the threads each use the cores fully (the captioner's ``--search-processes`` works the same
+way). Every process reads the same batches in the same order (the same seed, the whole plan) and computes the
+gradient of its own share of each batch's rows; `ProcessKVStore` sums the shares' gradients through shared memory
+at every update, so each process applies the same summed gradient to the same parameters: the training is that of
+one process whose batch is split over N devices. Process 0 validates, decodes and writes the model folder, as rank 0
+of a distributed run does.
+
+The parent process (the command line's) imports no MXNet: it starts the N training processes (``spawn``), waits for
+them, and stops them all as soon as one fails or it is interrupted. Messages to the processes are the parsed
+arguments (our own objects, pickled by `multiprocessing`), never a file from elsewhere.
+"""
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+KVSTORE_TYPE = "processes"
+_SHM_ROOT = "/dev/shm"          # Linux's shared-memory file system; elsewhere the temporary folder (page cache)
+_STOP_SECONDS = 5.0             # after SIGTERM, how long a process may take before SIGKILL
+
+
+class ProcessGroup:
+    """What the training processes share: their number, a barrier, and a folder for the shared arrays (on
+    ``/dev/shm``), made by the parent, which removes it when the processes end. Picklable (spawn)."""
+
+    def __init__(self, size: int, barrier: Any, folder: str) -> None:
+        self.size, self.barrier, self.folder = size, barrier, folder
+
+    @classmethod
+    def create(cls, context: Any, size: int) -> "ProcessGroup":
+        root = _SHM_ROOT if os.path.isdir(_SHM_ROOT) and os.access(_SHM_ROOT, os.W_OK) else None
+        return cls(size, context.Barrier(size), tempfile.mkdtemp(prefix="captioning-processes-", dir=root))
+
+
+class _SharedSlots:
+    """Two alternating sets of one array per process, in one shared file: ``slots[parity, rank]``. A process
+    writes its own array, waits at the barrier, then reads all of them; the next call uses the other set, so
+    nobody overwrites an array that a slower process may still be reading (reaching the next call's barrier needs
+    every process to have finished this one)."""
+
+    def __init__(self, path: str, size: int, shape: Sequence[int], dtype: Any) -> None:
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape)) if len(shape) else 1
+        nbytes = 2 * size * count * dtype.itemsize
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size != nbytes:
+                os.ftruncate(fd, nbytes)     # every process sets the same size: the data of the others is kept
+        finally:
+            os.close(fd)
+        self.slots = np.memmap(path, dtype=dtype, mode="r+", shape=(2, size) + tuple(shape))
+        self.path: Optional[str] = path
+        self.calls = 0
+
+    def next_set(self) -> np.ndarray:
+        current = self.slots[self.calls % 2]
+        self.calls += 1
+        return current
+
+    def mapped_by_all(self, rank: int) -> None:
+        """Called after the first barrier: every process has the file mapped, so process 0 removes its name
+        (the memory lives as long as a mapping does, and nothing is left behind even after kill -9)."""
+        if self.path is not None:
+            if rank == 0:
+                os.unlink(self.path)
+            self.path = None
+
+
+def create_kvstore(group: ProcessGroup, rank: int) -> Any:
+    """The kvstore of process ``rank``: a `mxnet.kvstore.KVStoreBase` that `gluon.Trainer` reduces gradients
+    through (`pushpull`: the sum over the processes, in rank order, so every process gets the same bits) and
+    initialises parameters with (`broadcast`: process 0's values). It keeps no optimizer: each process updates its
+    own copy of the parameters with the summed gradients."""
+    import mxnet as mx
+
+    class _Store(mx.kvstore.KVStoreBase):
+        def __init__(self) -> None:
+            self.group, self._rank = group, rank
+            self._slots: Dict[Any, _SharedSlots] = {}
+
+        @property
+        def type(self) -> str:
+            return KVSTORE_TYPE
+
+        @property
+        def rank(self) -> int:
+            return self._rank
+
+        @property
+        def num_workers(self) -> int:
+            return self.group.size
+
+        def is_capable(self, capability: str) -> bool:
+            return False                        # no optimizer on the store, no compression, no sparse arrays
+
+        def _barrier(self) -> None:
+            self.group.barrier.wait()
+
+        def _slots_of(self, key: Any, like: "mx.nd.NDArray") -> _SharedSlots:
+            slots = self._slots.get(key)
+            if slots is None:
+                path = os.path.join(self.group.folder, "key-%s" % (key,))
+                slots = self._slots[key] = _SharedSlots(path, self.group.size, like.shape, like.dtype)
+            return slots
+
+        def _exchange(self, slots: _SharedSlots, arrays: np.ndarray, mine: Optional[np.ndarray]) -> None:
+            """Write this process's array (if any) into ``arrays``, then wait for every process."""
+            if mine is not None:
+                arrays[self._rank] = mine
+            self._barrier()
+            slots.mapped_by_all(self._rank)
+
+        def pushpull(self, key: Any, value: Union["mx.nd.NDArray", List["mx.nd.NDArray"]],
+                     out: Optional[Union["mx.nd.NDArray", List["mx.nd.NDArray"]]] = None, priority: int = 0) -> None:
+            values = value if isinstance(value, (list, tuple)) else [value]
+            local = values[0] if len(values) == 1 else mx.nd.add_n(*[v.as_in_context(values[0].context)
+                                                                     for v in values])
+            slots = self._slots_of(key, local)
+            arrays = slots.next_set()
+            self._exchange(slots, arrays, local.asnumpy())
+            total = arrays[0].copy()
+            for other in arrays[1:]:
+                total += other
+            for target in _as_list(out if out is not None else values):
+                target[:] = total
+
+        def broadcast(self, key: Any, value: "mx.nd.NDArray", out: Any, priority: int = 0) -> None:
+            slots = self._slots_of("broadcast-%s" % (key,), value)
+            arrays = slots.next_set()
+            self._exchange(slots, arrays, value.asnumpy() if self._rank == 0 else None)
+            for target in _as_list(out):
+                target[:] = arrays[0]
+
+        def set_optimizer(self, optimizer: Any) -> None:
+            raise NotImplementedError("the processes' kvstore keeps no optimizer")
+
+        def save_optimizer_states(self, fname: str, dump_optimizer: bool = False) -> None:
+            raise NotImplementedError("the processes' kvstore keeps no optimizer")
+
+        def load_optimizer_states(self, fname: str) -> None:
+            raise NotImplementedError("the processes' kvstore keeps no optimizer")
+
+    return _Store()
+
+
+def _as_list(arrays: Any) -> List[Any]:
+    return list(arrays) if isinstance(arrays, (list, tuple)) else [arrays]
+
+
+def _child(target: Callable[[Any, ProcessGroup, int], None], payload: Any, group: ProcessGroup, rank: int,
+           threads: int) -> None:
+    """One training process: its thread count before MXNet loads, SIGTERM when the parent dies, then
+    ``target(payload, group, rank)``; a user error is one logged line and exit status 1."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)             # Ctrl-C is the parent's to handle
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    from . import launch, utils
+    launch.set_parent_death_signal()
+    try:
+        target(payload, group, rank)
+    except utils.CaptioningError as e:
+        logging.getLogger("captioning").error("%s", " ".join(str(e).split()))
+        sys.exit(1)
+
+
+def run(target: Callable[[Any, ProcessGroup, int], None], payload: Any, size: int, threads: int) -> int:
+    """Run ``target(payload, group, rank)`` in ``size`` spawned processes of ``threads`` OpenMP threads each; wait
+    for all of them. Returns 0, or the status of the first process that failed (the others are stopped then)."""
+    context = multiprocessing.get_context("spawn")
+    group = ProcessGroup.create(context, size)
+    processes = [context.Process(target=_child, args=(target, payload, group, rank, threads),
+                                 name="training process %d" % rank) for rank in range(size)]
+    try:
+        for process in processes:
+            process.start()
+        running = {process.sentinel: process for process in processes}
+        while running:
+            for sentinel in multiprocessing.connection.wait(list(running)):
+                process = running.pop(sentinel)
+                process.join()
+                if process.exitcode != 0:
+                    logger.error("%s ended with status %s: stopping the others", process.name, process.exitcode)
+                    return _exit_status(process.exitcode)
+        return 0
+    finally:
+        _stop(processes)     # (the barrier is not aborted: a process stopped inside it may hold its lock)
+        shutil.rmtree(group.folder, ignore_errors=True)
+
+
+def _exit_status(exitcode: Optional[int]) -> int:
+    """A process's exit code as a shell reports it (128 + N for a signal)."""
+    if exitcode is None:
+        return 1
+    return 128 - exitcode if exitcode < 0 else exitcode
+
+
+def _stop(processes: Sequence[Any]) -> None:
+    """SIGTERM to every process still running, SIGKILL to any still there after `_STOP_SECONDS`."""
+    alive = [p for p in processes if p.pid is not None and p.is_alive()]
+    for process in alive:
+        process.terminate()
+    for process in alive:
+        process.join(_STOP_SECONDS)
+        if process.is_alive():
+            process.kill()
+            process.join()
