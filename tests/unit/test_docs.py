@@ -1,7 +1,14 @@
-"""The documentation stays true: docs/options.md is the tools' current --help text; README names real commands."""
+"""The documentation stays true: docs/options.md is the tools' current --help text, docs/benchmarks.md is what the
+recorded benchmark runs give, README names real commands, and no page is a dated diary or cites documents that are
+not in this repository."""
 import importlib.util
 import os
 import re
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks import page
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,3 +36,21 @@ def test_readme_starts_with_the_two_commands_and_links_existing_docs():
     assert "make demo" in first_block and "make test" in first_block
     for doc in set(re.findall(r"`(docs/[\w./-]+\.md)`", readme)):
         assert os.path.isfile(os.path.join(ROOT, doc)), "README links %s, which does not exist" % doc
+
+
+def test_benchmarks_page_is_generated_from_the_records():
+    with open(page.DOC, encoding="utf-8") as f:
+        written = f.read()
+    assert written == page.render(), "docs/benchmarks.md is out of date: run python -m benchmarks.page"
+
+
+def test_benchmarks_page_check_fails_on_a_stale_page(tmp_path, monkeypatch):
+    stale = tmp_path / "benchmarks.md"
+    stale.write_text(page.render() + "| a figure without a record | 99 |\n", encoding="utf-8")
+    monkeypatch.setattr(page, "DOC", stale)
+    try:
+        page.main(["--check"])
+    except SystemExit as e:
+        assert "out of date" in str(e)
+    else:
+        raise AssertionError("a page with a figure that has no record passed the check")
