@@ -62,7 +62,7 @@ def latest_valid(records: Sequence[Dict[str, object]]) -> Dict[str, Dict[str, ob
 
 
 def table(record: Dict[str, object]) -> List[str]:
-    lines = ["| figure | ours | baseline | ratio (> 1: ours better) |", "|---|---|---|---|"]
+    lines = ["| figure | ours | baseline | ratio (> 1: ours better) | record |", "|---|---|---|---|---|"]
     for row in record.get("figures", []):
         unit = (" " + row["unit"]) if row.get("unit") else ""
 
@@ -74,8 +74,8 @@ def table(record: Dict[str, object]) -> List[str]:
             return "%s%s%s" % (number(row.get(key + "_median")), unit, runs)
         ratio = row.get("ratio")
         name = row["figure"] + (" (%s)" % row["note"] if row.get("note") else "")
-        lines.append("| %s | %s | %s | %s |" % (name, side("ours"), side("baseline"),
-                                                 "-" if ratio is None else "%.2fx" % ratio))
+        lines.append("| %s | %s | %s | %s | `%s` |" % (name, side("ours"), side("baseline"),
+                                                        "-" if ratio is None else "%.2fx" % ratio, record["file"]))
     return lines
 
 

@@ -205,7 +205,8 @@ def test_the_page_shows_the_latest_valid_record_of_each_benchmark(tmp_path):
     record(tmp_path, "something-new", "2026-01-01T10:00:00+00:00", value=4.0)
     text = page.render(tmp_path)
     train = text.split("### Training against the original, 1 thread")[1].split("###")[0]
-    assert "| training speed | 3.00 samples/s (3.00 / 3.00) | 1.00 samples/s (1.00 / 1.00) | 3.00x |" in train
+    assert "| training speed | 3.00 samples/s (3.00 / 3.00) | 1.00 samples/s (1.00 / 1.00) | 3.00x | " \
+        "`peer-train-t1-20260102T100000+0000.json` |" in train
     assert "peer-train-t1-20260102T100000+0000.json" in train and "9.00" not in text
     assert "Test CPU (avx2), 2 cores" in train and "abcdef0123" in train
     assert "reproduce: `python -m benchmarks.peer --parts train`" in train
@@ -416,3 +417,54 @@ def test_verdict_of_a_summary_for_a_given_card(tmp_path):
     assert too_new.returncode == 1 and "NO kernel image" in too_new.stdout
     missing = verdict([90], ["libc.so.6", "libcudart.so.11.0-not-here"], "9.0")
     assert missing.returncode == 1 and "missing libraries: libcudart.so.11.0-not-here" in missing.stdout
+
+
+FAKE_TRAINER = r'''
+import sys
+from pathlib import Path
+args = sys.argv[1:]
+if args and args[0] == "train":        # the original's launcher: sk.py train ARGS
+    args = args[1:]
+out = Path(args[args.index("--output") + 1])
+out.mkdir(parents=True, exist_ok=True)
+(out / "metrics").write_text("1\tperplexity-train=90.0\tperplexity-val=%s\n" % SPEED_PPL[1])
+print(LINE % SPEED_PPL[0])
+'''
+
+
+def test_peer_train_part_runs_both_tools_and_records_their_figures(tmp_path):
+    """The whole train part with a fake original (sk.py) and a fake ours (a tree with its own captioning.train)."""
+    original, ours = tmp_path / "peer", tmp_path / "ours"
+    (original / "venv" / "bin").mkdir(parents=True)
+    (original / "venv" / "bin" / "python").symlink_to(sys.executable)
+    (original / "sk.py").write_text("SPEED_PPL = (10.0, 120.0)\nLINE = 'Epoch[0] Batch [50]\\tSpeed: %s samples/sec'\n"
+                                     + FAKE_TRAINER)
+    (ours / "captioning").mkdir(parents=True)
+    (ours / "captioning" / "__init__.py").write_text("")
+    (ours / "captioning" / "train.py").write_text("SPEED_PPL = (25.0, 110.0)\nLINE = 'update 50: %s samples/s "
+                                                  "(captions), 3.0 images/s'\n" + FAKE_TRAINER)
+    shared, bench = tmp_path / "shared", tmp_path / "bench"
+    (shared / "data" / "flickr8k-sample").mkdir(parents=True)
+    (shared / "models" / "efficientnet-lite0").mkdir(parents=True)
+    (shared / "models" / "efficientnet-lite0" / "efficientnet-lite0-symbol.json").write_text("{}")
+    (bench / "features-head_conv").mkdir(parents=True)
+    (bench / "lists").mkdir()
+    for path in (bench / "features-head_conv" / "dev.features", bench / "lists" / "train.features",
+                 bench / "lists" / "train.captions"):
+        path.write_text("x\n")
+    results = tmp_path / "results"
+    peer.main(["--peer", str(original), "--ours", str(ours), "--shared", str(shared), "--bench", str(bench),
+               "--work-dir", str(tmp_path / "work"), "--parts", "train", "--threads", "1", "--train-updates", "7",
+               "--settle", "0", "--results-dir", str(results)])
+    [path] = list(results.glob("peer-train-t1-*.json"))
+    record = json.loads(path.read_text())
+    figures = {f["figure"]: f for f in record["figures"]}
+    speed = figures["training speed (median of logged, 7 updates)"]
+    assert speed["baseline"] == [10.0, 10.0] and speed["ours"] == [25.0, 25.0] and speed["ratio"] == 2.5
+    assert figures["validation perplexity after 7 updates"]["ratio"] == pytest.approx(120.0 / 110.0)
+    assert record["order"] == ["baseline", "ours", "ours", "baseline"] and record["threads"] == "1"
+    assert record["baseline"] == "original Sockeye 1.18.115"
+    assert "sk.py train" in record["commands"]["baseline"][0] and "--max-updates 7" in record["commands"]["ours"][0]
+    assert record["environment"]["baseline"]["OMP_NUM_THREADS"] == "1"
+    assert record["reproduce"].startswith("python -m benchmarks.peer --peer ")
+    assert "training peak RSS" in figures and len(record["runs"]) == 4
