@@ -197,14 +197,19 @@ def figures_in(pattern: "re.Pattern[str]", text: str) -> List[float]:
     return [float(v) for v in pattern.findall(text)]
 
 
-def validation_perplexity(model_dir: Path) -> float:
-    """The last checkpoint's ``perplexity-val`` in a model folder's ``metrics`` file (both tools write it)."""
+def validation_perplexities(model_dir: Path) -> List[float]:
+    """Every checkpoint's ``perplexity-val`` in a model folder's ``metrics`` file (both tools write it)."""
     path = Path(model_dir) / "metrics"
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    match = re.search(r"perplexity-val=([\d.eE+-]+)", lines[-1]) if lines else None
-    if match is None:
-        raise BenchmarkError("%s: no perplexity-val in its last line" % path)
-    return float(match.group(1))
+    values = [float(m.group(1)) for m in (re.search(r"perplexity-val=([\d.eE+-]+)", line)
+                                          for line in path.read_text().splitlines()) if m]
+    if not values:
+        raise BenchmarkError("%s: no perplexity-val in it" % path)
+    return values
+
+
+def validation_perplexity(model_dir: Path) -> float:
+    """The last checkpoint's validation perplexity."""
+    return validation_perplexities(model_dir)[-1]
 
 
 # ------------------------------------------------------------------------------------------------------------- machine

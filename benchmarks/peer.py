@@ -1,6 +1,7 @@
 """Side by side with the original Sockeye 1.18.115 image captioner, in one run on one machine.
 
     python -m benchmarks.peer --peer /tmp/sockeye-peer --parts train --threads 1 --train-updates 100
+    python -m benchmarks.peer --parts models caption --threads 1     # train both models once, then caption
     python -m benchmarks.peer --parts caption --ours-model MODEL --peer-model PEER_MODEL --threads 1
     python -m benchmarks.peer --parts processes --processes 2 --threads 2 --ours-model MODEL --peer-model PEER_MODEL
     python -m benchmarks.peer --parts extract --threads 2
@@ -12,11 +13,14 @@ changes). Both tools run with the same ``OMP_NUM_THREADS`` (each ``--threads`` v
 process, in the order original, ours, ours, original (``--rounds``); every (part, thread count) writes one record,
 ``benchmarks/results/peer-PART-tTHREADS-<time>.json``, with every run's values, medians and ratios (> 1: ours better).
 
+- models: trains each tool's tutorial model for captioning (``--model-updates``, a checkpoint every 200 updates) into
+  ``--peer-model`` and ``--ours-model`` (new folders), one run each, before the other parts; records training speed,
+  peak RSS, best validation perplexity and wall time of the whole run.
 - train: the tutorial model (the original needs `TUTORIAL_PEER`'s flags to build it), FLICKR-A head_conv features in
   memory, ``--train-updates`` updates from scratch, one checkpoint at the end, no decoding: the median of the
   samples/s each tool logs, the process' peak RSS, the validation perplexity after the same updates, wall and CPU time.
   ``--simultaneous`` runs both tools at the same time in each round instead.
-- caption: each tool's own trained model (``--peer-model``, ``--ours-model``, trained with the same flags) captions
+- caption: each tool's own trained model (``--peer-model``, ``--ours-model``: the models part trains them) captions
   the dev features at beam 3, batch 64 and batch 1, ``--max-output-length 30``: the captions/s each tool reports
   (model loading excluded by both), words per caption, peak RSS.
 - processes: the same captioning with the threads in ``--processes`` processes: ours as ``captioner
@@ -42,7 +46,7 @@ TUTORIAL_PEER = ["--encoder", "image-pretrain-cnn", "--decoder", "rnn", "--num-l
                  "--batch-size", "64", "--initial-learning-rate", "0.0003", "--gradient-clipping-type", "abs",
                  "--gradient-clipping-threshold", "1.0", "--bucket-width", "5", "--max-seq-len", "1:60",
                  "--weight-normalization", "--load-all-features-to-memory", "--seed", "13", "--use-cpu"]
-PARTS = ("train", "caption", "processes", "extract")
+PARTS = ("models", "train", "caption", "processes", "extract")
 
 PEER_TRAIN_SPEED, OURS_TRAIN_SPEED = harness.PEER_TRAIN_SPEED, harness.OURS_TRAIN_SPEED
 PEER_CAPTION_SPEED, OURS_CAPTION_SPEED = harness.PEER_CAPTION_SPEED, harness.OURS_CAPTION_SPEED
@@ -59,7 +63,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--shared", default=str(harness.REPO.parent / "shared"),
                         help="folder with data/flickr8k-sample and models/efficientnet-lite0")
     parser.add_argument("--bench", default="/work/bench",
-                        help="features-head_conv/ and lists/ (python -m benchmarks.train --cache-dir makes them)")
+                        help="features-head_conv/ and lists/ (python -m benchmarks.train --cache-dir BENCH "
+                             "--speed-updates 0 --skip-quality makes them)")
     parser.add_argument("--work-dir", default=str(harness.OUTPUT / "peer"), help="logs and outputs of every run")
     parser.add_argument("--threads", nargs="+", default=["1"], help="OMP_NUM_THREADS values, both tools")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=["train"])
@@ -67,9 +72,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--train-updates", type=int, default=100)
     parser.add_argument("--simultaneous", action="store_true",
                         help="train both tools at the same time in each round instead of one after the other")
+    parser.add_argument("--model-updates", type=int, default=1600, help="the models part: updates of each model")
     parser.add_argument("--peer-model", default="/work/bench/peer-model")
     parser.add_argument("--peer-checkpoint", type=int, default=None, help="default: its params.best")
-    parser.add_argument("--ours-model", default="/work/bench/quality")
+    parser.add_argument("--ours-model", default="/work/bench/ours-model")
     parser.add_argument("--ours-checkpoint", type=int, default=None, help="default: its params.best")
     parser.add_argument("--beam-size", type=int, default=3)
     parser.add_argument("--max-output-length", type=int, default=30)
@@ -119,12 +125,14 @@ def flickr_paths(shared: Path, bench: Path) -> Dict[str, Path]:
             "dev_list": feats / "dev.features", "dev_captions": data / "dev.captions.0"}
 
 
-def train_rest(side: str, paths: Dict[str, Path], out: Path, updates: int) -> List[str]:
-    """Training arguments of one side: the same model, data and updates for both tools."""
+def train_rest(side: str, paths: Dict[str, Path], out: Path, updates: int,
+               checkpoint_interval: Optional[int] = None) -> List[str]:
+    """Training arguments of one side: the same model, data and updates for both tools (one checkpoint at the end
+    unless ``checkpoint_interval``)."""
     common = ["--source-root", str(paths["feats"]), "--source", str(paths["train_list"]), "--target",
               str(paths["train_captions"]), "--validation-source", str(paths["dev_list"]), "--validation-target",
               str(paths["dev_captions"]), "--output", str(out), "--max-updates", str(updates),
-              "--checkpoint-interval", str(updates), "--decode-and-evaluate", "0"]
+              "--checkpoint-interval", str(checkpoint_interval or updates), "--decode-and-evaluate", "0"]
     if side == "baseline":
         return common + ["--validation-source-root", str(paths["feats"])] + TUTORIAL_PEER
     return common + ["--load-all-features-to-memory"] + TUTORIAL
@@ -157,6 +165,27 @@ def speed_of(side: str, cli: str, output: str) -> float:
 def words_per_caption(path: Path) -> float:
     lengths = [len(line.split()) for line in path.read_text().splitlines()]
     return sum(lengths) / max(1, len(lengths))
+
+
+def models_part(session: Session, tools: Tools, paths: Dict[str, Path], work: Path,
+                args: argparse.Namespace) -> None:
+    """Train each tool's model for the caption and processes parts into ``--peer-model`` and ``--ours-model`` (the
+    same model, ``--model-updates`` updates, a checkpoint every 200), one run each; records the training figures."""
+    folders = {"baseline": Path(args.peer_model), "ours": Path(args.ours_model)}
+
+    def measure(side: str, k: int) -> Dict[str, float]:
+        rest = train_rest(side, paths, folders[side], args.model_updates, checkpoint_interval=200)
+        run = session.run(side, k, tools.job(side, "train", rest, work / ("model-%s.log" % side)), "train a model")
+        return {"speed": speed_of(side, "train", run.output), "rss": run.peak_rss_mb / 1024.0, "wall": run.wall_s,
+                "ppl": min(harness.validation_perplexities(folders[side]))}
+    results = session.alternate(measure)
+    updates = args.model_updates
+    session.figure_from("training speed (median of logged, %d updates)" % updates, "samples/s", True, results,
+                        "speed")
+    session.figure_from("training peak RSS (%d updates, a checkpoint every 200)" % updates, "GB", False, results,
+                        "rss")
+    session.figure_from("best validation perplexity (a checkpoint every 200 updates)", "", False, results, "ppl")
+    session.figure_from("training process wall time", "s", False, results, "wall")
 
 
 def train_part(session: Session, tools: Tools, paths: Dict[str, Path], work: Path, args: argparse.Namespace) -> None:
@@ -290,11 +319,11 @@ def missing(args: argparse.Namespace, paths: Dict[str, Path]) -> Optional[str]:
         return "no original Sockeye at %s (run its setup.sh %s)" % (peer, peer)
     if not paths["data"].is_dir() or not Path(str(paths["cnn"]) + "-symbol.json").exists():
         return "no %s or %s" % (paths["data"], paths["cnn"])
-    if set(args.parts) & {"train", "caption", "processes"} and \
+    if set(args.parts) & {"models", "train", "caption", "processes"} and \
             any(not paths[k].exists() for k in ("feats", "train_list", "train_captions", "dev_list")):
-        return "no FLICKR-A features in %s (python -m benchmarks.train --cache-dir %s extracts them)" % (
-            args.bench, args.bench)
-    if set(args.parts) & {"caption", "processes"}:
+        return ("no FLICKR-A features in %s (python -m benchmarks.train --cache-dir %s --speed-updates 0 "
+                "--skip-quality extracts them)" % (args.bench, args.bench))
+    if set(args.parts) & {"caption", "processes"} and "models" not in args.parts:
         for model in (args.peer_model, args.ours_model):
             if not (Path(model) / "params.best").exists() and not list(Path(model).glob("params.0*")):
                 return "no trained model in %s (train one with each tool's flags first)" % model
@@ -309,24 +338,30 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if reason:
         print("skipped: %s" % reason)
         return
-    run_part = {"train": train_part, "caption": caption_part, "processes": processes_part,
+    if "models" in args.parts:
+        for folder in (args.peer_model, args.ours_model):
+            if Path(folder).exists():
+                raise harness.BenchmarkError("%s exists: the models part trains into new folders (--peer-model, "
+                                             "--ours-model)" % folder)
+    run_part = {"models": models_part, "train": train_part, "caption": caption_part, "processes": processes_part,
                 "extract": extract_part}
-    for threads in args.threads:
+    # the models are trained once (at the first thread count), before the parts that caption with them
+    todo = [("models", args.threads[0])] if "models" in args.parts else []
+    todo += [(part, threads) for threads in args.threads for part in PARTS if part in args.parts and part != "models"]
+    for part, threads in todo:
         tools = Tools(Path(args.peer), Path(args.ours), threads)
-        for part in args.parts:
-            work = Path(args.work_dir) / ("%s-t%s" % (part, threads))
-            work.mkdir(parents=True, exist_ok=True)
-            session = Session(
-                benchmark="peer-%s-t%s" % (part, threads), reproduce=harness.reproduce_command("benchmarks.peer",
-                                                                                                args.argv),
-                description="%s: this project against the original Sockeye 1.18.115, OMP_NUM_THREADS=%s" % (
-                    part, threads),
-                baseline="original Sockeye 1.18.115", threads=threads, ours_tree=Path(args.ours),
-                rounds=args.rounds, settle_s=args.settle, results_dir=Path(args.results_dir),
-                baseline_python=tools.python["baseline"])
-            run_part[part](session, tools, paths, work, args)
-            session.finish()
-
+        work = Path(args.work_dir) / ("%s-t%s" % (part, threads))
+        work.mkdir(parents=True, exist_ok=True)
+        session = Session(
+            benchmark="peer-%s-t%s" % (part, threads), reproduce=harness.reproduce_command("benchmarks.peer",
+                                                                                            args.argv),
+            description="%s: this project against the original Sockeye 1.18.115, OMP_NUM_THREADS=%s" % (
+                part, threads),
+            baseline="original Sockeye 1.18.115", threads=threads, ours_tree=Path(args.ours),
+            rounds=1 if part == "models" else args.rounds, settle_s=args.settle, results_dir=Path(args.results_dir),
+            baseline_python=tools.python["baseline"])
+        run_part[part](session, tools, paths, work, args)
+        session.finish()
 
 if __name__ == "__main__":
     try:

@@ -203,8 +203,16 @@ def quality_extra(recipe: str, updates: int) -> List[str]:
 
 
 def quality_name(args: argparse.Namespace) -> str:
+    """The quality run's record name."""
     name = "train-quality-%s" % args.recipe
     name += "" if args.layer == "head_conv" else "-" + args.layer
+    return name + augment_suffix(args.augment)
+
+
+def model_folder(args: argparse.Namespace) -> str:
+    """The quality run's model folder in the cache: ``quality`` for the default layer and recipe."""
+    name = "quality" if (args.layer, args.recipe) == ("head_conv", "regularised") else \
+        "quality-%s-%s" % (args.layer, args.recipe)
     return name + augment_suffix(args.augment)
 
 
@@ -242,9 +250,9 @@ def quality_part(args: argparse.Namespace, paths: Dict[str, str], shared: Path, 
     record = session(args, name, "caption quality on the FLICKR-A dev photos: tutorial model, recipe %s, %s features"
                                  "%s" % (args.recipe, args.layer, "" if args.augment == "none" else
                                          ", %s views" % args.augment))
-    out = cache / name
+    out = cache / model_folder(args)
     job = Job(train_command(paths, out, quality_extra(args.recipe, args.quality_updates)),
-              dict(harness.ours_environment(REPO, args.threads), **env), str(REPO), cache / ("%s.log" % name))
+              dict(harness.ours_environment(REPO, args.threads), **env), str(REPO), cache / ("%s.log" % out.name))
     done = record.run("ours", 0, job, "train")
     rows = metrics(out)
     best = min(rows, key=lambda r: r["perplexity-val"])

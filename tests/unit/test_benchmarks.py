@@ -306,6 +306,8 @@ def test_train_benchmark_arguments_and_recipes():
     args = train_bench.parse_args(["--short", "--recipe", "no-smoothing", "--layer", "head_relu6"])
     assert (args.speed_updates, args.quality_updates) == (60, 800)
     assert train_bench.quality_name(args) == "train-quality-no-smoothing-head_relu6"
+    assert train_bench.model_folder(args) == "quality-head_relu6-no-smoothing"
+    assert train_bench.model_folder(train_bench.parse_args([])) == "quality"
     flags = train_bench.quality_extra("no-smoothing", 800)
     assert flags[flags.index("--label-smoothing") + 1] == "0" and flags[flags.index("--max-updates") + 1] == "800"
     assert train_bench.speed_extra("mmap", 60)[:2] == ["--feature-store", "mmap"]
@@ -468,3 +470,16 @@ def test_peer_train_part_runs_both_tools_and_records_their_figures(tmp_path):
     assert record["environment"]["baseline"]["OMP_NUM_THREADS"] == "1"
     assert record["reproduce"].startswith("python -m benchmarks.peer --peer ")
     assert "training peak RSS" in figures and len(record["runs"]) == 4
+
+    models = ["--peer", str(original), "--ours", str(ours), "--shared", str(shared), "--bench", str(bench),
+              "--work-dir", str(tmp_path / "work"), "--parts", "models", "--threads", "1", "--model-updates", "9",
+              "--settle", "0", "--results-dir", str(results), "--peer-model", str(tmp_path / "pm"),
+              "--ours-model", str(tmp_path / "om")]
+    peer.main(models)
+    [path] = list(results.glob("peer-models-t1-*.json"))
+    record = json.loads(path.read_text())
+    assert record["order"] == ["baseline", "ours"]                  # one run each
+    assert "--checkpoint-interval 200" in record["commands"]["ours"][0]
+    assert (tmp_path / "pm" / "metrics").exists() and (tmp_path / "om" / "metrics").exists()
+    with pytest.raises(harness.BenchmarkError, match="exists"):
+        peer.main(models)                                            # never trains over a model folder
