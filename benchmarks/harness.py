@@ -116,12 +116,13 @@ def high_water_mb(pid: int) -> Optional[float]:
 
 
 def run_together(jobs: Sequence[Job], sample_tree: bool = False, interval_s: float = 0.02,
-                 check: bool = True) -> List[Run]:
+                 tree_interval_s: float = 0.2, check: bool = True) -> List[Run]:
     """Start ``jobs`` at once, each a fresh process, and wait for all; each is timed to its own end.
 
-    Peak memory is the process' own high-water mark, sampled every ``interval_s`` (``ru_maxrss`` would count the
+    Peak memory is the process' own high-water mark, read every ``interval_s`` (``ru_maxrss`` would count the
     memory of this process, which the child's program image replaces: Linux keeps the larger of the two). With
-    ``sample_tree`` the summed RSS of each process and all its descendants is sampled too."""
+    ``sample_tree`` the summed RSS of each process and all its descendants is sampled every ``tree_interval_s`` (a
+    scan of /proc: sampled less often, so that measuring costs the measured processes little CPU)."""
     procs, begun, done = [], [], {}
 
     def wait(k: int, pid: int) -> None:
@@ -137,14 +138,18 @@ def run_together(jobs: Sequence[Job], sample_tree: bool = False, interval_s: flo
         threads[-1].start()
     peaks: Dict[int, float] = {}
     trees: Dict[int, float] = {}
+    next_tree = 0.0
     while any(t.is_alive() for t in threads):
+        scan_tree = sample_tree and time.monotonic() >= next_tree
+        if scan_tree:
+            next_tree = time.monotonic() + tree_interval_s
         for k, proc in enumerate(procs):
             if k in done:
                 continue
             peak = high_water_mb(proc.pid)
             if peak is not None:
                 peaks[k] = max(peaks.get(k, 0.0), peak)
-            if sample_tree:
+            if scan_tree:
                 trees[k] = max(trees.get(k, 0.0), tree_rss_mb(proc.pid))
         time.sleep(interval_s)
     for thread in threads:
