@@ -7,7 +7,7 @@ DEMO_DIR ?= demo_output
 # pytest-xdist workers: the suite is mostly MXNet compute; two processes use both cores of a CI machine.
 TEST_WORKERS ?= 2
 
-.PHONY: venv install demo test test-fast clean
+.PHONY: venv install demo test test-fast clean benchmarks-page
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -n $(TEST_WORKERS) -m "not slow" tests
+
+# docs/benchmarks.md from the records in benchmarks/results/
+benchmarks-page: $(STAMP)
+	$(PY) -m benchmarks.page
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) *.egg-info

@@ -1,8 +1,8 @@
 """Can a CUDA build of MXNet run on this machine's GPU? Reads the build's ``libmxnet.so`` without loading it.
 
-    python benchmarks/cuda_compat.py mxnet_cu117-1.9.1-...whl              # or .../site-packages/mxnet/libmxnet.so
-    python benchmarks/cuda_compat.py WHEEL --save-summary cu117.json       # 1 KB to take where the wheel is not
-    python benchmarks/cuda_compat.py --summary cu117.json [--compute-capability 9.0]
+    python -m benchmarks.cuda_compat mxnet_cu117-1.9.1-...whl          # or .../site-packages/mxnet/libmxnet.so
+    python -m benchmarks.cuda_compat WHEEL --save-summary cu117.json   # 1 KB to take where the wheel is not
+    python -m benchmarks.cuda_compat --summary cu117.json [--compute-capability 9.0]
 
 Prints the GPU code the library carries (SASS per compute capability, PTX or none), the shared libraries it needs
 with where the loader finds each here, the card's compute capability (``nvidia-smi``) and a verdict; exits 1 when the

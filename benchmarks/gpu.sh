@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU run of captioning (issue 13), for a machine with an NVIDIA GPU; not run on the CPU-only machines.
+# GPU run of captioning, for a machine with an NVIDIA GPU; not run on the CPU-only machines.
 #
 #   bash benchmarks/gpu.sh [LOG]            (from the repository root; LOG defaults to gpu-run.log)
 #
@@ -8,16 +8,14 @@
 #    build of MXNet 1.9.1: mxnet-cu117, else mxnet-cu112 ($MXNET_GPU_PACKAGES to choose others). Where the machine
 #    cannot reach a package index, put the wheels (mxnet-cu1xx, numpy 1.23 and the project's other requirements) in
 #    a folder and set $WHEELS: pip then installs with --no-index --find-links "$WHEELS".
-# 2. Checks that the build can run on the card before importing it (benchmarks/cuda_compat.py): the GPU code in
-#    libmxnet.so against the card's compute capability, and the CUDA 11 libraries it links (cudart 11, cuBLAS 11,
-#    cuDNN 8, ...; the wheels do not ship them). Both CUDA builds of 1.9.1 carry machine code for compute capability
-#    5.0-8.6 and no PTX, so a Hopper (9.0) or newer card has no kernel image for them; measured on an H200 on
-#    2026-11-30 (docs/benchmarks.md, "GPU").
+# 2. Checks that the build can run on the card before importing it (python -m benchmarks.cuda_compat): the GPU code
+#    in libmxnet.so against the card's compute capability, and the CUDA 11 libraries it links (cudart 11, cuBLAS 11,
+#    cuDNN 8, ...; the wheels do not ship them). MXNet 1.9.1's CUDA builds carry machine code for compute capability
+#    5.0-8.6 and no PTX, so a Hopper (9.0) or newer card has no kernel image for them.
 # 3. Checks that MXNet computes on the card: a product on gpu(0), compared with the CPU.
-# 4. Runs the GPU-marked tests (pytest -m gpu: tests/integration/test_gpu.py), then the training and captioning
-#    benchmarks on gpu(0): benchmarks/model_speed.py --context gpu (tutorial model, synthetic batches) and, where
-#    ../shared holds FLICKR-A, 200 training updates of the tutorial model (python -m captioning.train --device-ids 0)
-#    and captioning of the dev features at beam 3, batch 64 and batch 1 (benchmarks/caption.py --gpu).
+# 4. Runs the GPU-marked tests (pytest -m gpu: tests/integration/test_gpu.py), then, where ../shared holds FLICKR-A,
+#    200 training updates of the tutorial model (python -m captioning.train --device-ids 0) and captioning of the dev
+#    features at beam 3, batch 64 and batch 1 on gpu(0). These are checks, not recorded benchmarks.
 # Everything goes to LOG; the script goes on after a failed step and ends with a summary of each step's status.
 set -u
 LOG=${1:-gpu-run.log}
@@ -81,7 +79,7 @@ except mx.base.MXNetError as e:
     sys.exit("MXNet failed on the GPU: %s" % text)
 EOF
 }
-compatible() { "$PY" "$REPO/benchmarks/cuda_compat.py" "$VENV"/lib/python3*/site-packages/mxnet/libmxnet.so; }
+compatible() { (cd "$REPO" && "$PY" -m benchmarks.cuda_compat "$VENV"/lib/python3*/site-packages/mxnet/libmxnet.so); }
 step "CUDA compatibility" compatible || { printf '%s\n' "${SUMMARY[@]}"; exit 1; }
 step "card check" check_card || { printf '%s\n' "${SUMMARY[@]}"; exit 1; }
 
@@ -89,7 +87,6 @@ cd "$REPO" || exit 1
 gpu_tests() { "$PY" -m pytest -q -p no:cacheprovider -m gpu tests; local rc=$?; [ $rc -eq 5 ] && {
   echo "no tests are marked gpu"; return 0; }; return $rc; }
 step "gpu tests" gpu_tests
-step "model speed" env OMP_NUM_THREADS=4 "$PY" benchmarks/model_speed.py --context gpu --repeats 5 --updates 20
 
 FEATS=/work/bench/features-head_conv
 DATA="$REPO/../shared/data/flickr8k-sample"
@@ -106,8 +103,15 @@ if [ -d "$DATA" ] && [ -f "$FEATS/dev.features" ]; then
       --device-ids 0 && grep "samples/s" /tmp/gpu-model/log
   }
   step "training on gpu(0)" train_gpu
-  step "captioning on gpu(0)" "$PY" benchmarks/caption.py --gpu --model /tmp/gpu-model --max-output-length 30 \
-    --batch-sizes 1 64 --repeats 3 --skip-images
+  caption_gpu() {
+    local batch
+    for batch in 64 1; do
+      "$PY" -m captioning.captioner --models /tmp/gpu-model --input "$FEATS/dev.features" --source-root "$FEATS" \
+        --beam-size 3 --batch-size "$batch" --max-output-length 30 --device-ids 0 --output /tmp/gpu-captions \
+        2>&1 | grep "captions/s" || return 1
+    done
+  }
+  step "captioning on gpu(0)" caption_gpu
 else
   echo "no FLICKR-A features ($FEATS) or data ($DATA): training and captioning benchmarks skipped"
   SUMMARY+=("FLICKR-A benchmarks: skipped (no data)")

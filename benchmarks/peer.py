@@ -1,450 +1,370 @@
-"""Speed side by side with the original Sockeye 1.18.115 image captioner, in one run on one machine (BENCHMARKS.md).
+"""Side by side with the original Sockeye 1.18.115 image captioner, in one run on one machine.
 
-    .venv/bin/python benchmarks/peer.py --peer /tmp/sockeye-peer [--ours /work/snap] [--threads 1 2]
-        [--ours-model /work/bench/quality] [--peer-model /work/bench/peer-model]
-        [--parts train caption processes extract] [--processes 2]
+    python -m benchmarks.peer --peer /tmp/sockeye-peer --parts train --threads 1 --train-updates 100
+    python -m benchmarks.peer --parts models caption --threads 1     # train both models once, then caption
+    python -m benchmarks.peer --parts caption --ours-model MODEL --peer-model PEER_MODEL --threads 1
+    python -m benchmarks.peer --parts processes --processes 2 --threads 2 --ours-model MODEL --peer-model PEER_MODEL
+    python -m benchmarks.peer --parts extract --threads 2
 
-``--peer`` is the folder ``../shared/peer/setup.sh`` made (``venv/``, ``sk.py``, ``sockeye-1.18.115/``); without it,
-or without ``../shared`` (data and CNN), the script says so and exits 0. ``--ours`` is the tree whose ``captioning``
-package is run (default: this checkout; a snapshot of the last commit gives stable figures while others edit).
+``--peer`` is the folder the original's ``setup.sh`` made (``venv/``, ``sk.py``, ``sockeye-1.18.115/``); without it,
+or without the data and CNN under ``--shared``, the benchmark says so and exits 0. ``--ours`` is the tree whose
+``captioning`` package is run (default: this checkout; a snapshot of a commit gives stable figures while the checkout
+changes). Both tools run with the same ``OMP_NUM_THREADS`` (each ``--threads`` value in turn), each run a fresh
+process, in the order original, ours, ours, original (``--rounds``); every (part, thread count) writes one record,
+``benchmarks/results/peer-PART-tTHREADS-<time>.json``, with every run's values, medians and ratios (> 1: ours better).
 
-Every figure is measured for the original and for ours in the order original, ours, ours, original (drift of the
-machine's load cancels), with the same ``OMP_NUM_THREADS`` for both, each run a fresh process; the printed value of
-each is the median (here the mean) of its two runs, and the ratio is ours / original (for time and memory: original /
-ours, so > 1 always means ours is better).
-
-- train (``--simultaneous``: both tools at the same time, ``--rounds`` times, instead of the alternating order):
-  the tutorial model (BENCHMARKS.md's flags for the original, the same model's flags for ours), FLICKR-A
-  head_conv features in memory, ``--train-updates`` updates from scratch, one checkpoint at the end, no decoding:
-  the median of the speeds each tool logs (every 50 updates), the process' peak RSS, the validation perplexity at
-  the end.
-- caption: each tool's own trained model (``--peer-model``, ``--ours-model``; train them with the same flags, see
-  docs/benchmarks.md) captions the 113 dev photos' features at beam 3, batch 64 and batch 1, ``--max-output-length
-  30`` (ours also at its default, from the model folder): the captions/s each tool reports (model loading excluded
-  by both), words per caption, captions that hit the length limit, peak RSS.
-- processes (``--processes N``): the same captioning with the threads in N processes of OMP_NUM_THREADS / N threads
-  each: ours as ``captioner --search-processes N``, the original (no such option) as N processes started together
-  on N interleaved parts of the input; its captions/s are all lines over the longest part's processing time.
-- extract: EfficientNet-Lite0 head_conv features of ``--extract-split``'s photos, batch 32: process wall time (CNN
-  loading included) and peak RSS of the main process.
-Prints the CPU model and the load average, then one line per figure; ``--json`` also writes them to a file.
+- models: trains each tool's tutorial model for captioning (``--model-updates``, a checkpoint every 200 updates) into
+  ``--peer-model`` and ``--ours-model`` (new folders), one run each, before the other parts; records training speed,
+  peak RSS, best validation perplexity and wall time of the whole run.
+- train: the tutorial model (the original needs `TUTORIAL_PEER`'s flags to build it), FLICKR-A head_conv features in
+  memory, ``--train-updates`` updates from scratch, one checkpoint at the end, no decoding: the median of the
+  samples/s each tool logs, the process' peak RSS, the validation perplexity after the same updates, wall and CPU time.
+  ``--simultaneous`` runs both tools at the same time in each round instead.
+- caption: each tool's own trained model (``--peer-model``, ``--ours-model``: the models part trains them) captions
+  the dev features at beam 3, batch 64 and batch 1, ``--max-output-length 30``: the captions/s each tool reports
+  (model loading excluded by both), words per caption, peak RSS.
+- processes: the same captioning with the threads in ``--processes`` processes: ours as ``captioner
+  --search-processes N``; the original (no such option) as N processes started together on N interleaved parts of
+  the input, its captions/s all lines over the longest part's processing time.
+- extract: EfficientNet-Lite0 head_conv features of ``--extract-split``'s photos at batch 32: process wall time (CNN
+  loading included) and the peak RSS of the process with its decode workers (sampled).
 """
 import argparse
-import json
-import os
-import re
 import shutil
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-from train import TUTORIAL  # noqa: E402  (the tutorial model's flags for ours)
+from benchmarks import harness
+from benchmarks.harness import Job, Session
+from benchmarks.train import TUTORIAL
 
-# the original needs these to train the same model (its defaults differ; BENCHMARKS.md)
+# the original needs these to train the tutorial's model (its defaults differ)
 TUTORIAL_PEER = ["--encoder", "image-pretrain-cnn", "--decoder", "rnn", "--num-layers", "1:1", "--rnn-num-hidden",
                  "512", "--rnn-decoder-state-init", "zero", "--rnn-attention-type", "mlp",
                  "--image-encoder-num-hidden", "512", "--num-embed", "512", "--batch-type", "sentence",
                  "--batch-size", "64", "--initial-learning-rate", "0.0003", "--gradient-clipping-type", "abs",
                  "--gradient-clipping-threshold", "1.0", "--bucket-width", "5", "--max-seq-len", "1:60",
                  "--weight-normalization", "--load-all-features-to-memory", "--seed", "13", "--use-cpu"]
-ORDER = ("original", "ours", "ours", "original")
+PARTS = ("models", "train", "caption", "processes", "extract")
 
-PEER_TRAIN_SPEED = re.compile(r"Speed: ([\d.]+) samples/sec")
-OURS_TRAIN_SPEED = re.compile(r"([\d.]+) samples/s \(captions\)")
-PEER_CAPTION_SPEED = re.compile(r"Processed \d+ lines.*sent/sec: ([\d.]+)")
-OURS_CAPTION_SPEED = re.compile(r"Processed \d+ lines \(\d+ failed\) in [\d.]+s: ([\d.]+) captions/s")
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
+PEER_TRAIN_SPEED, OURS_TRAIN_SPEED = harness.PEER_TRAIN_SPEED, harness.OURS_TRAIN_SPEED
+PEER_CAPTION_SPEED, OURS_CAPTION_SPEED = harness.PEER_CAPTION_SPEED, harness.OURS_CAPTION_SPEED
+PEER_CAPTION_TIME = harness.PEER_CAPTION_TIME
+SPEED = {"baseline": {"train": PEER_TRAIN_SPEED, "captioner": PEER_CAPTION_SPEED},
+         "ours": {"train": OURS_TRAIN_SPEED, "captioner": OURS_CAPTION_SPEED}}
 
 
-def load() -> str:
-    return "load average %.2f %.2f %.2f" % os.getloadavg()
-
-
-class Run:
-    """One process' result: wall seconds, peak RSS (MB) and its combined output."""
-
-    def __init__(self, wall: float, rss: float, output: str) -> None:
-        self.wall, self.rss, self.output = wall, rss, output
-
-
-def run(cmd: Sequence[str], env: Dict[str, str], cwd: str, log: Path) -> Run:
-    return finish(start(cmd, env, cwd, log))
-
-
-def start(cmd: Sequence[str], env: Dict[str, str], cwd: str, log: Path) -> Tuple[subprocess.Popen, float, Path,
-                                                                                   List[str]]:
-    with open(log, "w") as out:
-        proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    return proc, time.time(), log, list(cmd)
-
-
-def finish(started: Tuple[subprocess.Popen, float, Path, List[str]], waited: Optional[Tuple[int, object]] = None,
-           end: Optional[float] = None) -> Run:
-    """Wait for a started process (or take ``waited``: its status and usage, and ``end``, when it ended)."""
-    proc, start_time, log, cmd = started
-    status, usage = waited if waited is not None else os.wait4(proc.pid, 0)[1:]
-    wall = (end or time.time()) - start_time
-    text = log.read_text(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit("failed (%d): %s\n%s" % (os.waitstatus_to_exitcode(status), " ".join(cmd), text[-3000:]))
-    return Run(wall, usage.ru_maxrss / 1024.0, text)
-
-
-def finish_all(started: List[Tuple[subprocess.Popen, float, Path, List[str]]]) -> List[Run]:
-    """Wait for several started processes, each timed to its own end."""
-    pending = {s[0].pid: k for k, s in enumerate(started)}
-    waited: Dict[int, Tuple[Tuple[int, object], float]] = {}
-    while pending:
-        pid, status, usage = os.wait4(-1, 0)
-        if pid in pending:
-            waited[pending.pop(pid)] = ((status, usage), time.time())
-    return [finish(s, *waited[k]) for k, s in enumerate(started)]
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.peer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--peer", default="/tmp/sockeye-peer", help="the folder the original's setup.sh made")
+    parser.add_argument("--ours", default=str(harness.REPO), help="tree whose captioning package is run")
+    parser.add_argument("--shared", default=str(harness.REPO.parent / "shared"),
+                        help="folder with data/flickr8k-sample and models/efficientnet-lite0")
+    parser.add_argument("--bench", default="/work/bench",
+                        help="features-head_conv/ and lists/ (python -m benchmarks.train --cache-dir BENCH "
+                             "--speed-updates 0 --skip-quality makes them)")
+    parser.add_argument("--work-dir", default=str(harness.OUTPUT / "peer"), help="logs and outputs of every run")
+    parser.add_argument("--threads", nargs="+", default=["1"], help="OMP_NUM_THREADS values, both tools")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=["train"])
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of (original, ours) in alternating order")
+    parser.add_argument("--train-updates", type=int, default=100)
+    parser.add_argument("--simultaneous", action="store_true",
+                        help="train both tools at the same time in each round instead of one after the other")
+    parser.add_argument("--model-updates", type=int, default=1600, help="the models part: updates of each model")
+    parser.add_argument("--peer-model", default="/work/bench/peer-model")
+    parser.add_argument("--peer-checkpoint", type=int, default=None, help="default: its params.best")
+    parser.add_argument("--ours-model", default="/work/bench/ours-model")
+    parser.add_argument("--ours-checkpoint", type=int, default=None, help="default: its params.best")
+    parser.add_argument("--beam-size", type=int, default=3)
+    parser.add_argument("--max-output-length", type=int, default=30)
+    parser.add_argument("--caption-images", type=int, default=None,
+                        help="caption only the first N dev images (default: all)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 1])
+    parser.add_argument("--extract-split", choices=["train", "dev"], default="train")
+    parser.add_argument("--processes", type=int, default=2,
+                        help="the processes part: ours with --search-processes N, the original as N processes")
+    parser.add_argument("--settle", type=float, default=60.0,
+                        help="seconds to wait after the last run before reading the load average again")
+    parser.add_argument("--results-dir", default=str(harness.RESULTS))
+    args = parser.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    return args
 
 
 class Tools:
-    """How to run each tool."""
+    """How to run each side: the original from ``--peer`` (``baseline``) and this project from ``--ours``."""
 
-    def __init__(self, args: argparse.Namespace, threads: str) -> None:
-        self.args = args
-        self.peer = Path(args.peer)
-        self.ours = Path(args.ours)
-        base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OMP_NUM_THREADS")}
-        self.env = {"original": dict(base, OMP_NUM_THREADS=threads,
-                                     PYTHONPATH=str(self.peer / "sockeye-1.18.115")),
-                    "ours": dict(base, OMP_NUM_THREADS=threads, PYTHONPATH=str(self.ours))}
-        self.python = {"original": str(self.peer / "venv" / "bin" / "python"), "ours": sys.executable}
-        self.cwd = {"original": str(self.peer), "ours": str(self.ours)}
+    def __init__(self, peer: Path, ours: Path, threads: str) -> None:
+        self.peer, self.ours, self.threads = Path(peer), Path(ours), threads
+        self.python = {"baseline": str(self.peer / "venv" / "bin" / "python"), "ours": sys.executable}
+        original = harness.ours_environment(self.peer / "sockeye-1.18.115", threads)
+        self.env = {"baseline": original, "ours": harness.ours_environment(self.ours, threads)}
+        self.cwd = {"baseline": str(self.peer), "ours": str(self.ours)}
 
-    def command(self, tool: str, cli: str, rest: List[str]) -> List[str]:
-        if tool == "original":
+    def argv(self, side: str, cli: str, rest: Sequence[str]) -> List[str]:
+        if side == "baseline":
             if cli == "extract_features":
-                return [self.python[tool], "-m", "sockeye.image_captioning.extract_features"] + rest
-            return [self.python[tool], str(self.peer / "sk.py"), cli] + rest
-        return [self.python[tool], "-m", "captioning.%s" % cli] + rest
+                return [self.python[side], "-m", "sockeye.image_captioning.extract_features", *rest]
+            return [self.python[side], str(self.peer / "sk.py"), cli, *rest]
+        return [self.python[side], "-m", "captioning.%s" % cli, *rest]
 
-    def run(self, tool: str, cli: str, rest: List[str], log: Path) -> Run:
-        return run(self.command(tool, cli, rest), self.env[tool], self.cwd[tool], log)
-
-    def start(self, tool: str, cli: str, rest: List[str], log: Path):
-        return start(self.command(tool, cli, rest), self.env[tool], self.cwd[tool], log)
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else float("nan")
+    def job(self, side: str, cli: str, rest: Sequence[str], log: Path, threads: Optional[str] = None) -> Job:
+        env = dict(self.env[side])
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = threads
+        return Job(self.argv(side, cli, rest), env, self.cwd[side], log)
 
 
-def alternate(measure: Callable[[str, int], Dict[str, float]]) -> Dict[str, List[Dict[str, float]]]:
-    """``measure(tool, k)`` in the order original, ours, ours, original; results by tool."""
-    results: Dict[str, List[Dict[str, float]]] = {"original": [], "ours": []}
-    for k, tool in enumerate(ORDER):
-        results[tool].append(measure(tool, k))
-    return results
+def flickr_paths(shared: Path, bench: Path) -> Dict[str, Path]:
+    data = shared / "data" / "flickr8k-sample"
+    feats = bench / "features-head_conv"
+    return {"data": data, "cnn": shared / "models" / "efficientnet-lite0" / "efficientnet-lite0", "feats": feats,
+            "train_list": bench / "lists" / "train.features", "train_captions": bench / "lists" / "train.captions",
+            "dev_list": feats / "dev.features", "dev_captions": data / "dev.captions.0"}
 
 
-def line(figure: str, results: Dict[str, List[Dict[str, float]]], key: str, unit: str, higher_is_better: bool,
-         extra: Callable[[str], str] = lambda tool: "", out: Optional[List[Dict]] = None) -> None:
-    values = {tool: [r[key] for r in rs] for tool, rs in results.items()}
-    med = {tool: median(v) for tool, v in values.items()}
-    if med["original"] and med["ours"]:
-        ratio = med["ours"] / med["original"] if higher_is_better else med["original"] / med["ours"]
+def train_rest(side: str, paths: Dict[str, Path], out: Path, updates: int,
+               checkpoint_interval: Optional[int] = None) -> List[str]:
+    """Training arguments of one side: the same model, data and updates for both tools (one checkpoint at the end
+    unless ``checkpoint_interval``)."""
+    common = ["--source-root", str(paths["feats"]), "--source", str(paths["train_list"]), "--target",
+              str(paths["train_captions"]), "--validation-source", str(paths["dev_list"]), "--validation-target",
+              str(paths["dev_captions"]), "--output", str(out), "--max-updates", str(updates),
+              "--checkpoint-interval", str(checkpoint_interval or updates), "--decode-and-evaluate", "0"]
+    if side == "baseline":
+        return common + ["--validation-source-root", str(paths["feats"])] + TUTORIAL_PEER
+    return common + ["--load-all-features-to-memory"] + TUTORIAL
+
+
+def caption_rest(side: str, args: argparse.Namespace, listing: Path, feats: Path, output: Path,
+                 batch: int) -> List[str]:
+    model, checkpoint = (args.peer_model, args.peer_checkpoint) if side == "baseline" else \
+        (args.ours_model, args.ours_checkpoint)
+    rest = ["--models", str(model), "--input", str(listing), "--source-root", str(feats), "--beam-size",
+            str(args.beam_size), "--batch-size", str(batch), "--use-cpu", "--output", str(output),
+            "--max-output-length", str(args.max_output_length)]
+    return rest + (["--checkpoints", str(checkpoint)] if checkpoint is not None else [])
+
+
+def extract_rest(paths: Dict[str, Path], images: Path, out: Path) -> List[str]:
+    return ["--image-root", str(paths["data"]), "--input", str(images), "--output-root", str(out), "--output",
+            str(out / "list"), "--image-encoder-model-path", str(paths["cnn"]), "--image-encoder-layer", "head_conv",
+            "--source-image-size", "3", "224", "224", "--batch-size", "32", "--use-cpu"]
+
+
+def speed_of(side: str, cli: str, output: str) -> float:
+    """The median of the speeds a tool logs (training: every few updates; captioning: one line)."""
+    values = harness.figures_in(SPEED[side][cli], output)
+    if not values:
+        raise harness.BenchmarkError("%s %s: no speed line in its log:\n%s" % (side, cli, output[-2000:]))
+    return harness.median(values)
+
+
+def words_per_caption(path: Path) -> float:
+    lengths = [len(line.split()) for line in path.read_text().splitlines()]
+    return sum(lengths) / max(1, len(lengths))
+
+
+def models_part(session: Session, tools: Tools, paths: Dict[str, Path], work: Path,
+                args: argparse.Namespace) -> None:
+    """Train each tool's model for the caption and processes parts into ``--peer-model`` and ``--ours-model`` (the
+    same model, ``--model-updates`` updates, a checkpoint every 200), one run each; records the training figures."""
+    folders = {"baseline": Path(args.peer_model), "ours": Path(args.ours_model)}
+
+    def measure(side: str, k: int) -> Dict[str, float]:
+        rest = train_rest(side, paths, folders[side], args.model_updates, checkpoint_interval=200)
+        run = session.run(side, k, tools.job(side, "train", rest, work / ("model-%s.log" % side)), "train a model")
+        return {"speed": speed_of(side, "train", run.output), "rss": run.peak_rss_mb / 1024.0, "wall": run.wall_s,
+                "ppl": min(harness.validation_perplexities(folders[side]))}
+    results = session.alternate(measure)
+    updates = args.model_updates
+    session.figure_from("training speed (median of logged, %d updates)" % updates, "samples/s", True, results,
+                        "speed")
+    session.figure_from("training peak RSS (%d updates, a checkpoint every 200)" % updates, "GB", False, results,
+                        "rss")
+    session.figure_from("best validation perplexity (a checkpoint every 200 updates)", "", False, results, "ppl")
+    session.figure_from("training process wall time", "s", False, results, "wall")
+
+
+def train_part(session: Session, tools: Tools, paths: Dict[str, Path], work: Path, args: argparse.Namespace) -> None:
+    updates = args.train_updates
+
+    def out_of(side: str, k: int) -> Path:
+        return work / ("train-%s-%d" % (side, k))
+
+    def job(side: str, k: int) -> Job:
+        shutil.rmtree(out_of(side, k), ignore_errors=True)
+        return tools.job(side, "train", train_rest(side, paths, out_of(side, k), updates),
+                         work / ("train-%s-%d.log" % (side, k)))
+
+    def values(side: str, k: int, run: harness.Run) -> Dict[str, float]:
+        result = {"speed": speed_of(side, "train", run.output), "rss": run.peak_rss_mb / 1024.0,
+                  "ppl": harness.validation_perplexity(out_of(side, k)), "wall": run.wall_s,
+                  "cpu": run.user_s + run.sys_s}
+        shutil.rmtree(out_of(side, k), ignore_errors=True)
+        return result
+
+    if args.simultaneous:
+        results: Dict[str, List[Dict[str, float]]] = {"baseline": [], "ours": []}
+        for k in range(args.rounds):
+            jobs = [job(side, k) for side in harness.SIDES]
+            runs = harness.run_together(jobs)
+            for side, job_, run in zip(harness.SIDES, jobs, runs):
+                session._note_command(side, job_)
+                session._note_run(side, k, run, "train, simultaneous")
+                results[side].append(values(side, k, run))
+        session.notes.append("both tools trained at the same time in each round (--simultaneous)")
     else:
-        ratio = float("nan")
-    text = "  ".join("%s %s %s (%s)%s" % (tool, "%.1f" % med[tool], unit, " / ".join("%.1f" % v for v in values[tool]),
-                                          extra(tool)) for tool in ("original", "ours"))
-    print("%-58s %s  ratio %.2fx" % (figure, text, ratio), flush=True)
-    if out is not None:
-        out.append({"figure": figure, "unit": unit, "original": values["original"], "ours": values["ours"],
-                    "ratio": ratio})
+        results = session.alternate(lambda side, k: values(side, k, session.run(side, k, job(side, k), "train")))
+    session.figure_from("training speed (median of logged, %d updates)" % updates, "samples/s", True, results,
+                        "speed")
+    session.figure_from("training peak RSS", "GB", False, results, "rss")
+    session.figure_from("validation perplexity after %d updates" % updates, "", False, results, "ppl")
+    session.figure_from("training process wall time (start-up included)", "s", False, results, "wall")
+    session.figure_from("training process CPU time (user + sys)", "s", False, results, "cpu")
 
 
-def words_per_caption(path: Path, limit: Optional[int]) -> Tuple[float, int]:
-    lines = path.read_text().splitlines()
-    lengths = [len(l.split()) for l in lines]
-    at_limit = sum(1 for n in lengths if limit is not None and n >= limit - 1)
-    return (sum(lengths) / max(1, len(lengths))), at_limit
+def dev_listing(paths: Dict[str, Path], work: Path, images: Optional[int]) -> List[str]:
+    return paths["dev_list"].read_text().splitlines()[:images or None]
 
 
-def train_part(tools: Tools, paths: Dict[str, Path], work: Path, updates: int, rows: List[Dict],
-               simultaneous: bool = False, rounds: int = 2) -> None:
-    def command(tool: str, k: int) -> Tuple[List[str], Path, "re.Pattern[str]"]:
-        out = work / ("train-%s-%d" % (tool, k))
-        common = ["--source-root", str(paths["feats"]), "--source", str(paths["train_list"]), "--target",
-                  str(paths["train_captions"]), "--validation-source", str(paths["dev_list"]),
-                  "--validation-target", str(paths["dev_captions"]), "--output", str(out),
-                  "--max-updates", str(updates), "--checkpoint-interval", str(updates), "--decode-and-evaluate", "0"]
-        if tool == "original":
-            rest = common + ["--validation-source-root", str(paths["feats"])] + TUTORIAL_PEER
-            pattern = PEER_TRAIN_SPEED
-        else:
-            rest = common + ["--load-all-features-to-memory"] + TUTORIAL
-            pattern = OURS_TRAIN_SPEED
-        return rest, out, pattern
-
-    def measure(tool: str, k: int, started: Optional[Run] = None) -> Dict[str, float]:
-        rest, out, pattern = command(tool, k)
-        if started is None:
-            shutil.rmtree(out, ignore_errors=True)
-            result = tools.run(tool, "train", rest, work / ("train-%s-%d.log" % (tool, k)))
-        else:
-            result = started
-        speeds = [float(v) for v in pattern.findall(result.output)]
-        metrics = (out / "metrics").read_text().splitlines()
-        ppl = float(re.search(r"perplexity-val=([\d.]+)", metrics[-1]).group(1))
-        shutil.rmtree(out, ignore_errors=True)
-        return {"speed": median(speeds), "rss": result.rss / 1024.0, "ppl": ppl, "wall": result.wall}
-
-    if simultaneous:
-        # both tools at once (the same load for both over the same minutes), ``rounds`` times
-        results: Dict[str, List[Dict[str, float]]] = {"original": [], "ours": []}
-        for k in range(rounds):
-            runs = {}
-            for tool in ("original", "ours"):
-                rest, out, _ = command(tool, k)
-                shutil.rmtree(out, ignore_errors=True)
-                runs[tool] = tools.start(tool, "train", rest, work / ("train-%s-%d.log" % (tool, k)))
-            finished = finish_all(list(runs.values()))
-            for tool, done in zip(runs, finished):
-                results[tool].append(measure(tool, k, done))
-    else:
-        results = alternate(measure)
-    line("training samples/s (median of logged, %d updates)" % updates, results, "speed", "", True, out=rows)
-    line("training peak RSS (%d updates, no decoding)" % updates, results, "rss", "GB", False, out=rows)
-    line("validation perplexity after %d updates" % updates, results, "ppl", "", False, out=rows)
-    line("training process wall (%d updates, start-up included)" % updates, results, "wall", "s", False, out=rows)
-
-
-def caption_part(tools: Tools, paths: Dict[str, Path], work: Path, args: argparse.Namespace,
-                 rows: List[Dict]) -> None:
-    words: Dict[Tuple[str, int, Optional[int]], List[Tuple[float, int]]] = {}
-    listing = paths["dev_list"]
-    if args.caption_images:
-        listing = work / ("dev-first-%d.features" % args.caption_images)
-        names = paths["dev_list"].read_text().splitlines()[:args.caption_images]
-        listing.write_text("".join(n + "\n" for n in names))
-
-    def measure_config(batch: int, max_len: Optional[int], tools_to_run: Sequence[str]):
-        def measure(tool: str, k: int) -> Dict[str, float]:
-            if tool not in tools_to_run:
-                return {"speed": float("nan"), "rss": float("nan")}
-            output = work / ("captions-%s-%d-%s-%d" % (tool, batch, max_len, k))
-            rest = ["--input", str(listing), "--source-root", str(paths["feats"]), "--beam-size",
-                    str(args.beam_size), "--batch-size", str(batch), "--use-cpu", "--output", str(output)]
-            if max_len is not None:
-                rest += ["--max-output-length", str(max_len)]
-            if tool == "original":
-                rest += ["--models", str(args.peer_model)]
-                rest += ["--checkpoints", str(args.peer_checkpoint)] if args.peer_checkpoint is not None else []
-                pattern = PEER_CAPTION_SPEED
-            else:
-                rest += ["--models", str(args.ours_model)]
-                rest += ["--checkpoints", str(args.ours_checkpoint)] if args.ours_checkpoint is not None else []
-                pattern = OURS_CAPTION_SPEED
-            result = tools.run(tool, "captioner", rest, work / ("caption-%s-%d-%s-%d.log" % (tool, batch, max_len, k)))
-            match = pattern.search(result.output)
-            if match is None:
-                raise SystemExit("%s captioner: no speed line in its log:\n%s" % (tool, result.output[-2000:]))
-            words.setdefault((tool, batch, max_len), []).append(words_per_caption(output, max_len))
-            return {"speed": float(match.group(1)), "rss": result.rss / 1024.0}
-        return alternate(measure)
-
-    def describe(batch: int, max_len: Optional[int]) -> Callable[[str], str]:
-        def extra(tool: str) -> str:
-            found = words.get((tool, batch, max_len))
-            if not found:
-                return ""
-            return ", %.1f words/caption, %d at the limit" % (found[0][0], found[0][1])
-        return extra
-
+def caption_part(session: Session, tools: Tools, paths: Dict[str, Path], work: Path,
+                 args: argparse.Namespace) -> None:
+    names = dev_listing(paths, work, args.caption_images)
+    listing = work / ("dev-first-%d.features" % len(names))
+    listing.write_text("".join(n + "\n" for n in names))
     for batch in args.batch_sizes:
-        results = measure_config(batch, 30, ("original", "ours"))
-        line("captioning captions/s, beam %d, batch %d, max length 30" % (args.beam_size, batch), results, "speed",
-             "", True, describe(batch, 30), out=rows)
-        line("captioning peak RSS, batch %d" % batch, results, "rss", "GB", False, out=rows)
-        if args.ours_default_length:
-            results = measure_config(batch, None, ("ours",))
-            ours = [r["speed"] for r in results["ours"]]
-            found = words.get(("ours", batch, None), [(float("nan"), 0)])
-            print("%-58s ours %.1f (%s), %.1f words/caption (the original at max length 30: see above)"
-                  % ("captioning captions/s, batch %d, ours at its default length" % batch, median(ours),
-                     " / ".join("%.1f" % v for v in ours), found[0][0]), flush=True)
-            rows.append({"figure": "captioning, batch %d, ours at its default max length" % batch, "ours": ours})
+        def measure(side: str, k: int) -> Dict[str, float]:
+            output = work / ("captions-%s-b%d-%d" % (side, batch, k))
+            run = session.run(side, k, tools.job(side, "captioner",
+                                                 caption_rest(side, args, listing, paths["feats"], output, batch),
+                                                 work / ("caption-%s-b%d-%d.log" % (side, batch, k))),
+                              "caption batch %d" % batch)
+            return {"speed": speed_of(side, "captioner", run.output), "rss": run.peak_rss_mb / 1024.0,
+                    "words": words_per_caption(output)}
+        results = session.alternate(measure)
+        what = "beam %d, batch %d, max length %d" % (args.beam_size, batch, args.max_output_length)
+        session.figure_from("captioning speed, %s" % what, "captions/s", True, results, "speed")
+        session.figure_from("captioning peak RSS, batch %d" % batch, "GB", False, results, "rss")
+        session.figure_from("words per caption, batch %d" % batch, "words", True, results, "words",
+                            note="not a speed: a batch costs as many steps as its longest caption")
 
 
-PEER_CAPTION_TIME = re.compile(r"Processed (\d+) lines\. Total time: ([\d.]+)")
-
-
-def processes_part(tools: Tools, paths: Dict[str, Path], work: Path, args: argparse.Namespace, threads: str,
-                   rows: List[Dict]) -> None:
-    """Both tools with the threads in ``--processes`` processes: ours as ``captioner --search-processes N``; the
-    original (which has no such option) as N processes started together on N interleaved parts of the input, its
-    speed the lines of all parts over the longest part's processing time (from its log). Each process gets
-    OMP_NUM_THREADS / N threads; max length 30."""
+def processes_part(session: Session, tools: Tools, paths: Dict[str, Path], work: Path,
+                   args: argparse.Namespace) -> None:
     n = args.processes
-    per = str(max(1, int(threads) // n))
-    names = paths["dev_list"].read_text().splitlines()[:args.caption_images or None]
-    listing = work / ("dev-first-%d.features" % len(names))       # ours: the whole input, in one command
+    per = str(max(1, int(tools.threads) // n))
+    names = dev_listing(paths, work, args.caption_images)
+    listing = work / ("dev-first-%d.features" % len(names))
     listing.write_text("".join(name + "\n" for name in names))
     parts = []
     for i in range(n):
         part = work / ("dev-part-%d-of-%d.features" % (i + 1, n))
         part.write_text("".join(name + "\n" for name in names[i::n]))
         parts.append(part)
-
-    def measure(batch: int) -> Callable[[str, int], Dict[str, float]]:
-        def one(tool: str, k: int) -> Dict[str, float]:
-            common = ["--source-root", str(paths["feats"]), "--beam-size", str(args.beam_size), "--batch-size",
-                      str(batch), "--use-cpu", "--max-output-length", "30"]
-            if tool == "ours":
-                rest = common + ["--models", str(args.ours_model), "--input", str(listing), "--output",
-                                 str(work / ("captions-processes-ours-%d-%d" % (batch, k))), "--search-processes",
-                                 str(n)]
-                rest += ["--checkpoints", str(args.ours_checkpoint)] if args.ours_checkpoint is not None else []
-                result = tools.run(tool, "captioner", rest, work / ("caption-processes-ours-%d-%d.log" % (batch, k)))
-                match = OURS_CAPTION_SPEED.search(result.output)
-                if match is None:
-                    raise SystemExit("ours: no speed line in its log:\n%s" % result.output[-2000:])
-                return {"speed": float(match.group(1)), "rss": result.rss / 1024.0}
-            started = []
-            for i, part in enumerate(parts):
-                rest = common + ["--models", str(args.peer_model), "--input", str(part), "--output",
-                                 str(work / ("captions-processes-original-%d-%d-%d" % (batch, k, i)))]
-                rest += ["--checkpoints", str(args.peer_checkpoint)] if args.peer_checkpoint is not None else []
-                started.append(start(tools.command(tool, "captioner", rest), dict(tools.env[tool],
-                                                                                  OMP_NUM_THREADS=per),
-                                     tools.cwd[tool], work / ("caption-processes-original-%d-%d-%d.log"
-                                                              % (batch, k, i))))
-            results = finish_all(started)
-            times = []
-            for result in results:
-                match = PEER_CAPTION_TIME.search(result.output)
-                if match is None:
-                    raise SystemExit("original: no time line in its log:\n%s" % result.output[-2000:])
-                times.append(float(match.group(2)))
-            return {"speed": len(names) / max(times), "rss": max(r.rss for r in results) / 1024.0}
-        return one
-
     for batch in args.batch_sizes:
-        results = alternate(measure(batch))
-        line("captioning captions/s, %d processes x %s thread(s), batch %d, max length 30" % (n, per, batch),
-             results, "speed", "", True, out=rows)
-        line("  peak RSS of one process, batch %d" % batch, results, "rss", "GB", False, out=rows)
+        def measure(side: str, k: int) -> Dict[str, float]:
+            if side == "ours":
+                rest = caption_rest(side, args, listing, paths["feats"], work / ("captions-processes-ours-%d-%d"
+                                                                                  % (batch, k)), batch)
+                run = session.run(side, k, tools.job(side, "captioner", rest + ["--search-processes", str(n)],
+                                                     work / ("caption-processes-ours-%d-%d.log" % (batch, k))),
+                                  "caption, %d processes" % n, sample_tree=True)
+                return {"speed": speed_of(side, "captioner", run.output), "rss": run.peak_tree_rss_mb / 1024.0}
+            jobs = [tools.job(side, "captioner",
+                              caption_rest(side, args, part, paths["feats"],
+                                           work / ("captions-processes-original-%d-%d-%d" % (batch, k, i)), batch),
+                              work / ("caption-processes-original-%d-%d-%d.log" % (batch, k, i)), threads=per)
+                    for i, part in enumerate(parts)]
+            runs = session.run_together(side, k, jobs, "caption, %d processes" % n, sample_tree=True)
+            times = []
+            for run in runs:
+                match = PEER_CAPTION_TIME.search(run.output)
+                if match is None:
+                    raise harness.BenchmarkError("original: no time line in its log:\n%s" % run.output[-2000:])
+                times.append(float(match.group(2)))
+            return {"speed": len(names) / max(times), "rss": sum(r.peak_tree_rss_mb for r in runs) / 1024.0}
+        results = session.alternate(measure)
+        session.figure_from("captioning speed, %d processes x %s thread(s), batch %d" % (n, per, batch),
+                            "captions/s", True, results, "speed")
+        session.figure_from("peak RSS of all processes, batch %d" % batch, "GB", False, results, "rss")
 
 
-def extract_part(tools: Tools, paths: Dict[str, Path], work: Path, args: argparse.Namespace,
-                 rows: List[Dict]) -> None:
+def extract_part(session: Session, tools: Tools, paths: Dict[str, Path], work: Path,
+                 args: argparse.Namespace) -> None:
     images = paths["data"] / ("%s.images" % args.extract_split)
-    count = len([l for l in images.read_text().splitlines() if l.strip()])
+    count = len([line for line in images.read_text().splitlines() if line.strip()])
 
-    def measure(tool: str, k: int) -> Dict[str, float]:
-        out = work / ("extract-%s-%d" % (tool, k))
+    def measure(side: str, k: int) -> Dict[str, float]:
+        out = work / ("extract-%s-%d" % (side, k))
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
-        rest = ["--image-root", str(paths["data"]), "--input", str(images), "--output-root", str(out), "--output",
-                str(out / "list"), "--image-encoder-model-path", str(paths["cnn"]), "--image-encoder-layer",
-                "head_conv", "--source-image-size", "3", "224", "224", "--batch-size", "32", "--use-cpu"]
-        result = tools.run(tool, "extract_features", rest, work / ("extract-%s-%d.log" % (tool, k)))
+        run = session.run(side, k, tools.job(side, "extract_features", extract_rest(paths, images, out),
+                                             work / ("extract-%s-%d.log" % (side, k))), "extract", sample_tree=True)
         shutil.rmtree(out, ignore_errors=True)
-        return {"wall": result.wall, "rss": result.rss / 1024.0}
+        return {"wall": run.wall_s, "rss": run.peak_tree_rss_mb / 1024.0, "rate": count / run.wall_s}
 
-    results = alternate(measure)
-    line("extraction wall, %d %s photos, batch 32 (CNN loading incl.)" % (count, args.extract_split), results,
-         "wall", "s", False, out=rows)
-    line("extraction peak RSS (main process)", results, "rss", "GB", False, out=rows)
+    results = session.alternate(measure)
+    session.figure_from("extraction, %d %s photos, batch 32 (CNN loading included)" % (count, args.extract_split),
+                        "images/s", True, results, "rate")
+    session.figure_from("extraction peak RSS (process and decode workers)", "GB", False, results, "rss")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--peer", default="/tmp/sockeye-peer", help="the folder ../shared/peer/setup.sh made")
-    parser.add_argument("--ours", default=str(REPO), help="tree whose captioning package is run")
-    parser.add_argument("--shared", default=str(REPO / ".." / "shared"))
-    parser.add_argument("--bench", default="/work/bench",
-                        help="features-head_conv/ and lists/ (benchmarks/train.py makes them)")
-    parser.add_argument("--work-dir", default="/tmp/peer-bench")
-    parser.add_argument("--threads", nargs="+", default=["1", "2"], help="OMP_NUM_THREADS values, both tools")
-    parser.add_argument("--parts", nargs="+", choices=["train", "caption", "processes", "extract"],
-                        default=["train", "caption", "extract"])
-    parser.add_argument("--train-updates", type=int, default=100)
-    parser.add_argument("--simultaneous", action="store_true",
-                        help="train both tools at the same time (twice) instead of one after the other: on a "
-                             "machine whose load moves a lot, both then see the same load")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of --simultaneous training")
-    parser.add_argument("--peer-model", default="/work/bench/peer-model")
-    parser.add_argument("--peer-checkpoint", type=int, default=None, help="default: its params.best")
-    parser.add_argument("--ours-model", default="/work/bench/quality")
-    parser.add_argument("--ours-checkpoint", type=int, default=None, help="default: its params.best")
-    parser.add_argument("--beam-size", type=int, default=3)
-    parser.add_argument("--caption-images", type=int, default=None,
-                        help="caption only the first N dev images (default: all 113)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 1])
-    parser.add_argument("--no-ours-default-length", dest="ours_default_length", action="store_false",
-                        help="skip ours at its default --max-output-length")
-    parser.add_argument("--extract-split", choices=["train", "dev"], default="train")
-    parser.add_argument("--processes", type=int, default=2,
-                        help="the processes part: ours with --search-processes N, the original as N processes")
-    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    args = parser.parse_args()
-
+def missing(args: argparse.Namespace, paths: Dict[str, Path]) -> Optional[str]:
+    """Why the benchmark cannot run here (said, exit 0), or None."""
     peer = Path(args.peer)
     if not (peer / "sk.py").is_file() or not (peer / "venv" / "bin" / "python").exists():
-        print("skipped: no original Sockeye at %s (run ../shared/peer/setup.sh %s)" % (peer, peer))
-        return
-    shared = Path(args.shared)
-    data = shared / "data" / "flickr8k-sample"
-    cnn = shared / "models" / "efficientnet-lite0" / "efficientnet-lite0"
-    if not data.is_dir() or not Path(str(cnn) + "-symbol.json").exists():
-        print("skipped: no %s or %s (../shared)" % (data, cnn))
-        return
-    bench = Path(args.bench)
-    paths = {"data": data, "cnn": cnn, "feats": bench / "features-head_conv",
-             "train_list": bench / "lists" / "train.features", "train_captions": bench / "lists" / "train.captions",
-             "dev_list": bench / "features-head_conv" / "dev.features", "dev_captions": data / "dev.captions.0"}
-    needs = ["feats", "train_list", "train_captions", "dev_list"]
-    if any(not paths[k].exists() for k in needs):
-        print("skipped: no FLICKR-A features in %s (benchmarks/train.py --cache-dir %s extracts them)"
-              % (bench, bench))
-        return
-    if "caption" in args.parts or "processes" in args.parts:
+        return "no original Sockeye at %s (run its setup.sh %s)" % (peer, peer)
+    if not paths["data"].is_dir() or not Path(str(paths["cnn"]) + "-symbol.json").exists():
+        return "no %s or %s" % (paths["data"], paths["cnn"])
+    if set(args.parts) & {"models", "train", "caption", "processes"} and \
+            any(not paths[k].exists() for k in ("feats", "train_list", "train_captions", "dev_list")):
+        return ("no FLICKR-A features in %s (python -m benchmarks.train --cache-dir %s --speed-updates 0 "
+                "--skip-quality extracts them)" % (args.bench, args.bench))
+    if set(args.parts) & {"caption", "processes"} and "models" not in args.parts:
         for model in (args.peer_model, args.ours_model):
             if not (Path(model) / "params.best").exists() and not list(Path(model).glob("params.0*")):
-                print("skipped captioning: no trained model in %s (see docs/benchmarks.md)" % model)
-                args.parts = [p for p in args.parts if p not in ("caption", "processes")]
-                break
-    work = Path(args.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    rows: List[Dict] = []
-    print("CPU: %s, %d cores; original: %s; ours: %s; %s" % (cpu_model(), os.cpu_count() or 0, peer, args.ours,
-                                                              load()), flush=True)
-    for threads in args.threads:
-        tools = Tools(args, threads)
-        print("== OMP_NUM_THREADS=%s (both tools); %s" % (threads, load()), flush=True)
-        logs = work / ("threads-%s" % threads)      # every run's log and outputs stay for inspection
-        logs.mkdir(exist_ok=True)
-        if "extract" in args.parts:
-            extract_part(tools, paths, logs, args, rows)
-        if "train" in args.parts:
-            train_part(tools, paths, logs, args.train_updates, rows, args.simultaneous, args.rounds)
-        if "caption" in args.parts:
-            caption_part(tools, paths, logs, args, rows)
-        if "processes" in args.parts:
-            processes_part(tools, paths, logs, args, threads, rows)
-        for row in rows:
-            row.setdefault("threads", threads)
-        print("== end of OMP_NUM_THREADS=%s; %s" % (threads, load()), flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"cpu": cpu_model(), "rows": rows}, indent=1) + "\n")
+                return "no trained model in %s (train one with each tool's flags first)" % model
+    return None
 
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    harness.setup_logging()
+    args = parse_args(argv)
+    paths = flickr_paths(Path(args.shared), Path(args.bench))
+    reason = missing(args, paths)
+    if reason:
+        print("skipped: %s" % reason)
+        return
+    if "models" in args.parts:
+        for folder in (args.peer_model, args.ours_model):
+            if Path(folder).exists():
+                raise harness.BenchmarkError("%s exists: the models part trains into new folders (--peer-model, "
+                                             "--ours-model)" % folder)
+    run_part = {"models": models_part, "train": train_part, "caption": caption_part, "processes": processes_part,
+                "extract": extract_part}
+    # the models are trained once (at the first thread count), before the parts that caption with them
+    todo = [("models", args.threads[0])] if "models" in args.parts else []
+    todo += [(part, threads) for threads in args.threads for part in PARTS if part in args.parts and part != "models"]
+    for part, threads in todo:
+        tools = Tools(Path(args.peer), Path(args.ours), threads)
+        work = Path(args.work_dir) / ("%s-t%s" % (part, threads))
+        work.mkdir(parents=True, exist_ok=True)
+        session = Session(
+            benchmark="peer-%s-t%s" % (part, threads), reproduce=harness.reproduce_command("benchmarks.peer",
+                                                                                            args.argv),
+            description="%s: this project against the original Sockeye 1.18.115, OMP_NUM_THREADS=%s" % (
+                part, threads),
+            baseline="original Sockeye 1.18.115", threads=threads, ours_tree=Path(args.ours),
+            rounds=1 if part == "models" else args.rounds, settle_s=args.settle, results_dir=Path(args.results_dir),
+            baseline_python=tools.python["baseline"])
+        run_part[part](session, tools, paths, work, args)
+        session.finish()
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except harness.BenchmarkError as e:
+        sys.exit("benchmarks.peer: %s" % e)

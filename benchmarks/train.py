@@ -1,46 +1,42 @@
-"""Training benchmark on FLICKR-A (BENCHMARKS.md): speed, peak memory, validation perplexity and caption quality.
+"""Training on FLICKR-A: speed and memory per feature store, then caption quality of one of `RECIPES`.
 
-    .venv/bin/python benchmarks/train.py [--shared ../shared] [--cache-dir /tmp/captioning-bench] [--short]
-        [--layer head_conv|head_relu6] [--recipe regularised|...] [--augment none|flip|ten-crop] [--beam-size 3]
-        [--checkpoint best|last] [--score-all-checkpoints]
+    python -m benchmarks.train [--shared ../shared] [--cache-dir /tmp/captioning-bench] [--short]
+        [--layer head_conv|head_relu6] [--recipe regularised|dropout5|no-smoothing] [--augment none|flip|ten-crop]
+        [--beam-size 3] [--checkpoint best|last] [--score-all-checkpoints] [--threads 1]
 
-1. Extracts EfficientNet-Lite0 ``--layer`` features (1280x7x7; default ``head_conv``, the peer's) of flickr8k-sample's
-   train and dev photos into the cache folder (outside the repository; done once per layer).
+1. Extracts EfficientNet-Lite0 ``--layer`` features (1280x7x7; default ``head_conv``, the layer the original
+   Sockeye can use) of flickr8k-sample's train and dev photos into the cache folder (once per layer).
 2. Training pairs: train.images repeated 5 times, block k with train.captions.k (with ``--augment``: the same for
    every view of the photos, extract_features --augment); validation: dev.images + dev.captions.0.
-3. Speed: the tutorial configuration (1-layer LSTM-512, MLP attention, state init zero, image projection 512,
-   embedding 512, weight normalisation, batch 64 captions, Adam 0.0003, clipping abs 1.0, bucket width 5, max length
-   60) for ``--speed-updates`` updates with each feature store (lazy, memory, mmap): median of the logged
-   samples/s, peak RSS, validation perplexity at the end.
-4. Quality: the same configuration with the ``--recipe``'s regularisation (RECIPES; dropout, label smoothing 0.1 or
-   none in ``no-smoothing``, weight decay, early stopping) for ``--quality-updates`` updates; the ``--checkpoint``
-   (params.best by validation perplexity, or the last one) captions dev (``--beam-size``, length penalty alpha 1.0)
-   and is scored against the 5 references (BLEU-4, METEOR, ROUGE-L, CIDEr-D via captioning.evaluate /
-   pycocoevalcap). The validation split is the dev split: ``--score-all-checkpoints`` scores every checkpoint (for
-   reports; choosing by it tunes on dev).
-Prints one line per figure.
+3. Speed (record ``train-speed``): the tutorial model (`TUTORIAL`) for ``--speed-updates`` updates with each
+   feature store (``--stores``), ``--rounds`` fresh processes each: median of the logged samples/s, peak RSS, wall
+   and CPU time, validation perplexity at the end.
+4. Quality (record ``train-quality-RECIPE[-LAYER][-AUGMENT]``): the same model with the recipe's regularisation for
+   ``--quality-updates`` updates; the ``--checkpoint`` (params.best by validation perplexity, or the last one)
+   captions dev (``--beam-size``, length penalty alpha 1.0) and is scored against the 5 references (BLEU-4, METEOR,
+   ROUGE-L, CIDEr-D via captioning.evaluate). The validation split is the dev split: ``--score-all-checkpoints``
+   scores every checkpoint for the log only (choosing by it would tune on dev).
 """
 import argparse
-import os
-import re
-import statistics
-import subprocess
+import logging
 import sys
-import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks import harness
+from benchmarks.harness import Job, Session
+from captioning.image_io import AUGMENTATIONS  # (no MXNet)
+
+logger = logging.getLogger("benchmarks")
+REPO = harness.REPO
 PYTHON = sys.executable
-sys.path.insert(0, str(REPO))
-from captioning.image_io import AUGMENTATIONS  # noqa: E402  (no MXNet)
 
 TUTORIAL = ["--encoder", "image-pretrain-cnn", "--decoder", "rnn", "--num-layers", "1:1", "--rnn-num-hidden", "512",
             "--rnn-decoder-state-init", "zero", "--rnn-attention-type", "mlp", "--image-encoder-num-hidden", "512",
             "--num-embed", "512", "--batch-type", "sentence", "--batch-size", "64", "--initial-learning-rate",
             "0.0003", "--gradient-clipping-type", "abs", "--gradient-clipping-threshold", "1.0", "--bucket-width",
             "5", "--max-seq-len", "1:60", "--weight-normalization", "--seed", "13", "--use-cpu"]
-# our additions for caption quality (the peer overfits after ~12 epochs)
+# regularisation for caption quality: the tutorial model overfits FLICKR-A's 753 photos within a few epochs
 REGULARISED = ["--rnn-decoder-hidden-dropout", "0.3", "--embed-dropout", "0.2", "--image-encoder-dropout", "0.2",
                "--label-smoothing", "0.1", "--weight-decay", "0.00001", "--learning-rate-reduce-num-not-improved",
                "2", "--learning-rate-reduce-factor", "0.5", "--max-num-checkpoint-not-improved", "4"]
@@ -57,25 +53,17 @@ def with_values(flags: List[str], values: Dict[str, str]) -> List[str]:
 # stronger dropout (hidden 0.5, embedding and image 0.3), otherwise as REGULARISED
 DROPOUT5 = with_values(REGULARISED, {"--rnn-decoder-hidden-dropout": "0.5", "--embed-dropout": "0.3",
                                      "--image-encoder-dropout": "0.3"})
-# REGULARISED without label smoothing: self-critical training samples from this model's own softmax, where label
-# smoothing puts ~10% of every step's probability on stray words (docs/training.md, "Self-critical training")
+# REGULARISED without label smoothing: a starting point for self-critical training, which samples from the model's
+# own softmax (label smoothing moves probability onto words that do not fit)
 NO_SMOOTHING = with_values(REGULARISED, {"--label-smoothing": "0"})
 RECIPES = {"regularised": REGULARISED, "dropout5": DROPOUT5, "no-smoothing": NO_SMOOTHING}
 LAYERS = ("head_conv", "head_relu6")
 
 
-def run(cmd: List[str], log_path: Optional[Path] = None, env: Optional[Dict[str, str]] = None) -> Tuple[float, int]:
-    """Run a command; returns (wall seconds, peak RSS in MB of the process)."""
-    start = time.time()
-    with open(log_path, "w") if log_path else open(os.devnull, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=out, stderr=subprocess.STDOUT,
-                                env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})))
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        tail = log_path.read_text()[-3000:] if log_path else ""
-        raise SystemExit("command failed (%d): %s\n%s" % (proc.returncode, " ".join(cmd), tail))
-    return time.time() - start, usage.ru_maxrss // 1024
+def run(cmd: List[str], log_path: Path, env: Optional[Dict[str, str]] = None) -> harness.Run:
+    """Run a command of this tree as a fresh process (its output in ``log_path``)."""
+    full = dict(harness.ours_environment(REPO, None), **(env or {}))
+    return harness.run_process(Job(list(cmd), full, str(REPO), log_path))
 
 
 def extract(shared: Path, cache: Path, layer: str = "head_conv", augment: str = "none") -> Path:
@@ -86,7 +74,7 @@ def extract(shared: Path, cache: Path, layer: str = "head_conv", augment: str = 
         return feats
     feats.mkdir(parents=True, exist_ok=True)
     for split in ("train", "dev"):
-        seconds, rss = run([PYTHON, "-m", "captioning.extract_features", "--image-root", str(data), "--input",
+        done = run([PYTHON, "-m", "captioning.extract_features", "--image-root", str(data), "--input",
                             str(data / ("%s.images" % split)), "--output-root", str(feats), "--output",
                             str(feats / ("%s.features" % split)), "--image-encoder-model-path",
                             str(shared / "models" / "efficientnet-lite0" / "efficientnet-lite0"),
@@ -94,7 +82,8 @@ def extract(shared: Path, cache: Path, layer: str = "head_conv", augment: str = 
                             "--batch-size", "128", "--device-id", "0", "--use-cpu", "--mmap-store",
                             "--augment", augment if split == "train" else "none"],
                            cache / ("extract-%s-%s.log" % (layer, split)))
-        print("extraction %s (%s, %s): %.1f s, peak RSS %d MB" % (split, layer, augment, seconds, rss))
+        logger.info("extraction %s (%s, %s): %.1f s, peak RSS %d MB", split, layer, augment, done.wall_s,
+                    done.peak_rss_mb)
     return feats
 
 
@@ -132,8 +121,10 @@ def train_command(paths: Dict[str, str], output: Path, extra: List[str]) -> List
             paths["validation_target"], "--output", str(output), "--overwrite-output"] + TUTORIAL + extra
 
 
-def speeds(log: Path) -> List[float]:
-    return [float(m) for m in re.findall(r"([0-9.]+) samples/s", log.read_text())]
+def speeds(text: str) -> List[float]:
+    """The samples/s our trainer logs; the first interval (graph building) is left out where there are more."""
+    values = harness.figures_in(harness.OURS_TRAIN_SPEED, text)
+    return values[1:] or values
 
 
 def metrics(folder: Path) -> List[Dict[str, float]]:
@@ -146,35 +137,42 @@ def metrics(folder: Path) -> List[Dict[str, float]]:
     return rows
 
 
+def caption_command(model: Path, features_list: str, root: str, output: Path, beam_size: int,
+                    checkpoint: Optional[int] = None) -> List[str]:
+    """Captions for scoring: beam ``beam_size``, length penalty alpha 1.0, up to 60 words."""
+    chosen = [] if checkpoint is None else ["--checkpoints", str(checkpoint)]
+    return [PYTHON, "-m", "captioning.captioner", "--models", str(model), "--input", features_list, "--source-root",
+            root, "--beam-size", str(beam_size), "--length-penalty-alpha", "1.0", "--batch-size", "64",
+            "--max-output-length", "60", "--use-cpu", "--output", str(output)] + chosen
+
+
 def quality(paths: Dict[str, str], shared: Path, model: Path, cache: Path, beam_size: int = 3,
             checkpoint: Optional[int] = None) -> Dict[str, float]:
-    """Caption dev with params.best (or params.NNNNN of ``checkpoint``; length penalty alpha 1.0) and score against the
-    5 references."""
+    """Caption dev with params.best (or params.NNNNN of ``checkpoint``) and score against the 5 references."""
     data = shared / "data" / "flickr8k-sample"
     predictions = cache / "dev.predictions"
-    chosen = [] if checkpoint is None else ["--checkpoints", str(checkpoint)]
-    seconds, _ = run([PYTHON, "-m", "captioning.captioner", "--models", str(model), "--input",
-                      paths["validation_source"], "--source-root", paths["root"], "--beam-size", str(beam_size),
-                      "--length-penalty-alpha", "1.0", "--batch-size", "64", "--max-output-length", "60", "--use-cpu",
-                      "--output", str(predictions)] + chosen, cache / "captioner.log")
+    run(caption_command(model, paths["validation_source"], paths["root"], predictions, beam_size, checkpoint),
+        cache / "captioner.log")
     from captioning import evaluate
     hyps = predictions.read_text().splitlines()
     refs = list(zip(*[(data / ("dev.captions.%d" % k)).read_text().splitlines() for k in range(5)]))
     return evaluate.evaluate(hyps, [list(r) for r in refs], ["coco"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shared", default=str(REPO / ".." / "shared"))
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shared", default=str(REPO.parent / "shared"))
     parser.add_argument("--cache-dir", default="/tmp/captioning-bench")
     parser.add_argument("--speed-updates", type=int, default=200, help="0: no speed runs")
     parser.add_argument("--quality-updates", type=int, default=1600)
-    parser.add_argument("--stores", nargs="+", default=["memory", "lazy", "mmap"])
+    parser.add_argument("--stores", nargs="+", choices=["memory", "lazy", "mmap"], default=["memory", "lazy", "mmap"])
+    parser.add_argument("--rounds", type=int, default=2, help="speed runs per store")
     parser.add_argument("--short", action="store_true", help="60 speed updates per store, 800 quality updates")
     parser.add_argument("--skip-quality", action="store_true")
-    parser.add_argument("--threads", default=None, help="OMP_NUM_THREADS for the runs (default: the package's)")
+    parser.add_argument("--threads", default="1", help="OMP_NUM_THREADS for the runs")
     parser.add_argument("--layer", choices=LAYERS, default="head_conv",
-                        help="CNN layer of the features (head_conv: the peer's, for like-for-like timing)")
+                        help="CNN layer of the features (head_conv: the one the original can use too)")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="regularised",
                         help="regularisation flags of the quality run (RECIPES)")
     parser.add_argument("--augment", choices=list(AUGMENTATIONS), default="none",
@@ -183,60 +181,118 @@ def main() -> None:
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best",
                         help="checkpoint scored: params.best (validation perplexity) or the last one")
     parser.add_argument("--score-all-checkpoints", action="store_true",
-                        help="also score every checkpoint on dev (= the validation split: choosing by it tunes on dev)")
-    args = parser.parse_args()
+                        help="also log every checkpoint's dev scores (= the validation split: not a result)")
+    parser.add_argument("--settle", type=float, default=60.0,
+                        help="seconds to wait after the last run before reading the load average again")
+    parser.add_argument("--results-dir", default=str(harness.RESULTS))
+    args = parser.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
     if args.short:
         args.speed_updates, args.quality_updates = 60, 800
-    shared, cache = Path(args.shared).resolve(), Path(args.cache_dir)
-    if not (shared / "data" / "flickr8k-sample").is_dir():
-        raise SystemExit("%s: no data/flickr8k-sample" % shared)
-    cache.mkdir(parents=True, exist_ok=True)
-    env = {"OMP_NUM_THREADS": args.threads} if args.threads else {}
-    feats = extract(shared, cache, args.layer, args.augment)
-    paths = make_lists(shared, feats, cache, args.augment)
+    return args
 
-    for store in args.stores if args.speed_updates > 0 else []:
-        out = cache / ("speed-%s" % store)
-        log = cache / ("speed-%s.log" % store)
-        extra = ["--feature-store", store, "--max-updates", str(args.speed_updates), "--checkpoint-interval",
-                 str(args.speed_updates), "--decode-and-evaluate", "0"]
-        seconds, rss = run(train_command(paths, out, extra), log, env)
-        values = speeds(log)[1:] or speeds(log)     # the first interval includes graph building
-        ppl = metrics(out)[-1]["perplexity-val"]
-        print("train speed (%s store): median %.1f samples/s over %d logs; %d updates in %.1f s wall; peak RSS %d MB; "
-              "perplexity-val after %d updates %.2f" % (store, statistics.median(values), len(values),
-                                                         args.speed_updates, seconds, rss, args.speed_updates, ppl))
-    if args.skip_quality:
-        return
+
+def speed_extra(store: str, updates: int) -> List[str]:
+    return ["--feature-store", store, "--max-updates", str(updates), "--checkpoint-interval", str(updates),
+            "--decode-and-evaluate", "0"]
+
+
+def quality_extra(recipe: str, updates: int) -> List[str]:
+    return ["--load-all-features-to-memory", "--max-updates", str(updates), "--checkpoint-interval", "200",
+            "--decode-and-evaluate", "0"] + RECIPES[recipe]
+
+
+def quality_name(args: argparse.Namespace) -> str:
+    """The quality run's record name."""
+    name = "train-quality-%s" % args.recipe
+    name += "" if args.layer == "head_conv" else "-" + args.layer
+    return name + augment_suffix(args.augment)
+
+
+def model_folder(args: argparse.Namespace) -> str:
+    """The quality run's model folder in the cache: ``quality`` for the default layer and recipe."""
     name = "quality" if (args.layer, args.recipe) == ("head_conv", "regularised") else \
         "quality-%s-%s" % (args.layer, args.recipe)
-    name += augment_suffix(args.augment)
-    out = cache / name
-    log = cache / ("%s.log" % name)
-    extra = ["--load-all-features-to-memory", "--max-updates", str(args.quality_updates), "--checkpoint-interval",
-             "200", "--decode-and-evaluate", "0"] + RECIPES[args.recipe]
-    seconds, rss = run(train_command(paths, out, extra), log, env)
+    return name + augment_suffix(args.augment)
+
+
+def session(args: argparse.Namespace, benchmark: str, description: str) -> Session:
+    return Session(benchmark=benchmark, reproduce=harness.reproduce_command("benchmarks.train", args.argv),
+                   description=description, threads=args.threads, rounds=args.rounds, settle_s=args.settle,
+                   results_dir=Path(args.results_dir))
+
+
+def speed_part(args: argparse.Namespace, paths: Dict[str, str], cache: Path, env: Dict[str, str]) -> None:
+    record = session(args, "train-speed", "training the tutorial model on FLICKR-A with each feature store")
+    for store in args.stores:
+        out = cache / ("speed-%s" % store)
+
+        def measure(side: str, k: int) -> Dict[str, float]:
+            job = Job(train_command(paths, out, speed_extra(store, args.speed_updates)),
+                      dict(harness.ours_environment(REPO, args.threads), **env), str(REPO),
+                      cache / ("speed-%s-%d.log" % (store, k)))
+            done = record.run(side, k, job, "train, %s store" % store)
+            return {"speed": harness.median(speeds(done.output)), "rss": done.peak_rss_mb / 1024.0,
+                    "ppl": metrics(out)[-1]["perplexity-val"], "wall": done.wall_s, "cpu": done.user_s + done.sys_s}
+        results = record.alternate(measure)
+        record.figure_from("training speed, %s store, %d updates" % (store, args.speed_updates), "samples/s", True,
+                           results, "speed")
+        record.figure_from("training peak RSS, %s store" % store, "GB", False, results, "rss")
+        record.figure_from("validation perplexity after %d updates, %s store" % (args.speed_updates, store), "",
+                           False, results, "ppl")
+        record.figure_from("training CPU time (user + sys), %s store" % store, "s", False, results, "cpu")
+    record.finish()
+
+
+def quality_part(args: argparse.Namespace, paths: Dict[str, str], shared: Path, cache: Path,
+                 env: Dict[str, str]) -> None:
+    name = quality_name(args)
+    record = session(args, name, "caption quality on the FLICKR-A dev photos: tutorial model, recipe %s, %s features"
+                                 "%s" % (args.recipe, args.layer, "" if args.augment == "none" else
+                                         ", %s views" % args.augment))
+    out = cache / model_folder(args)
+    job = Job(train_command(paths, out, quality_extra(args.recipe, args.quality_updates)),
+              dict(harness.ours_environment(REPO, args.threads), **env), str(REPO), cache / ("%s.log" % out.name))
+    done = record.run("ours", 0, job, "train")
     rows = metrics(out)
     best = min(rows, key=lambda r: r["perplexity-val"])
-    print("quality run: %d updates in %.1f s wall, peak RSS %d MB, median %.1f samples/s; perplexity-val by "
-          "checkpoint: %s; best %.2f at update %d" % (rows[-1]["checkpoint"] * 200, seconds, rss,
-                                                       statistics.median(speeds(log)[1:] or speeds(log)),
-                                                       " ".join("%.1f" % r["perplexity-val"] for r in rows),
-                                                       best["perplexity-val"], best["checkpoint"] * 200))
-    def line(scores: Dict[str, float]) -> str:
-        return ", ".join("%s %.1f" % (k, v) for k, v in sorted(scores.items()))
-
     last = rows[-1]["checkpoint"]
+    chosen = last if args.checkpoint == "last" else best["checkpoint"]
     scores = quality(paths, shared, out, cache, args.beam_size, last if args.checkpoint == "last" else None)
-    print("dev caption quality (%s: %s, recipe %s, %s features, beam %d, 5 references): %s"
-          % ("last checkpoint" if args.checkpoint == "last" else "best checkpoint by perplexity",
-             "update %d" % ((last if args.checkpoint == "last" else best["checkpoint"]) * 200), args.recipe,
-             args.layer, args.beam_size, line(scores)))
+    what = "checkpoint %d (%s), beam %d, 5 references" % (chosen, "the last" if args.checkpoint == "last" else
+                                                          "best validation perplexity", args.beam_size)
+    for metric in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D"):
+        if metric in scores:
+            record.figure("dev %s, %s" % (metric, what), "", True, [scores[metric]])
+    record.figure("best validation perplexity", "", False, [best["perplexity-val"]])
+    record.figure("training speed (median of logged)", "samples/s", True, [harness.median(speeds(done.output))])
+    record.figure("training peak RSS", "GB", False, [done.peak_rss_mb / 1024.0])
+    record.figure("training wall time, %d checkpoints" % len(rows), "s", False, [done.wall_s])
     for row in rows if args.score_all_checkpoints else []:
-        print("  checkpoint %d (update %d, perplexity-val %.2f), beam %d: %s"
-              % (row["checkpoint"], row["checkpoint"] * 200, row["perplexity-val"], args.beam_size,
-                 line(quality(paths, shared, out, cache, args.beam_size, row["checkpoint"]))))
+        logger.info("checkpoint %d (perplexity-val %.2f), beam %d: %s", row["checkpoint"], row["perplexity-val"],
+                    args.beam_size, quality(paths, shared, out, cache, args.beam_size, row["checkpoint"]))
+    record.finish()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    harness.setup_logging()
+    args = parse_args(argv)
+    shared, cache = Path(args.shared).resolve(), Path(args.cache_dir)
+    if not (shared / "data" / "flickr8k-sample").is_dir():
+        print("skipped: %s has no data/flickr8k-sample" % shared)
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    env: Dict[str, str] = {}
+    feats = extract(shared, cache, args.layer, args.augment)
+    paths = make_lists(shared, feats, cache, args.augment)
+    if args.speed_updates > 0:
+        speed_part(args, paths, cache, env)
+    if not args.skip_quality:
+        quality_part(args, paths, shared, cache, env)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except harness.BenchmarkError as e:
+        sys.exit("benchmarks.train: %s" % e)

@@ -1,6 +1,6 @@
 """Where a training update of the tutorial model spends its time and where training's memory goes.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/train_profile.py [--bench /work/bench] [--updates 30]
+    OMP_NUM_THREADS=2 python -m benchmarks.train_profile [--bench /work/bench] [--updates 30] [--memory-only]
 
 Builds exactly what ``python -m captioning.train`` builds for the tutorial model (its own parser, config and
 `training.Trainer`; FLICKR-A head_conv features from ``--bench``, features in memory) and then:
@@ -15,9 +15,11 @@ Builds exactly what ``python -m captioning.train`` builds for the tutorial model
 3. free-running: the same number of updates through ``Trainer._update`` (its own single sync per update).
 4. operators: ``mx.profiler`` aggregate statistics over ``--profile-updates`` free-running updates: time per
    operator type, its share of the operator total, and the operator total against the wall clock.
-Run from the tree to measure (``PYTHONPATH`` or ``--repo``); prints one line per figure.
+Run from the root of the tree to measure; logs one line per figure and writes the memory stages as the record
+``benchmarks/results/train-profile-<time>.json``.
 """
 import argparse
+import logging
 import os
 import re
 import resource
@@ -26,10 +28,13 @@ import sys
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent / ".." / "shared"
+from benchmarks import harness
+
+logger = logging.getLogger("benchmarks")
+SHARED = harness.REPO.parent / "shared"
+STAGES: List[Tuple[str, float, float]] = []     # (stage, RSS MB, process peak MB), in order
 
 
 def rss_mb() -> float:
@@ -47,7 +52,8 @@ def report(stage: str) -> None:
     if tracemalloc.is_tracing():
         current, python_peak = tracemalloc.get_traced_memory()
         traced = "  python-allocated %6.0f MB (peak %6.0f)" % (current / 2 ** 20, python_peak / 2 ** 20)
-    print("memory %-62s RSS %7.0f MB  peak %7.0f MB%s" % (stage, rss_mb(), peak_mb(), traced), flush=True)
+    STAGES.append((stage, rss_mb(), peak_mb()))
+    logger.info("memory %-62s RSS %7.0f MB  peak %7.0f MB%s" % (stage, rss_mb(), peak_mb(), traced))
 
 
 def parse_profile(text: str) -> List[Tuple[str, int, float]]:
@@ -64,80 +70,40 @@ def parse_profile(text: str) -> List[Tuple[str, int, float]]:
     return rows
 
 
-def step_parts(mx, repeats: int = 20) -> None:
-    """Forward + backward time of the pieces of one decoder step (batch 64, 49 positions, 512 units), alone: which
-    part of a step costs what, and the score layer written as a GEMV (FullyConnected to 1 unit, as now) or as an
-    elementwise product and a sum."""
-    from mxnet import autograd
-    n, l, a = 64, 49, 512
-    nd = mx.nd
-
-    def timed(name: str, fn, *shapes) -> None:
-        inputs = [nd.random.uniform(-1, 1, s) for s in shapes]
-        for x in inputs:
-            x.attach_grad()
-        for k in range(repeats + 3):
-            if k == 3:
-                nd.waitall()
-                start = time.perf_counter()
-            with autograd.record():
-                out = fn(*inputs)
-            out.backward()
-        nd.waitall()
-        print("step part %-62s %7.2f ms forward+backward" % (name, 1000 * (time.perf_counter() - start) / repeats))
-
-    w_lstm, w_hidden, w_query = (nd.random.uniform(-0.05, 0.05, s) for s in ((2048, 1024), (512, 1024), (a, 512)))
-    v = nd.random.uniform(-0.05, 0.05, (1, a))
-    timed("LSTM gates: FullyConnected 64 x 1024 -> 2048", lambda x, w: nd.FullyConnected(
-        x, w, no_bias=True, num_hidden=2048), (n, 1024), (2048, 1024))
-    timed("attentional hidden: FullyConnected 64 x 1024 -> 512", lambda x, w: nd.FullyConnected(
-        x, w, no_bias=True, num_hidden=512), (n, 1024), (512, 1024))
-    timed("attention hidden tanh(keys + query), (64, 49, 512)", lambda k, q: nd.tanh(
-        k + nd.batch_dot(nd.ones((n, l, 1)), nd.expand_dims(q, axis=1))), (n, l, a), (n, a))
-    timed("attention score as FullyConnected (64*49) x 512 -> 1 (now)", lambda h, w: nd.FullyConnected(
-        h, w, no_bias=True, num_hidden=1, flatten=False), (n, l, a), (1, a))
-    timed("attention score as sum(hidden * v) over 512", lambda h, w: nd.sum(nd.broadcast_mul(
-        h, nd.reshape(w, shape=(1, 1, a))), axis=2), (n, l, a), (1, a))
-    timed("attention score as batch_dot (64, 49, 512) x (64, 512, 1)", lambda h, w: nd.batch_dot(
-        h, nd.broadcast_to(nd.reshape(w, shape=(1, a, 1)), shape=(n, a, 1))), (n, l, a), (1, a))
-    timed("attention context batch_dot (64, 1, 49) x (64, 49, 512)", lambda p, val: nd.batch_dot(
-        nd.expand_dims(p, axis=1), val), (n, l), (n, l, a))
-    timed("gradient accumulation: a (64, 49, 512) input used by 15 steps", lambda k: nd.add_n(
-        *[k * 1.0 for _ in range(15)]), (n, l, a))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_profile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bench", default="/work/bench", help="folder with features-head_conv/ and lists/")
-    parser.add_argument("--repo", default=None, help="tree whose captioning package is measured (default: "
-                                                     "PYTHONPATH, else this checkout)")
     parser.add_argument("--updates", type=int, default=30, help="updates timed by phase and free-running")
     parser.add_argument("--profile-updates", type=int, default=20)
     parser.add_argument("--skip-decode", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="only the memory stages (no timings)")
     parser.add_argument("--no-phases", action="store_true", help="skip the phase and free-running timings")
-    parser.add_argument("--step-parts", action="store_true", help="only time the pieces of one decoder step")
     parser.add_argument("--profile-table", default="/tmp/train-profile-table.txt",
                         help="where the profiler's whole aggregate table is written")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--default-allocator", action="store_true",
                         help="leave glibc's allocator settings as they are (the tools tune them at start-up)")
-    args = parser.parse_args()
-    if args.repo:
-        sys.path.insert(0, args.repo)
-    elif not os.environ.get("PYTHONPATH"):
-        sys.path.insert(0, str(HERE.parent))
-    sys.path.insert(0, str(HERE))
+    parser.add_argument("--settle", type=float, default=60.0,
+                        help="seconds to wait after the run before reading the load average again")
+    parser.add_argument("--results-dir", default=str(harness.RESULTS))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    harness.setup_logging()
+    args = build_parser().parse_args(argv)
     bench = Path(args.bench)
     feats = bench / "features-head_conv"
     data = SHARED / "data" / "flickr8k-sample"
     if not (feats / "dev.features").exists() or not data.is_dir():
-        raise SystemExit("skipped: needs %s (benchmarks/train.py extracts it) and %s" % (feats, data))
-    if args.step_parts:
-        import mxnet as mx
-        print("OMP_NUM_THREADS=%s; load average %.2f" % (os.environ.get("OMP_NUM_THREADS"), os.getloadavg()[0]))
-        step_parts(mx)
+        print("skipped: needs %s (python -m benchmarks.train extracts it) and %s" % (feats, data))
         return
+    session = harness.Session(
+        benchmark="train-profile", reproduce=harness.reproduce_command("benchmarks.train_profile",
+                                                                       sys.argv[1:] if argv is None else argv),
+        description="where training the tutorial model holds memory, stage by stage (features in memory)",
+        threads=os.environ.get("OMP_NUM_THREADS"), rounds=1, settle_s=args.settle,
+        results_dir=Path(args.results_dir))
     tracemalloc.start()
     report("start (python)")
     import numpy as np
@@ -148,9 +114,9 @@ def main() -> None:
     from captioning import train as train_cli
     from captioning import vocab as vocab_module
     from captioning import model as model_module
-    from train import TUTORIAL
+    from benchmarks.train import TUTORIAL
     tuned = not args.default_allocator and utils.tune_allocator()    # as the command-line tools do
-    print("package: %s; OMP_NUM_THREADS=%s; load average %.2f; allocator %s" % (
+    logger.info("package: %s; OMP_NUM_THREADS=%s; load average %.2f; allocator %s" % (
         os.path.dirname(captioning.__file__), os.environ.get("OMP_NUM_THREADS"), os.getloadavg()[0],
         "tuned (utils.tune_allocator)" if tuned else "as the environment sets it"))
     report("imports (mxnet, captioning)")
@@ -205,6 +171,11 @@ def main() -> None:
         timings(args, mx, np, autograd, trainer, train_iter, model, contexts)
         tracemalloc.start()
     validation_and_decode(args, targs, trainer, model, vocab, contexts, utils, mx, training, train_cli)
+    for stage, rss, peak in STAGES:
+        session.figure("RSS after: %s" % stage, "MB", False, [round(rss)])
+    session.figure("process peak RSS", "MB", False, [round(max(peak for _, _, peak in STAGES))])
+    session.notes.append("allocator %s" % ("tuned as the tools tune it" if tuned else "as the environment sets it"))
+    session.finish()
 
 
 def timings(args, mx, np, autograd, trainer, train_iter, model, contexts) -> None:
@@ -249,11 +220,11 @@ def phase_timings(args, mx, np, autograd, trainer, train_iter, model, contexts) 
         lengths.append(batch.target_input.shape[1])
     total = sum(statistics.mean(phases[k]) for k in ("data", "copy", "forward", "backward", "update",
                                                       "bookkeeping"))
-    print("phases over %d synchronised updates (mean bucket length %.1f): %.1f ms per update = %.1f samples/s"
+    logger.info("phases over %d synchronised updates (mean bucket length %.1f): %.1f ms per update = %.1f samples/s"
           % (args.updates, statistics.mean(lengths), 1000 * total, 64 / total))
     for key, values in phases.items():
         mean = statistics.mean(values)
-        print("phase %-18s %8.1f ms  %5.1f%%%s" % (key, 1000 * mean, 100 * mean / total,
+        logger.info("phase %-18s %8.1f ms  %5.1f%%%s" % (key, 1000 * mean, 100 * mean / total,
                                                    "  (Python returns; included in the next line)"
                                                    if "dispatch" in key else ""))
     report("after %d synchronised updates" % args.updates)
@@ -265,7 +236,7 @@ def phase_timings(args, mx, np, autograd, trainer, train_iter, model, contexts) 
         trainer._update()
     mx.nd.waitall()
     seconds = time.perf_counter() - start
-    print("free-running Trainer._update: %d updates in %.2f s = %.1f samples/s (%.1f ms per update)"
+    logger.info("free-running Trainer._update: %d updates in %.2f s = %.1f samples/s (%.1f ms per update)"
           % (args.updates, seconds, (trainer.state.samples - samples0) / seconds, 1000 * seconds / args.updates))
 
 
@@ -286,11 +257,11 @@ def operator_profile(args, mx, trainer) -> None:
     Path(args.profile_table).write_text(table)
     rows = parse_profile(table)
     op_total = sum(r[2] for r in rows)
-    print("profiler: %d updates, wall %.0f ms per update (profiling on); operators %.0f ms per update (%.0f%% of "
+    logger.info("profiler: %d updates, wall %.0f ms per update (profiling on); operators %.0f ms per update (%.0f%% of "
           "wall)" % (args.profile_updates, 1000 * wall / args.profile_updates, op_total / args.profile_updates,
                      100 * op_total / (1000 * wall)))
     for name, calls, ms in sorted(rows, key=lambda r: -r[2])[:args.top]:
-        print("operator %-40s %7d calls %9.1f ms per update %5.1f%%" % (name, calls // args.profile_updates,
+        logger.info("operator %-40s %7d calls %9.1f ms per update %5.1f%%" % (name, calls // args.profile_updates,
                                                                          ms / args.profile_updates,
                                                                          100 * ms / op_total))
     report("after profiling")

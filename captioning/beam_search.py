@@ -16,7 +16,7 @@ other inputs share its batch.
 
 The scoring and the bookkeeping are two hybridized blocks; the only device-to-host copy per step is one small
 array (which inputs have stopped?), so a search shrinks and stops at the exact step (reading it one step late
-would hide the wait but cost an extra step per batch: measured slower). Back-pointers, words and attention are
+would hide the wait but cost an extra step per batch). Back-pointers, words and attention are
 kept on the device and read once at the end. Repetition controls (off by default): ``no_repeat_ngram_size`` and
 ``banned_final_ids`` (see `BeamSearch`; `DANGLING_WORDS` for the captioner).
 """
@@ -300,8 +300,8 @@ class BeamSearch:
 
         An input whose search has stopped leaves the computation at once (its rows are dropped from every state):
         a batch costs about the sum of its captions' lengths, not the batch size times the longest. (Each shrink
-        changes the shapes of the cached graphs; MXNet re-plans them in well under a millisecond, measured: waiting
-        until a quarter or half of the inputs had stopped was no faster.) While a single input is left (a batch of
+        changes the shapes of the cached graphs; MXNet re-plans them quickly, so waiting until more inputs have
+        stopped gains nothing.) While a single input is left (a batch of
         one, or the tail of a batch), each next step is dispatched before the step's stop flag is read, so the
         device does not wait for Python between steps; the one step computed after the input stops is discarded."""
         batch_size = features.shape[0]
@@ -497,8 +497,8 @@ class BeamSearch:
         k = self.beam_size
         num_rows = batch_size * k
         steps = len(records)
-        # copied one by one and filled in on the host: MXNet's stack / concat of a few small arrays can take
-        # ~200 ms with 2 OpenMP threads on a busy machine (measured), which made batch-1 captioning crawl
+        # copied one by one and filled in on the host: MXNet's stack / concat of a few small arrays can wait long
+        # for its OpenMP threads on a busy machine, which made batch-1 captioning crawl
         parents = np.tile(np.arange(num_rows), (steps, 1))                             # (T, N): stopped rows stay
         words = np.zeros((steps, num_rows), dtype=np.int64)
         attention = None

@@ -203,8 +203,8 @@ class MXNetFeatureExtractor:
     (B, C, h, w) features. Memory is planned once for the batch size; a smaller (last) batch runs as it is.
 
     On CPU the network runs chunks of at most ``max_cpu_batch`` images (``batch_size`` is still what the callers
-    decode and hand over at once): on CPU, images/s hardly grow beyond ~16 images a batch while activation memory
-    grows linearly (efficientnet-lite0 at 224: ~0.6 GB peak at 16, ~1 GB at 32, ~3.3 GB at 128)."""
+    decode and hand over at once): on CPU, larger chunks are hardly faster while activation memory grows linearly
+    with the chunk."""
 
     def __init__(self, config: CNNConfig, ctx: "mx.Context", batch_size: int,  # noqa: F821
                  max_cpu_batch: int = 16) -> None:
@@ -230,7 +230,7 @@ class MXNetFeatureExtractor:
         needed.load_dict({name: params[name] for name in needed.keys()}, ctx=ctx, cast_dtype=True)
         if ctx.device_type == "cpu" and _has_mkldnn():
             # oneDNN graph fusion (conv + batch norm + activation): what Module's executor does by default; without
-            # it a hybridized SymbolBlock runs 2-3x slower on CPU. Same numbers either way.
+            # it a hybridized SymbolBlock runs much slower on CPU. Same numbers either way.
             self.block.hybridize(backend="MKLDNN", static_alloc=True, static_shape=True)
         else:
             self.block.hybridize(static_alloc=True, static_shape=True)
@@ -287,8 +287,7 @@ def iterate_image_batches(paths: Sequence[str], image_size: Tuple[int, int], bat
     """Decode ``paths`` (already resolved) to batches of ``(B, 3, H, W)`` float32 in input order. With
     ``num_workers`` > 0, a process pool decodes up to ``prefetch_batches`` batches ahead of the consumer (bounded
     memory); the workers run at lower priority (``niceness``) so that on a busy CPU they fill the CNN's idle
-    moments instead of pre-empting its OpenMP threads (on 2 cores: 87% instead of 67% of the CNN-only rate with two
-    workers on efficientnet-lite0). ``where`` names the input for errors: a list file (item i is its line i+1) or
+    moments instead of pre-empting its OpenMP threads. ``where`` names the input for errors: a list file (item i is its line i+1) or
     one label per item; ``views`` (one per path, `image_io.VIEWS`) picks the view of each image (default: the centre
     square).
     A bad image raises `image_io.BadImageError` naming it, or with ``skip_bad_images`` logs a warning and gives

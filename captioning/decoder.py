@@ -296,8 +296,8 @@ class RecurrentDecoder(Decoder):
     def step_constants(self, F, embedding_weight) -> List:
         """The first layer's input projection split once: a table of every word's projected embedding, bias
         included, ``(V, G*H)``, and (input feeding) the weight's columns for the fed-back hidden state. A step then
-        reads its words' rows instead of streaming the embedding's part of the weight (a quarter of the bytes a
-        small step reads; 1.14x captions/s at batch 1 on the tutorial model)."""
+        reads its words' rows instead of streaming the embedding's part of the weight (fewer bytes for a small,
+        memory-bound step)."""
         first = self.rnn_layers[0]
         weight = layers.param_value(F, first.i2h_weight, embedding_weight)
         table = first.project_inputs(F, embedding_weight, end=self.embed_size)

@@ -305,7 +305,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     log.setup_main_logger(console=not args.quiet, level=args.loglevel)
     lines = utils.read_lines(args.hypotheses)
-    if not lines:  # SPEC: an empty input file gives no output and exit status 0
+    if not lines:  # an empty input file gives no output and exit status 0
         logger.warning("%s: no hypotheses, nothing to evaluate", args.hypotheses)
         return
     hypotheses, references = read_evaluation_inputs(args.hypotheses, args.references, args.source,

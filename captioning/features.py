@@ -115,7 +115,7 @@ def read_feature_sizes(root: str) -> FeatureSizes:
 
 def save_feature(path: str, feature: np.ndarray) -> None:
     """Write one feature as float32 ``.npy``, atomically (a temporary file renamed at the end): an interruption or a
-    crash never leaves a partial file. No fsync per file (it cost 6x the write): after a power failure a file may be
+    crash never leaves a partial file. No fsync per file (it costs more than the write): after a power failure a file may be
     short, which `is_complete_feature` detects, so a re-run recomputes it. An OS error (disk full, read-only) is a
     `CaptioningError` naming ``path`` (`utils.atomic_path`)."""
     with utils.atomic_path(path) as tmp:

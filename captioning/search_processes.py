@@ -1,7 +1,7 @@
 """Captioning in several processes at once (``captioner --search-processes N``).
 
 A beam-search step on CPU is a chain of small dependent operators: a second OpenMP thread speeds up its matrix
-products but the rest of the step waits on it, so two threads in one search give ~1.3x one. N processes, each
+products but the rest of the step waits on it, so a second thread in one search helps little. N processes, each
 searching its own batches with 1/N of the threads, use the cores fully (Marian's ``--cpu-threads`` works the same
 way). The parent reads and parses the input, hands out batches of ``--batch-size`` lines (at most two per process
 ahead), and writes the outputs in input order; each process loads the models once and captions with the same

@@ -254,7 +254,7 @@ def tune_allocator() -> bool:
     """Keep glibc from holding on to freed memory: a fixed mmap threshold of 128 KiB (blocks above it go back to the
     system when freed; glibc's default threshold rises after the first large free, up to 32 MiB, so MXNet's freed
     arrays then stay in the heap as holes) and at most 2 malloc arenas (MXNet's and OpenMP's threads would each grow
-    one). Training RSS then returns to its working set after every update (docs/benchmarks.md). Not applied where
+    one). Training RSS then returns to its working set after every update. Not applied where
     the user set ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_ARENA_MAX`` (their values rule), nor off glibc. Returns
     whether it was applied. Process-wide: called by the command-line tools, never on import."""
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith(

@@ -298,7 +298,7 @@ def save_figure(fig: "Figure", path: str) -> None:
     """Write ``fig`` as a PNG, atomically (its folder is made if missing)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with utils.atomic_path(path) as tmp:
-        # fast zlib level: these are pictures, not line art; 3-4x faster to write, ~20% larger
+        # fast zlib level: these are pictures, not line art; much faster to write, somewhat larger
         fig.savefig(tmp, format="png", dpi=fig.dpi, facecolor="white", pil_kwargs={"compress_level": 2})
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: the whole pipeline on the bundled synthetic data set, on the CPU, in a few minutes.
+# make demo: the whole pipeline on the bundled synthetic data set, on the CPU.
 #   images -> features -> model -> captions (from features and straight from images) -> scores -> pictures
 set -euo pipefail
 PY=${PYTHON:-python}
