@@ -7,8 +7,10 @@ Builds exactly what ``python -m captioning.train`` builds for the tutorial model
 
 1. memory: RSS (``/proc/self/statm``) and the process peak after each stage (imports, data, model, the first update
    of every bucket length, a validation pass, a checkpoint decode of the validation set at beam 3 / batch 64 /
-   max length 30), with the Python-side (numpy) peak by ``tracemalloc``: what MXNet holds is the rest. glibc's
-   allocator is tuned as the command-line tools tune it (`utils.tune_allocator`; ``--default-allocator``: not).
+   max length 30), with the Python-side (numpy) peak by ``tracemalloc``: what MXNet holds is the rest. The
+   allocator is the environment's: run with ``LD_PRELOAD=libtcmalloc_minimal.so.4`` to profile as the tools run
+   where tcmalloc is installed (`captioning.allocator`); glibc is tuned as the tools tune it unless
+   ``--default-allocator``.
 2. phases: ``--updates`` updates, each phase followed by ``mx.nd.waitall()`` so that its engine work is charged to it:
    data (next batch), copy to NDArrays, forward (+ loss), backward, optimizer update (+ clipping), bookkeeping;
    for forward and backward also the time the Python call takes to return (graph dispatch, before the wait).
@@ -115,10 +117,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     from captioning import vocab as vocab_module
     from captioning import model as model_module
     from benchmarks.train import TUTORIAL
-    tuned = not args.default_allocator and utils.tune_allocator()    # as the command-line tools do
-    logger.info("package: %s; OMP_NUM_THREADS=%s; load average %.2f; allocator %s" % (
+    from captioning import allocator
+    tuned = not args.default_allocator and allocator.tune_glibc()    # as the command-line tools do
+    logger.info("package: %s; OMP_NUM_THREADS=%s; load average %.2f; allocator %s%s" % (
         os.path.dirname(captioning.__file__), os.environ.get("OMP_NUM_THREADS"), os.getloadavg()[0],
-        "tuned (utils.tune_allocator)" if tuned else "as the environment sets it"))
+        allocator.in_use(), " (tuned as the tools tune it)" if tuned else ""))
     report("imports (mxnet, captioning)")
 
     out = Path("/tmp/train-profile-model")

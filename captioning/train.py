@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover - the CLI imports MXNet only once the comm
     from .process_group import ProcessGroup
     from .training import Trainer, TrainingConfig
 
-from . import arguments
+from . import allocator, arguments
 from . import constants as C
 from . import data_io
 from . import log
@@ -413,7 +413,7 @@ def build_training(args: argparse.Namespace, kv: Optional["mx.kvstore.KVStore"],
     shard = (0, 1) if args.processes > 1 else (rank, num_workers)
     training.seed_everything(args.seed)
     contexts = utils.get_context(args.use_cpu, args.device_ids)
-    logger.info("Devices: %s", ", ".join(str(c) for c in contexts))
+    logger.info("Devices: %s; memory allocator: %s", ", ".join(str(c) for c in contexts), allocator.in_use())
     utils.check_condition(args.processes == 1 or all(c.device_type == "cpu" for c in contexts),
                           "--processes is for training on CPUs; for several GPUs use --device-ids")
     vocab = create_vocab(args, resume)

@@ -243,38 +243,12 @@ def num_gpus_available() -> int:
         return 0
 
 
-# glibc's mallopt parameters (malloc.h)
-M_MMAP_THRESHOLD = -3
-M_ARENA_MAX = -8
-MMAP_THRESHOLD_BYTES = 128 * 1024
-ARENA_MAX = 2
-
-
-def tune_allocator() -> bool:
-    """Keep glibc from holding on to freed memory: a fixed mmap threshold of 128 KiB (blocks above it go back to the
-    system when freed; glibc's default threshold rises after the first large free, up to 32 MiB, so MXNet's freed
-    arrays then stay in the heap as holes) and at most 2 malloc arenas (MXNet's and OpenMP's threads would each grow
-    one). Training RSS then returns to its working set after every update. Not applied where
-    the user set ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_ARENA_MAX`` (their values rule), nor off glibc. Returns
-    whether it was applied. Process-wide: called by the command-line tools, never on import."""
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith(
-            "linux"):
-        return False
-    import ctypes
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):     # musl and other C libraries: nothing to tune
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(M_ARENA_MAX, ARENA_MAX))
-
-
 def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]], argv: Optional[Sequence[str]] = None) -> None:
     """Run a CLI's main: user errors become one logged line and exit status 1; Ctrl-C exits 130. Standard output is
     flushed here, so that a full disk or a closed pipe behind it is one line too, not a traceback at exit. The
-    allocator is tuned first (`tune_allocator`)."""
-    tune_allocator()
+    memory allocator is set up first (`allocator.set_up`: the process may start again with tcmalloc)."""
+    from . import allocator
+    allocator.set_up()
     try:
         code = main(argv)
         sys.stdout.flush()

@@ -135,37 +135,3 @@ def test_read_json_names_the_file_for_every_kind_of_damage(tmp_path):
         assert str(e.value).startswith("%s: cannot read a test file (" % path)
     with pytest.raises(utils.CaptioningError, match="missing.json: cannot read a test file"):
         utils.read_json(str(tmp_path / "missing.json"), "a test file")
-
-
-ALLOCATION_SCRIPT = """
-import sys
-from captioning import utils
-def rss_mb():
-    return int(open("/proc/self/statm").read().split()[1]) * 4096 // (1 << 20)
-applied = utils.tune_allocator() if sys.argv[1] == "tune" else None
-big = bytearray(16 << 20); del big         # mmapped; after its free glibc's own threshold rises to 16 MiB
-blocks = [bytearray(1 << 20) for _ in range(200)]
-pin = bytearray(2 << 20)                   # from the top of the heap, above the blocks
-before = rss_mb()
-del blocks
-print(applied, before - rss_mb())
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_tune_allocator_returns_freed_arrays_to_the_system():
-    """Tuned, 200 MB of freed 1 MiB blocks leave the process; with glibc's defaults (the control) they stay in its
-    heap. A MALLOC_ variable the user set is left to rule."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-
-    def run(mode, **extra):
-        out = subprocess.run([sys.executable, "-c", ALLOCATION_SCRIPT, mode], env=dict(env, **extra),
-                             capture_output=True, text=True, check=True).stdout.split()
-        return out[0], int(out[1])
-
-    applied, released = run("tune")
-    assert applied == "True" and released > 180
-    applied, released = run("control")
-    assert applied == "None" and released < 20
-    assert run("tune", MALLOC_ARENA_MAX="4")[0] == "False"
