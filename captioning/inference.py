@@ -12,6 +12,7 @@ loaded one batch at a time, and each output is given as soon as every line befor
 """
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -302,6 +303,15 @@ def load_models(folders: Sequence[str], checkpoints: Optional[Sequence[Optional[
     return models, vocab
 
 
+NOT_FINITE = ("%s: the model's scores for these features are not finite numbers (features far outside the "
+              "range of the training features?); not captioned")
+
+
+def finite_result(result: SearchResult) -> bool:
+    """Whether every score of a search result is a finite number (NaN or infinity must never reach an output)."""
+    return math.isfinite(result.score) and all(math.isfinite(h.score) for h in result.nbest)
+
+
 class Searcher(Protocol):
     """What captions a batch of features: `beam_search.BeamSearch`, or with ``--sample`` a `sampling.Sampler`."""
 
@@ -382,7 +392,10 @@ class Captioner:
                 batch = [group[i] for i in positions]
                 batch_constraints = [constraints[k] for k in batch] if group is constrained else None
                 for k, result in zip(batch, self.caption_features(features, batch_constraints)):
-                    results[k] = result
+                    if finite_result(result):
+                        results[k] = result
+                    else:
+                        inputs[k].error = NOT_FINITE % utils.location(where, inputs[k].sentence_id)
                 while done < len(inputs) and (done in results or inputs[done].error is not None):
                     yield self._finish(inputs[done], results.pop(done, None), where)
                     done += 1

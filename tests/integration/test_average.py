@@ -78,3 +78,19 @@ def test_files_given_are_averaged_as_given(tmp_path):
     # by perplexity (the default), best strategy, n=4 > 3 checkpoints: all three
     assert average.find_checkpoints(str(folder), 4, "best", "perplexity") == \
         [str(folder / (C.PARAMS_NAME % k)) for k in (2, 3, 1)]
+
+
+def test_checkpoints_of_models_with_other_vocabularies_are_refused(tmp_path):
+    """Same shapes, other word ids: averaging would mix the rows of different words."""
+    from .test_captioner import WORDS
+    first = make_model_folder(tmp_path / "first")
+    second = make_model_folder(tmp_path / "second", words=list(reversed(WORDS)))
+    with pytest.raises(SystemExit) as info:
+        average.main([str(first / C.PARAMS_BEST_NAME), str(second / C.PARAMS_BEST_NAME), "--output",
+                      str(tmp_path / "avg.params"), "--quiet"])
+    assert info.value.code == 1 and not (tmp_path / "avg.params").exists()
+    same = make_model_folder(tmp_path / "same", seed=5)   # same vocabulary, other weights: averaged
+    with pytest.raises(SystemExit) as info:
+        average.main([str(first / C.PARAMS_BEST_NAME), str(same / C.PARAMS_BEST_NAME), "--output",
+                      str(tmp_path / "avg.params"), "--quiet"])
+    assert info.value.code == 0 and (tmp_path / "avg.params").is_file()
