@@ -82,8 +82,10 @@ def copy_cnn(cnn: CNNConfig, output_root: str) -> CNNConfig:
             os.chmod(tmp_dir, 0o777 & ~utils.current_umask())   # as os.makedirs would make it, not mkdtemp's 0700
             _copy_cnn_files(cnn, os.path.join(tmp_dir, prefix_name))
             os.rename(tmp_dir, target_dir)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp_dir, ignore_errors=True)
+            if isinstance(e, utils.CaptioningError):   # name the folder the user will look for
+                raise utils.CaptioningError(str(e).replace(tmp_dir, target_dir)) from None
             raise
     else:
         _copy_cnn_files(cnn, os.path.join(output_root, relative_prefix))

@@ -96,7 +96,7 @@ class Case:
     stderr_lines: Optional[int] = 1           # non-empty lines on stderr (all of them errors); None: argparse's
                                               # usage lines come first
     outputs: Sequence[str] = ()               # files (relative to tmp, fnmatch patterns) the run may leave
-    mount: Optional[str] = None               # "full" | "readonly"
+    mount: Optional[str] = None               # "full" | "almost-full" | "readonly"
     subprocess: bool = False                  # run through python -m (stdout/stderr of a real process)
     stdout_file: Optional[str] = None         # standard output goes to this file (e.g. /dev/full)
     waiting_for: Optional[str] = None         # xfail(strict) until another engineer's fix lands
@@ -509,6 +509,10 @@ SAFETY_CASES: List[Case] = [
          lambda e: ["--hypotheses", e.write("h.txt", []), "--references", e.write("r.txt", ["a dog", "a cat"]),
                     "--quiet"], 1, "no hypotheses", where=_file("h.txt"), outputs=["h.txt", "r.txt"],
          check=_no_output_lines),
+    Case("extract-disk-full-during-cnn-copy", "extract_features",
+         lambda e: _replace(_replace(e.extract(e.write("x.images", ["a.png"])), "--output-root", str(e.mount)),
+                            "--output", str(e.mount / "list.features")), 1, "No space left on device",
+         where=lambda e: str(e.mount / "cnn"), mount="almost-full", outputs=["x.images"]),
     Case("import-onnx-not-a-cnn", "import_cnn",
          lambda e: ["--onnx", str(e.tmp / "flat.onnx"), "--output", str(e.tmp / "enc" / "flat"), "--image-size", "64",
                     "--quiet"], 1, "not a CNN image encoder", where=_file("flat.onnx"), setup=_non_cnn_onnx,
@@ -588,6 +592,9 @@ def tmpfs(path: Path, kind: str) -> Iterator[Path]:
     try:
         if kind == "full":
             _fill(path)
+        elif kind == "almost-full":   # 48 KiB left: room for the tiny CNN's graph (38 KB), not its parameters
+            _fill(path)
+            os.truncate(path / "filler", os.path.getsize(path / "filler") - 48 * 1024)
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
