@@ -409,6 +409,9 @@ def _huge_features(e: Env) -> None:
     for name in ("img000.jpg.npy", "img001.jpg.npy"):
         shutil.copy(e.feats / name, e.tmp / "hf" / name)
     np.save(e.tmp / "hf" / "huge.npy", np.full(shape, 1e38, dtype=np.float32))
+    nan = np.ones(shape, dtype=np.float32)
+    nan[0, 0, 0] = np.nan
+    np.save(e.tmp / "hf" / "nan.npy", nan)
 
 
 def _strict_json_lines(path: Path, captioned: Sequence[bool]) -> None:
@@ -488,6 +491,12 @@ SAFETY_CASES: List[Case] = [
                             "--source-root", str(e.tmp / "hf")), 1, "not finite", where=_line("in.list", 2),
          setup=_huge_features, stderr_lines=2, outputs=["out.json"],
          check=lambda e, out: _strict_json_lines(e.tmp / "out.json", [True, False, True])),
+    Case("captioner-nan-features", "captioner",
+         lambda e: _replace(e.captioner("--input", e.write("in.list", ["nan.npy", "img001.jpg.npy"]), "--batch-size",
+                                        "2", "--output", str(e.tmp / "out.json"), "--output-type", "json"),
+                            "--source-root", str(e.tmp / "hf")), 1, "NaN or infinite", where=_line("in.list", 1),
+         setup=_huge_features, stderr_lines=2, outputs=["out.json"],
+         check=lambda e, out: _strict_json_lines(e.tmp / "out.json", [False, True])),
     Case("captioner-length-penalty-nan", "captioner",
          lambda e: e.captioner("--input", str(e.features_list), "--length-penalty-alpha", "nan"), 2,
          "not a finite number", stderr_lines=None),
