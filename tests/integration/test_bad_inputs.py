@@ -434,6 +434,14 @@ def _non_cnn_onnx(e: Env) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(e.tmp / "flat.onnx"))
 
 
+def _permuted_vocab(e: Env, changes: dict) -> None:
+    """tmp/model with some ids of its vocabulary changed."""
+    folder = e.model_copy()
+    vocab = json.loads((folder / "vocab.trg.0.json").read_text(encoding="utf-8"))
+    vocab.update(changes)
+    (folder / "vocab.trg.0.json").write_text(json.dumps(vocab), encoding="utf-8")
+
+
 def _absent(*names: str) -> Callable[[Env, str], None]:
     def check(e: Env, stdout: str) -> None:
         assert not [n for n in names if (e.tmp / n).exists()], sorted(_files(e.tmp))
@@ -548,6 +556,15 @@ SAFETY_CASES: List[Case] = [
          lambda e: e.captioner("--input", e.write("in.list", b"img000.jpg.npy\nimg\x00001.jpg.npy\n"), "--output",
                                str(e.tmp / "out.txt")), 1, "NUL byte", where=_line("in.list", 2), stderr_lines=2,
          outputs=["out.txt"], check=lambda e, out: _lines_are(e.tmp / "out.txt", [True, False])),
+    # a vocabulary whose special symbols moved, or whose ids are not 0..V-1 each once (SPEC section 2)
+    Case("captioner-vocab-specials-permuted", "captioner",
+         lambda e: e.captioner("--input", str(e.features_list)) + ["--models", str(e.tmp / "model")], 1,
+         "<unk> must have id 1", where=_file("model/vocab.trg.0.json"),
+         setup=lambda e: _permuted_vocab(e, {"<unk>": 4, "a": 1}), outputs=["model/*"]),
+    Case("captioner-vocab-ids-not-a-permutation", "captioner",
+         lambda e: e.captioner("--input", str(e.features_list)) + ["--models", str(e.tmp / "model")], 1,
+         "the ids must be 0..", where=_file("model/vocab.trg.0.json"),
+         setup=lambda e: _permuted_vocab(e, {"a": 5}), outputs=["model/*"]),
     Case("captioner-missing-version", "captioner",
          lambda e: e.captioner("--input", str(e.features_list)) + ["--models", str(e.tmp / "model")], 1, "missing",
          where=_file("model/version"), setup=lambda e: os.remove(e.model_copy() / "version"), outputs=["model/*"]),
