@@ -105,7 +105,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
 
     # everything that can be checked cheaply is checked before the models load
     captioner_config(args)
-    utils.check_stream_open(sys.stdin if args.input is None else None)
+    if args.input is None:
+        utils.check_stream_open(sys.stdin)
     if args.output is not None:
         utils.check_output_file(args.output, "--output")
         utils.check_not_an_input(args.output, "--output", input_files(args))

@@ -261,10 +261,11 @@ def check_model_folder(folder: model_folder.ModelFolder) -> None:
     untouched (neither resumed nor emptied by --overwrite-output)."""
     foreign = folder.foreign()
     shown = ", ".join(foreign[:5]) + (" and %d more" % (len(foreign) - 5) if len(foreign) > 5 else "")
+    what = "holds files training did not write (%s)" % shown if foreign else \
+        "has no %s (a folder train did not make)" % C.ARGS_NAME
     utils.check_condition(folder.is_model_folder(),
-                          "--output %s: the folder holds files training did not write (%s); it is not a model "
-                          "folder, so nothing in it is removed or replaced: choose a new or empty --output"
-                          % (folder.path, shown or "no args.yaml"))
+                          "--output %s: the folder %s; it is not a model folder of train, so nothing in it is "
+                          "removed or replaced: choose a new or empty --output" % (folder.path, what))
 
 
 def input_paths(args: argparse.Namespace) -> List[Tuple[str, Optional[str]]]:

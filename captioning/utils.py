@@ -1,6 +1,7 @@
 """Small helpers shared by every module: user-facing errors, atomic file writes, device selection."""
 import contextlib
 import errno
+import io
 import json
 import logging
 import os
@@ -386,7 +387,10 @@ class ClosedStream:
         hint = "give --input FILE" if self.name == "standard input" else "redirect it to a file or give --output"
         raise CaptioningError("%s is closed; %s" % (self.name, hint))
 
-    write = read = readline = readlines = __iter__ = __next__ = fileno = _closed
+    write = read = readline = readlines = __iter__ = __next__ = _closed
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("%s is closed" % self.name)
 
     @property
     def buffer(self) -> "ClosedStream":
