@@ -571,10 +571,23 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
     # every output is checked before the (slow) drawing starts
     if draw and folder is None:
         check_screen()
-    for path, flag in ((folder, "--save-to-folder"), (args.html, "--html")):
-        if path is not None:
-            utils.check_output_folder(path, flag)
-            check_outputs_keep_inputs(path, flag, args, items)
+    # folders this run creates are removed again if it fails (their files are removed as they fail)
+    created = sorted({made for path in (folder, args.html) if path is not None
+                      for made in utils.missing_folders(path)}, key=len, reverse=True)
+    try:
+        for path, flag in ((folder, "--save-to-folder"), (args.html, "--html")):
+            if path is not None:
+                utils.check_output_folder(path, flag)
+                check_outputs_keep_inputs(path, flag, args, items)
+        _draw(args, items, draw)
+    except BaseException:
+        utils.remove_empty_folders(created)
+        raise
+
+
+def _draw(args: argparse.Namespace, items: List[CaptionedImage], draw: bool) -> None:
+    """The pages, attention maps and curves (``draw``) and the HTML report the flags ask for."""
+    folder = args.save_to_folder
     if draw:
         if items:
             config = PageConfig(columns=args.number_of_columns, images_per_page=args.images_per_page)
