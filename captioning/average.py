@@ -126,10 +126,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
         for path in paths:
             utils.check_condition(not os.path.isdir(path), "%s: a folder; give one model folder alone, or "
                                                            "parameter files" % path)
-    output = os.path.abspath(args.output)
-    utils.check_condition(output not in {os.path.abspath(p) for p in paths},
-                          "--output %s is one of the checkpoints being averaged; write elsewhere" % args.output)
-    utils.check_not_an_input(args.output, "--output", [("(a checkpoint being averaged)", p) for p in paths])
+    utils.check_not_an_input(args.output, "--output", [("the checkpoint", path) for path in paths])
     utils.check_output_file(args.output)
     check_same_vocabulary(paths)
     save(average(paths), args.output)

@@ -328,7 +328,7 @@ CASES: List[Case] = [
          setup=_checkpoints({"params.00001": {"w": 2}, "params.00002": {"w": 3}}), outputs=["model/*"]),
     Case("average-output-is-an-input", "average",
          lambda e: [str(e.tmp / "model/params.00001"), str(e.tmp / "model/params.00002"), "--output",
-                    str(e.tmp / "model/params.00002"), "--quiet"], 1, "is one of the checkpoints being averaged",
+                    str(e.tmp / "model/params.00002"), "--quiet"], 1, "is the same file as the checkpoint",
          setup=_checkpoints({"params.00001": "model", "params.00002": "model"}), outputs=["model/*"]),
     # --- extract_features (H2's fixes) ------------------------------------------------------------------------
     # extraction is resumable: complete files of a failed run (CNN copy, sidecar, features) may stay
