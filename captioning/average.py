@@ -126,7 +126,9 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
         for path in paths:
             utils.check_condition(not os.path.isdir(path), "%s: a folder; give one model folder alone, or "
                                                            "parameter files" % path)
-    utils.check_not_an_input(args.output, "--output", [("the checkpoint", path) for path in paths])
+    # --output MODEL/params.best replaces the link to the best checkpoint, not the checkpoint
+    utils.check_not_an_input(args.output, "--output", [("the checkpoint", path) for path in paths],
+                             replaces_links=True)
     utils.check_output_file(args.output)
     check_same_vocabulary(paths)
     save(average(paths), args.output)

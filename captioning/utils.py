@@ -76,10 +76,15 @@ def same_file(a: str, b: str) -> bool:
         return False
 
 
-def check_not_an_input(output: str, output_flag: str, inputs: Iterable[Tuple[str, Optional[str]]]) -> None:
+def check_not_an_input(output: str, output_flag: str, inputs: Iterable[Tuple[str, Optional[str]]],
+                       replaces_links: bool = False) -> None:
     """Refuse, before any work, an output that is the same file as one of the run's inputs (``(flag, path)``
-    pairs; None paths are skipped). Devices and pipes (``/dev/stdout``) are not files an output replaces."""
+    pairs; None paths are skipped). Devices and pipes (``/dev/stdout``) are not files an output replaces.
+    ``replaces_links``: an output that is a symbolic link is replaced as a link (its target untouched), as
+    ``average --output MODEL/params.best`` does by design; it is then not compared."""
     if not os.path.exists(output) or (not os.path.isdir(output) and not stat.S_ISREG(os.stat(output).st_mode)):
+        return
+    if replaces_links and os.path.islink(output):
         return
     for flag, path in inputs:
         if path is not None and same_file(output, path):
