@@ -121,12 +121,15 @@ def _main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
 
 
 def input_files(args: argparse.Namespace) -> List[Tuple[str, Optional[str]]]:
-    """(flag, path) of every file the run reads: the input (or standard input) and each model folder's files."""
+    """(flag, path) of every file the run reads: the input (or standard input) and the files it reads from each
+    model folder (captions written into a model folder before may be written again)."""
     files: List[Tuple[str, Optional[str]]] = [("--input", args.input) if args.input is not None else
                                               ("standard input", "/dev/stdin")]
-    for folder in args.models:
-        if os.path.isdir(folder):
-            files.extend(("--models", os.path.join(folder, name)) for name in os.listdir(folder))
+    checkpoints = args.checkpoints or [None] * len(args.models)
+    for folder, checkpoint in zip(args.models, checkpoints):
+        names = [C.CONFIG_NAME, C.VERSION_NAME, C.VOCAB_TRG_NAME, C.ARGS_NAME,
+                 C.PARAMS_BEST_NAME if checkpoint is None else C.PARAMS_NAME % checkpoint]
+        files.extend(("--models", os.path.join(folder, name)) for name in names)
     return files
 
 

@@ -237,11 +237,11 @@ def check_same_command(args: argparse.Namespace) -> Tuple[bool, List[str]]:
     a different command."""
     folder = model_folder.ModelFolder(args.output)
     args_path = os.path.join(args.output, C.ARGS_NAME)
-    check_model_folder(folder)
-    utils.check_condition(os.path.isfile(args_path),
-                          "--output %s: the folder holds the start of a model folder without its %s (a run that "
-                          "ended before it began); pass --overwrite-output to start afresh" % (folder.path,
-                                                                                                C.ARGS_NAME))
+    if not os.path.isfile(args_path):
+        check_model_folder(folder)   # a folder of other files: kept, and --overwrite-output is not suggested
+        raise utils.CaptioningError("--output %s: the folder holds the start of a model folder without its %s (a "
+                                    "run that ended before it began); pass --overwrite-output to start afresh"
+                                    % (folder.path, C.ARGS_NAME))
     old = read_args(args_path)
     new = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
     parser = build_parser()     # an option newer than the folder's args.yaml counts as its default there
@@ -257,15 +257,15 @@ def check_same_command(args: argparse.Namespace) -> Tuple[bool, List[str]]:
 
 
 def check_model_folder(folder: model_folder.ModelFolder) -> None:
-    """A non-empty ``--output`` must be a model folder of this toolkit: a folder holding anything else is kept
-    untouched (neither resumed nor emptied by --overwrite-output)."""
+    """Only a model folder of this toolkit holding nothing else may be emptied (--overwrite-output) or started in:
+    the files of any other folder are kept untouched."""
     foreign = folder.foreign()
     shown = ", ".join(foreign[:5]) + (" and %d more" % (len(foreign) - 5) if len(foreign) > 5 else "")
     what = "holds files training did not write (%s)" % shown if foreign else \
         "has no %s (a folder train did not make)" % C.ARGS_NAME
     utils.check_condition(folder.is_model_folder(),
-                          "--output %s: the folder %s; it is not a model folder of train, so nothing in it is "
-                          "removed or replaced: choose a new or empty --output" % (folder.path, what))
+                          "--output %s: the folder %s; nothing in it is removed or replaced: move those files "
+                          "away or choose a new or empty --output" % (folder.path, what))
 
 
 def input_paths(args: argparse.Namespace) -> List[Tuple[str, Optional[str]]]:
@@ -300,8 +300,9 @@ def plan_output_folder(args: argparse.Namespace) -> None:
     folder.check_writable()
     check_output_keeps_inputs(args)
     if folder.contents():
-        check_model_folder(folder)
-        if not args.overwrite_output:
+        if args.overwrite_output:
+            check_model_folder(folder)
+        else:   # resuming writes only training's files: a model folder may hold the user's files too
             check_same_command(args)
 
 

@@ -103,6 +103,7 @@ class Case:
     check: Optional[Callable[[Env, str], None]] = None   # more assertions on (env, stdout)
     closed: Sequence[int] = ()                # standard streams (0, 1) the process starts without (subprocess)
     not_in_stderr: Sequence[str] = ()         # text the error must not hold (a wrong hint)
+    replaced: Sequence[str] = ()              # files (relative to tmp) that were there and a run may replace
 
 
 def _line(name: str, number: int) -> Callable[[Env], str]:
@@ -478,6 +479,11 @@ SAFETY_CASES: List[Case] = [
          lambda e: e.captioner("--input", str(e.features_list), "--output", str(e.tmp / "model" / "vocab.trg.0.json"))
          + ["--models", str(e.tmp / "model")], 1, "is the same file as --models",
          setup=lambda e: e.model_copy(), outputs=["model/*"]),
+    Case("captioner-output-into-the-model-folder-again", "captioner",
+         lambda e: e.captioner("--input", str(e.features_list), "--output", str(e.tmp / "model" / "dev.hyp"))
+         + ["--models", str(e.tmp / "model")], 0, "", stderr_lines=0, setup=lambda e: (e.model_copy(), e.write("model/dev.hyp", ["old"])),
+         outputs=["model/*"], replaced=["model/dev.hyp"],
+         check=lambda e, out: _lines_are(e.tmp / "model" / "dev.hyp", [True] * 5)),
     Case("extract-output-is-input", "extract_features",
          lambda e: _replace(e.extract(e.write("x.images", ["a.png"])), "--output", str(e.tmp / "x.images")), 1,
          "is the same file as --input", where=_file("x.images"), check=_absent("out")),
@@ -723,6 +729,8 @@ def test_bad_input(case: Case, shared_env, tiny_cnn, tmp_path):
             code, stdout, stderr = run_tool(case.tool, argv, case.stdout_file)
         assert "Traceback" not in stderr, stderr
         assert code == case.code, stderr
+        for name in case.replaced:
+            sums.pop(str(env.tmp / name), None)
         assert not _changed(sums), "inputs or pre-existing files changed: %s" % _changed(sums)
         for text in case.not_in_stderr:
             assert text not in stderr, stderr

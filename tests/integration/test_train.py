@@ -334,7 +334,13 @@ def test_a_finished_run_can_be_extended(synthetic_features, tmp_path):
     base = train_args(synthetic_features, out, "--checkpoint-interval", "2", "--keep-last-params", "-1")
     run_train(base + ["--max-updates", "2"])
     assert [n for n, _ in read_metrics(out)] == [1]
-    run_train(base + ["--max-updates", "4", "--keep-last-params", "1"])
+    (out / "dev.hyp").write_text("captions the user wrote into the model folder\n")
+    run_train(base + ["--max-updates", "4", "--keep-last-params", "1"])   # continuing keeps the user's file
+    assert [n for n, _ in read_metrics(out)] == [1, 2]
+    assert (out / "dev.hyp").read_text() == "captions the user wrote into the model folder\n"
+    # --overwrite-output would delete it: refused, naming it
+    line = _one_error_line(run_train(base + ["--max-updates", "4", "--overwrite-output"], check=False))
+    assert "holds files training did not write (dev.hyp)" in line and (out / "dev.hyp").exists()
     assert [n for n, _ in read_metrics(out)] == [1, 2]
     assert yaml.safe_load((out / "args.yaml").read_text())["max_updates"] == 4
     state = json.loads((out / "training_state" / "state.json").read_text())["training"]
