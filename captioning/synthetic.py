@@ -643,6 +643,8 @@ def generate(out_dir: str, config: SyntheticConfig) -> SyntheticDataset:
     check_out_dir(out_dir)
     image_dir = os.path.join(out_dir, "images")
     os.makedirs(image_dir, exist_ok=True)
+    # written first: a run interrupted later leaves a folder recognisably ours, which the next run may fill
+    utils.atomic_write_text(os.path.join(out_dir, "README.txt"), _readme(config))
     splits: Dict[str, Dict[str, object]] = {}
     k = config.captions_per_image
     for split_id, split in enumerate(SPLITS):
@@ -666,7 +668,6 @@ def generate(out_dir: str, config: SyntheticConfig) -> SyntheticDataset:
                 utils.atomic_write_text(path, "".join(caps[r] + "\n" for _, _, caps in items))
         splits[split] = {"images": images_path, "captions": captions, "num_images": count}
     prefix = write_cnn(os.path.join(out_dir, "cnn"), config.image_size, config.seed)
-    utils.atomic_write_text(os.path.join(out_dir, "README.txt"), _readme(config))
     logger.info("Wrote %d/%d/%d train/val/test scenes (%d captions each) to %s", config.train, config.val,
                 config.test, k, out_dir)
     return SyntheticDataset(root=out_dir, image_root=out_dir, cnn_prefix=prefix, layer=CNN_LAYER,
