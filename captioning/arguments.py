@@ -6,7 +6,8 @@ every difference. ``ConfigArgumentParser`` adds ``--config FILE.yaml``: any opti
 (keys are the option names with ``_`` or ``-``); options on the command line win.
 """
 import argparse
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+import math
+from typing import Any, Callable, Dict, NoReturn, Optional, Sequence, Tuple
 
 import yaml
 
@@ -30,13 +31,21 @@ def int_greater_or_equal(threshold: int) -> Callable[[str], int]:
     return check
 
 
+def finite_float(value: str) -> float:
+    """An argparse type: a finite float (nan and inf are refused: no option of this toolkit means them)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number" % value) from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError("%r is not a finite number" % value)
+    return number
+
+
 def float_greater_or_equal(threshold: float) -> Callable[[str], float]:
-    """An argparse type: a float >= threshold."""
+    """An argparse type: a finite float >= threshold."""
     def check(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError("%r is not a number" % value) from None
+        number = finite_float(value)
         if number < threshold:
             raise argparse.ArgumentTypeError("must be >= %s, got %s" % (threshold, number))
         return number
@@ -56,12 +65,16 @@ def multiple_values(num_values: int = 2, greater_or_equal: Optional[float] = Non
                                              % (num_values, value))
         try:
             values = tuple(data_type(p) for p in parts)
-        except ValueError:
-            raise argparse.ArgumentTypeError("%r: not %s values" % (value, data_type.__name__)) from None
+        except (ValueError, argparse.ArgumentTypeError):
+            raise argparse.ArgumentTypeError("%r: not %s values" % (value, _type_name(data_type))) from None
         if greater_or_equal is not None and any(v < greater_or_equal for v in values):
             raise argparse.ArgumentTypeError("%r: every value must be >= %s" % (value, greater_or_equal))
         return values
     return parse
+
+
+def _type_name(data_type: Callable) -> str:
+    return "float" if data_type is finite_float else data_type.__name__
 
 
 def shard_spec(value: str) -> Tuple[int, int]:
@@ -84,7 +97,10 @@ def simple_dict(value: str) -> Dict[str, Any]:
         if ":" not in item:
             raise argparse.ArgumentTypeError("expected key:value pairs separated by ',', got %r" % value)
         key, raw = item.split(":", 1)
-        result[key.strip()] = _parse_scalar(raw.strip())
+        scalar = _parse_scalar(raw.strip())
+        if isinstance(scalar, float) and not math.isfinite(scalar):
+            raise argparse.ArgumentTypeError("%s: %r is not a finite number" % (key.strip(), raw.strip()))
+        result[key.strip()] = scalar
     return result
 
 
@@ -124,30 +140,61 @@ class ConfigArgumentParser(argparse.ArgumentParser):
         return super().parse_args(args, namespace)
 
     def _apply_config_file(self, path: str) -> None:
+        """The file's options as defaults; any problem with it is a one-line `utils.CaptioningError`."""
         try:
             with open(path, encoding="utf-8") as f:
                 values = yaml.safe_load(f) or {}
-        except (OSError, yaml.YAMLError) as e:
-            self.error("--config %s: cannot read (%s)" % (path, e))
+        except (OSError, ValueError, yaml.YAMLError, RecursionError) as e:
+            _config_error("--config %s: cannot read (%s)" % (_config_location(path, e), _config_cause(e)))
         if not isinstance(values, dict):
-            self.error("--config %s: expected a YAML mapping of option names to values" % path)
+            _config_error("--config %s: expected a YAML mapping of option names to values" % path)
         dests = {action.dest: action for action in self._actions}
         defaults = {}
         for key, value in values.items():
             dest = str(key).lstrip("-").replace("-", "_")
             if dest not in dests or dest in ("help", "config"):
-                self.error("--config %s: unknown option %r" % (path, key))
+                _config_error("--config %s: unknown option %r" % (path, key))
             action = dests[dest]
             if isinstance(value, str) and action.type is not None and action.nargs is None:
                 try:
                     value = action.type(value)
                 except (argparse.ArgumentTypeError, ValueError) as e:
-                    self.error("--config %s: option %r: %s" % (path, key, e))
+                    _config_error("--config %s: option %r: %s" % (path, key, e))
+            if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list)
+                                                                           else [value])):
+                _config_error("--config %s: option %r: %r is not a finite number" % (path, key, value))
             if isinstance(value, list) and action.type is not None:
-                value = [action.type(v) if isinstance(v, str) else v for v in value]
+                try:
+                    value = [action.type(v) if isinstance(v, str) else v for v in value]
+                except (argparse.ArgumentTypeError, ValueError) as e:
+                    _config_error("--config %s: option %r: %s" % (path, key, e))
             defaults[dest] = value
             action.required = False
         self.set_defaults(**defaults)
+
+
+def _config_error(message: str) -> NoReturn:
+    from .utils import CaptioningError
+    raise CaptioningError(message)
+
+
+def _config_location(path: str, error: BaseException) -> str:
+    """``path, line N`` of a YAML syntax error (its problem's position), else ``path``."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    return "%s, line %d" % (path, mark.line + 1) if mark is not None else path
+
+
+def _config_cause(error: BaseException) -> str:
+    """One line saying what is wrong with a --config file (YAML's messages span several lines)."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem:
+        return " ".join(str(error.problem).split())
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    if isinstance(error, RecursionError):
+        return "nested too deeply"
+    if isinstance(error, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return " ".join(str(error).split())
 
 
 def save_args(args: argparse.Namespace, path: str) -> None:
@@ -293,10 +340,10 @@ def add_import_cnn_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image-size", type=int_greater_or_equal(16), default=None,
                        help="Input height = width (default: the encoder's native size: 224, 240 or 260 for "
                             "EfficientNet-Lite0/1/2; 224 for ONNX and Gluon).")
-    group.add_argument("--input-mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+    group.add_argument("--input-mean", type=finite_float, nargs=3, default=None, metavar=("R", "G", "B"),
                        help="--onnx: per-channel mean (0..255 units) the model subtracts from its input; folded "
                             "into the graph so that it takes raw 0..255 RGB.")
-    group.add_argument("--input-std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+    group.add_argument("--input-std", type=finite_float, nargs=3, default=None, metavar=("R", "G", "B"),
                        help="--onnx: per-channel std (0..255 units) the model divides its input by; folded in.")
     group.add_argument("--layers", type=str, nargs="+", default=None,
                        help="--onnx: tensors to record as recommended feature layers (default: the last (C, H, W) "
@@ -399,7 +446,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                        action=argparse.BooleanOptionalAction, default=False,
                        help="Append the spatial mean of the feature map as one more position to attend to "
                             "(--no-image-encoder-global-descriptor: leave it out).")
-    image.add_argument("--image-encoder-dropout", type=float, default=0.0,
+    image.add_argument("--image-encoder-dropout", type=finite_float, default=0.0,
                        help="Dropout on the projected image positions.")
 
     rnn = parser.add_argument_group("RNN decoder")
@@ -429,7 +476,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                      help="Feed the attention context to every RNN layer, not only the first.")
     rnn.add_argument("--rnn-attention-mhdot-heads", type=int, default=None,
                      help="Heads of --rnn-attention-type mhdot.")
-    rnn.add_argument("--rnn-forget-bias", type=float, default=0.0, help="LSTM forget-gate bias.")
+    rnn.add_argument("--rnn-forget-bias", type=finite_float, default=0.0, help="LSTM forget-gate bias.")
     rnn.add_argument("--rnn-h2h-init", choices=["orthogonal", "orthogonal_stacked", "default"],
                      default="orthogonal", help="Initialisation of the hidden-to-hidden weights.")
     rnn.add_argument("--rnn-input-feeding", action=argparse.BooleanOptionalAction, default=True,
@@ -495,7 +542,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--self-critical-sample-dropout", action="store_true",
                        help="--loss self-critical: draw the samples with dropout active, as the teacher-forced "
                             "pass that scores them (self-critical.pytorch samples in training mode).")
-    group.add_argument("--label-smoothing", type=float, default=0.1, help="Label smoothing of the cross-entropy.")
+    group.add_argument("--label-smoothing", type=finite_float, default=0.1,
+                       help="Label smoothing of the cross-entropy.")
     group.add_argument("--loss-normalization-type", choices=["valid", "batch"], default="valid",
                        help="Normalise the loss by the number of valid (non-pad) tokens, or by the batch size.")
     group.add_argument("--metrics", nargs="+", choices=[C.METRIC_PERPLEXITY, C.METRIC_ACCURACY],
@@ -520,24 +568,24 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                        help="Stop at the first checkpoint after this many seconds of training.")
 
     dropout = parser.add_argument_group("Dropout")
-    dropout.add_argument("--embed-dropout", type=multiple_values(2, data_type=float), default=(0.0, 0.0),
+    dropout.add_argument("--embed-dropout", type=multiple_values(2, data_type=finite_float), default=(0.0, 0.0),
                          metavar="[SRC:]TRG", help="Dropout on the target embedding.")
-    dropout.add_argument("--rnn-dropout-inputs", type=multiple_values(2, data_type=float), default=(0.0, 0.0),
+    dropout.add_argument("--rnn-dropout-inputs", type=multiple_values(2, data_type=finite_float), default=(0.0, 0.0),
                          metavar="[ENC:]DEC", help="Dropout on the RNN inputs.")
-    dropout.add_argument("--rnn-dropout-states", type=multiple_values(2, data_type=float), default=(0.0, 0.0),
+    dropout.add_argument("--rnn-dropout-states", type=multiple_values(2, data_type=finite_float), default=(0.0, 0.0),
                          metavar="[ENC:]DEC", help="Dropout on the RNN outputs/states.")
-    dropout.add_argument("--rnn-dropout-recurrent", type=multiple_values(2, data_type=float), default=(0.0, 0.0),
+    dropout.add_argument("--rnn-dropout-recurrent", type=multiple_values(2, data_type=finite_float), default=(0.0, 0.0),
                          metavar="[ENC:]DEC", help="Recurrent (variational) dropout on the RNN hidden state.")
-    dropout.add_argument("--rnn-decoder-hidden-dropout", type=float, default=0.2,
+    dropout.add_argument("--rnn-decoder-hidden-dropout", type=finite_float, default=0.2,
                          help="Dropout on the decoder's attentional hidden state.")
-    dropout.add_argument("--transformer-dropout-attention", type=float, default=0.1,
+    dropout.add_argument("--transformer-dropout-attention", type=finite_float, default=0.1,
                          help="Dropout on the transformer's attention weights.")
-    dropout.add_argument("--transformer-dropout-act", type=float, default=0.1,
+    dropout.add_argument("--transformer-dropout-act", type=finite_float, default=0.1,
                          help="Dropout after the transformer's feed-forward activation.")
-    dropout.add_argument("--transformer-dropout-prepost", type=float, default=0.1,
+    dropout.add_argument("--transformer-dropout-prepost", type=finite_float, default=0.1,
                          help="Dropout of the transformer's pre/post-process 'd' steps.")
-    dropout.add_argument("--conv-embed-dropout", type=float, default=0.0, help="(encoder; ignored for images)")
-    dropout.add_argument("--cnn-hidden-dropout", type=float, default=0.2,
+    dropout.add_argument("--conv-embed-dropout", type=finite_float, default=0.0, help="(encoder; ignored for images)")
+    dropout.add_argument("--cnn-hidden-dropout", type=finite_float, default=0.2,
                          help="Dropout in the convolutional decoder.")
 
     optim = parser.add_argument_group("Optimizer")
@@ -546,16 +594,16 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                        default="adam", help="Optimizer (MXNet's).")
     optim.add_argument("--optimizer-params", type=simple_dict, default=None,
                        help="Extra optimizer parameters, key:value,key:value (e.g. beta1:0.9,beta2:0.999).")
-    optim.add_argument("--initial-learning-rate", type=float, default=0.0002, help="Initial learning rate.")
-    optim.add_argument("--weight-decay", type=float, default=0.0, help="Weight decay.")
-    optim.add_argument("--momentum", type=float, default=None, help="Momentum (sgd, nag).")
-    optim.add_argument("--gradient-clipping-threshold", type=float, default=1.0,
+    optim.add_argument("--initial-learning-rate", type=finite_float, default=0.0002, help="Initial learning rate.")
+    optim.add_argument("--weight-decay", type=finite_float, default=0.0, help="Weight decay.")
+    optim.add_argument("--momentum", type=finite_float, default=None, help="Momentum (sgd, nag).")
+    optim.add_argument("--gradient-clipping-threshold", type=finite_float, default=1.0,
                        help="Clip gradients at this value (see --gradient-clipping-type); <= 0 disables.")
     optim.add_argument("--gradient-clipping-type", choices=["abs", "norm", "none"], default="abs",
                        help="'abs': clip each gradient value to [-t, t]; 'norm': rescale so the global L2 norm is "
                             "at most t; 'none'.")
     optim.add_argument("--weight-init", choices=["xavier", "uniform"], default="xavier", help="Weight initialiser.")
-    optim.add_argument("--weight-init-scale", type=float, default=3.0, help="Scale of the initialiser.")
+    optim.add_argument("--weight-init-scale", type=finite_float, default=3.0, help="Scale of the initialiser.")
     optim.add_argument("--weight-init-xavier-factor-type", choices=["in", "out", "avg"], default="avg",
                        help="Xavier factor type.")
     optim.add_argument("--weight-init-xavier-rand-type", choices=["uniform", "gaussian"], default="uniform",
@@ -567,13 +615,13 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     lr.add_argument("--learning-rate-scheduler-type",
                     choices=["plateau-reduce", "fixed-rate-inv-sqrt-t", "fixed-rate-inv-t", "fixed-step", "none"],
                     default="plateau-reduce", help="Learning rate scheduler.")
-    lr.add_argument("--learning-rate-reduce-factor", type=float, default=0.7,
+    lr.add_argument("--learning-rate-reduce-factor", type=finite_float, default=0.7,
                     help="plateau-reduce: multiply the rate by this when the metric has not improved.")
     lr.add_argument("--learning-rate-reduce-num-not-improved", type=int, default=8,
                     help="plateau-reduce: checkpoints without improvement before reducing.")
     lr.add_argument("--learning-rate-schedule", type=str, default=None, metavar="RATE:UPDATES,...",
                     help="fixed-step: the rates and how many updates each lasts, e.g. 0.0003:1000,0.0001:2000.")
-    lr.add_argument("--learning-rate-half-life", type=float, default=10,
+    lr.add_argument("--learning-rate-half-life", type=finite_float, default=10,
                     help="fixed-rate-inv-*: half life of the rate, in checkpoints.")
     lr.add_argument("--learning-rate-warmup", type=int, default=0,
                     help="Updates of linear warm-up from 0 to the initial rate.")
@@ -649,7 +697,7 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
 
     search = parser.add_argument_group("Search")
     search.add_argument("--beam-size", "-b", type=int_greater_or_equal(1), default=5, help="Beam size.")
-    search.add_argument("--beam-prune", "-p", type=float, default=0.0,
+    search.add_argument("--beam-prune", "-p", type=finite_float, default=0.0,
                         help="Drop hypotheses whose score is worse than the best finished one by more than this "
                              "(0: off).")
     search.add_argument("--beam-search-stop", choices=["all", "first"], default="all",
@@ -666,14 +714,14 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
     search.add_argument("--max-output-length", type=int_greater_or_equal(1), default=None,
                         help="Maximum caption length in tokens (default: the bound stored in the model folder, "
                              "from the training captions).")
-    search.add_argument("--length-penalty-alpha", type=float, default=1.0,
+    search.add_argument("--length-penalty-alpha", type=finite_float, default=1.0,
                         help="Length penalty alpha: lp = ((beta + len) / (beta + 1)) ** alpha; 0 disables.")
-    search.add_argument("--length-penalty-beta", type=float, default=0.0, help="Length penalty beta.")
+    search.add_argument("--length-penalty-beta", type=finite_float, default=0.0, help="Length penalty beta.")
     search.add_argument("--nbest-size", type=int_greater_or_equal(1), default=1,
                         help="Return this many hypotheses (json output lists them).")
     search.add_argument("--strip-unknown-words", action="store_true", default=False,
                         help="Remove <unk> from the output.")
-    search.add_argument("--softmax-temperature", "--temperature", dest="softmax_temperature", type=float,
+    search.add_argument("--softmax-temperature", "--temperature", dest="softmax_temperature", type=finite_float,
                         default=None, help="Divide the logits by T before the softmax, in beam search and with "
                                            "--sample: above 1 flatter, below 1 sharper (default: 1).")
     search.add_argument("--no-repeat-ngram-size", type=int_greater_or_equal(0), default=0,

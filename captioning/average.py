@@ -73,6 +73,19 @@ def find_checkpoints(folder: str, size: int, strategy: str, metric: str) -> List
     return [os.path.join(folder, C.PARAMS_NAME % c) for c in chosen]
 
 
+def check_same_vocabulary(paths: Sequence[str]) -> None:
+    """Checkpoints of model folders with different vocabularies (the same ids for other words) must not be
+    averaged; parameter files outside a model folder are not checked."""
+    from .vocab import load_vocab, vocab_beside
+    vocabs = [(path, vocab_beside(path)) for path in paths]
+    vocabs = [(path, vocab) for path, vocab in vocabs if vocab is not None]
+    for path, vocab_path in vocabs[1:]:
+        utils.check_condition(load_vocab(vocab_path) == load_vocab(vocabs[0][1]),
+                              "%s: its model's vocabulary %s differs from %s (of %s); checkpoints of models with "
+                              "different vocabularies cannot be averaged"
+                              % (path, vocab_path, vocabs[0][1], vocabs[0][0]))
+
+
 def average(paths: Sequence[str]) -> Dict[str, np.ndarray]:
     """The element-wise mean of the parameter files ``paths`` (summed in float64, returned in each array's
     type); they must name the same parameters with the same shapes."""
@@ -113,10 +126,11 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
         for path in paths:
             utils.check_condition(not os.path.isdir(path), "%s: a folder; give one model folder alone, or "
                                                            "parameter files" % path)
-    output = os.path.abspath(args.output)
-    utils.check_condition(output not in {os.path.abspath(p) for p in paths},
-                          "--output %s is one of the checkpoints being averaged; write elsewhere" % args.output)
+    # --output MODEL/params.best replaces the link to the best checkpoint, not the checkpoint
+    utils.check_not_an_input(args.output, "--output", [("the checkpoint", path) for path in paths],
+                             replaces_links=True)
     utils.check_output_file(args.output)
+    check_same_vocabulary(paths)
     save(average(paths), args.output)
     logger.info("Averaged %d checkpoints into %s", len(paths), args.output)
 

@@ -21,6 +21,7 @@ kept on the device and read once at the end. Repetition controls (off by default
 ``banned_final_ids`` (see `BeamSearch`; `DANGLING_WORDS` for the captioner).
 """
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import List, Optional, Protocol, Sequence, Tuple
 
@@ -30,6 +31,7 @@ from mxnet import gluon
 
 from . import constants as C
 from . import lexical_constraints as lc
+from . import utils
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,11 @@ class LengthPenalty:
     """Sockeye's length penalty lp(len) = ((beta + len) / (beta + 1)) ** alpha; alpha 0 disables it."""
     alpha: float = 1.0
     beta: float = 0.0
+
+    def __post_init__(self) -> None:
+        utils.check_condition(math.isfinite(self.alpha) and math.isfinite(self.beta) and self.beta > -1.0,
+                              "--length-penalty-alpha %s / --length-penalty-beta %s: the length penalty needs "
+                              "finite numbers and beta > -1" % (self.alpha, self.beta))
 
     def __call__(self, lengths: np.ndarray) -> np.ndarray:
         if self.alpha == 0.0:

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import warnings
-from typing import IO, TYPE_CHECKING, Iterator, Optional, Sequence, Tuple, Union
+from typing import IO, TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import arguments, log, utils
 from . import constants as C
@@ -105,14 +105,32 @@ def _main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
 
     # everything that can be checked cheaply is checked before the models load
     captioner_config(args)
+    if args.input is None:
+        utils.check_stream_open(sys.stdin)
     if args.output is not None:
         utils.check_output_file(args.output, "--output")
+        utils.check_not_an_input(args.output, "--output", input_files(args))
+    else:
+        utils.check_stream_open(sys.stdout)
     input_file: IO[bytes] = utils.open_input(args.input) if args.input is not None else sys.stdin.buffer
     try:
         return _caption(args, input_file)
     finally:
         if input_file is not sys.stdin.buffer:
             input_file.close()
+
+
+def input_files(args: argparse.Namespace) -> List[Tuple[str, Optional[str]]]:
+    """(flag, path) of every file the run reads: the input (or standard input) and the files it reads from each
+    model folder (captions written into a model folder before may be written again)."""
+    files: List[Tuple[str, Optional[str]]] = [("--input", args.input) if args.input is not None else
+                                              ("standard input", "/dev/stdin")]
+    checkpoints = args.checkpoints or [None] * len(args.models)
+    for folder, checkpoint in zip(args.models, checkpoints):
+        names = [C.CONFIG_NAME, C.VERSION_NAME, C.VOCAB_TRG_NAME, C.ARGS_NAME,
+                 C.PARAMS_BEST_NAME if checkpoint is None else C.PARAMS_NAME % checkpoint]
+        files.extend(("--models", os.path.join(folder, name)) for name in names)
+    return files
 
 
 def build_captioner(args: argparse.Namespace) -> Tuple["Captioner", Tuple[int, int]]:

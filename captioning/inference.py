@@ -12,6 +12,7 @@ loaded one batch at a time, and each output is given as soon as every line befor
 """
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -302,6 +303,18 @@ def load_models(folders: Sequence[str], checkpoints: Optional[Sequence[Optional[
     return models, vocab
 
 
+NOT_FINITE = ("%s: the model's scores for these features are not finite numbers (features far outside the "
+              "range of the training features?); not captioned")
+
+
+NOT_FINITE_FEATURES = "%s: the features hold NaN or infinite values; not captioned"
+
+
+def finite_result(result: SearchResult) -> bool:
+    """Whether every score of a search result is a finite number (NaN or infinity must never reach an output)."""
+    return math.isfinite(result.score) and all(math.isfinite(h.score) for h in result.nbest)
+
+
 class Searcher(Protocol):
     """What captions a batch of features: `beam_search.BeamSearch`, or with ``--sample`` a `sampling.Sampler`."""
 
@@ -380,14 +393,34 @@ class Captioner:
             for positions, features in self.source.batches([inputs[k] for k in group], self.config.batch_size,
                                                            where):
                 batch = [group[i] for i in positions]
-                batch_constraints = [constraints[k] for k in batch] if group is constrained else None
-                for k, result in zip(batch, self.caption_features(features, batch_constraints)):
-                    results[k] = result
+                results.update(self._search_batch(inputs, batch, features, constraints if group is constrained
+                                                  else None, where))
                 while done < len(inputs) and (done in results or inputs[done].error is not None):
                     yield self._finish(inputs[done], results.pop(done, None), where)
                     done += 1
         for k in range(done, len(inputs)):
             yield self._finish(inputs[k], results.pop(k, None), where)
+
+    def _search_batch(self, inputs: List[CaptionInput], batch: List[int], features: np.ndarray,
+                      constraints: Optional[Dict[int, Optional[lc.Constraints]]], where: str
+                      ) -> Dict[int, SearchResult]:
+        """Search the inputs ``batch`` (positions in ``inputs``) with their ``features``; an input whose features
+        or scores are not finite gets an error instead of a result (NaN never reaches an output)."""
+        finite = np.isfinite(features.reshape(len(features), -1)).all(axis=1)
+        if not finite.all():   # NaN or infinite features (a damaged file, a CNN that overflowed)
+            for k in (k for k, ok in zip(batch, finite) if not ok):
+                inputs[k].error = NOT_FINITE_FEATURES % utils.location(where, inputs[k].sentence_id)
+            batch = [k for k, ok in zip(batch, finite) if ok]
+            features = features[finite]
+        results = {}
+        if batch:
+            batch_constraints = [constraints[k] for k in batch] if constraints is not None else None
+            for k, result in zip(batch, self.caption_features(features, batch_constraints)):
+                if finite_result(result):
+                    results[k] = result
+                else:
+                    inputs[k].error = NOT_FINITE % utils.location(where, inputs[k].sentence_id)
+        return results
 
     def _finish(self, item: CaptionInput, result: Optional[SearchResult], where: str) -> CaptionOutput:
         if result is not None:

@@ -303,6 +303,12 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
     log.setup_main_logger(console=not args.quiet, level=args.loglevel)
     if args.output:
         utils.check_output_file(args.output, "--output")
+        utils.check_not_an_input(args.output, "--output", [("--input", args.input) if args.input else
+                                                           ("standard input", "/dev/stdin")])
+    else:
+        utils.check_stream_open(sys.stdout)
+    if not args.input:
+        utils.check_stream_open(sys.stdin)
     where = args.input or "<stdin>"
     if args.input:
         lines = utils.read_lines(args.input)

@@ -6,6 +6,7 @@ records it as the typed ``image_cnn`` (a `cnn.CNNConfig`). Version-1 folders sti
 import contextlib
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -372,6 +373,7 @@ def load_model_config(folder: str) -> ModelConfig:
         reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
         raise utils.CaptioningError("%s: cannot read the model config (%s)" % (path, reason)) from None
     utils.check_condition(isinstance(values, dict), "%s: not a model config (expected a YAML mapping)" % path)
+    check_version_file(folder)
     version = values.get("format_version", C.MODEL_FORMAT_VERSION)
     utils.check_condition(isinstance(version, int) and version <= C.MODEL_FORMAT_VERSION,
                           "%s: model format version %s is newer than this captioning %s understands (%d); "
@@ -380,6 +382,22 @@ def load_model_config(folder: str) -> ModelConfig:
         return ModelConfig.from_dict(values)
     except (ValueError, TypeError) as e:
         raise utils.CaptioningError("%s: not a valid model config (%s)" % (path, e)) from None
+
+
+VERSION_PATTERN = re.compile(r"\d+(\.\d+)*([.+-]?[0-9A-Za-z.+-]*)?")
+
+
+def check_version_file(folder: str) -> str:
+    """The captioning version recorded in a model folder's ``version`` file (training writes it); a one-line error
+    if it is missing or does not hold a version number."""
+    path = os.path.join(folder, C.VERSION_NAME)
+    utils.check_condition(os.path.isfile(path), "%s: missing; is %s a model folder written by training?"
+                          % (path, folder))
+    lines = [line.strip() for line in utils.read_lines(path) if line.strip()]
+    utils.check_condition(len(lines) == 1 and VERSION_PATTERN.fullmatch(lines[0]) is not None,
+                          "%s: expected the captioning version that wrote the folder (such as %s), found %r"
+                          % (path, __version__, " ".join(lines)[:60]))
+    return lines[0]
 
 
 def params_path(folder: str, checkpoint: Optional[int] = None) -> str:
@@ -447,11 +465,22 @@ def initialize_model(model: gluon.Block, contexts: Sequence[mx.Context], feature
     dummy_words = mx.nd.full((1, 1), C.BOS_ID, ctx=contexts[0])
     model(dummy_features, dummy_words)
     if params_file is not None:
-        load_parameters(model, params_file, contexts, allow_missing, ignore_extra,
-                        hint="; --allow-missing-params and --ignore-extra-params accept a partial match")
+        try:
+            load_parameters(model, params_file, contexts, allow_missing, ignore_extra)
+        except utils.CaptioningError as e:
+            raise utils.CaptioningError(str(e) + params_hint(str(e))) from None
         logger.info("Initialised the model from %s", params_file)
     num = count_parameters(model)
     logger.info("Model: %d parameters (%.1f MB)", num, num * 4 / 2 ** 20)
+
+
+def params_hint(message: str) -> str:
+    """What to do about a ``--params`` file that does not fit the model: parameters of another shape (another
+    vocabulary or architecture) cannot be fixed by a flag; missing or extra ones can."""
+    if "shape" in message.lower():
+        return ("; --params must come from a model of the same architecture and vocabulary (give its folder's %s "
+                "as --target-vocab)" % C.VOCAB_TRG_NAME)
+    return "; --allow-missing-params and --ignore-extra-params accept a partial match"
 
 
 def load_model(folder: str, checkpoint: Optional[int] = None, ctx: Optional[mx.Context] = None,

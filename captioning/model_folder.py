@@ -16,6 +16,7 @@ import glob
 import logging
 import math
 import os
+import re
 import shutil
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
@@ -127,6 +128,16 @@ class ModelFolder:
             return []
         return sorted(n for n in os.listdir(self.path) if n != LOCK_NAME)
 
+    def foreign(self) -> List[str]:
+        """Names in the folder that training does not write (a user's files and folders)."""
+        return [name for name in self.contents() if not is_training_file(name)]
+
+    def is_model_folder(self) -> bool:
+        """Recognisably a model folder of this toolkit: its ``args.yaml`` (the first file a run writes, after its
+        log) and nothing but what training writes."""
+        names = self.contents()
+        return not self.foreign() and (C.ARGS_NAME in names or set(names) <= {C.LOG_NAME})
+
     def empty(self) -> None:
         """Remove everything but the lock file (``--overwrite-output``; call it with the lock held)."""
         for name in self.contents():
@@ -207,6 +218,19 @@ class ModelFolder:
     def write_metrics(self, lines: List[str]) -> None:
         """The whole metrics file (one line per checkpoint), atomically."""
         utils.atomic_write_text(os.path.join(self.path, C.METRICS_NAME), "".join(row + "\n" for row in lines))
+
+
+# files training writes into a model folder (besides the fixed names): params.NNNNN, a params.best link being
+# replaced, the temporary files of atomic writes, training_state/'s swap folders
+TRAINING_FILE_PATTERNS = (r"params\.\d+", r"params\.best\.tmp-link", r"\..+\.tmp", r"\.write-test\..+",
+                          re.escape(C.TRAINING_STATE_DIRNAME) + r"\.(old|tmp-.+)")
+TRAINING_FILE_NAMES = frozenset({C.ARGS_NAME, C.CONFIG_NAME, C.VERSION_NAME, C.VOCAB_TRG_NAME, C.PARAMS_BEST_NAME,
+                                 C.METRICS_NAME, C.LOG_NAME, C.TRAINING_STATE_DIRNAME, LOCK_NAME})
+
+
+def is_training_file(name: str) -> bool:
+    """Whether ``name`` is one training writes into a model folder."""
+    return name in TRAINING_FILE_NAMES or any(re.fullmatch(p, name) for p in TRAINING_FILE_PATTERNS)
 
 
 def save_file(save: Callable[[str], None], tmp: str, path: str) -> None:

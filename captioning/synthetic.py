@@ -614,14 +614,37 @@ def generate_split(rng: np.random.RandomState, count: int, image_size: int, refe
     return items
 
 
+README_TITLE = "Synthetic captioning data set"
+
+
+def check_out_dir(out_dir: str) -> None:
+    """``out_dir`` must be new, empty or a data set this module wrote (its README.txt says so): the files of any
+    other folder are kept, not replaced by the data set's."""
+    names = sorted(os.listdir(out_dir)) if os.path.isdir(out_dir) else []
+    if not names:
+        return
+    readme = os.path.join(out_dir, "README.txt")
+    try:
+        with open(readme, encoding="utf-8") as f:
+            ours = f.read(len(README_TITLE)) == README_TITLE
+    except (OSError, UnicodeDecodeError):
+        ours = False
+    utils.check_condition(ours, "%s: the folder holds files that are not a synthetic data set (%s%s); they are "
+                                "kept: choose a new or empty folder" % (out_dir, ", ".join(names[:5]),
+                                                                        " ..." if len(names) > 5 else ""))
+
+
 def generate(out_dir: str, config: SyntheticConfig) -> SyntheticDataset:
     """Write the data set (images, list and caption files, README.txt, CNN) into ``out_dir``."""
     utils.check_condition(not os.path.exists(out_dir) or os.path.isdir(out_dir),
                           "%s: exists and is not a folder; give a folder for the data set" % out_dir)
     utils.check_condition(config.image_size >= 16, "--image-size must be at least 16, got %d" % config.image_size)
     utils.check_condition(config.captions_per_image >= 1, "--captions-per-image must be at least 1")
+    check_out_dir(out_dir)
     image_dir = os.path.join(out_dir, "images")
     os.makedirs(image_dir, exist_ok=True)
+    # written first: a run interrupted later leaves a folder recognisably ours, which the next run may fill
+    utils.atomic_write_text(os.path.join(out_dir, "README.txt"), _readme(config))
     splits: Dict[str, Dict[str, object]] = {}
     k = config.captions_per_image
     for split_id, split in enumerate(SPLITS):
@@ -645,7 +668,6 @@ def generate(out_dir: str, config: SyntheticConfig) -> SyntheticDataset:
                 utils.atomic_write_text(path, "".join(caps[r] + "\n" for _, _, caps in items))
         splits[split] = {"images": images_path, "captions": captions, "num_images": count}
     prefix = write_cnn(os.path.join(out_dir, "cnn"), config.image_size, config.seed)
-    utils.atomic_write_text(os.path.join(out_dir, "README.txt"), _readme(config))
     logger.info("Wrote %d/%d/%d train/val/test scenes (%d captions each) to %s", config.train, config.val,
                 config.test, k, out_dir)
     return SyntheticDataset(root=out_dir, image_root=out_dir, cnn_prefix=prefix, layer=CNN_LAYER,
@@ -655,7 +677,7 @@ def generate(out_dir: str, config: SyntheticConfig) -> SyntheticDataset:
 def _readme(config: SyntheticConfig) -> str:
     k = config.captions_per_image
     grid = config.image_size // 16
-    return """Synthetic captioning data set (captioning.synthetic, seed %(seed)d)
+    return README_TITLE + """ (captioning.synthetic, seed %(seed)d)
 ==================================================================
 Drawn scenes of 1-3 simple shapes with %(k)d reference captions per image (lowercase, whitespace-tokenised).
 

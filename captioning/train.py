@@ -245,9 +245,11 @@ def check_same_command(args: argparse.Namespace) -> Tuple[bool, List[str]]:
     a different command."""
     folder = model_folder.ModelFolder(args.output)
     args_path = os.path.join(args.output, C.ARGS_NAME)
-    utils.check_condition(os.path.isfile(args_path),
-                          "--output %s: the folder exists and is not a model folder (no %s); choose another "
-                          "--output or pass --overwrite-output to empty it" % (folder.path, C.ARGS_NAME))
+    if not os.path.isfile(args_path):
+        check_model_folder(folder)   # a folder of other files: kept, and --overwrite-output is not suggested
+        raise utils.CaptioningError("--output %s: the folder holds the start of a model folder without its %s (a "
+                                    "run that ended before it began); pass --overwrite-output to start afresh"
+                                    % (folder.path, C.ARGS_NAME))
     old = read_args(args_path)
     new = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()}
     parser = build_parser()     # an option newer than the folder's args.yaml counts as its default there
@@ -262,13 +264,54 @@ def check_same_command(args: argparse.Namespace) -> Tuple[bool, List[str]]:
     return store.exists(), differing_options(old, new)
 
 
+def check_model_folder(folder: model_folder.ModelFolder) -> None:
+    """Only a model folder of this toolkit holding nothing else may be emptied (--overwrite-output) or started in:
+    the files of any other folder are kept untouched."""
+    foreign = folder.foreign()
+    shown = ", ".join(foreign[:5]) + (" and %d more" % (len(foreign) - 5) if len(foreign) > 5 else "")
+    what = "holds files training did not write (%s)" % shown if foreign else \
+        "has no %s (a folder train did not make)" % C.ARGS_NAME
+    utils.check_condition(folder.is_model_folder(),
+                          "--output %s: the folder %s; nothing in it is removed or replaced: move those files "
+                          "away or choose a new or empty --output" % (folder.path, what))
+
+
+def input_paths(args: argparse.Namespace) -> List[Tuple[str, Optional[str]]]:
+    """(flag, path) of every file and folder a training run reads."""
+    paths: List[Tuple[str, Optional[str]]] = [
+        ("--source-root", args.source_root), ("--source", args.source), ("--target", args.target),
+        ("--validation-source-root", args.validation_source_root), ("--validation-source", args.validation_source),
+        ("--params", args.params), ("--target-vocab", args.target_vocab), ("--config", args.config)]
+    targets = args.validation_target if isinstance(args.validation_target, (list, tuple)) else \
+        [args.validation_target]
+    paths.extend(("--validation-target", path) for path in targets)
+    return paths
+
+
+def check_output_keeps_inputs(args: argparse.Namespace) -> None:
+    """``--output`` is never an input, nor a folder holding one, when it is to be emptied or written."""
+    for flag, path in input_paths(args):
+        utils.check_condition(path is None or not utils.same_file(args.output, path),
+                              "--output %s is the same as %s %s; it is kept: choose another --output"
+                              % (args.output, flag, path))
+    inside = utils.inputs_within(args.output, input_paths(args))
+    utils.check_condition(not (inside and args.overwrite_output),
+                          "--output %s holds inputs of this run (%s); --overwrite-output would delete them, so the "
+                          "folder is kept: choose another --output"
+                          % (args.output, ", ".join("%s %s" % pair for pair in inside)))
+
+
 def plan_output_folder(args: argparse.Namespace) -> None:
     """Before anything is built: may ``--output`` be used? (Nothing is written but the recovery of an interrupted
     training_state swap.)"""
     folder = model_folder.ModelFolder(args.output)
     folder.check_writable()
-    if folder.contents() and not args.overwrite_output:
-        check_same_command(args)
+    check_output_keeps_inputs(args)
+    if folder.contents():
+        if args.overwrite_output:
+            check_model_folder(folder)
+        else:   # resuming writes only training's files: a model folder may hold the user's files too
+            check_same_command(args)
 
 
 def take_output_folder(args: argparse.Namespace, resume: bool) -> model_folder.FolderLock:
@@ -280,6 +323,8 @@ def take_output_folder(args: argparse.Namespace, resume: bool) -> model_folder.F
     lock.acquire()
     try:
         if args.overwrite_output and folder.contents():
+            check_output_keeps_inputs(args)
+            check_model_folder(folder)
             logger.info("--overwrite-output: removing the contents of %s", folder.path)
             folder.empty()
         elif folder.contents():
@@ -447,17 +492,42 @@ def build_training(args: argparse.Namespace, kv: Optional["mx.kvstore.KVStore"],
 
 
 def create_vocab(args: argparse.Namespace, resume: bool) -> Dict[str, int]:
-    """The run's vocabulary (resume), --target-vocab's, or one built from --target."""
+    """The run's vocabulary (resume), that of the ``--params`` model (its folder's vocabulary file; a
+    --target-vocab must equal it), --target-vocab's, or one built from --target."""
     if resume:
         return vocab_module.load_vocab(os.path.join(args.output, C.VOCAB_TRG_NAME))
+    params_vocab = vocab_module.vocab_beside(args.params) if args.params is not None else None
+    if params_vocab is not None:
+        vocab = vocab_module.load_vocab(params_vocab)
+        if args.target_vocab is not None:
+            utils.check_condition(vocab_module.load_vocab(args.target_vocab) == vocab,
+                                  "--target-vocab %s differs from %s, the vocabulary of the --params model (its "
+                                  "word ids would be scrambled); leave --target-vocab out to continue with the "
+                                  "model's" % (args.target_vocab, params_vocab))
+        logger.info("Vocabulary of %d types from %s (the --params model's)", len(vocab), params_vocab)
+        _log_unknown_words(args.target, vocab)
+        return vocab
     if args.target_vocab is not None:
         vocab = vocab_module.load_vocab(args.target_vocab)
         logger.info("Vocabulary of %d types from %s", len(vocab), args.target_vocab)
+        _log_unknown_words(args.target, vocab)
         return vocab
+    if args.params is not None:
+        logger.warning("--params %s has no %s beside it: the vocabulary is built from --target, and the parameters' "
+                       "word ids may not match it; give the model's vocabulary with --target-vocab", args.params,
+                       C.VOCAB_TRG_NAME)
     data_io.read_parallel(args.source, args.target)   # errors about the files before anything else
     return vocab_module.build_vocab(utils.read_lines(args.target), num_words=arguments.target_value(args.num_words),
                                     min_count=arguments.target_value(args.word_min_count),
                                     pad_to_multiple_of=args.pad_vocab_to_multiple_of)
+
+
+def _log_unknown_words(captions: str, vocab: Dict[str, int]) -> None:
+    """Log how many words of the training captions a given vocabulary lacks (they become <unk>)."""
+    tokens, types = vocab_module.count_unknown(utils.read_lines(captions), vocab)
+    if tokens:
+        logger.info("%s: %d words (%d distinct) are not in the vocabulary: they become %s", captions, tokens, types,
+                    C.UNK_SYMBOL)
 
 
 def recorded_image_cnn(source_root: str) -> Optional["CNNConfig"]:

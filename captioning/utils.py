@@ -1,13 +1,14 @@
 """Small helpers shared by every module: user-facing errors, atomic file writes, device selection."""
 import contextlib
 import errno
+import io
 import json
 import logging
 import os
 import stat
 import sys
 import tempfile
-from typing import IO, Any, Callable, Iterator, List, Optional, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,65 @@ def check_output_file(path: str, flag: str = "--output") -> None:
     probe_folder(folder, path)
 
 
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name the same existing file or folder (same device and inode: links and other spellings
+    of one path are caught)."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def check_not_an_input(output: str, output_flag: str, inputs: Iterable[Tuple[str, Optional[str]]],
+                       replaces_links: bool = False) -> None:
+    """Refuse, before any work, an output that is the same file as one of the run's inputs (``(flag, path)``
+    pairs; None paths are skipped). Devices and pipes (``/dev/stdout``) are not files an output replaces.
+    ``replaces_links``: an output that is a symbolic link is replaced as a link (its target untouched), as
+    ``average --output MODEL/params.best`` does by design; it is then not compared."""
+    if not os.path.exists(output) or (not os.path.isdir(output) and not stat.S_ISREG(os.stat(output).st_mode)):
+        return
+    if replaces_links and os.path.islink(output):
+        return
+    for flag, path in inputs:
+        if path is not None and same_file(output, path):
+            raise CaptioningError("%s %s is the same file as %s %s; it is kept: write the output elsewhere"
+                                  % (output_flag, output, flag, path))
+
+
+def inputs_within(folder: str, inputs: Iterable[Tuple[str, Optional[str]]]) -> List[Tuple[str, str]]:
+    """The ``(flag, path)`` inputs that are ``folder`` itself or lie inside it (paths compared after resolving
+    links)."""
+    if not os.path.isdir(folder):
+        return []
+    root = os.path.realpath(folder)
+    found = []
+    for flag, path in inputs:
+        if path is None:
+            continue
+        real = os.path.realpath(path)
+        if same_file(folder, path) or real.startswith(root.rstrip(os.sep) + os.sep):
+            found.append((flag, path))
+    return found
+
+
+def missing_folders(folder: str) -> List[str]:
+    """``folder`` and those above it that do not exist yet, deepest first (what `os.makedirs` would create)."""
+    missing = []
+    path = os.path.abspath(folder)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+def remove_empty_folders(folders: Sequence[str]) -> None:
+    """Remove those of ``folders`` (deepest first, as `missing_folders` lists them) that are empty: the folders a
+    refused run created, and only those."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
 def check_output_folder(path: str, flag: str) -> None:
     """Fail early unless ``path`` is (or can be made as) a writable folder; it is created if missing."""
     check_condition(not os.path.exists(path) or os.path.isdir(path),
@@ -111,7 +171,7 @@ def atomic_path(path: str) -> Iterator[str]:
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
         os.close(fd)
         # mkstemp makes the file private (0600); give it the permissions a plain open() would have
-        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
     except OSError as e:
         raise write_error(path, e) from None
     try:
@@ -125,7 +185,7 @@ def atomic_path(path: str) -> Iterator[str]:
         raise
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
     """The process's umask (reading it means setting it; it is set straight back)."""
     mask = os.umask(0o022)
     os.umask(mask)
@@ -174,9 +234,23 @@ def read_lines(path: str) -> List[str]:
         raise CaptioningError("%s: not UTF-8 text (%s at byte %d of the line); save the file as UTF-8"
                               % (location(path, data.count(b"\n", 0, e.start) + 1), e.reason,
                                  e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1)) from None
+    # a byte-order mark (as some Windows editors write) is not part of the first line
+    text = text[1:] if text.startswith(BOM) else text
+    check_no_nul(text, path)
     # universal newlines, as text-mode open(): \r\n and a lone \r end a line too
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return lines[:-1] if lines[-1] == "" else lines
+
+
+BOM = "\ufeff"
+
+
+def check_no_nul(text: str, path: str) -> None:
+    """A text file holds no NUL character (a binary file, or one saved as UTF-16): an error naming its line."""
+    index = text.find("\0")
+    if index >= 0:
+        raise CaptioningError("%s: holds a NUL byte (a binary file, or text not saved as UTF-8)"
+                              % location(path, text.count("\n", 0, index) + 1))
 
 
 def read_json(path: str, what: str) -> Any:
@@ -194,9 +268,12 @@ def decode_line(raw: bytes, where: str) -> str:
     """One line read in binary, as text without its line end; a `CaptioningError` naming ``where`` if it is not
     UTF-8 (streaming readers use it so that a bad line costs only itself)."""
     try:
-        return raw.decode("utf-8").rstrip("\r\n")
+        text = raw.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as e:
         raise CaptioningError("%s: not UTF-8 text (%s at byte %d)" % (where, e.reason, e.start + 1)) from None
+    if "\0" in text:
+        raise CaptioningError("%s: holds a NUL byte (a binary file, or text not saved as UTF-8)" % where)
+    return text[1:] if text.startswith(BOM) else text
 
 
 def open_input(path: str, flag: str = "--input") -> IO[bytes]:
@@ -246,9 +323,11 @@ def num_gpus_available() -> int:
 def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]], argv: Optional[Sequence[str]] = None) -> None:
     """Run a CLI's main: user errors become one logged line and exit status 1; Ctrl-C exits 130. Standard output is
     flushed here, so that a full disk or a closed pipe behind it is one line too, not a traceback at exit. The
-    memory allocator is set up first (`allocator.set_up`: the process may start again with tcmalloc)."""
+    memory allocator is set up first (`allocator.set_up`: the process may start again with tcmalloc), then closed
+    standard streams are held open on /dev/null (`guard_standard_streams`)."""
     from . import allocator
     allocator.set_up()
+    guard_standard_streams()
     try:
         code = main(argv)
         sys.stdout.flush()
@@ -272,6 +351,61 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]], argv: Opti
         logging.getLogger("captioning").error("interrupted")
         sys.exit(130)
     sys.exit(code or 0)
+
+
+STREAM_NAMES = {0: "standard input", 1: "standard output", 2: "standard error"}
+
+
+class ClosedStream:
+    """Stands for a standard stream the process was started without (``<&-``, ``>&-``): using it is a one-line
+    `CaptioningError`, not Python's AttributeError on ``None``."""
+
+    def __init__(self, fd: int) -> None:
+        self.name = STREAM_NAMES[fd]
+
+    def _closed(self, *args: Any, **kwargs: Any) -> Any:
+        hint = "give --input FILE" if self.name == "standard input" else "redirect it to a file or give --output"
+        raise CaptioningError("%s is closed; %s" % (self.name, hint))
+
+    write = read = readline = readlines = __iter__ = __next__ = _closed
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("%s is closed" % self.name)
+
+    @property
+    def buffer(self) -> "ClosedStream":
+        return self
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def check_stream_open(stream: Any) -> None:
+    """Fail early, before any work, if ``stream`` (``sys.stdin`` / ``sys.stdout``) is a `ClosedStream`."""
+    if isinstance(stream, ClosedStream):
+        stream.write()
+
+
+def guard_standard_streams() -> None:
+    """A closed standard stream (fd 0, 1 or 2) is held on ``/dev/null`` (so that no file this process opens gets
+    its number and receives, or is read as, another stream's data), and its ``sys`` object becomes a
+    `ClosedStream`. Called by `run_cli`."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            placeholder = os.open(os.devnull, os.O_RDWR)
+            if placeholder != fd:
+                os.dup2(placeholder, fd)
+                os.close(placeholder)
+        if name != "stderr" or getattr(sys, name) is None:
+            setattr(sys, name, ClosedStream(fd) if name != "stderr" else open(os.devnull, "w"))
 
 
 def _report(message: str) -> None:

@@ -10,8 +10,10 @@ CLI (Sockeye 1.18's flags)::
 Saving uses Matplotlib's Agg canvas directly (no pyplot, no global figure state); only showing pages on screen goes
 through pyplot and the interactive backend.
 """
+import argparse
 import logging
 import os
+import re
 import sys
 import textwrap
 from dataclasses import dataclass, field
@@ -569,9 +571,23 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
     # every output is checked before the (slow) drawing starts
     if draw and folder is None:
         check_screen()
-    for path, flag in ((folder, "--save-to-folder"), (args.html, "--html")):
-        if path is not None:
-            utils.check_output_folder(path, flag)
+    # folders this run creates are removed again if it fails (their files are removed as they fail)
+    created = sorted({made for path in (folder, args.html) if path is not None
+                      for made in utils.missing_folders(path)}, key=len, reverse=True)
+    try:
+        for path, flag in ((folder, "--save-to-folder"), (args.html, "--html")):
+            if path is not None:
+                utils.check_output_folder(path, flag)
+                check_outputs_keep_inputs(path, flag, args, items)
+        _draw(args, items, draw)
+    except BaseException:
+        utils.remove_empty_folders(created)
+        raise
+
+
+def _draw(args: argparse.Namespace, items: List[CaptionedImage], draw: bool) -> None:
+    """The pages, attention maps and curves (``draw``) and the HTML report the flags ask for."""
+    folder = args.save_to_folder
     if draw:
         if items:
             config = PageConfig(columns=args.number_of_columns, images_per_page=args.images_per_page)
@@ -582,6 +598,28 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
             draw_curves_file(args.metrics, folder)
     if args.html is not None and items:
         logger.info("HTML report: %s", write_html_report(items, args.source, args.html, args.metrics))
+
+
+# the files visualize writes into --save-to-folder and --html (the report's image copies are images/NNNN.jpg)
+OUTPUT_NAME_PATTERNS = (r"page_\d{4,}\.png", r"(images/)?attention_\d{4,}\.png", re.escape(CURVES_NAME),
+                        r"index\.html", r"images/\d{4,}\.jpg")
+
+
+def check_outputs_keep_inputs(folder: str, flag: str, args: argparse.Namespace,
+                              items: Sequence[CaptionedImage]) -> None:
+    """No file this run would write into ``folder`` is one of its inputs (an image called page_0001.png in the
+    folder the pages go to, a list file called index.html, ...): refused before drawing."""
+    inputs = [("--source", args.source), ("--prediction", args.prediction), ("--alignments", args.alignments),
+              ("--metrics", args.metrics)] + [("--ground-truth", path) for path in args.ground_truth or ()]
+    inputs += [("--image-root", item.path) for item in items]
+    from .report import IMAGES_DIRNAME
+    for sub in ("", IMAGES_DIRNAME):
+        where = os.path.join(folder, sub)
+        names = [os.path.join(sub, name) if sub else name for name in
+                 (os.listdir(where) if os.path.isdir(where) else [])]
+        for name in names:
+            if any(re.fullmatch(pattern, name.replace(os.sep, "/")) for pattern in OUTPUT_NAME_PATTERNS):
+                utils.check_not_an_input(os.path.join(folder, name), flag, inputs)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

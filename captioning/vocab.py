@@ -7,7 +7,7 @@ import collections
 import json
 import logging
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import constants as C
 from . import utils
@@ -70,6 +70,19 @@ def check_vocab(vocab: object, where: str) -> None:
                               "made by this toolkit or Sockeye?" % (where, symbol, i, vocab.get(symbol)))
     utils.check_condition(sorted(vocab.values()) == list(range(len(vocab))),
                           "%s: the ids must be 0..%d, each once" % (where, len(vocab) - 1))
+
+
+def vocab_beside(params: str) -> Optional[str]:
+    """The vocabulary file of the model folder a parameter file lies in (``MODEL/params.best`` ->
+    ``MODEL/vocab.trg.0.json``), or None for a parameter file outside a model folder."""
+    path = os.path.join(os.path.dirname(os.path.abspath(params)), C.VOCAB_TRG_NAME)
+    return path if os.path.isfile(path) else None
+
+
+def count_unknown(captions: Iterable[str], vocab: Vocab) -> Tuple[int, int]:
+    """(words, distinct words) of ``captions`` (whitespace-tokenised) that ``vocab`` lacks."""
+    missing = [token for caption in captions for token in caption.split() if token not in vocab]
+    return len(missing), len(set(missing))
 
 
 def reverse_vocab(vocab: Vocab) -> InverseVocab:

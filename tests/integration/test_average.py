@@ -78,3 +78,36 @@ def test_files_given_are_averaged_as_given(tmp_path):
     # by perplexity (the default), best strategy, n=4 > 3 checkpoints: all three
     assert average.find_checkpoints(str(folder), 4, "best", "perplexity") == \
         [str(folder / (C.PARAMS_NAME % k)) for k in (2, 3, 1)]
+
+
+def test_checkpoints_of_models_with_other_vocabularies_are_refused(tmp_path):
+    """Same shapes, other word ids: averaging would mix the rows of different words."""
+    from .test_captioner import WORDS
+    first = make_model_folder(tmp_path / "first")
+    second = make_model_folder(tmp_path / "second", words=list(reversed(WORDS)))
+    with pytest.raises(SystemExit) as info:
+        average.main([str(first / C.PARAMS_BEST_NAME), str(second / C.PARAMS_BEST_NAME), "--output",
+                      str(tmp_path / "avg.params"), "--quiet"])
+    assert info.value.code == 1 and not (tmp_path / "avg.params").exists()
+    same = make_model_folder(tmp_path / "same", seed=5)   # same vocabulary, other weights: averaged
+    with pytest.raises(SystemExit) as info:
+        average.main([str(first / C.PARAMS_BEST_NAME), str(same / C.PARAMS_BEST_NAME), "--output",
+                      str(tmp_path / "avg.params"), "--quiet"])
+    assert info.value.code == 0 and (tmp_path / "avg.params").is_file()
+
+
+def test_output_params_best_replaces_the_link_not_the_checkpoint(tmp_path):
+    """--output MODEL/params.best (a link to one of the averaged checkpoints) replaces the link; every checkpoint
+    stays byte-identical."""
+    folder = make_model_folder(tmp_path / "model")
+    for number in (1, 2):
+        shutil.copy(folder / C.PARAMS_BEST_NAME, folder / (C.PARAMS_NAME % number))
+    os.remove(folder / C.PARAMS_BEST_NAME)
+    os.symlink(C.PARAMS_NAME % 2, folder / C.PARAMS_BEST_NAME)
+    before = {n: (folder / (C.PARAMS_NAME % n)).read_bytes() for n in (1, 2)}
+    with pytest.raises(SystemExit) as info:
+        average.main([str(folder / (C.PARAMS_NAME % 1)), str(folder / (C.PARAMS_NAME % 2)), "--output",
+                      str(folder / C.PARAMS_BEST_NAME), "--quiet"])
+    assert info.value.code == 0
+    assert not os.path.islink(folder / C.PARAMS_BEST_NAME)
+    assert {n: (folder / (C.PARAMS_NAME % n)).read_bytes() for n in (1, 2)} == before

@@ -11,6 +11,7 @@ is a file system with no space left, ``"readonly"`` one mounted read-only.
 """
 import contextlib
 import fnmatch
+import hashlib
 import importlib
 import io
 import json
@@ -21,7 +22,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -92,13 +93,17 @@ class Case:
     error: str
     where: Optional[Callable[[Env], str]] = None
     setup: Optional[Callable[[Env], None]] = None
-    stderr_lines: int = 1                     # non-empty lines on stderr (all of them errors)
+    stderr_lines: Optional[int] = 1           # non-empty lines on stderr (all of them errors); None: argparse's
+                                              # usage lines come first
     outputs: Sequence[str] = ()               # files (relative to tmp, fnmatch patterns) the run may leave
-    mount: Optional[str] = None               # "full" | "readonly"
+    mount: Optional[str] = None               # "full" | "almost-full" | "readonly"
     subprocess: bool = False                  # run through python -m (stdout/stderr of a real process)
     stdout_file: Optional[str] = None         # standard output goes to this file (e.g. /dev/full)
     waiting_for: Optional[str] = None         # xfail(strict) until another engineer's fix lands
     check: Optional[Callable[[Env, str], None]] = None   # more assertions on (env, stdout)
+    closed: Sequence[int] = ()                # standard streams (0, 1) the process starts without (subprocess)
+    not_in_stderr: Sequence[str] = ()         # text the error must not hold (a wrong hint)
+    replaced: Sequence[str] = ()              # files (relative to tmp) that were there and a run may replace
 
 
 def _line(name: str, number: int) -> Callable[[Env], str]:
@@ -324,7 +329,7 @@ CASES: List[Case] = [
          setup=_checkpoints({"params.00001": {"w": 2}, "params.00002": {"w": 3}}), outputs=["model/*"]),
     Case("average-output-is-an-input", "average",
          lambda e: [str(e.tmp / "model/params.00001"), str(e.tmp / "model/params.00002"), "--output",
-                    str(e.tmp / "model/params.00002"), "--quiet"], 1, "is one of the checkpoints being averaged",
+                    str(e.tmp / "model/params.00002"), "--quiet"], 1, "is the same file as the checkpoint",
          setup=_checkpoints({"params.00001": "model", "params.00002": "model"}), outputs=["model/*"]),
     # --- extract_features (H2's fixes) ------------------------------------------------------------------------
     # extraction is resumable: complete files of a failed run (CNN copy, sidecar, features) may stay
@@ -373,6 +378,222 @@ CASES: List[Case] = [
 ]
 
 
+# --- data safety: outputs that are inputs, folders that are not ours, closed streams, partial output ---------------
+FIVE_CAPTIONS = ["a dog", "a cat", "a man", "a b", "a c"]
+
+
+def _feature_copy(e: Env) -> str:
+    """tmp/feats: a copy of the feature folder (a --source-root the case may try to destroy)."""
+    shutil.copytree(e.feats, e.tmp / "feats")
+    return str(e.tmp / "feats")
+
+
+def _train_into(e: Env, output: str, *args: str) -> List[str]:
+    """``train`` writing into ``output`` (features of tmp/feats, captions tmp/t.captions)."""
+    root = str(e.tmp / "feats") if (e.tmp / "feats").is_dir() else str(e.feats)
+    argv = e.train(str(e.features_list), e.write("t.captions", FIVE_CAPTIONS), *args)
+    for flag, value in (("--output", output), ("--source-root", root), ("--validation-source-root", root)):
+        argv = _replace(argv, flag, value)
+    return argv
+
+
+def _foreign_folder(e: Env) -> None:
+    e.write("trained/precious.txt", ["a user's notes"])
+    e.write("trained/sub/kept.txt", ["more"])
+
+
+def _huge_features(e: Env) -> None:
+    """tmp/hf: two good feature files and one of finite but huge values (1e38)."""
+    import numpy as np
+    from .test_captioner import FEATURE_SHAPE as shape
+    (e.tmp / "hf").mkdir()
+    for name in ("img000.jpg.npy", "img001.jpg.npy"):
+        shutil.copy(e.feats / name, e.tmp / "hf" / name)
+    np.save(e.tmp / "hf" / "huge.npy", np.full(shape, 1e38, dtype=np.float32))
+    nan = np.ones(shape, dtype=np.float32)
+    nan[0, 0, 0] = np.nan
+    np.save(e.tmp / "hf" / "nan.npy", nan)
+
+
+def _strict_json_lines(path: Path, captioned: Sequence[bool]) -> None:
+    """Every line is JSON without NaN or Infinity (Python would accept them; JSON does not)."""
+    def refuse(constant: str) -> None:
+        raise AssertionError("%s in %s" % (constant, path))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [bool(line) and bool(json.loads(line, parse_constant=refuse).get("translation")) for line in lines] \
+        == list(captioned)
+
+
+def _non_cnn_onnx(e: Env) -> None:
+    """tmp/flat.onnx: a graph without feature maps (it flattens its input)."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node("Flatten", ["data"], ["flat"])], "flat",
+                              [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 64, 64])],
+                              [helper.make_tensor_value_info("flat", TensorProto.FLOAT, [1, 3 * 64 * 64])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(e.tmp / "flat.onnx"))
+
+
+def _permuted_vocab(e: Env, changes: dict) -> None:
+    """tmp/model with some ids of its vocabulary changed."""
+    folder = e.model_copy()
+    vocab = json.loads((folder / "vocab.trg.0.json").read_text(encoding="utf-8"))
+    vocab.update(changes)
+    (folder / "vocab.trg.0.json").write_text(json.dumps(vocab), encoding="utf-8")
+
+
+def _absent(*names: str) -> Callable[[Env, str], None]:
+    def check(e: Env, stdout: str) -> None:
+        assert not [n for n in names if (e.tmp / n).exists()], sorted(_files(e.tmp))
+    return check
+
+
+SAFETY_CASES: List[Case] = [
+    Case("train-overwrite-output-is-source-root", "train",
+         lambda e: _train_into(e, _feature_copy(e), "--overwrite-output"), 1, "--source-root",
+         where=_file("feats"), outputs=["t.captions"], not_in_stderr=["pass --overwrite-output"]),
+    Case("train-overwrite-output-holds-params", "train",
+         lambda e: _train_into(e, str(e.model_copy()), "--overwrite-output", "--params",
+                               str(e.tmp / "model" / "params.best")), 1, "holds inputs of this run",
+         where=_file("model"), outputs=["t.captions"]),
+    Case("train-overwrite-foreign-folder", "train",
+         lambda e: _train_into(e, str(e.tmp / "trained"), "--overwrite-output"), 1,
+         "holds files training did not write (precious.txt, sub)", where=_file("trained"), setup=_foreign_folder,
+         outputs=["t.captions"]),
+    Case("train-foreign-folder-no-overwrite-hint", "train",
+         lambda e: _train_into(e, str(e.tmp / "trained")), 1, "nothing in it is removed or replaced",
+         where=_file("trained"), setup=_foreign_folder, outputs=["t.captions"], not_in_stderr=["--overwrite-output"]),
+    Case("captioner-output-is-input", "captioner",
+         lambda e: e.captioner("--input", e.write("in.list", ["img000.jpg.npy"]), "--output", str(e.tmp / "in.list")),
+         1, "is the same file as --input", where=_file("in.list")),
+    Case("captioner-output-is-input-by-link", "captioner",
+         lambda e: e.captioner("--input", e.write("in.list", ["img000.jpg.npy"]), "--output", str(e.tmp / "link")),
+         1, "is the same file as --input", where=_file("link"),
+         setup=lambda e: os.symlink("in.list", e.tmp / "link")),
+    Case("captioner-output-is-input-by-hard-link", "captioner",
+         lambda e: e.captioner("--input", e.write("in.list", ["img000.jpg.npy"]), "--output",
+                               str(e.tmp / "sub" / ".." / "hard")), 1, "is the same file as --input",
+         setup=lambda e: (e.folder("sub"), os.link(e.write("in.list", ["img000.jpg.npy"]), e.tmp / "hard"))),
+    Case("captioner-output-is-a-model-file", "captioner",
+         lambda e: e.captioner("--input", str(e.features_list), "--output", str(e.tmp / "model" / "vocab.trg.0.json"))
+         + ["--models", str(e.tmp / "model")], 1, "is the same file as --models",
+         setup=lambda e: e.model_copy(), outputs=["model/*"]),
+    Case("captioner-output-into-the-model-folder-again", "captioner",
+         lambda e: e.captioner("--input", str(e.features_list), "--output", str(e.tmp / "model" / "dev.hyp"))
+         + ["--models", str(e.tmp / "model")], 0, "", stderr_lines=0, setup=lambda e: (e.model_copy(), e.write("model/dev.hyp", ["old"])),
+         outputs=["model/*"], replaced=["model/dev.hyp"],
+         check=lambda e, out: _lines_are(e.tmp / "model" / "dev.hyp", [True] * 5)),
+    Case("extract-output-is-input", "extract_features",
+         lambda e: _replace(e.extract(e.write("x.images", ["a.png"])), "--output", str(e.tmp / "x.images")), 1,
+         "is the same file as --input", where=_file("x.images"), check=_absent("out")),
+    Case("extract-output-folder-not-created", "extract_features",
+         lambda e: _replace(e.extract(e.write("x.images", ["a.png"])), "--output", e.folder("listdir")), 1,
+         "is a folder", where=_file("listdir"), check=_absent("out")),
+    Case("lexical-output-is-input", "lexical_constraints",
+         lambda e: ["--input", e.write("c.tsv", ["a.npy\tdog"]), "--output", str(e.tmp / "." / "c.tsv")], 1,
+         "is the same file as --input", where=_file("c.tsv")),
+    Case("average-output-is-a-hard-link-to-an-input", "average",
+         lambda e: [str(e.tmp / "model/params.00001"), str(e.tmp / "model/params.00002"), "--output",
+                    str(e.tmp / "avg.params")], 1, "is the same file as", where=_file("avg.params"),
+         setup=lambda e: (_checkpoints({"params.00001": "model", "params.00002": "model"})(e),
+                          os.link(e.tmp / "model" / "params.00002", e.tmp / "avg.params"))),
+    Case("captioner-huge-features", "captioner",
+         lambda e: _replace(e.captioner("--input", e.write("in.list", ["img000.jpg.npy", "huge.npy",
+                                                                        "img001.jpg.npy"]),
+                                        "--output", str(e.tmp / "out.json"), "--output-type", "json"),
+                            "--source-root", str(e.tmp / "hf")), 1, "not finite", where=_line("in.list", 2),
+         setup=_huge_features, stderr_lines=2, outputs=["out.json"],
+         check=lambda e, out: _strict_json_lines(e.tmp / "out.json", [True, False, True])),
+    Case("captioner-nan-features", "captioner",
+         lambda e: _replace(e.captioner("--input", e.write("in.list", ["nan.npy", "img001.jpg.npy"]), "--batch-size",
+                                        "2", "--output", str(e.tmp / "out.json"), "--output-type", "json"),
+                            "--source-root", str(e.tmp / "hf")), 1, "NaN or infinite", where=_line("in.list", 1),
+         setup=_huge_features, stderr_lines=2, outputs=["out.json"],
+         check=lambda e, out: _strict_json_lines(e.tmp / "out.json", [False, True])),
+    Case("captioner-length-penalty-nan", "captioner",
+         lambda e: e.captioner("--input", str(e.features_list), "--length-penalty-alpha", "nan"), 2,
+         "not a finite number", stderr_lines=None),
+    Case("train-learning-rate-inf", "train",
+         lambda e: e.train(str(e.features_list), e.write("t.captions", FIVE_CAPTIONS), "--initial-learning-rate",
+                           "inf"), 2, "not a finite number", stderr_lines=None, outputs=["t.captions"]),
+    Case("train-optimizer-params-nan", "train",
+         lambda e: e.train(str(e.features_list), e.write("t.captions", FIVE_CAPTIONS), "--optimizer-params",
+                           "beta1:nan"), 2, "not a finite number", stderr_lines=None, outputs=["t.captions"]),
+    Case("captioner-stdout-closed", "captioner", lambda e: e.captioner("--input", str(e.features_list)), 1,
+         "standard output is closed", closed=[1]),
+    Case("captioner-stdin-closed", "captioner", lambda e: e.captioner(), 1, "standard input is closed",
+         closed=[0]),
+    Case("evaluate-stdout-closed", "evaluate",
+         lambda e: ["--hypotheses", e.write("h.txt", ["a dog"]), "--references", e.write("r.txt", ["a dog"]),
+                    "--metrics", "bleu", "--quiet"], 1, "standard output is closed", closed=[1],
+         outputs=["h.txt", "r.txt"]),
+    Case("evaluate-empty-hypotheses", "evaluate",
+         lambda e: ["--hypotheses", e.write("h.txt", []), "--references", e.write("r.txt", ["a dog", "a cat"]),
+                    "--quiet"], 1, "no hypotheses", where=_file("h.txt"), outputs=["h.txt", "r.txt"],
+         check=_no_output_lines),
+    Case("extract-disk-full-during-cnn-copy", "extract_features",
+         lambda e: _replace(_replace(e.extract(e.write("x.images", ["a.png"])), "--output-root", str(e.mount)),
+                            "--output", str(e.mount / "list.features")), 1, "No space left on device",
+         where=lambda e: str(e.mount / "cnn"), mount="almost-full", outputs=["x.images"]),
+    Case("visualize-page-would-replace-an-image", "visualize",
+         lambda e: ["--image-root", str(e.tmp / "pics"), "--source", e.write("v.images", ["page_0001.png"]),
+                    "--prediction", e.write("v.pred", ["a dog"]), "--save-to-folder", str(e.tmp / "pics"),
+                    "--quiet"], 1, "is the same file as --image-root", where=_file("pics/page_0001.png"),
+         setup=lambda e: (e.folder("pics"), shutil.copy(e.images / "a.png", e.tmp / "pics" / "page_0001.png")),
+         outputs=["v.images", "v.pred"]),
+    Case("visualize-refused-leaves-no-folder", "visualize",
+         lambda e: ["--image-root", str(e.tmp / "pics"), "--source", e.write("v.images", ["broken.png"]),
+                    "--prediction", e.write("v.pred", ["a dog"]), "--save-to-folder", str(e.tmp / "new" / "pages"),
+                    "--html", str(e.tmp / "new" / "report"), "--quiet"], 1, "cannot read image",
+         where=_line("v.images", 1), setup=lambda e: e.write("pics/broken.png", b"\x89PNG\r\n\x1a\n broken"),
+         outputs=["v.images", "v.pred"], check=_absent("new")),
+    Case("import-onnx-not-a-cnn", "import_cnn",
+         lambda e: ["--onnx", str(e.tmp / "flat.onnx"), "--output", str(e.tmp / "enc" / "flat"), "--image-size", "64",
+                    "--quiet"], 1, "not a CNN image encoder", where=_file("flat.onnx"), setup=_non_cnn_onnx,
+         check=_absent("enc")),
+    Case("import-onnx-in-place-normalisation", "import_cnn",
+         lambda e: ["--onnx", str(e.tmp / "flat.onnx"), "--output", str(e.tmp / "flat"), "--image-size", "64",
+                    "--input-mean", "1", "2", "3", "--layers", "flat", "--quiet"], 1, "it is kept",
+         where=_file("flat.onnx"), setup=_non_cnn_onnx),
+    Case("import-bad-pth", "import_cnn",
+         lambda e: [e.write("junk.pth", b"not a pth file"), "--output", str(e.tmp / "enc" / "sub" / "x"), "--quiet"],
+         1, "junk.pth", outputs=["junk.pth"], check=_absent("enc")),
+    Case("import-unknown-gluon", "import_cnn",
+         lambda e: ["--gluon", "resnet9000", "--output", str(e.tmp / "enc" / "x"), "--quiet"], 1, "resnet9000",
+         check=_absent("enc")),
+    Case("config-yaml-error", "evaluate",
+         lambda e: ["--config", e.write("c.yaml", ["metrics: [bleu", ""]), "--hypotheses", e.write("h.txt", ["a"]),
+                    "--references", e.write("r.txt", ["a"])], 1, "cannot read", where=_file("c.yaml"),
+         outputs=["c.yaml", "h.txt", "r.txt"], subprocess=True),
+    Case("evaluate-nul-in-list", "evaluate",
+         lambda e: ["--hypotheses", e.write("h.txt", b"a dog\na \x00cat\n"), "--references",
+                    e.write("r.txt", ["a dog", "a cat"]), "--quiet"], 1, "NUL byte", where=_line("h.txt", 2),
+         outputs=["h.txt", "r.txt"]),
+    Case("captioner-nul-in-list", "captioner",
+         lambda e: e.captioner("--input", e.write("in.list", b"img000.jpg.npy\nimg\x00001.jpg.npy\n"), "--output",
+                               str(e.tmp / "out.txt")), 1, "NUL byte", where=_line("in.list", 2), stderr_lines=2,
+         outputs=["out.txt"], check=lambda e, out: _lines_are(e.tmp / "out.txt", [True, False])),
+    # a vocabulary whose special symbols moved, or whose ids are not 0..V-1 each once (SPEC section 2)
+    Case("captioner-vocab-specials-permuted", "captioner",
+         lambda e: e.captioner("--input", str(e.features_list)) + ["--models", str(e.tmp / "model")], 1,
+         "<unk> must have id 1", where=_file("model/vocab.trg.0.json"),
+         setup=lambda e: _permuted_vocab(e, {"<unk>": 4, "a": 1}), outputs=["model/*"]),
+    Case("captioner-vocab-ids-not-a-permutation", "captioner",
+         lambda e: e.captioner("--input", str(e.features_list)) + ["--models", str(e.tmp / "model")], 1,
+         "the ids must be 0..", where=_file("model/vocab.trg.0.json"),
+         setup=lambda e: _permuted_vocab(e, {"a": 5}), outputs=["model/*"]),
+    Case("captioner-missing-version", "captioner",
+         lambda e: e.captioner("--input", str(e.features_list)) + ["--models", str(e.tmp / "model")], 1, "missing",
+         where=_file("model/version"), setup=lambda e: os.remove(e.model_copy() / "version"), outputs=["model/*"]),
+    Case("captioner-bad-version", "captioner",
+         lambda e: e.captioner("--input", str(e.features_list)) + ["--models", str(e.tmp / "model")], 1,
+         "expected the captioning version", where=_file("model/version"),
+         setup=_corrupt("version", b"made by hand\n"), outputs=["model/*"]),
+]
+CASES.extend(SAFETY_CASES)
+
+
 def _replace(argv: List[str], flag: str, value: str) -> List[str]:
     """``argv`` with the value after ``flag`` replaced."""
     index = argv.index(flag)
@@ -415,6 +636,9 @@ def tmpfs(path: Path, kind: str) -> Iterator[Path]:
     try:
         if kind == "full":
             _fill(path)
+        elif kind == "almost-full":   # 48 KiB left: room for the tiny CNN's graph (38 KB), not its parameters
+            _fill(path)
+            os.truncate(path / "filler", os.path.getsize(path / "filler") - 48 * 1024)
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
@@ -440,17 +664,43 @@ def run_tool(tool: str, argv: List[str], stdout_file: Optional[str] = None) -> T
     return code, out.getvalue(), err.getvalue()
 
 
-def run_subprocess(tool: str, argv: List[str], stdout_file: Optional[str]) -> Tuple[int, str, str]:
+def run_subprocess(tool: str, argv: List[str], stdout_file: Optional[str],
+                   closed: Sequence[int] = ()) -> Tuple[int, str, str]:
+    """``python -m captioning.<tool> argv``; ``closed``: the standard streams it starts without (as ``<&-`` and
+    ``>&-`` in a shell)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+
+    def close_streams() -> None:
+        for fd in closed:
+            os.close(fd)
     with open(stdout_file or os.devnull, "w") as stdout:
         proc = subprocess.run([sys.executable, "-m", "captioning." + tool] + argv, cwd=REPO, env=env,
-                              stdout=stdout if stdout_file else subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, timeout=120, stdin=subprocess.DEVNULL)
+                              stdout=stdout if stdout_file or 1 in closed else subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, timeout=120, stdin=subprocess.DEVNULL,
+                              preexec_fn=close_streams if closed else None)
     return proc.returncode, proc.stdout or "", proc.stderr
 
 
 def _files(folder: Path) -> List[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def _checksums(*folders: Optional[Path]) -> Dict[str, str]:
+    """sha256 of every file (links followed) under ``folders``, by absolute path: the inputs and the files that
+    were there before a run, which it must leave byte-identical."""
+    return {str(folder / name): _checksum(folder / name) for folder in folders if folder is not None
+            for name in _files(folder)}
+
+
+def _checksum(path: Path) -> str:
+    if not path.is_symlink() and not path.exists():
+        return "removed"
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "a dangling link"
+
+
+def _changed(before: Dict[str, str]) -> List[str]:
+    return sorted("%s (%s)" % (path, _checksum(Path(path))) for path, sum_ in before.items()
+                  if _checksum(Path(path)) != sum_)
 
 
 def _params(cases: Sequence[Case]) -> List:
@@ -472,14 +722,22 @@ def test_bad_input(case: Case, shared_env, tiny_cnn, tmp_path):
         argv = case.argv(env)   # writes the case's input files
         before = set(_files(env.tmp))
         mounted_before = set(_files(env.mount)) if env.mount else set()
-        if case.subprocess:
-            code, stdout, stderr = run_subprocess(case.tool, argv, case.stdout_file)
+        sums = _checksums(env.tmp, env.mount, listing.parent)   # the case's files and the shared inputs
+        if case.subprocess or case.closed:
+            code, stdout, stderr = run_subprocess(case.tool, argv, case.stdout_file, case.closed)
         else:
             code, stdout, stderr = run_tool(case.tool, argv, case.stdout_file)
         assert "Traceback" not in stderr, stderr
         assert code == case.code, stderr
+        for name in case.replaced:
+            sums.pop(str(env.tmp / name), None)
+        assert not _changed(sums), "inputs or pre-existing files changed: %s" % _changed(sums)
+        for text in case.not_in_stderr:
+            assert text not in stderr, stderr
         lines = [line for line in stderr.splitlines() if line.strip()]
-        assert len(lines) == case.stderr_lines, stderr
+        if case.stderr_lines is None:   # argparse: its usage, then one error line
+            lines = lines[-1:]
+        assert len(lines) == (1 if case.stderr_lines is None else case.stderr_lines), stderr
         if case.error:
             matching = [line for line in lines if case.error in line]
             assert matching, stderr

@@ -334,7 +334,13 @@ def test_a_finished_run_can_be_extended(synthetic_features, tmp_path):
     base = train_args(synthetic_features, out, "--checkpoint-interval", "2", "--keep-last-params", "-1")
     run_train(base + ["--max-updates", "2"])
     assert [n for n, _ in read_metrics(out)] == [1]
-    run_train(base + ["--max-updates", "4", "--keep-last-params", "1"])
+    (out / "dev.hyp").write_text("captions the user wrote into the model folder\n")
+    run_train(base + ["--max-updates", "4", "--keep-last-params", "1"])   # continuing keeps the user's file
+    assert [n for n, _ in read_metrics(out)] == [1, 2]
+    assert (out / "dev.hyp").read_text() == "captions the user wrote into the model folder\n"
+    # --overwrite-output would delete it: refused, naming it
+    line = _one_error_line(run_train(base + ["--max-updates", "4", "--overwrite-output"], check=False))
+    assert "holds files training did not write (dev.hyp)" in line and (out / "dev.hyp").exists()
     assert [n for n, _ in read_metrics(out)] == [1, 2]
     assert yaml.safe_load((out / "args.yaml").read_text())["max_updates"] == 4
     state = json.loads((out / "training_state" / "state.json").read_text())["training"]
@@ -411,3 +417,45 @@ def test_feature_names_leaving_the_root_need_allow_absolute_paths(synthetic_feat
                             "--validation-source-root", f.feature_root, "--validation-target", f.val_captions,
                             "--output", str(tmp_path / "model"), "--dry-run", "--allow-absolute-paths"] + TINY)
         assert "--dry-run: data and model built" in result.stderr, case
+
+
+def _captions(folder, f, tmp_path, name):
+    """The captions of ``folder`` (its params.best) for the validation features (one length bound for all: a
+    model's default comes from its training captions)."""
+    out = tmp_path / name
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-m", "captioning.captioner", "--models", str(folder), "--source-root",
+                    f.feature_root, "--input", f.val_features, "--output", str(out), "--use-cpu", "--quiet",
+                    "--beam-size", "2", "--batch-size", "16", "--max-output-length", "12"], cwd=str(REPO), env=env, check=True, timeout=240)
+    return out.read_text()
+
+
+def test_params_continue_with_the_models_vocabulary(synthetic_features, tmp_path):
+    """--params MODEL/params.best trains on other captions with MODEL's vocabulary (their new words become <unk>):
+    after one update at learning rate 0 the captions are those of MODEL; a --target-vocab that differs from it is
+    refused in one line naming both files."""
+    f = synthetic_features
+    first = tmp_path / "first"
+    run_train(train_args(f, first, "--max-updates", "2", "--checkpoint-interval", "2"))
+    # other captions: a new most frequent word shifts every id of a vocabulary built from them
+    other = tmp_path / "other.captions"
+    other.write_text("".join("zebra %s zebra\n" % line for line in Path(f.train_captions).read_text().splitlines()))
+    args = train_args(f, tmp_path / "second", "--max-updates", "1", "--checkpoint-interval", "1",
+                      "--initial-learning-rate", "0", "--params", str(first / "params.best"))
+    args[args.index("--target") + 1] = str(other)
+    result = run_train(args)
+    second = tmp_path / "second"
+    assert json.loads((second / "vocab.trg.0.json").read_text()) == json.loads((first / "vocab.trg.0.json").read_text())
+    assert "(the --params model's)" in result.stderr and "they become <unk>" in result.stderr, result.stderr[-2000:]
+    assert _captions(second, f, tmp_path, "second.txt") == _captions(first, f, tmp_path, "first.txt")
+
+    # a vocabulary of other ids
+    from captioning import vocab as V
+    other_vocab = tmp_path / "other.vocab.json"
+    V.save_vocab(V.build_vocab(other.read_text().splitlines()), str(other_vocab))
+    result = run_train(train_args(f, tmp_path / "third", "--params", str(first / "params.best"), "--target-vocab",
+                                  str(other_vocab)), check=False)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and "differs from" in lines[-1], result.stderr[-2000:]
+    assert str(other_vocab) in lines[-1] and str(first / "vocab.trg.0.json") in lines[-1]
+    assert not (tmp_path / "third").exists()

@@ -200,7 +200,7 @@ def test_read_lines_random_bytes(tmp_path):
         try:
             lines = utils.read_lines(str(path))
         except CaptioningError as e:
-            assert str(e).startswith(str(path) + ", line ") and "not UTF-8" in str(e)
+            assert str(e).startswith(str(path) + ", line ") and ("not UTF-8" in str(e) or "NUL byte" in str(e))
             raise
         assert all("\n" not in line and "\r" not in line for line in lines)
     assert fuzz("read_lines", random_bytes, target) > 5
@@ -279,7 +279,8 @@ def model_folder(tmp_path_factory) -> Path:
     return folder
 
 
-CORRUPTIBLE = ["config", "vocab.trg.0.json", "params.best", "metrics", "args.yaml", "training_state/state.json"]
+CORRUPTIBLE = ["config", "version", "vocab.trg.0.json", "params.best", "metrics", "args.yaml",
+               "training_state/state.json"]
 
 
 def _load_everything(folder: Path) -> None:
@@ -319,3 +320,86 @@ def test_model_folder_corruptions(model_folder, tmp_path):
         _load_everything(work)
     assert fuzz("model folder", make, target) > 5
     assert not Path("pwned-by-fuzz").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# file-system shapes: outputs that are inputs, folders where files are expected, closed standard streams
+# ---------------------------------------------------------------------------------------------------------------
+
+def _fs_argv(tool: str, model: Path, tmp: Path, inp: str, out: str) -> List[str]:
+    """A command of ``tool`` reading ``inp`` and writing ``out``."""
+    if tool == "lexical_constraints":
+        return ["--input", inp, "--output", out, "--quiet"]
+    if tool == "captioner":
+        return ["--models", str(model), "--input", inp, "--output", out, "--use-cpu", "--quiet"]
+    if tool == "extract_features":
+        return ["--image-root", str(tmp), "--input", inp, "--output-root", str(tmp / "features"), "--output", out,
+                "--image-encoder-model-path", str(tmp / "no-cnn"), "--image-encoder-layer", "x", "--use-cpu",
+                "--quiet"]
+    return [str(model / "params.best"), inp, "--output", out, "--quiet"]    # average
+
+
+def _fs_case(rng: random.Random, tmp: Path) -> tuple:
+    """(tool, input path, output path): the output is the input under another name, or a folder; or the input
+    is a folder."""
+    tool = rng.choice(["lexical_constraints", "captioner", "extract_features", "average"])
+    inp = tmp / "input.txt"
+    shape = rng.choice(["same", "dot", "symlink", "hardlink", "relative-link", "output-folder", "input-folder"])
+    out = {"same": inp, "dot": tmp / "." / "input.txt", "symlink": tmp / "link", "hardlink": tmp / "hard",
+           "relative-link": tmp / "sub" / ".." / "link", "output-folder": tmp / "folder",
+           "input-folder": tmp / "out.txt"}[shape]
+    return tool, shape, str(tmp / "folder" if shape == "input-folder" else inp), str(out)
+
+
+def test_file_system_shapes(model_folder, tmp_path):
+    """Same-file outputs (spelt with ./, .., symbolic and hard links) and folders given as files: every tool
+    refuses with a one-line error, before any work, and the input stays byte-identical. (``average`` replaces a
+    symbolic link given as --output, as ``--output MODEL/params.best`` does, and leaves its target alone.)"""
+    import contextlib
+    import io
+
+    def make(rng: random.Random):
+        return _fs_case(rng, tmp_path)
+
+    def target(case) -> None:
+        tool, shape, inp, out = case
+        for name in ("input.txt", "link", "hard", "out.txt"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp_path / name)
+        for name in ("folder", "sub", "features"):
+            (tmp_path / name).mkdir(exist_ok=True)
+        data = b"a.png\tdog\n" if tool != "average" else (model_folder / "params.best").read_bytes()
+        (tmp_path / "input.txt").write_bytes(data)
+        os.symlink("input.txt", tmp_path / "link")
+        os.link(tmp_path / "input.txt", tmp_path / "hard")
+        module = importlib.import_module("captioning." + tool)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as info:
+            module.main(_fs_argv(tool, model_folder, tmp_path, inp, out))
+        replaces_link = tool == "average" and shape in ("symlink", "relative-link")
+        assert info.value.code == (0 if replaces_link else 1), (case, err.getvalue())
+        assert (tmp_path / "input.txt").read_bytes() == data, case
+        assert not (tmp_path / "features").exists() or not os.listdir(tmp_path / "features"), case
+    assert fuzz("file-system shapes", make, target) > 5
+
+
+@pytest.mark.parametrize("argv,closed,error", [
+    (["lexical_constraints"], 0, "standard input is closed"),
+    (["lexical_constraints", "--input", "{list}"], 1, "standard output is closed"),
+    (["evaluate", "--hypotheses", "{list}", "--references", "{list}", "--metrics", "bleu"], 1,
+     "standard output is closed"),
+])
+def test_closed_standard_streams(argv, closed, error, tmp_path):
+    """A tool started without standard input or output (``<&-``, ``>&-``) says so in one line, exit status 1."""
+    import subprocess
+    import sys
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.png\tdog\n")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-m", "captioning." + argv[0]] + [a.format(list=listing) for a in argv[1:]],
+                          cwd=root, env=dict(os.environ, PYTHONPATH=str(root)), stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120,
+                          preexec_fn=lambda: os.close(closed))
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1 and error in lines[0], proc.stderr
+    assert listing.read_text() == "a.png\tdog\n"

@@ -157,6 +157,14 @@ def test_cli_generates_and_rejects_a_file_as_out_dir(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(utils.CaptioningError, match="afile: exists and is not a folder"):
         synthetic._main([str(tmp_path / "afile")])
+    # a data set written before is written again; a folder of other files is kept untouched
+    synthetic._main([str(out), "--train", "2", "--val", "1", "--test", "1", "--image-size", "48", "--quiet"])
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "train.captions").write_text("my own captions\n")
+    with pytest.raises(utils.CaptioningError, match="not a synthetic data set.*train.captions.*they are kept"):
+        synthetic._main([str(tmp_path / "mine"), "--train", "2", "--val", "1", "--test", "1", "--quiet"])
+    assert (tmp_path / "mine" / "train.captions").read_text() == "my own captions\n"
+    assert os.listdir(tmp_path / "mine") == ["train.captions"]
 
 
 def test_session_fixtures_are_consistent(synthetic_features, tiny_cnn):

@@ -253,6 +253,11 @@ def test_initialize_from_params_file(tmp_path):
         bigger.extra = gluon.nn.Dense(2, in_units=2)
     M.initialize_model(bigger, [mx.cpu()], Store.feature_shape, params_file=source, allow_missing=True)
     np.testing.assert_allclose(bigger.out.weight.data().asnumpy(), trainer.model.out.weight.data().asnumpy())
+    # another vocabulary size: no flag makes that fit, so none is suggested
+    other_vocab = TinyModel(len(V.build_vocab(WORDS)) + 3, prefix="tiny_")
+    with pytest.raises(utils.CaptioningError, match="same architecture and vocabulary") as info:
+        M.initialize_model(other_vocab, [mx.cpu()], Store.feature_shape, params_file=source)
+    assert "--allow-missing-params" not in str(info.value)
 
 
 def test_non_finite_loss_stops_with_an_error_naming_the_update(tmp_path):

@@ -135,3 +135,42 @@ def test_read_json_names_the_file_for_every_kind_of_damage(tmp_path):
         assert str(e.value).startswith("%s: cannot read a test file (" % path)
     with pytest.raises(utils.CaptioningError, match="missing.json: cannot read a test file"):
         utils.read_json(str(tmp_path / "missing.json"), "a test file")
+
+
+def test_read_lines_skips_a_bom_and_refuses_nul_bytes(tmp_path):
+    path = tmp_path / "list.txt"
+    path.write_bytes(b"\xef\xbb\xbfa.png\nb.png\n")
+    assert utils.read_lines(str(path)) == ["a.png", "b.png"]
+    path.write_bytes(b"a.png\nb\x00.png\n")
+    with pytest.raises(CaptioningError, match=r"list.txt, line 2: holds a NUL byte"):
+        utils.read_lines(str(path))
+    assert utils.decode_line(b"\xef\xbb\xbfa.png\n", "x, line 1") == "a.png"
+    with pytest.raises(CaptioningError, match="x, line 1: holds a NUL byte"):
+        utils.decode_line(b"a\x00\n", "x, line 1")
+
+
+def test_check_not_an_input_compares_devices_and_inodes(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("a\n")
+    os.symlink("in.txt", tmp_path / "soft")
+    os.link(source, tmp_path / "hard")
+    for spelling in (source, tmp_path / "." / "in.txt", tmp_path / "soft", tmp_path / "hard"):
+        with pytest.raises(CaptioningError, match="is the same file as --input"):
+            utils.check_not_an_input(str(spelling), "--output", [("--input", str(source))])
+    utils.check_not_an_input(str(tmp_path / "new.txt"), "--output", [("--input", str(source))])
+    utils.check_not_an_input(os.devnull, "--output", [("--input", os.devnull)])   # devices are written in place
+    assert utils.inputs_within(str(tmp_path), [("--input", str(source)), ("--other", "/etc/hostname")]) == \
+        [("--input", str(source))]
+
+
+def test_finite_float_refuses_nan_and_inf():
+    import argparse
+    from captioning import arguments
+    assert arguments.finite_float("1e-3") == 1e-3
+    for value in ("nan", "inf", "-inf", "NaN"):
+        with pytest.raises(argparse.ArgumentTypeError, match="not a finite number"):
+            arguments.finite_float(value)
+    with pytest.raises(argparse.ArgumentTypeError):
+        arguments.float_greater_or_equal(0.0)("nan")
+    with pytest.raises(argparse.ArgumentTypeError):
+        arguments.simple_dict("beta1:nan")
