@@ -30,6 +30,7 @@ process, in the order original, ours, ours, original (``--rounds``); every (part
   loading included) and the peak RSS of the process with its decode workers (sampled).
 """
 import argparse
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -70,6 +71,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=["train"])
     parser.add_argument("--rounds", type=int, default=2, help="rounds of (original, ours) in alternating order")
     parser.add_argument("--train-updates", type=int, default=100)
+    parser.add_argument("--ours-train-args", default="",
+                        help="more flags for ours in the train part, e.g. \"--processes 2\" (its memory is then the "
+                             "sampled sum over its processes)")
     parser.add_argument("--simultaneous", action="store_true",
                         help="train both tools at the same time in each round instead of one after the other")
     parser.add_argument("--model-updates", type=int, default=1600, help="the models part: updates of each model")
@@ -126,16 +130,16 @@ def flickr_paths(shared: Path, bench: Path) -> Dict[str, Path]:
 
 
 def train_rest(side: str, paths: Dict[str, Path], out: Path, updates: int,
-               checkpoint_interval: Optional[int] = None) -> List[str]:
+               checkpoint_interval: Optional[int] = None, ours_extra: Sequence[str] = ()) -> List[str]:
     """Training arguments of one side: the same model, data and updates for both tools (one checkpoint at the end
-    unless ``checkpoint_interval``)."""
+    unless ``checkpoint_interval``); ``ours_extra``: more flags for ours (how it runs, not what it trains)."""
     common = ["--source-root", str(paths["feats"]), "--source", str(paths["train_list"]), "--target",
               str(paths["train_captions"]), "--validation-source", str(paths["dev_list"]), "--validation-target",
               str(paths["dev_captions"]), "--output", str(out), "--max-updates", str(updates),
               "--checkpoint-interval", str(checkpoint_interval or updates), "--decode-and-evaluate", "0"]
     if side == "baseline":
         return common + ["--validation-source-root", str(paths["feats"])] + TUTORIAL_PEER
-    return common + ["--load-all-features-to-memory"] + TUTORIAL
+    return common + ["--load-all-features-to-memory"] + TUTORIAL + list(ours_extra)
 
 
 def caption_rest(side: str, args: argparse.Namespace, listing: Path, feats: Path, output: Path,
@@ -196,11 +200,14 @@ def train_part(session: Session, tools: Tools, paths: Dict[str, Path], work: Pat
 
     def job(side: str, k: int) -> Job:
         shutil.rmtree(out_of(side, k), ignore_errors=True)
-        return tools.job(side, "train", train_rest(side, paths, out_of(side, k), updates),
+        return tools.job(side, "train", train_rest(side, paths, out_of(side, k), updates,
+                                                   ours_extra=shlex.split(args.ours_train_args)),
                          work / ("train-%s-%d.log" % (side, k)))
 
     def values(side: str, k: int, run: harness.Run) -> Dict[str, float]:
-        result = {"speed": speed_of(side, "train", run.output), "rss": run.peak_rss_mb / 1024.0,
+        # one process: its own high-water mark; several (ours with --processes): the sampled sum over them
+        rss = max(run.peak_rss_mb, run.peak_tree_rss_mb or 0.0)
+        result = {"speed": speed_of(side, "train", run.output), "rss": rss / 1024.0,
                   "ppl": harness.validation_perplexity(out_of(side, k)), "wall": run.wall_s,
                   "cpu": run.user_s + run.sys_s}
         shutil.rmtree(out_of(side, k), ignore_errors=True)
@@ -217,10 +224,11 @@ def train_part(session: Session, tools: Tools, paths: Dict[str, Path], work: Pat
                 results[side].append(values(side, k, run))
         session.notes.append("both tools trained at the same time in each round (--simultaneous)")
     else:
-        results = session.alternate(lambda side, k: values(side, k, session.run(side, k, job(side, k), "train")))
+        results = session.alternate(lambda side, k: values(side, k, session.run(side, k, job(side, k), "train",
+                                                                                sample_tree=True)))
     session.figure_from("training speed (median of logged, %d updates)" % updates, "samples/s", True, results,
                         "speed")
-    session.figure_from("training peak RSS", "GB", False, results, "rss")
+    session.figure_from("training peak RSS (all processes)", "GB", False, results, "rss")
     session.figure_from("validation perplexity after %d updates" % updates, "", False, results, "ppl")
     session.figure_from("training process wall time (start-up included)", "s", False, results, "wall")
     session.figure_from("training process CPU time (user + sys)", "s", False, results, "cpu")

@@ -13,6 +13,7 @@ captioning.X`` or a ``captioning-*`` script), unless ``CAPTIONING_ALLOCATOR=glib
 defaults but for at most two malloc arenas (MXNet's and OpenMP's threads would each grow one); a user's own
 ``MALLOC_*`` settings rule. docs/training.md ("Memory") says what each costs; the figures are on the benchmarks page.
 """
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -74,8 +75,10 @@ def preload_tcmalloc() -> None:
                                   else None, current, started_as_program(sys.modules.get("__main__"), sys.argv))
     if environ is None:
         return
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:          # None: the stream was closed when Python started
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
     os.execve(sys.executable, list(getattr(sys, "orig_argv", [sys.executable] + sys.argv)), environ)
 
 

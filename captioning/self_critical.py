@@ -15,14 +15,13 @@ checkpoint, so a resumed run draws the same samples.
 """
 import logging
 import time
-from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
 from . import constants as C
-from . import objective as objective_module
 from . import utils
 from .beam_search import BeamSearch
 from .cider import CiderD
@@ -215,7 +214,7 @@ class SelfCriticalObjective:
         autograd.backward(losses)
         self.seconds["forward_backward"] += time.time() - start
 
-    def metrics(self, reduce: Optional[objective_module.Reduce] = None) -> Dict[str, float]:
+    def metrics(self, reduce: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> Dict[str, float]:
         """``reward-train`` (mean CIDEr-D of the samples, COCO scale), ``sample-length-train`` (words + ``</s>``),
         and with the greedy baseline ``baseline-train`` (the greedy captions' mean reward; the mean baseline's equals
         the reward by construction)."""

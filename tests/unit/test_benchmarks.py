@@ -458,7 +458,7 @@ def test_peer_train_part_runs_both_tools_and_records_their_figures(tmp_path):
     results = tmp_path / "results"
     peer.main(["--peer", str(original), "--ours", str(ours), "--shared", str(shared), "--bench", str(bench),
                "--work-dir", str(tmp_path / "work"), "--parts", "train", "--threads", "1", "--train-updates", "7",
-               "--settle", "0", "--results-dir", str(results)])
+               "--settle", "0", "--results-dir", str(results), "--ours-train-args", "--processes 2"])
     [path] = list(results.glob("peer-train-t1-*.json"))
     record = json.loads(path.read_text())
     figures = {f["figure"]: f for f in record["figures"]}
@@ -468,9 +468,11 @@ def test_peer_train_part_runs_both_tools_and_records_their_figures(tmp_path):
     assert record["order"] == ["baseline", "ours", "ours", "baseline"] and record["threads"] == "1"
     assert record["baseline"] == "original Sockeye 1.18.115"
     assert "sk.py train" in record["commands"]["baseline"][0] and "--max-updates 7" in record["commands"]["ours"][0]
+    assert record["commands"]["ours"][0].endswith("--processes 2") and "--processes" not in \
+        record["commands"]["baseline"][0]
     assert record["environment"]["baseline"]["OMP_NUM_THREADS"] == "1"
     assert record["reproduce"].startswith("python -m benchmarks.peer --peer ")
-    assert "training peak RSS" in figures and len(record["runs"]) == 4
+    assert "training peak RSS (all processes)" in figures and len(record["runs"]) == 4
 
     models = ["--peer", str(original), "--ours", str(ours), "--shared", str(shared), "--bench", str(bench),
               "--work-dir", str(tmp_path / "work"), "--parts", "models", "--threads", "1", "--model-updates", "9",

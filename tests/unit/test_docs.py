@@ -54,8 +54,6 @@ def test_benchmarks_page_check_fails_on_a_stale_page(tmp_path, monkeypatch):
         raise AssertionError("a page with a figure that has no record passed the check")
 
 
-# pages owned elsewhere that still cite a document outside this repository; drop a page from here once fixed
-OUTSIDE_REFERENCES_PENDING = {"docs/security.md"}
 OUTSIDE_REFERENCE = re.compile(r"\b[Ii]ssues? #?\d+|\bSPEC\b|(?<![\w/])BENCHMARKS\.md")
 DATED = re.compile(r"\b20\d\d-[01]\d-[0-3]\d\b|\b(morning|afternoon|evening|late night)\b", re.IGNORECASE)
 
@@ -71,7 +69,6 @@ def _texts(*folders_and_files):
 def test_no_reference_to_documents_or_issues_outside_the_repository():
     found = ["%s:%d: %s" % (name, n, line.strip()) for name, text in _texts("captioning", "docs", "benchmarks",
                                                                              "README.md")
-             if name not in OUTSIDE_REFERENCES_PENDING
              for n, line in enumerate(text.splitlines(), 1) if OUTSIDE_REFERENCE.search(line)]
     assert not found, "references to documents or issues outside this repository:\n" + "\n".join(found)
 
