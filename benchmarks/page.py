@@ -21,8 +21,8 @@ TEMPLATE = harness.HERE / "page_template.md"
 KNOWN: List[Tuple[str, str, str]] = [
     ("peer-train-t1", "Training against the original, 1 thread",
      "python -m benchmarks.peer --parts train --threads 1 --train-updates 100"),
-    ("peer-train-t2", "Training against the original, 2 threads",
-     "python -m benchmarks.peer --parts train --threads 2 --train-updates 100"),
+    ("peer-train-t2", "Training on 2 cores against the original with 2 threads (ours: 2 processes)",
+     "python -m benchmarks.peer --parts train --threads 2 --train-updates 100 --ours-train-args \"--processes 2\""),
     ("peer-models-t1", "Training each tool's model for captioning (1,600 updates), 1 thread",
      "python -m benchmarks.peer --parts models --threads 1"),
     ("peer-caption-t1", "Captioning against the original, 1 thread",
