@@ -39,11 +39,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--name", default="caption", help="the record's benchmark name")
     parser.add_argument("--work-dir", default=str(harness.OUTPUT / "caption"))
-    parser.add_argument("--settle", type=float, default=60.0,
-                        help="seconds to wait after the last run before reading the load average again")
-    parser.add_argument("--results-dir", default=str(harness.RESULTS))
-    args = parser.parse_args(argv)
-    args.argv = list(argv if argv is not None else sys.argv[1:])
+    harness.add_record_args(parser)
+    args = harness.parse_recorded_args(parser, argv)
     if args.baseline_tree is None:
         args.baseline_tree = args.ours
     if args.source_root is None:

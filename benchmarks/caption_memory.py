@@ -35,11 +35,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--work-dir", default=None, help="where the model and inputs go (default: a temporary "
                                                          "folder)")
-    parser.add_argument("--settle", type=float, default=60.0,
-                        help="seconds to wait after the last run before reading the load average again")
-    parser.add_argument("--results-dir", default=str(harness.RESULTS))
-    args = parser.parse_args(argv)
-    args.argv = list(argv if argv is not None else sys.argv[1:])
+    harness.add_record_args(parser)
+    args = harness.parse_recorded_args(parser, argv)
     return args
 
 

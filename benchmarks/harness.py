@@ -9,6 +9,7 @@ one (read after ``settle_s`` seconds, so that the benchmark's own load has decay
 invalid record is written with ``"valid": false`` and its reason, and is never shown as a result
 (``python -m benchmarks.page``).
 """
+import argparse
 import datetime
 import json
 import logging
@@ -275,6 +276,20 @@ def load_problem(load: Sequence[float], cores: int, when: str) -> Optional[str]:
     if load[0] > limit:
         return "1-minute load average %.2f %s the runs is above %.1f (%d cores)" % (load[0], when, limit, cores)
     return None
+
+
+def add_record_args(parser: "argparse.ArgumentParser") -> None:
+    """The flags every recording benchmark takes: ``--settle`` and ``--results-dir``."""
+    parser.add_argument("--settle", type=float, default=60.0,
+                        help="seconds to wait after the last run before reading the load average again")
+    parser.add_argument("--results-dir", default=str(RESULTS))
+
+
+def parse_recorded_args(parser: "argparse.ArgumentParser", argv: Optional[Sequence[str]]) -> "argparse.Namespace":
+    """``parser``'s arguments, with ``argv``: the command line as given (the record's command to reproduce)."""
+    args = parser.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    return args
 
 
 def utc_now() -> datetime.datetime:

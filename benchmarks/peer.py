@@ -89,11 +89,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--extract-split", choices=["train", "dev"], default="train")
     parser.add_argument("--processes", type=int, default=2,
                         help="the processes part: ours with --search-processes N, the original as N processes")
-    parser.add_argument("--settle", type=float, default=60.0,
-                        help="seconds to wait after the last run before reading the load average again")
-    parser.add_argument("--results-dir", default=str(harness.RESULTS))
-    args = parser.parse_args(argv)
-    args.argv = list(argv if argv is not None else sys.argv[1:])
+    harness.add_record_args(parser)
+    args = harness.parse_recorded_args(parser, argv)
     return args
 
 

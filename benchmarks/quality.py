@@ -218,11 +218,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint-interval", type=int, default=100)
     parser.add_argument("--beam-size", type=int, default=3)
     parser.add_argument("--threads", default="1", help="OMP_NUM_THREADS for every run")
-    parser.add_argument("--settle", type=float, default=60.0,
-                        help="seconds to wait after the last run before reading the load average again")
-    parser.add_argument("--results-dir", default=str(harness.RESULTS))
-    args = parser.parse_args(argv)
-    args.argv = list(argv if argv is not None else sys.argv[1:])
+    harness.add_record_args(parser)
+    args = harness.parse_recorded_args(parser, argv)
     return args
 
 

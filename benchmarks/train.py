@@ -182,11 +182,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="checkpoint scored: params.best (validation perplexity) or the last one")
     parser.add_argument("--score-all-checkpoints", action="store_true",
                         help="also log every checkpoint's dev scores (= the validation split: not a result)")
-    parser.add_argument("--settle", type=float, default=60.0,
-                        help="seconds to wait after the last run before reading the load average again")
-    parser.add_argument("--results-dir", default=str(harness.RESULTS))
-    args = parser.parse_args(argv)
-    args.argv = list(argv if argv is not None else sys.argv[1:])
+    harness.add_record_args(parser)
+    args = harness.parse_recorded_args(parser, argv)
     if args.short:
         args.speed_updates, args.quality_updates = 60, 800
     return args

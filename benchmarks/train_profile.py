@@ -85,9 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--default-allocator", action="store_true",
                         help="leave glibc's allocator settings as they are (the tools tune them at start-up)")
-    parser.add_argument("--settle", type=float, default=60.0,
-                        help="seconds to wait after the run before reading the load average again")
-    parser.add_argument("--results-dir", default=str(harness.RESULTS))
+    harness.add_record_args(parser)
     return parser
 
 

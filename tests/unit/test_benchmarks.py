@@ -211,7 +211,7 @@ def test_the_page_shows_the_latest_valid_record_of_each_benchmark(tmp_path):
     assert "peer-train-t1-20260102T100000+0000.json" in train and "9.00" not in text
     assert "Test CPU (avx2), 2 cores" in train and "abcdef0123" in train
     assert "reproduce: `python -m benchmarks.peer --parts train`" in train
-    two = text.split("### Training against the original, 2 threads")[1].split("###")[0]
+    two = text.split("### Training on 2 cores against the original with 2 threads")[1].split("###")[0]
     assert "No recorded result yet" in two and "|" not in two
     assert "### something-new" in text and "4.00x" in text
     assert "{results}" not in text and text.startswith("# Benchmarks")
