@@ -1,12 +1,12 @@
 """Data-parallel training in several processes of one machine (``train --processes N``).
 
 One process with two OpenMP threads gains little over one thread on the decoder's small elementwise operators; N
-processes with 1/N of the threads each use the cores fully (the captioner's ``--search-processes`` works the same
+processes with 1/N of the threads each run those on N cores (the captioner's ``--search-processes`` works the same
 way). Every process reads the same batches in the same order (the same seed, the whole plan) and computes the
-gradient of its own share of each batch's rows; `ProcessKVStore` sums the shares' gradients through shared memory
-at every update, so each process applies the same summed gradient to the same parameters: the training is that of
-one process whose batch is split over N devices. Process 0 validates, decodes and writes the model folder, as rank 0
-of a distributed run does.
+gradient of its own part of each batch's rows; the processes' kvstore (`create_kvstore`) sums the parts' gradients
+through shared memory at every update, so each process applies the same summed gradient to the same parameters: the
+training is that of one process whose batch is split over N devices. Process 0 validates, decodes and writes the
+model folder, as rank 0 of a distributed run does. What it gains on a machine is measured on the benchmarks page.
 
 The parent process (the command line's) imports no MXNet: it starts the N training processes (``spawn``), waits for
 them, and stops them all as soon as one fails or it is interrupted. Messages to the processes are the parsed
@@ -85,7 +85,7 @@ def create_kvstore(group: ProcessGroup, rank: int) -> Any:
     own copy of the parameters with the summed gradients."""
     import mxnet as mx
 
-    class _Store(mx.kvstore.KVStoreBase):
+    class ProcessKVStore(mx.kvstore.KVStoreBase):
         def __init__(self) -> None:
             self.group, self._rank = group, rank
             self._slots: Dict[Any, _SharedSlots] = {}
@@ -152,7 +152,7 @@ def create_kvstore(group: ProcessGroup, rank: int) -> Any:
         def load_optimizer_states(self, fname: str) -> None:
             raise NotImplementedError("the processes' kvstore keeps no optimizer")
 
-    return _Store()
+    return ProcessKVStore()
 
 
 def _as_list(arrays: Any) -> List[Any]:
