@@ -92,3 +92,12 @@ def test_no_docs_page_is_a_dated_diary():
                 found.append("%s:%d: %s" % (name, n, line.strip()))
     assert not found, "dated sections or figures in the docs:\n" + "\n".join(found)
     assert DATED.search("## Same run, trained models (2026-11-29 afternoon)")
+
+
+def test_every_record_a_page_cites_exists():
+    """A figure quoted outside the generated page names its record; the record must be in benchmarks/results."""
+    cited = [(name, m.group(1)) for name, text in _texts("docs", "README.md")
+             for m in re.finditer(r"benchmarks/results/([\w.+-]+\.json)", text)]
+    assert any(name == "docs/training.md" for name, _ in cited)
+    missing = [(name, record) for name, record in cited if not (Path(ROOT) / "benchmarks" / "results" / record).is_file()]
+    assert not missing, missing
