@@ -1,9 +1,6 @@
 """train --processes N: the processes' kvstore (sums and broadcasts through shared memory), the supervisor, and
 whole trainings that must equal one process's and resume exactly after kill -9."""
 import os
-import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -12,7 +9,8 @@ import pytest
 from captioning import process_group
 from captioning.utils import CaptioningError
 
-from .test_train import REPO, assert_same_metrics, assert_same_params, read_metrics, run_train, train_args
+from .test_train import (assert_same_metrics, assert_same_params, kill_after_two_checkpoints, read_metrics,
+                         run_train, train_args)
 
 NO_DROPOUT = ["--rnn-decoder-hidden-dropout", "0", "--embed-dropout", "0"]
 
@@ -98,18 +96,7 @@ def test_processes_resume_after_kill_as_an_uninterrupted_run(synthetic_features,
 
     killed = tmp_path / "killed"
     args = train_args(synthetic_features, killed, *extra)
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="2")
-    proc = subprocess.Popen([sys.executable, "-m", "captioning.train"] + args, cwd=str(REPO), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = killed / "metrics"
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_two_checkpoints(args, killed, timeout=180)      # kills the parent only
     # the training processes die with their parent (and release the folder's lock)
     result = run_train(args)
     assert "continuing it" in result.stderr
