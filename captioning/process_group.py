@@ -12,11 +12,13 @@ The parent process (the command line's) imports no MXNet: it starts the N traini
 them, and stops them all as soon as one fails or it is interrupted. Messages to the processes are the parsed
 arguments (our own objects, pickled by `multiprocessing`), never a file from elsewhere.
 """
+import contextlib
+import glob
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import shutil
+import secrets
 import signal
 import sys
 import tempfile
@@ -32,16 +34,18 @@ _STOP_SECONDS = 5.0             # after SIGTERM, how long a process may take bef
 
 
 class ProcessGroup:
-    """What the training processes share: their number, a barrier, and a folder for the shared arrays (on
-    ``/dev/shm``), made by the parent, which removes it when the processes end. Picklable (spawn)."""
+    """What the training processes share: their number, a barrier, and the name prefix of the shared arrays' files
+    (on ``/dev/shm``; no folder, so that nothing is left behind when the parent is killed: every file is removed as
+    soon as all processes have mapped it). Picklable (spawn)."""
 
-    def __init__(self, size: int, barrier: Any, folder: str) -> None:
-        self.size, self.barrier, self.folder = size, barrier, folder
+    def __init__(self, size: int, barrier: Any, prefix: str) -> None:
+        self.size, self.barrier, self.prefix = size, barrier, prefix
 
     @classmethod
     def create(cls, context: Any, size: int) -> "ProcessGroup":
-        root = _SHM_ROOT if os.path.isdir(_SHM_ROOT) and os.access(_SHM_ROOT, os.W_OK) else None
-        return cls(size, context.Barrier(size), tempfile.mkdtemp(prefix="captioning-processes-", dir=root))
+        root = _SHM_ROOT if os.path.isdir(_SHM_ROOT) and os.access(_SHM_ROOT, os.W_OK) else tempfile.gettempdir()
+        prefix = "captioning-processes-%d-%s-" % (os.getpid(), secrets.token_hex(4))
+        return cls(size, context.Barrier(size), os.path.join(root, prefix))
 
 
 class _SharedSlots:
@@ -111,7 +115,7 @@ def create_kvstore(group: ProcessGroup, rank: int) -> Any:
         def _slots_of(self, key: Any, like: "mx.nd.NDArray") -> _SharedSlots:
             slots = self._slots.get(key)
             if slots is None:
-                path = os.path.join(self.group.folder, "key-%s" % (key,))
+                path = "%skey-%s" % (self.group.prefix, key)
                 slots = self._slots[key] = _SharedSlots(path, self.group.size, like.shape, like.dtype)
             return slots
 
@@ -195,7 +199,9 @@ def run(target: Callable[[Any, ProcessGroup, int], None], payload: Any, size: in
         return 0
     finally:
         _stop(processes)     # (the barrier is not aborted: a process stopped inside it may hold its lock)
-        shutil.rmtree(group.folder, ignore_errors=True)
+        for path in glob.glob(glob.escape(group.prefix) + "*"):   # files of processes stopped before all mapped them
+            with contextlib.suppress(OSError):
+                os.remove(path)
 
 
 def _exit_status(exitcode: Optional[int]) -> int:

@@ -107,8 +107,9 @@ def test_resume_after_kill_matches_uninterrupted_run(synthetic_features, tmp_pat
     assert_same_params(straight / "params.00006", killed / "params.00006")
 
 
-def kill_after_two_checkpoints(args, folder, timeout: float) -> None:
-    """Start ``python -m captioning.train ARGS`` and SIGKILL it once ``folder/metrics`` holds two checkpoints."""
+def kill_after_two_checkpoints(args, folder, timeout: float) -> int:
+    """Start ``python -m captioning.train ARGS`` and SIGKILL it once ``folder/metrics`` holds two checkpoints;
+    returns its process id."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     proc = subprocess.Popen([sys.executable, "-m", "captioning.train"] + args, cwd=str(REPO), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -121,6 +122,7 @@ def kill_after_two_checkpoints(args, folder, timeout: float) -> None:
     assert proc.poll() is None, "the run ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    return proc.pid
 
 
 def assert_same_params(path_a, path_b) -> None:
