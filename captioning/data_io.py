@@ -262,8 +262,7 @@ def batch_part(batch: Batch, part: int, parts: int) -> Batch:
     The whole batch when ``parts`` is 1."""
     if parts == 1:
         return batch
-    rows = np.array_split(np.arange(batch.labels.shape[0]), parts)[part]
-    return Batch(*(array[rows[0]:rows[-1] + 1] if len(rows) else array[:0] for array in batch))
+    return Batch(*(np.array_split(array, parts)[part] for array in batch))
 
 
 def make_batch(features: np.ndarray, captions: Sequence[np.ndarray], bucket: int, indices: Sequence[int]) -> Batch:

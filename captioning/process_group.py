@@ -56,7 +56,7 @@ class _SharedSlots:
 
     def __init__(self, path: str, size: int, shape: Sequence[int], dtype: Any) -> None:
         dtype = np.dtype(dtype)
-        count = int(np.prod(shape)) if len(shape) else 1
+        count = int(np.prod(shape))
         nbytes = 2 * size * count * dtype.itemsize
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -174,7 +174,7 @@ def _child(target: Callable[[Any, ProcessGroup, int], None], payload: Any, group
     try:
         target(payload, group, rank)
     except utils.CaptioningError as e:
-        logging.getLogger("captioning").error("%s", " ".join(str(e).split()))
+        utils.report_error(str(e))
         sys.exit(1)
 
 

@@ -332,7 +332,7 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]], argv: Opti
         code = main(argv)
         sys.stdout.flush()
     except CaptioningError as e:
-        _report(str(e))
+        report_error(str(e))
         sys.exit(1)
     except BrokenPipeError:
         # the reader went away (e.g. `| head`): nothing more to say to it; keep Python from failing at exit too
@@ -345,7 +345,7 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], Optional[int]], argv: Opti
         # a write to standard output failed (its file is on a full disk, ...): drop what is left in its buffer
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        _report("standard output: cannot write (%s)" % (e.strerror or e))
+        report_error("standard output: cannot write (%s)" % (e.strerror or e))
         sys.exit(1)
     except KeyboardInterrupt:
         logging.getLogger("captioning").error("interrupted")
@@ -408,7 +408,7 @@ def guard_standard_streams() -> None:
             setattr(sys, name, ClosedStream(fd) if name != "stderr" else open(os.devnull, "w"))
 
 
-def _report(message: str) -> None:
+def report_error(message: str) -> None:
     """Log a fatal error as one line (messages quoting a parser's multi-line report are joined)."""
     message = " ".join(part.strip() for part in message.splitlines() if part.strip())
     if logging.getLogger().handlers:
