@@ -22,7 +22,7 @@ import secrets
 import signal
 import sys
 import tempfile
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -83,80 +83,117 @@ class _SharedSlots:
 
 
 def create_kvstore(group: ProcessGroup, rank: int) -> Any:
-    """The kvstore of process ``rank``: a `mxnet.kvstore.KVStoreBase` that `gluon.Trainer` reduces gradients
-    through (`pushpull`: the sum over the processes, in rank order, so every process gets the same bits) and
-    initialises parameters with (`broadcast`: process 0's values). It keeps no optimizer: each process updates its
-    own copy of the parameters with the summed gradients."""
+    """The kvstore of process ``rank``: a `mxnet.kvstore.KVStoreBase` that sums gradients over the processes
+    (`pushpull`) and initialises parameters with process 0's values (`broadcast`). It keeps no optimizer: each
+    process updates its own copy of the parameters with the summed gradients."""
     import mxnet as mx
 
-    class ProcessKVStore(mx.kvstore.KVStoreBase):
-        def __init__(self) -> None:
-            self.group, self._rank = group, rank
-            self._slots: Dict[Any, _SharedSlots] = {}
+    class ProcessKVStore(_ProcessKVStoreMethods, mx.kvstore.KVStoreBase):
+        pass
 
-        @property
-        def type(self) -> str:
-            return KVSTORE_TYPE
+    return ProcessKVStore(group, rank)
 
-        @property
-        def rank(self) -> int:
-            return self._rank
 
-        @property
-        def num_workers(self) -> int:
-            return self.group.size
+class _ProcessKVStoreMethods:
+    """The methods of `create_kvstore`'s class (MXNet's base class is only importable once MXNet may load).
 
-        def is_capable(self, capability: str) -> bool:
-            return False                        # no optimizer on the store, no compression, no sparse arrays
+    `pushpull` takes one key or a list of keys: a list (all of an update's gradients, as `training.Trainer` passes
+    them) is one exchange through one shared array, so the processes meet once per update, not once per parameter.
+    The sum is taken in rank order, so every process gets the same bits."""
 
-        def _barrier(self) -> None:
-            self.group.barrier.wait()
+    def __init__(self, group: ProcessGroup, rank: int) -> None:
+        self.group, self._rank = group, rank
+        self._slots: Dict[str, _SharedSlots] = {}
+        self._totals: Dict[str, np.ndarray] = {}
 
-        def _slots_of(self, key: Any, like: "mx.nd.NDArray") -> _SharedSlots:
-            slots = self._slots.get(key)
-            if slots is None:
-                path = "%skey-%s" % (self.group.prefix, key)
-                slots = self._slots[key] = _SharedSlots(path, self.group.size, like.shape, like.dtype)
-            return slots
+    @property
+    def type(self) -> str:
+        return KVSTORE_TYPE
 
-        def _exchange(self, slots: _SharedSlots, arrays: np.ndarray, mine: Optional[np.ndarray]) -> None:
-            """Write this process's array (if any) into ``arrays``, then wait for every process."""
-            if mine is not None:
-                arrays[self._rank] = mine
-            self._barrier()
-            slots.mapped_by_all(self._rank)
+    @property
+    def rank(self) -> int:
+        return self._rank
 
-        def pushpull(self, key: Any, value: Union["mx.nd.NDArray", List["mx.nd.NDArray"]],
-                     out: Optional[Union["mx.nd.NDArray", List["mx.nd.NDArray"]]] = None, priority: int = 0) -> None:
-            values = value if isinstance(value, (list, tuple)) else [value]
-            local = values[0] if len(values) == 1 else mx.nd.add_n(*[v.as_in_context(values[0].context)
-                                                                     for v in values])
-            slots = self._slots_of(key, local)
-            arrays = slots.next_set()
-            self._exchange(slots, arrays, local.asnumpy())
-            total = arrays[0].copy()
-            for other in arrays[1:]:
-                total += other
-            for target in _as_list(out if out is not None else values):
-                target[:] = total
+    @property
+    def num_workers(self) -> int:
+        return self.group.size
 
-        def broadcast(self, key: Any, value: "mx.nd.NDArray", out: Any, priority: int = 0) -> None:
-            slots = self._slots_of("broadcast-%s" % (key,), value)
-            arrays = slots.next_set()
-            self._exchange(slots, arrays, value.asnumpy() if self._rank == 0 else None)
-            for target in _as_list(out):
-                target[:] = arrays[0]
+    def is_capable(self, capability: str) -> bool:
+        return False                        # no optimizer on the store, no compression, no sparse arrays
 
-        def set_optimizer(self, optimizer: Any) -> None:
-            raise NotImplementedError("the processes' kvstore keeps no optimizer")
+    def _slots_of(self, name: str, count: int, dtype: Any) -> _SharedSlots:
+        slots = self._slots.get(name)
+        if slots is None:
+            slots = self._slots[name] = _SharedSlots(self.group.prefix + name, self.group.size, (count,), dtype)
+        return slots
 
-        def save_optimizer_states(self, fname: str, dump_optimizer: bool = False) -> None:
-            raise NotImplementedError("the processes' kvstore keeps no optimizer")
+    def _barrier(self) -> None:
+        """Wait for every process (the name of MXNet's distributed kvstore method that `train` calls)."""
+        self.group.barrier.wait()
 
-        def load_optimizer_states(self, fname: str) -> None:
-            raise NotImplementedError("the processes' kvstore keeps no optimizer")
+    def _wait_for_all(self, slots: _SharedSlots) -> None:
+        """Wait until every process has written its array of the current set."""
+        self._barrier()
+        slots.mapped_by_all(self._rank)
 
-    return ProcessKVStore()
+    def pushpull(self, key: Any, value: Any, out: Any = None, priority: int = 0) -> None:
+        keys = list(key) if isinstance(key, (list, tuple)) else [key]
+        values = list(value) if isinstance(key, (list, tuple)) else [value]
+        outs = values if out is None else (list(out) if isinstance(key, (list, tuple)) else [out])
+        mine = [_device_sum(v) for v in values]
+        sizes = [int(np.prod(a.shape)) for a in mine]
+        name = "sum-%s-%s-%d" % (keys[0], keys[-1], len(keys))
+        slots = self._slots_of(name, sum(sizes), mine[0].dtype)
+        arrays = slots.next_set()
+        for array, start, size in zip(mine, np.cumsum([0] + sizes), sizes):
+            _copy_to_numpy(array, arrays[self._rank, start:start + size])
+        self._wait_for_all(slots)
+        total = self._totals.get(name)
+        if total is None:
+            total = self._totals[name] = np.empty_like(arrays[0])
+        np.copyto(total, arrays[0])
+        for other in arrays[1:]:
+            total += other
+        for targets, array, start, size in zip(outs, mine, np.cumsum([0] + sizes), sizes):
+            for target in _as_list(targets):
+                target[:] = total[start:start + size].reshape(array.shape)
+
+    def broadcast(self, key: Any, value: Any, out: Any, priority: int = 0) -> None:
+        slots = self._slots_of("broadcast-%s" % (key,), int(np.prod(value.shape)), value.dtype)
+        arrays = slots.next_set()
+        if self._rank == 0:
+            _copy_to_numpy(value, arrays[0])
+        self._wait_for_all(slots)
+        for target in _as_list(out):
+            target[:] = arrays[0].reshape(value.shape)
+
+    def set_optimizer(self, optimizer: Any) -> None:
+        raise NotImplementedError("the processes' kvstore keeps no optimizer")
+
+    def save_optimizer_states(self, fname: str, dump_optimizer: bool = False) -> None:
+        raise NotImplementedError("the processes' kvstore keeps no optimizer")
+
+    def load_optimizer_states(self, fname: str) -> None:
+        raise NotImplementedError("the processes' kvstore keeps no optimizer")
+
+
+def _device_sum(values: Any) -> Any:
+    """One NDArray: the array, or the sum of a parameter's per-device arrays (on the first one's device)."""
+    import mxnet as mx
+    arrays = _as_list(values)
+    if len(arrays) == 1:
+        return arrays[0]
+    return mx.nd.add_n(*[a.as_in_context(arrays[0].context) for a in arrays])
+
+
+def _copy_to_numpy(array: Any, out: np.ndarray) -> None:
+    """Copy an NDArray's values into ``out`` (contiguous, same size and dtype) once they are computed: what
+    `NDArray.asnumpy` does, without allocating a new array for each gradient."""
+    import ctypes
+    import mxnet as mx
+    assert out.flags.c_contiguous and out.size == int(np.prod(array.shape)) and out.dtype == np.dtype(array.dtype)
+    mx.base.check_call(mx.base._LIB.MXNDArraySyncCopyToCPU(array.handle, out.ctypes.data_as(ctypes.c_void_p),
+                                                           ctypes.c_size_t(out.size)))
 
 
 def _as_list(arrays: Any) -> List[Any]:
@@ -188,7 +225,7 @@ def run(target: Callable[[Any, ProcessGroup, int], None], payload: Any, size: in
     try:
         for process in processes:
             process.start()
-        running = {process.sentinel: process for process in processes}
+        running: Dict[Any, Any] = {process.sentinel: process for process in processes}
         while running:
             for sentinel in multiprocessing.connection.wait(list(running)):
                 process = running.pop(sentinel)

@@ -193,7 +193,7 @@ class Trainer:
         self.trainer.set_learning_rate(self.scheduler.learning_rate(self.state.updates))
         scale = num_grads * self.num_workers       # gradients are sums over devices, batches and workers
         if not self.server_updates:
-            self.trainer.allreduce_grads()
+            self._allreduce_grads()
         if self.config.optimizer.clip_type == optimizers.CLIP_NORM and self.config.optimizer.clip_threshold > 0:
             # the gradients are scale x the average: clip their global norm at scale x the threshold
             grouped = [[p.list_grad()[k] for p in self.params.values() if p.grad_req != "null"]
@@ -210,6 +210,17 @@ class Trainer:
         # on a non-finite gradient (the marker is the sum of one parameter's gradient)
         self._wait_for_pending(self.state.updates - 1)
         self._pending = self._last_marker
+
+    def _allreduce_grads(self) -> None:
+        """Sum the gradients over the devices and workers. The processes' kvstore (``--processes``) takes all of
+        them in one call, so the processes meet once per update instead of once per parameter."""
+        if self.batch_part[1] > 1:
+            assert self.kv is not None
+            keys, grads = zip(*[(i, p.list_grad()) for i, p in enumerate(self.params.values())
+                                if p.grad_req != "null"])
+            self.kv.pushpull(list(keys), list(grads))
+        else:
+            self.trainer.allreduce_grads()
 
     def _wait_for_pending(self, update: int) -> None:
         if self._pending is not None and not math.isfinite(float(self._pending.asscalar())):
