@@ -23,6 +23,8 @@ KNOWN: List[Tuple[str, str, str]] = [
      "python -m benchmarks.peer --parts train --threads 1 --train-updates 100"),
     ("peer-train-t2", "Training on 2 cores against the original with 2 threads (ours: 2 processes)",
      "python -m benchmarks.peer --parts train --threads 2 --train-updates 100 --ours-train-args \"--processes 2\""),
+    ("peer-train-t2-threads", "Training on 2 cores against the original with 2 threads (ours: 1 process, 2 threads)",
+     "python -m benchmarks.peer --parts train --threads 2 --train-updates 100 --record-suffix threads"),
     ("peer-models-t1", "Training each tool's model for captioning (1,600 updates), 1 thread",
      "python -m benchmarks.peer --parts models --threads 1"),
     ("peer-caption-t1", "Captioning against the original, 1 thread",
@@ -41,7 +43,7 @@ KNOWN: List[Tuple[str, str, str]] = [
     ("caption", "Captioning speed against a baseline tree or option set",
      "python -m benchmarks.caption --model MODEL --baseline-tree OTHER_TREE"),
     ("caption-memory", "Captioner memory against the input length", "python -m benchmarks.caption_memory"),
-    ("train-profile", "Where training holds memory", "OMP_NUM_THREADS=2 python -m benchmarks.train_profile"),
+    ("train-profile", "Where a training update goes: time and memory", "OMP_NUM_THREADS=1 python -m benchmarks.train_profile"),
 ]
 
 

@@ -74,6 +74,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--ours-train-args", default="",
                         help="more flags for ours in the train part, e.g. \"--processes 2\" (its memory is then the "
                              "sampled sum over its processes)")
+    parser.add_argument("--record-suffix", default="",
+                        help="appended to the record's name (peer-PART-tTHREADS-SUFFIX), to keep a variant's record "
+                             "beside the default one, e.g. \"threads\" for ours in one process of 2 threads")
     parser.add_argument("--simultaneous", action="store_true",
                         help="train both tools at the same time in each round instead of one after the other")
     parser.add_argument("--model-updates", type=int, default=1600, help="the models part: updates of each model")
@@ -358,8 +361,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         work = Path(args.work_dir) / ("%s-t%s" % (part, threads))
         work.mkdir(parents=True, exist_ok=True)
         session = Session(
-            benchmark="peer-%s-t%s" % (part, threads), reproduce=harness.reproduce_command("benchmarks.peer",
-                                                                                            args.argv),
+            benchmark="peer-%s-t%s%s" % (part, threads, "-" + args.record_suffix if args.record_suffix else ""),
+            reproduce=harness.reproduce_command("benchmarks.peer", args.argv),
             description="%s: this project against the original Sockeye 1.18.115, OMP_NUM_THREADS=%s" % (
                 part, threads),
             baseline="original Sockeye 1.18.115", threads=threads, ours_tree=Path(args.ours),

@@ -17,8 +17,8 @@ Builds exactly what ``python -m captioning.train`` builds for the tutorial model
 3. free-running: the same number of updates through ``Trainer._update`` (its own single sync per update).
 4. operators: ``mx.profiler`` aggregate statistics over ``--profile-updates`` free-running updates: time per
    operator type, its share of the operator total, and the operator total against the wall clock.
-Run from the root of the tree to measure; logs one line per figure and writes the memory stages as the record
-``benchmarks/results/train-profile-<time>.json``.
+Run from the root of the tree to measure; logs one line per figure and writes the phases, the top operators and the
+memory stages as the record ``benchmarks/results/train-profile-<time>.json``.
 """
 import argparse
 import logging
@@ -101,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     session = harness.Session(
         benchmark="train-profile", reproduce=harness.reproduce_command("benchmarks.train_profile",
                                                                        sys.argv[1:] if argv is None else argv),
-        description="where training the tutorial model holds memory, stage by stage (features in memory)",
+        description="where an update of the tutorial model spends its time (phases, operators) and where training holds memory, stage by stage (features in memory)",
         threads=os.environ.get("OMP_NUM_THREADS"), rounds=1, settle_s=args.settle,
         results_dir=Path(args.results_dir))
     tracemalloc.start()
@@ -169,24 +169,25 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     if not args.memory_only:
         tracemalloc.stop()
-        timings(args, mx, np, autograd, trainer, train_iter, model, contexts)
+        timings(args, session, mx, np, autograd, trainer, train_iter, model, contexts)
         tracemalloc.start()
     validation_and_decode(args, targs, trainer, model, vocab, contexts, utils, mx, training, train_cli)
     for stage, rss, peak in STAGES:
         session.figure("RSS after: %s" % stage, "MB", False, [round(rss)])
     session.figure("process peak RSS", "MB", False, [round(max(peak for _, _, peak in STAGES))])
-    session.notes.append("allocator %s" % ("tuned as the tools tune it" if tuned else "as the environment sets it"))
+    session.notes.append("allocator %s (%s)" % (allocator.in_use(), "tuned as the tools tune it" if tuned
+                                                 else "as the environment sets it"))
     session.finish()
 
 
-def timings(args, mx, np, autograd, trainer, train_iter, model, contexts) -> None:
-    """Phases (synchronised), free-running updates and the operator profile."""
+def timings(args, session, mx, np, autograd, trainer, train_iter, model, contexts) -> None:
+    """Phases (synchronised), free-running updates and the operator profile, recorded as figures."""
     if not args.no_phases:
-        phase_timings(args, mx, np, autograd, trainer, train_iter, model, contexts)
-    operator_profile(args, mx, trainer)
+        phase_timings(args, session, mx, np, autograd, trainer, train_iter, model, contexts)
+    operator_profile(args, session, mx, trainer)
 
 
-def phase_timings(args, mx, np, autograd, trainer, train_iter, model, contexts) -> None:
+def phase_timings(args, session, mx, np, autograd, trainer, train_iter, model, contexts) -> None:
     """Each phase of an update followed by a wait, then free-running updates."""
     phases: Dict[str, List[float]] = {k: [] for k in ("data", "copy", "forward dispatch", "forward",
                                                       "backward dispatch", "backward", "update", "bookkeeping")}
@@ -228,6 +229,9 @@ def phase_timings(args, mx, np, autograd, trainer, train_iter, model, contexts) 
         logger.info("phase %-18s %8.1f ms  %5.1f%%%s" % (key, 1000 * mean, 100 * mean / total,
                                                    "  (Python returns; included in the next line)"
                                                    if "dispatch" in key else ""))
+        if "dispatch" not in key:
+            session.figure("update phase: %s (mean of %d synchronised updates)" % (key, args.updates), "ms", False,
+                           [round(1000 * mean, 1)], note="%.0f%% of the update" % (100 * mean / total))
     report("after %d synchronised updates" % args.updates)
 
     # free-running
@@ -239,10 +243,12 @@ def phase_timings(args, mx, np, autograd, trainer, train_iter, model, contexts) 
     seconds = time.perf_counter() - start
     logger.info("free-running Trainer._update: %d updates in %.2f s = %.1f samples/s (%.1f ms per update)"
           % (args.updates, seconds, (trainer.state.samples - samples0) / seconds, 1000 * seconds / args.updates))
+    session.figure("free-running update (%d updates)" % args.updates, "ms", False,
+                   [round(1000 * seconds / args.updates, 1)])
 
 
 
-def operator_profile(args, mx, trainer) -> None:
+def operator_profile(args, session, mx, trainer) -> None:
     """Aggregate operator statistics of free-running updates."""
     mx.profiler.set_config(profile_all=True, aggregate_stats=True, continuous_dump=False,
                            filename="/tmp/train-profile.json")
@@ -265,6 +271,8 @@ def operator_profile(args, mx, trainer) -> None:
         logger.info("operator %-40s %7d calls %9.1f ms per update %5.1f%%" % (name, calls // args.profile_updates,
                                                                          ms / args.profile_updates,
                                                                          100 * ms / op_total))
+        session.figure("operator %s (%d calls per update)" % (name, calls // args.profile_updates), "ms", False,
+                       [round(ms / args.profile_updates, 1)], note="%.0f%% of operator time" % (100 * ms / op_total))
     report("after profiling")
 
 
