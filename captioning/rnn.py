@@ -7,7 +7,7 @@ Weights follow MXNet's fused RNN layout, so both paths agree: ``i2h_weight (G*H,
 the input and recurrent pre-activations (and the LSTM cell state) as in Ba et al. (2016); they always run step by
 step.
 """
-from typing import List, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -16,6 +16,16 @@ from mxnet import gluon
 from . import layers
 
 GATES = {"lstm": 4, "gru": 3}
+
+
+class LayerState(NamedTuple):
+    """The state of one recurrent layer: ``h (N, H)``, and for an LSTM the cell ``c (N, H)`` (None for a GRU)."""
+    h: Any
+    c: Any = None
+
+    def arrays(self) -> List:
+        """The state as the arrays it holds: ``[h, c]`` (LSTM) or ``[h]`` (GRU)."""
+        return [self.h] if self.c is None else [self.h, self.c]
 
 
 @mx.init.register
@@ -97,11 +107,12 @@ class RecurrentLayer(gluon.HybridBlock):
         w = F.slice_axis(layers.param_value(F, self.i2h_weight, like), axis=1, begin=begin, end=None)
         return F.concat(w, layers.param_value(F, self.h2h_weight, like), dim=1)
 
-    def step(self, F, i2h, states: List, recurrent_mask=None, feed=None, feed_weight=None) -> Tuple:
-        """One step from the projected inputs ``i2h (N, G*H)`` (``project_inputs``): -> (h, new states). With
+    def step(self, F, i2h, state: LayerState, recurrent_mask=None, feed=None, feed_weight=None
+             ) -> Tuple[Any, LayerState]:
+        """One step from the projected inputs ``i2h (N, G*H)`` (``project_inputs``): -> (h, new state). With
         ``feed`` (the input columns from ``begin`` on) and ``feed_weight`` (`feed_weight`), the fed part and the
         recurrent part share one matrix product (not for layer-normalised cells)."""
-        h = states[0]
+        h = state.h
         h_in = h * recurrent_mask if recurrent_mask is not None else h
         h2h_bias = layers.param_value(F, self.h2h_bias, h)
         if feed is not None:
@@ -116,33 +127,33 @@ class RecurrentLayer(gluon.HybridBlock):
             h2h = self.norm_h2h(h2h)
         if self.mode == "lstm":
             i, f, g, o = F.split(i2h + h2h, num_outputs=4, axis=1)
-            c = layers.sigmoid(F, f) * states[1] + layers.sigmoid(F, i) * layers.tanh(F, g)
+            c = layers.sigmoid(F, f) * state.c + layers.sigmoid(F, i) * layers.tanh(F, g)
             c_out = self.norm_c(c) if self.layer_norm else c
             h = layers.sigmoid(F, o) * layers.tanh(F, c_out)
-            return h, [h, c]
+            return h, LayerState(h, c)
         x_r, x_z, x_n = F.split(i2h, num_outputs=3, axis=1)
         h_r, h_z, h_n = F.split(h2h, num_outputs=3, axis=1)
         r = layers.sigmoid(F, x_r + h_r)
         z = layers.sigmoid(F, x_z + h_z)
         n = layers.tanh(F, x_n + r * h_n)
-        h = (1.0 - z) * n + z * states[0]
-        return h, [h]
+        h = (1.0 - z) * n + z * state.h
+        return h, LayerState(h)
 
-    def sequence(self, F, x, states: List, seq_len: int, recurrent_mask=None):
-        """Outputs ``(N, T, H)`` for inputs ``(N, T, in)`` from ``states`` (teacher forcing). Uses the fused
+    def sequence(self, F, x, state: LayerState, seq_len: int, recurrent_mask=None):
+        """Outputs ``(N, T, H)`` for inputs ``(N, T, in)`` from ``state`` (teacher forcing). Uses the fused
         kernel unless the cell is layer-normalised or a recurrent dropout mask is given."""
         if self.can_fuse and recurrent_mask is None:
             params = F.concat(F.reshape(layers.param_value(F, self.i2h_weight, x), shape=(-1,)),
                               F.reshape(layers.param_value(F, self.h2h_weight, x), shape=(-1,)),
                               layers.param_value(F, self.i2h_bias, x),
                               layers.param_value(F, self.h2h_bias, x), dim=0)
-            kwargs = {"state_cell": F.expand_dims(states[1], axis=0)} if self.mode == "lstm" else {}
-            out = F.RNN(F.transpose(x, axes=(1, 0, 2)), params, F.expand_dims(states[0], axis=0),
+            kwargs = {"state_cell": F.expand_dims(state.c, axis=0)} if self.mode == "lstm" else {}
+            out = F.RNN(F.transpose(x, axes=(1, 0, 2)), params, F.expand_dims(state.h, axis=0),
                         state_size=self.num_hidden, num_layers=1, mode=self.mode, **kwargs)
             return F.transpose(out, axes=(1, 0, 2))
         projected = layers.split_steps(F, self.project_inputs(F, x), seq_len)
         outputs = []
         for i2h in projected:
-            h, states = self.step(F, i2h, states, recurrent_mask)
+            h, state = self.step(F, i2h, state, recurrent_mask)
             outputs.append(h)
         return F.stack(*outputs, axis=1)
