@@ -368,28 +368,24 @@ class MultiHeadDotAttention(Attention):
         return self.out_proj(context), probs
 
 
-def _coverage_attention(coverage_type: str) -> Callable[..., Attention]:
-    if coverage_type == COVERAGE_COUNT:
-        return MlpCovAttention
-    if coverage_type == COVERAGE_GRU:
-        return GRUCovAttention
-    return lambda *args, **kwargs: ActivationCovAttention(*args, activation=coverage_type, **kwargs)
-
-
 def create_attention(attention_type: str, query_size: int, source_size: int, num_positions: int,
                      num_hidden: int, embed_size: int = 0, use_prev_word: bool = False, scale_dot: bool = False,
                      heads: int = 1, coverage_type: str = COVERAGE_COUNT, coverage_num_hidden: int = 1,
                      layer_normalization: bool = False, prefix: str = "att_") -> Attention:
-    """The attention of ``attention_type`` (``--rnn-attention-type``) with the options that type uses (the
-    others are ignored): the one place where type names are read."""
+    """The attention of ``attention_type`` (``--rnn-attention-type``; ``coverage_type``:
+    ``--rnn-attention-coverage-type``) with the options that type uses (the others are ignored): the one place
+    where type names are read."""
     sizes = (query_size, source_size, num_positions, num_hidden)
-    mlp_options = dict(embed_size=embed_size, use_prev_word=use_prev_word, layer_normalization=layer_normalization,
-                       prefix=prefix)
     if attention_type == MLP:
-        return MlpAttention(*sizes, **mlp_options)
+        return MlpAttention(*sizes, embed_size, use_prev_word, layer_normalization, prefix)
+    if attention_type == COVERAGE and coverage_type == COVERAGE_COUNT:
+        return MlpCovAttention(*sizes, embed_size, use_prev_word, layer_normalization, 1, prefix)
+    if attention_type == COVERAGE and coverage_type == COVERAGE_GRU:
+        return GRUCovAttention(*sizes, embed_size, use_prev_word, layer_normalization, coverage_num_hidden,
+                               prefix=prefix)
     if attention_type == COVERAGE:
-        num_hidden_coverage = 1 if coverage_type == COVERAGE_COUNT else coverage_num_hidden
-        return _coverage_attention(coverage_type)(*sizes, coverage_num_hidden=num_hidden_coverage, **mlp_options)
+        return ActivationCovAttention(*sizes, embed_size, use_prev_word, layer_normalization, coverage_num_hidden,
+                                      activation=coverage_type, prefix=prefix)
     others: Dict[str, Callable[[], Attention]] = {
         "dot": lambda: DotAttention(*sizes, scale_dot=scale_dot, prefix=prefix),
         "bilinear": lambda: BilinearAttention(*sizes, prefix=prefix),

@@ -86,7 +86,7 @@ class CheckpointDecoder:
         for line, name in enumerate(names):
             groups.setdefault(name, []).append(line)
         references, rows = [], []
-        for name, lines in groups.items():
+        for lines in groups.values():
             refs = [" ".join(column[line].split()) for line in lines for column in columns]
             refs = [r for r in refs if r]
             if refs:
@@ -133,7 +133,8 @@ class CheckpointDecoder:
         references = [self.references[i] for i in self.indices]
         depth = max(len(r) for r in references)
         # sacrebleu takes one stream per reference position; None where an image has fewer references
-        streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(depth)]
+        streams: List[List[Any]] = [[refs[k] if k < len(refs) else None for refs in references]
+                                    for k in range(depth)]
         bleu = sacrebleu.corpus_bleu(list(hypotheses), streams, tokenize="none").score
         chrf = sacrebleu.corpus_chrf(list(hypotheses), streams).score
         cider = CiderD(references).corpus_score(hypotheses)[0] * 100.0

@@ -77,7 +77,7 @@ class PositionalEmbedding(gluon.HybridBlock):
             return x + sinusoids(F, positions, self.num_embed)
         return x + F.take(param_value(F, self.weight, x), positions, mode="clip")
 
-    def hybrid_forward(self, F, x, **kwargs):  # type: ignore[override]
+    def hybrid_forward(self, F, x, **kwargs):
         raise NotImplementedError("use add_to_sequence / add_at")
 
 
@@ -185,5 +185,5 @@ class OutputLayer(gluon.HybridBlock):
         factors = scale * F.rsqrt(squared_norms + 1e-12)                               # (V, 1)
         return weight * F.dot(factors, ones)
 
-    def hybrid_forward(self, F, x, weight, bias, scale=None):  # type: ignore[override]
+    def hybrid_forward(self, F, x, weight, bias, scale=None):
         return dense(F, x, self.normalized_weight(F, weight, scale), bias, self.vocab_size)

@@ -4,6 +4,7 @@ Model folder format versions: 1 recorded the features' CNN as an untyped ``cnn_c
 records it as the typed ``image_cnn`` (a `cnn.CNNConfig`). Version-1 folders still load (the key is mapped).
 """
 import contextlib
+import enum
 import logging
 import os
 import re
@@ -85,23 +86,19 @@ ModelConfig.__init__ = _init_accepting_cnn_config  # type: ignore[method-assign]
 class _Graph(gluon.HybridBlock):
     """One hybridized computation over the model's parts (which it shares, parameters included): ``sequence``
     (teacher forcing for one caption length), ``encode``, or ``step``. Kept outside the model's children so that
-    parameters are saved once. A ``fixed`` encode or step graph is that of a model whose parameters are fixed:
-    the step takes the step constants (`CaptionModel.fix_parameters`) as inputs after the previous words."""
+    parameters are saved once. A step graph takes the previous words, then the step's `StepConstants` arrays (the
+    normalised output weight with weight normalisation; with ``fixed`` parameters also the decoder's step
+    constants), then the states."""
 
     def __init__(self, model: "CaptionModel", kind: str, seq_len: int = 0, fixed: bool = False) -> None:
         super().__init__(prefix=model.prefix + "%s%s%d_" % ("fixed_" if fixed else "", kind, seq_len))
         self.kind = kind
-        self.fixed = fixed
         self.seq_len = seq_len
         self.embed_dropout = model.config.embed_dropout
-        self.num_static_states = model.decoder.num_static_states
         self.encoder = model.encoder
         self.embedding = model.embedding
         self.decoder = model.decoder
         self.output_layer = model.output_layer
-        # with weight normalisation the encode graph also returns the normalised output weight, which the step
-        # graph then takes as an input instead of renormalising the (V, H) matrix at every step; with fixed
-        # parameters it is the first step constant instead, computed once
         self.weight_normalization = model.config.weight_normalization
         self.num_decoder_constants = model.decoder.num_step_constants if fixed else 0
 
@@ -109,18 +106,13 @@ class _Graph(gluon.HybridBlock):
         embedded = self.embedding(words)
         return F.Dropout(embedded, p=self.embed_dropout) if self.embed_dropout > 0.0 else embedded
 
-    def hybrid_forward(self, F, x, *states):  # type: ignore[override]
+    def hybrid_forward(self, F, x, *states):
         if self.kind == "sequence":
             encoded = self.encoder(x)
             hidden, _ = self.decoder.decode_sequence(F, encoded, self._embed(F, states[0]), self.seq_len)
             return self.output_layer(hidden)
         if self.kind == "encode":
-            states = self.decoder.init_states(F, self.encoder(x))
-            if self.weight_normalization and not self.fixed:
-                layer = self.output_layer
-                states = list(states) + [layer.normalized_weight(F, layers.param_value(F, layer.weight, x),
-                                                                 layers.param_value(F, layer.scale, x))]
-            return states
+            return self.decoder.init_states(F, self.encoder(x))
         states = list(states)
         weight = states.pop(0) if self.weight_normalization else None
         constants = [states.pop(0) for _ in range(self.num_decoder_constants)]
@@ -154,13 +146,36 @@ class _GraphCache:
         return list(self.graphs.values())
 
 
+class ParameterMode(enum.Enum):
+    """Whether a model's parameters may still change: ``FREE`` (training: whatever a step needs from the
+    parameters is derived for each search) or ``FIXED`` (inference, `CaptionModel.fix_parameters`: derived once
+    per device and kept)."""
+    FREE = "free"
+    FIXED = "fixed"
+
+
+@dataclass(frozen=True)
+class StepConstants:
+    """What every `CaptionModel.decode_step` of one search takes besides the previous words and the states: arrays
+    derived from the parameters alone (`CaptionModel.step_constants`). ``fixed``: they are those of fixed
+    parameters (the normalised output weight, with weight normalisation, then the decoder's own,
+    `decoder.Decoder.step_constants`), and the step runs the graph that takes them; otherwise only the normalised
+    output weight (weight normalisation) or nothing."""
+    fixed: bool
+    arrays: Tuple[mx.nd.NDArray, ...] = ()
+
+
 class CaptionModel(gluon.HybridBlock):
     """Image encoder + target embedding + decoder + output layer (see ``docs/architecture.md``).
 
     - ``model(features (B, C, H, W), target_input (B, T)) -> logits (B, T, V)`` (teacher forcing; dropout only
       under ``autograd.record(train_mode=True)``). One hybridized graph per caption length ``T``.
-    - ``encode(features) -> states``; ``decode_step(prev_word (N,), states) -> (logits (N, V), attention (N, L),
-      new states)``. Every state has the batch on axis 0 (beam search may ``repeat``/``take`` them on axis 0).
+    - ``encode(features) -> states``, ``step_constants(ctx) -> StepConstants`` and ``decode_step(prev_word (N,),
+      states, beam_size, constants) -> (logits (N, V), attention (N, L), new states)``: inference, the
+      `beam_search.StepModel` interface. The states have the batch on axis 0; the first ``num_static_states``
+      (attention keys and values) never change, and with ``beam_size`` K > 1 they keep one row per input, shared
+      by its K rows, while the others have one row per beam row (a search reorders those with ``take``).
+    - ``parameter_mode``: `ParameterMode.FREE` until ``fix_parameters`` (or within ``fixed_parameters()``).
     """
 
     def __init__(self, config: ModelConfig, prefix: str = "caption_model_") -> None:
@@ -177,11 +192,11 @@ class CaptionModel(gluon.HybridBlock):
                                                    config.weight_normalization,
                                                    self.embedding.weight if config.weight_tying else None,
                                                    prefix="output_")
-        object.__setattr__(self, "_graphs", _GraphCache())
-        object.__setattr__(self, "_hybrid_kwargs", None)
-        object.__setattr__(self, "_step_weight", None)   # the normalised output weight of the last encode
-        # fix_parameters(): the step constants by device, computed on first use
-        object.__setattr__(self, "_step_constants", None)
+        self._graphs = _GraphCache()
+        self._hybrid_kwargs: Optional[Dict[str, Dict[str, Any]]] = None
+        self.parameter_mode = ParameterMode.FREE
+        # with fixed parameters: the step constants by device, derived on first use
+        self._fixed_constants: Dict[mx.Context, StepConstants] = {}
 
     # ----------------------------------------------------------------------------------------------------------
     @property
@@ -199,6 +214,11 @@ class CaptionModel(gluon.HybridBlock):
         """Leading states that ``decode_step`` passes through unchanged."""
         return self.decoder.num_static_states
 
+    @property
+    def max_output_length(self) -> int:
+        """The captioner's default length bound, stored in the config by training."""
+        return self.config.max_output_length
+
     def hybridize(self, active: bool = True, sequence_static_alloc: bool = False, **kwargs: Any) -> None:
         """Hybridize every graph (existing and future). ``kwargs`` (CachedOp flags; default ``static_alloc=True``)
         apply to the encode and step graphs. The teacher-forcing graphs, one per caption length, use static
@@ -209,7 +229,7 @@ class CaptionModel(gluon.HybridBlock):
         if not sequence_static_alloc:
             sequence_kwargs.update(static_alloc=False, static_shape=False)
         flags = {"encode": kwargs, "step": kwargs, "sequence": sequence_kwargs}
-        object.__setattr__(self, "_hybrid_kwargs", flags if active else None)
+        self._hybrid_kwargs = flags if active else None
         super().hybridize(active, **kwargs)
         for graph in self._graphs.values():
             graph.hybridize(active, **flags[graph.kind])
@@ -225,94 +245,86 @@ class CaptionModel(gluon.HybridBlock):
         return graph
 
     # ----------------------------------------------------------------------------------------------------------
-    def forward(self, features, target_input):  # type: ignore[override]
+    def forward(self, features, target_input):
         """Logits ``(B, T, V)`` for teacher-forced ``target_input (B, T)``."""
         return _call(self._graph("sequence", int(target_input.shape[1])), features, target_input)
 
-    def hybrid_forward(self, F, features, target_input):  # type: ignore[override]  # pragma: no cover
+    def hybrid_forward(self, F, features, target_input):  # pragma: no cover
         raise NotImplementedError("CaptionModel dispatches in forward() to one graph per caption length")
 
     def fix_parameters(self) -> None:
         """Declare the parameters final (inference: the captioner loads a model and never updates it). From now
-        on, encode and steps in predict mode use step constants, arrays derived from the parameters once per
-        device instead of at every batch or step: the normalised output weight (weight normalisation) and the
-        decoder's own (`decoder.Decoder.step_constants`). Parameters must not be updated afterwards (loading
-        them with ``load_parameters`` derives the constants again); in training mode (dropout active) the model
-        steps as before."""
-        object.__setattr__(self, "_step_constants", {})
+        on, steps in predict mode use the step constants of fixed parameters, derived once per device instead of
+        for every search: the normalised output weight (weight normalisation) and the decoder's own
+        (`decoder.Decoder.step_constants`). Parameters must not be updated afterwards (loading them with
+        ``load_parameters`` derives the constants again); in training mode (dropout active) the model steps as
+        with free parameters."""
+        self.parameter_mode = ParameterMode.FIXED
 
-    def load_parameters(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def load_parameters(self, *args: Any, **kwargs: Any) -> None:
         """Gluon's, and with fixed parameters the step constants are derived again from the loaded ones."""
         super().load_parameters(*args, **kwargs)
-        if self._step_constants is not None:
-            self._step_constants.clear()
+        self._fixed_constants.clear()
 
     @contextlib.contextmanager
     def fixed_parameters(self) -> Iterator[None]:
         """The parameters fixed for the block (`fix_parameters`): a checkpoint decode during training then steps as
         the captioner will with the saved parameters (the same constants, the same captions). A model fixed for
         good stays fixed after the block."""
-        if self._step_constants is not None:
+        if self.parameters_fixed:
             yield
             return
         self.fix_parameters()
         try:
             yield
         finally:
-            object.__setattr__(self, "_step_constants", None)
+            self.parameter_mode = ParameterMode.FREE
+            self._fixed_constants.clear()
 
     @property
     def parameters_fixed(self) -> bool:
-        """Whether `fix_parameters` was called."""
-        return self._step_constants is not None
+        """Whether the parameters are fixed (`fix_parameters`)."""
+        return self.parameter_mode is ParameterMode.FIXED
 
-    def _fixed_path(self) -> bool:
-        return self._step_constants is not None and not autograd.is_training()
+    def _normalized_output_weight(self, ctx: mx.Context) -> List:
+        """``[normalised output weight]`` with weight normalisation, else nothing."""
+        if not self.config.weight_normalization:
+            return []
+        layer = self.output_layer
+        return [layer.normalized_weight(mx.nd, layer.weight.data(ctx), layer.scale.data(ctx))]
 
-    def step_constants(self, ctx: mx.Context) -> List:
-        """The step constants of a model with fixed parameters on ``ctx``: ``[normalised output weight]`` (with
-        weight normalisation) followed by the decoder's, computed on first use."""
-        assert self._step_constants is not None, "step constants need fix_parameters()"
-        constants = self._step_constants.get(ctx)
+    def step_constants(self, ctx: mx.Context) -> StepConstants:
+        """The `StepConstants` for the steps of one search on ``ctx``. With fixed parameters in predict mode: the
+        normalised output weight (weight normalisation) and the decoder's constants, derived on first use per
+        device; otherwise the normalised output weight of the parameters as they are now (parameters are not
+        updated within a search)."""
+        if not self.parameters_fixed or autograd.is_training():
+            return StepConstants(False, tuple(self._normalized_output_weight(ctx)))
+        constants = self._fixed_constants.get(ctx)
         if constants is None:
             with autograd.predict_mode():
-                layer = self.output_layer
-                constants = []
-                if self.config.weight_normalization:
-                    constants.append(layer.normalized_weight(mx.nd, layer.weight.data(ctx), layer.scale.data(ctx)))
-                constants += self.decoder.step_constants(mx.nd, self.embedding.weight.data(ctx))
-            self._step_constants[ctx] = constants
+                arrays = self._normalized_output_weight(ctx)
+                arrays += self.decoder.step_constants(mx.nd, self.embedding.weight.data(ctx))
+            constants = self._fixed_constants[ctx] = StepConstants(True, tuple(arrays))
         return constants
 
     def encode(self, features) -> List:
         """The initial decoder states of a batch of features ``(B, C, H, W)``."""
-        fixed = self._fixed_path()
-        states = _call(self._graph("encode", fixed=fixed), features)
-        states = list(states) if isinstance(states, (list, tuple)) else [states]
-        if self.config.weight_normalization and not fixed:
-            object.__setattr__(self, "_step_weight", states.pop())
-        return states
+        states = _call(self._graph("encode"), features)
+        return list(states) if isinstance(states, (list, tuple)) else [states]
 
-    def decode_step(self, prev_word, states: List, beam_size: int = 1) -> Tuple:
+    def decode_step(self, prev_word, states: List, beam_size: int = 1,
+                    constants: Optional[StepConstants] = None) -> Tuple:
         """One step: ``prev_word (N,)`` (word ids as floats) and ``states`` -> (logits ``(N, V)``, attention
         ``(N, L)``, new states). With ``beam_size`` K > 1 the static states (the first ``num_static_states``) have
         one row per input, ``B = N / K``, shared by the input's K consecutive rows: beam search then neither
-        repeats nor reorders them (they are repeated inside the step graph); they are returned as given. With
-        weight normalisation the step uses the output weight normalised by the last ``encode`` on the same device
-        (parameters are not updated within a search); with fixed parameters, the step constants."""
+        repeats nor reorders them (they are repeated inside the step graph); they are returned as given.
+        ``constants``: the search's `step_constants` (derived here when not given)."""
+        if constants is None:
+            constants = self.step_constants(prev_word.context)
         shared = beam_size > 1 and self.num_static_states > 0
-        fixed = self._fixed_path()
-        extra: List = []
-        if fixed:
-            extra = self.step_constants(prev_word.context)
-        elif self.config.weight_normalization:
-            weight = self._step_weight
-            if weight is None or weight.context != prev_word.context:
-                layer = self.output_layer
-                weight = layer.normalized_weight(mx.nd, layer.weight.data(prev_word.context),
-                                                 layer.scale.data(prev_word.context))
-            extra = [weight]
-        outputs = _call(self._graph("step", beam_size if shared else 0, fixed), prev_word, *extra, *states)
+        graph = self._graph("step", beam_size if shared else 0, constants.fixed)
+        outputs = _call(graph, prev_word, *constants.arrays, *states)
         static = list(states[:self.num_static_states])
         return outputs[0], outputs[1], static + list(outputs[2:])
 
