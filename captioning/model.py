@@ -84,42 +84,63 @@ ModelConfig.__init__ = _init_accepting_cnn_config  # type: ignore[method-assign]
 # ---------------------------------------------------------------------------------------------------------------
 
 class _Graph(gluon.HybridBlock):
-    """One hybridized computation over the model's parts (which it shares, parameters included): ``sequence``
-    (teacher forcing for one caption length), ``encode``, or ``step``. Kept outside the model's children so that
-    parameters are saved once. A step graph takes the previous words, then the step's `StepConstants` arrays (the
-    normalised output weight with weight normalisation; with ``fixed`` parameters also the decoder's step
-    constants), then the states."""
+    """One hybridized computation over the model's parts (which it shares, parameters included); kept outside the
+    model's children so that parameters are saved once. ``kind`` names its hybridize flags
+    (`CaptionModel.hybridize`)."""
+    kind = ""
 
-    def __init__(self, model: "CaptionModel", kind: str, seq_len: int = 0, fixed: bool = False) -> None:
-        super().__init__(prefix=model.prefix + "%s%s%d_" % ("fixed_" if fixed else "", kind, seq_len))
-        self.kind = kind
+    def __init__(self, model: "CaptionModel", seq_len: int = 0, fixed: bool = False) -> None:
+        super().__init__(prefix=model.prefix + "%s%s%d_" % ("fixed_" if fixed else "", self.kind, seq_len))
         self.seq_len = seq_len
         self.embed_dropout = model.config.embed_dropout
         self.encoder = model.encoder
         self.embedding = model.embedding
         self.decoder = model.decoder
         self.output_layer = model.output_layer
-        self.weight_normalization = model.config.weight_normalization
-        self.num_decoder_constants = model.decoder.num_step_constants if fixed else 0
 
     def _embed(self, F, words):
         embedded = self.embedding(words)
         return F.Dropout(embedded, p=self.embed_dropout) if self.embed_dropout > 0.0 else embedded
 
-    def hybrid_forward(self, F, x, *states):
-        if self.kind == "sequence":
-            encoded = self.encoder(x)
-            hidden, _ = self.decoder.decode_sequence(F, encoded, self._embed(F, states[0]), self.seq_len)
-            return self.output_layer(hidden)
-        if self.kind == "encode":
-            return self.decoder.init_states(F, self.encoder(x))
-        states = list(states)
+
+class _SequenceGraph(_Graph):
+    """Teacher forcing for one caption length ``seq_len``: features, target input -> logits."""
+    kind = "sequence"
+
+    def hybrid_forward(self, F, features, target_input):
+        hidden, _ = self.decoder.decode_sequence(F, self.encoder(features), self._embed(F, target_input),
+                                                 self.seq_len)
+        return self.output_layer(hidden)
+
+
+class _EncodeGraph(_Graph):
+    """Features -> the decoder's initial states."""
+    kind = "encode"
+
+    def hybrid_forward(self, F, features):
+        return self.decoder.init_states(F, self.encoder(features))
+
+
+class _StepGraph(_Graph):
+    """One decoder step: the previous words, then the step's `StepConstants` arrays (the normalised output weight
+    with weight normalisation; with ``fixed`` parameters also the decoder's step constants), then the states ->
+    logits, attention, new states. ``seq_len`` is the beam size K when the static states are shared by K rows
+    (0 otherwise)."""
+    kind = "step"
+
+    def __init__(self, model: "CaptionModel", seq_len: int = 0, fixed: bool = False) -> None:
+        super().__init__(model, seq_len, fixed)
+        self.weight_normalization = model.config.weight_normalization
+        self.num_decoder_constants = model.decoder.num_step_constants if fixed else 0
+
+    def hybrid_forward(self, F, prev_words, *inputs):
+        states = list(inputs)
         weight = states.pop(0) if self.weight_normalization else None
         constants = [states.pop(0) for _ in range(self.num_decoder_constants)]
         # shared static states stay at one row per input: the decoder reads them as they are (MLP attention) or
         # repeats them for the K beam rows of each input
-        hidden, attention, new_states = self.decoder.step(F, self._embed(F, x), states,
-                                                          beam_size=max(self.seq_len, 1), words=x,
+        hidden, attention, new_states = self.decoder.step(F, self._embed(F, prev_words), states,
+                                                          beam_size=max(self.seq_len, 1), words=prev_words,
                                                           constants=constants)
         if weight is None:
             logits = self.output_layer(hidden)
@@ -134,12 +155,12 @@ class _GraphCache:
     as children (their parameters are the model's own) nor warns about a container of blocks."""
 
     def __init__(self) -> None:
-        self.graphs: Dict[Tuple[str, int, bool], _Graph] = {}
+        self.graphs: Dict[Tuple[type, int, bool], _Graph] = {}
 
-    def get(self, key: Tuple[str, int, bool]) -> Optional[_Graph]:
+    def get(self, key: Tuple[type, int, bool]) -> Optional[_Graph]:
         return self.graphs.get(key)
 
-    def __setitem__(self, key: Tuple[str, int, bool], graph: _Graph) -> None:
+    def __setitem__(self, key: Tuple[type, int, bool], graph: _Graph) -> None:
         self.graphs[key] = graph
 
     def values(self) -> List[_Graph]:
@@ -234,20 +255,20 @@ class CaptionModel(gluon.HybridBlock):
         for graph in self._graphs.values():
             graph.hybridize(active, **flags[graph.kind])
 
-    def _graph(self, kind: str, seq_len: int = 0, fixed: bool = False) -> _Graph:
-        key = (kind, seq_len, fixed)
+    def _graph(self, graph_class: type, seq_len: int = 0, fixed: bool = False) -> _Graph:
+        key = (graph_class, seq_len, fixed)
         graph = self._graphs.get(key)
         if graph is None:
-            graph = _Graph(self, kind, seq_len, fixed)
+            graph = graph_class(self, seq_len, fixed)
             if self._hybrid_kwargs is not None:
-                graph.hybridize(True, **self._hybrid_kwargs[kind])
+                graph.hybridize(True, **self._hybrid_kwargs[graph.kind])
             self._graphs[key] = graph
         return graph
 
     # ----------------------------------------------------------------------------------------------------------
     def forward(self, features, target_input):
         """Logits ``(B, T, V)`` for teacher-forced ``target_input (B, T)``."""
-        return _call(self._graph("sequence", int(target_input.shape[1])), features, target_input)
+        return _call(self._graph(_SequenceGraph, int(target_input.shape[1])), features, target_input)
 
     def hybrid_forward(self, F, features, target_input):  # pragma: no cover
         raise NotImplementedError("CaptionModel dispatches in forward() to one graph per caption length")
@@ -310,7 +331,7 @@ class CaptionModel(gluon.HybridBlock):
 
     def encode(self, features) -> List:
         """The initial decoder states of a batch of features ``(B, C, H, W)``."""
-        states = _call(self._graph("encode"), features)
+        states = _call(self._graph(_EncodeGraph), features)
         return list(states) if isinstance(states, (list, tuple)) else [states]
 
     def decode_step(self, prev_word, states: List, beam_size: int = 1,
@@ -323,7 +344,7 @@ class CaptionModel(gluon.HybridBlock):
         if constants is None:
             constants = self.step_constants(prev_word.context)
         shared = beam_size > 1 and self.num_static_states > 0
-        graph = self._graph("step", beam_size if shared else 0, constants.fixed)
+        graph = self._graph(_StepGraph, beam_size if shared else 0, constants.fixed)
         outputs = _call(graph, prev_word, *constants.arrays, *states)
         static = list(states[:self.num_static_states])
         return outputs[0], outputs[1], static + list(outputs[2:])

@@ -112,22 +112,28 @@ class Sampler:
             self._forbidden = mx.nd.array(row, ctx=self.ctx)
         return self._forbidden
 
+    def _encode(self, features: mx.nd.NDArray) -> List[List[mx.nd.NDArray]]:
+        """Each model's initial states, the non-static ones repeated for an input's samples (the static ones stay
+        at one row per input, repeated inside the step)."""
+        n = self.num_samples
+        states = []
+        for model in self.models:
+            model_states = list(model.encode(features))
+            if n > 1:
+                s = model.num_static_states
+                model_states = model_states[:s] + [mx.nd.repeat(x, repeats=n, axis=0) for x in model_states[s:]]
+            states.append(model_states)
+        return states
+
     def sample(self, features: mx.nd.NDArray, with_attention: bool = False) -> Samples:
         """Draw ``num_samples`` captions for each of a batch of features ``(B, C, H, W)``. An input whose N samples
         have all ended leaves the computation (its rows are dropped from every state, as in `BeamSearch.search`):
         a batch costs about the sum of its samples' lengths, not its rows times the longest sample (a few samples
         run on to the length limit)."""
         n = self.num_samples
-        batch = features.shape[0]
-        states = []
-        for model in self.models:
-            model_states = list(model.encode(features))
-            if n > 1:
-                s = model.num_static_states   # they stay at one row per input, repeated inside the step
-                model_states = model_states[:s] + [mx.nd.repeat(x, repeats=n, axis=0) for x in model_states[s:]]
-            states.append(model_states)
+        states = self._encode(features)
         constants = [model.step_constants(self.ctx) for model in self.models]
-        rows = batch * n
+        rows = features.shape[0] * n
         prev_words = mx.nd.full((rows,), C.BOS_ID, ctx=self.ctx)
         finished = mx.nd.zeros((rows,), ctx=self.ctx)
         costs = mx.nd.zeros((rows,), ctx=self.ctx)
