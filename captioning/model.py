@@ -29,6 +29,8 @@ from .vocab import Vocab, load_vocab
 
 logger = logging.getLogger(__name__)
 
+BYTES_PER_PARAMETER = 4   # float32: the size of the parameters reported in the log
+
 
 @dataclass
 class ModelConfig(Config):
@@ -417,6 +419,7 @@ def load_model_config(folder: str) -> ModelConfig:
         raise utils.CaptioningError("%s: not a valid model config (%s)" % (path, e)) from None
 
 
+QUOTED_VERSION_CHARS = 60   # at most this much of a bad version file is quoted in the error
 VERSION_PATTERN = re.compile(r"\d+(\.\d+)*([.+-]?[0-9A-Za-z.+-]*)?")
 
 
@@ -429,7 +432,7 @@ def check_version_file(folder: str) -> str:
     lines = [line.strip() for line in utils.read_lines(path) if line.strip()]
     utils.check_condition(len(lines) == 1 and VERSION_PATTERN.fullmatch(lines[0]) is not None,
                           "%s: expected the captioning version that wrote the folder (such as %s), found %r"
-                          % (path, __version__, " ".join(lines)[:60]))
+                          % (path, __version__, " ".join(lines)[:QUOTED_VERSION_CHARS]))
     return lines[0]
 
 
@@ -504,7 +507,7 @@ def initialize_model(model: gluon.Block, contexts: Sequence[mx.Context], feature
             raise utils.CaptioningError(str(e) + params_hint(str(e))) from None
         logger.info("Initialised the model from %s", params_file)
     num = count_parameters(model)
-    logger.info("Model: %d parameters (%.1f MB)", num, num * 4 / 2 ** 20)
+    logger.info("Model: %d parameters (%.1f MB)", num, num * BYTES_PER_PARAMETER / 2 ** 20)
 
 
 def params_hint(message: str) -> str:
