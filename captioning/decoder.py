@@ -23,7 +23,7 @@ from . import layers
 from .attention import create_attention
 from .config import Config
 from .convolution import ConvolutionalDecoderLayer
-from .rnn import LayerState, RecurrentLayer
+from .rnn import LayerState, create_recurrent_layer
 from .transformer import NEG_INF, TransformerDecoderLayer, causal_bias
 
 
@@ -218,9 +218,9 @@ class RecurrentDecoder(Decoder):
             self.rnn_layers = gluon.nn.HybridSequential(prefix="")
             with self.rnn_layers.name_scope():
                 for index in range(config.num_layers):
-                    self.rnn_layers.add(RecurrentLayer(config.cell_type, self._layer_input_size(index),
-                                                       config.num_hidden, config.forget_bias, config.h2h_init,
-                                                       prefix="l%d_" % index))
+                    self.rnn_layers.add(create_recurrent_layer(config.cell_type, self._layer_input_size(index),
+                                                               config.num_hidden, config.forget_bias,
+                                                               config.h2h_init, prefix="l%d_" % index))
             self.states_per_layer = self.rnn_layers[0].num_states
             self._add_output_layers(source_size)
         self.num_static_states = self.attention.num_precomputed
@@ -305,7 +305,7 @@ class RecurrentDecoder(Decoder):
         """The first layer's fused [fed-back hidden; recurrent] weight (input feeding, LSTM without layer norm;
         a GRU's reset gate acts on the recurrent part alone, so its inputs stay apart)."""
         first = self.rnn_layers[0]
-        if self.config.input_feeding and first.can_fuse and first.mode == "lstm":
+        if self.config.input_feeding and first.can_fuse_feed:
             return first.feed_weight(F, like, begin=self.embed_size)
         return None
 
@@ -443,13 +443,35 @@ class RecurrentDecoder(Decoder):
         return F.stack(*contexts, axis=1), F.stack(*all_probs, axis=1)
 
 
+class TransformerState(NamedTuple):
+    """The transformer decoder's state: per layer the image's attention ``[keys, values]`` (static), the position
+    ``(N,)``, per layer the self-attention cache ``[keys, values]`` of the earlier steps ``(N, 1 + t, d)``, and the
+    cache's bias ``(N, 1 + t)``. `to_list` / `from_list`: the flat layout the model moves,
+    ``source... + [position] + caches... + [bias]``."""
+    source: List[List]
+    position: Any
+    caches: List[List]
+    bias: Any
+
+    def to_list(self) -> List:
+        return ([a for pair in self.source for a in pair] + [self.position] + [a for pair in self.caches for a in pair]
+                + [self.bias])
+
+    @classmethod
+    def from_list(cls, arrays: Sequence, num_layers: int) -> "TransformerState":
+        items = iter(arrays)
+        source = [[next(items), next(items)] for _ in range(num_layers)]
+        position = next(items)
+        caches = [[next(items), next(items)] for _ in range(num_layers)]
+        return cls(source, position, caches, next(items))
+
+
 class TransformerDecoder(Decoder):
     """Transformer decoder: embeddings (+ positions) -> layers of causal self-attention, attention to the image
     positions and feed-forward -> final layer norm (when the pre-process normalises).
 
-    States: ``[image keys, image values per layer] + [position (N,)] + [self-attention keys, values per layer
-    (N, 1 + t, d)] + [self-attention bias (N, 1 + t)]``; the caches start with one hidden slot (masked by the bias)
-    so that no state is ever empty."""
+    States: a `TransformerState`; the caches start with one hidden slot (masked by the bias) so that no state is
+    ever empty."""
 
     def __init__(self, config: TransformerDecoderConfig, embed_size: int, source_size: int, num_positions: int,
                  prefix: str = "decoder_transformer_") -> None:
@@ -491,43 +513,55 @@ class TransformerDecoder(Decoder):
         return self._finish(F, x), probs
 
     def init_states(self, F, encoded) -> List:
-        states = []
-        for layer in self.t_layers:
-            states.extend(layer.source_keys_values(F, encoded))
         slot = F.expand_dims(layers.zeros(F, encoded, self.config.model_size), axis=1)     # (N, 1, d)
         position = F.sum(F.reshape(encoded, shape=(0, -1)), axis=1) * 0.0                   # (N,)
-        states.append(position)
-        states.extend([slot, slot] * self.config.num_layers)
-        states.append(F.expand_dims(position, axis=1) + NEG_INF)                           # (N, 1)
-        return states
+        state = TransformerState(source=[layer.source_keys_values(F, encoded) for layer in self.t_layers],
+                                 position=position, caches=[[slot, slot] for _ in self.t_layers],
+                                 bias=F.expand_dims(position, axis=1) + NEG_INF)            # (N, 1)
+        return state.to_list()
 
     def step(self, F, embedded, states: List, beam_size: int = 1, words=None, constants=None) -> Tuple:
-        n = self.num_static_states
-        states = _repeat_static(F, states, n, beam_size)
-        position = states[n]
-        caches = states[n + 1: n + 1 + 2 * self.config.num_layers]
-        cache_bias = states[-1]
-        x = self.positions.add_at(F, self._embed(F, embedded), position)
+        state = TransformerState.from_list(_repeat_static(F, states, self.num_static_states, beam_size),
+                                           self.config.num_layers)
+        x = self.positions.add_at(F, self._embed(F, embedded), state.position)
         x = F.expand_dims(x, axis=1)                                                       # (N, 1, d)
-        new_bias = F.concat(cache_bias, F.expand_dims(position, axis=1) * 0.0, dim=1)      # (N, 1 + t + 1)
+        new_bias = F.concat(state.bias, F.expand_dims(state.position, axis=1) * 0.0, dim=1)  # (N, 1 + t + 1)
         # per head: (N*h, 1, Tk)
         head_bias = F.expand_dims(F.repeat(new_bias, repeats=self.config.attention_heads, axis=0), axis=1)
         new_caches = []
         probs = None
-        for index, layer in enumerate(self.t_layers):
-            x, probs, k, v = layer.step(F, x, states[2 * index: 2 * index + 2], caches[2 * index],
-                                        caches[2 * index + 1], head_bias)
-            new_caches.extend([k, v])
+        for layer, source, (cache_k, cache_v) in zip(self.t_layers, state.source, state.caches):
+            x, probs, k, v = layer.step(F, x, source, cache_k, cache_v, head_bias)
+            new_caches.append([k, v])
         hidden = F.squeeze(self._finish(F, x), axis=1)
-        return hidden, F.squeeze(probs, axis=1), [position + 1.0] + new_caches + [new_bias]
+        new_state = TransformerState(state.source, state.position + 1.0, new_caches, new_bias)
+        return hidden, F.squeeze(probs, axis=1), new_state.to_list()[self.num_static_states:]
+
+
+class ConvolutionalState(NamedTuple):
+    """The convolutional decoder's state: per layer the image's attention ``[keys, values]`` (static), the
+    embedded target's position ``(N,)`` and per layer the last inputs ``(N, max(k-1, 1), H)``. `to_list` /
+    `from_list`: the flat layout the model moves, ``source... + [position] + windows``."""
+    source: List[List]
+    position: Any
+    windows: List
+
+    def to_list(self) -> List:
+        return [a for pair in self.source for a in pair] + [self.position] + list(self.windows)
+
+    @classmethod
+    def from_list(cls, arrays: Sequence, num_layers: int) -> "ConvolutionalState":
+        items = iter(arrays)
+        source = [[next(items), next(items)] for _ in range(num_layers)]
+        position = next(items)
+        return cls(source, position, [next(items) for _ in range(num_layers)])
 
 
 class ConvolutionalDecoder(Decoder):
     """Convolutional decoder: embeddings (+ positions) projected to the hidden size, then layers of causal
     convolution (GLU) with attention to the image positions and residual connections.
 
-    States: ``[image keys, values per layer] + [embedded-target position (N,)] + [last inputs per layer
-    (N, max(k-1, 1), H)]``."""
+    States: a `ConvolutionalState`."""
 
     def __init__(self, config: ConvolutionalDecoderConfig, embed_size: int, source_size: int, num_positions: int,
                  prefix: str = "decoder_cnn_") -> None:
@@ -555,24 +589,23 @@ class ConvolutionalDecoder(Decoder):
         return x, probs
 
     def init_states(self, F, encoded) -> List:
-        states = []
-        for layer in self.c_layers:
-            states.extend(layer.source_keys_values(F, encoded))
-        states.append(F.sum(F.reshape(encoded, shape=(0, -1)), axis=1) * 0.0)
-        states.extend(layer.initial_window(F, encoded) for layer in self.c_layers)
-        return states
+        state = ConvolutionalState(source=[layer.source_keys_values(F, encoded) for layer in self.c_layers],
+                                   position=F.sum(F.reshape(encoded, shape=(0, -1)), axis=1) * 0.0,
+                                   windows=[layer.initial_window(F, encoded) for layer in self.c_layers])
+        return state.to_list()
 
     def step(self, F, embedded, states: List, beam_size: int = 1, words=None, constants=None) -> Tuple:
-        n = self.num_static_states
-        states = _repeat_static(F, states, n, beam_size)
-        position = states[n]
-        target = self.i2h(_dropout(F, self.positions.add_at(F, embedded, position), self.config.hidden_dropout))
+        state = ConvolutionalState.from_list(_repeat_static(F, states, self.num_static_states, beam_size),
+                                             self.config.num_layers)
+        target = self.i2h(_dropout(F, self.positions.add_at(F, embedded, state.position),
+                                   self.config.hidden_dropout))
         target = F.expand_dims(target, axis=1)
         x, probs, windows = target, None, []
-        for index, layer in enumerate(self.c_layers):
-            x, probs, window = layer.step(F, x, target, states[2 * index: 2 * index + 2], states[n + 1 + index])
+        for layer, source, window in zip(self.c_layers, state.source, state.windows):
+            x, probs, window = layer.step(F, x, target, source, window)
             windows.append(window)
-        return F.squeeze(x, axis=1), F.squeeze(probs, axis=1), [position + 1.0] + windows
+        new_state = ConvolutionalState(state.source, state.position + 1.0, windows)
+        return F.squeeze(x, axis=1), F.squeeze(probs, axis=1), new_state.to_list()[self.num_static_states:]
 
 
 def create_decoder(decoder: str, config, embed_size: int, source_size: int, num_positions: int) -> Decoder:

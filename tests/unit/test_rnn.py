@@ -1,16 +1,16 @@
-"""RecurrentLayer: fused kernel == step by step, cell maths, initialisers."""
+"""Recurrent layers (LSTMLayer, GRULayer): fused kernel == step by step, cell maths, initialisers."""
 import mxnet as mx
 import numpy as np
 import pytest
 
-from captioning.rnn import LayerState, RecurrentLayer, StackedOrthogonal
+from captioning.rnn import LayerState, StackedOrthogonal, create_recurrent_layer
 
 N, T, IN, H = 3, 5, 6, 8
 
 
 def make(cell, **kwargs):
     mx.random.seed(4)
-    layer = RecurrentLayer(cell, IN, H, **kwargs)
+    layer = create_recurrent_layer(cell, IN, H, **kwargs)
     layer.initialize(mx.init.Xavier(magnitude=3))
     return layer
 
