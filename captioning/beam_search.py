@@ -4,9 +4,10 @@ The search keeps, per row, the accumulated cost (negative log-probability), whet
 (produced ``</s>``) and its length. Each step runs every model's ``decode_step`` on all (B x K) rows, turns the
 logits into costs (ensembles: averaged probabilities or log-probabilities), lets finished rows continue only with
 ``<pad>`` at no cost, and picks each input's K best continuations with one top-k over (B, K x V). The state arrays
-are then reordered with ``take`` along axis 0 (the model state contract), except a model's static states (attention
-keys and values, the encoded image: the same for every row of an input), which stay at one row per input when its
-``decode_step`` takes ``beam_size`` (`model.CaptionModel`): no ``repeat`` after encoding, no ``take`` per step.
+are then reordered with ``take`` along axis 0 (the model state contract, `StepModel`), except a model's static states
+(attention keys and values, the encoded image: the same for every row of an input), which stay at one row per
+input, shared by its K rows (the model's ``decode_step`` repeats them where it needs to): no ``repeat`` after
+encoding, no ``take`` per step.
 As in Sockeye, a hypothesis' score is divided by the length penalty ``((beta + len) / (beta + 1)) ** alpha`` when
 it finishes (len counts ``</s>``), and finished hypotheses compete for beam slots with those still growing. Search
 stops for an input when all its rows have finished (``stop='all'``) or its best row has (``stop='first'``); the
@@ -23,7 +24,7 @@ kept on the device and read once at the end. Repetition controls (off by default
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional, Protocol, Sequence, Tuple
+from typing import Any, List, Optional, Protocol, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -50,9 +51,13 @@ class StepModel(Protocol):
     tests' fake models.
 
     - ``encode(features (B, C, H, W)) -> states``: the initial states of a batch, every one batch-major (B rows).
+    - ``step_constants(ctx) -> constants``: what every step of one search takes besides the words and the states
+      (derived from the parameters alone: `model.StepConstants`); a search asks once, after ``encode``, and
+      passes the answer to each ``decode_step``.
     - ``num_static_states``: how many leading states are static: they depend only on the input (attention keys
       and values, the encoded image), never change, and ``decode_step`` returns them as given.
-    - ``decode_step(prev_words (N,), states, beam_size=K) -> (logits (N, V), attention (N, L), new states)``:
+    - ``decode_step(prev_words (N,), states, beam_size=K, constants) -> (logits (N, V), attention (N, L), new
+      states)``:
       one step for N = B * K rows, the K rows of an input consecutive. The static states have one row per input
       (B rows; the step repeats them for its K rows), all other states N rows. With ``beam_size=1`` every state
       has one row per row. A search may select rows of any state with ``take`` on axis 0 (reorder beam rows,
@@ -64,8 +69,10 @@ class StepModel(Protocol):
 
     def encode(self, features: mx.nd.NDArray) -> List[mx.nd.NDArray]: ...
 
-    def decode_step(self, prev_words: mx.nd.NDArray, states: List[mx.nd.NDArray], beam_size: int = 1
-                    ) -> Tuple[mx.nd.NDArray, mx.nd.NDArray, List[mx.nd.NDArray]]: ...
+    def step_constants(self, ctx: mx.Context) -> Any: ...
+
+    def decode_step(self, prev_words: mx.nd.NDArray, states: List[mx.nd.NDArray], beam_size: int = 1,
+                    constants: Any = None) -> Tuple[mx.nd.NDArray, mx.nd.NDArray, List[mx.nd.NDArray]]: ...
 
 
 @dataclass
@@ -119,11 +126,11 @@ class _Scorer(gluon.HybridBlock):
         self.with_mask = with_mask
         self.topk = topk
 
-    def hybrid_forward(self, F, scores, inactive, extra_costs, *inputs):  # type: ignore[override]
+    def hybrid_forward(self, F, scores, inactive, extra_costs, *inputs):
         mask = inputs[0] if self.with_mask else None
         logits = list(inputs[1:] if self.with_mask else inputs)
         if self.temperature is not None and self.temperature != 1.0:
-            logits = [l / self.temperature for l in logits]
+            logits = [x / self.temperature for x in logits]
         # extra_costs (2, V): row 0 is added to a live row's costs (inf for <pad> and <s>, never words of a
         # caption); row 1 replaces a stopped row's, which continues only with <pad>, at no cost, so that its score
         # stays as it is
@@ -132,7 +139,7 @@ class _Scorer(gluon.HybridBlock):
             if self.num_models == 1:
                 log_probs = F.log_softmax(logits[0], axis=-1)
             else:
-                log_probs = F.add_n(*[F.log_softmax(l, axis=-1) for l in logits]) / self.num_models
+                log_probs = F.add_n(*[F.log_softmax(x, axis=-1) for x in logits]) / self.num_models
             if mask is None:
                 # log-probabilities are finite here: times -1 for a live row and -0 for a stopped one, whose costs
                 # thus become exactly its row of extra costs (as fast as it gets: no broadcast_like / where)
@@ -140,7 +147,7 @@ class _Scorer(gluon.HybridBlock):
                 return self._select(F, F.broadcast_mul(log_probs, sign) + extra, scores)
             costs = -log_probs
         else:
-            costs = -F.log(F.add_n(*[F.softmax(l, axis=-1) for l in logits]) / self.num_models)  # may be inf
+            costs = -F.log(F.add_n(*[F.softmax(x, axis=-1) for x in logits]) / self.num_models)  # may be inf
         costs = F.broadcast_add(costs, F.slice_axis(extra_costs, axis=0, begin=0, end=1))
         if mask is not None:
             costs = costs + mask
@@ -170,7 +177,7 @@ class _Update(gluon.HybridBlock):
         self.beam_prune = beam_prune
         self.stop = stop
 
-    def hybrid_forward(self, F, values, indices, offsets, finished, inactive, lengths):  # type: ignore[override]
+    def hybrid_forward(self, F, values, indices, offsets, finished, inactive, lengths):
         k = self.beam_size
         in_beam = F.floor(indices / self.vocab_size)
         words = F.reshape(indices - in_beam * self.vocab_size, shape=(-1,))
@@ -207,9 +214,11 @@ class _Update(gluon.HybridBlock):
 class _Active:
     """The inputs still searched and their rows' state, on the device (rows of an input consecutive).
     ``inputs``: their indices in the batch; ``states``: each model's (static states one row per input when
-    shared); ``history``: each row's words so far ``(N, t)``, kept only for n-gram blocking."""
+    shared); ``constants``: each model's step constants for this search; ``history``: each row's words so far
+    ``(N, t)``, kept only for n-gram blocking."""
     inputs: np.ndarray
     states: List[List[mx.nd.NDArray]]
+    constants: List[Any]
     scores: mx.nd.NDArray
     finished: mx.nd.NDArray
     inactive: mx.nd.NDArray
@@ -366,7 +375,8 @@ class BeamSearch:
             states.append(model_states)
         initial = np.zeros((batch_size, k), dtype=np.float32)
         initial[:, 1:] = INF
-        return _Active(inputs=np.arange(batch_size), states=states,
+        constants = [model.step_constants(self.ctx) for model in self.models]
+        return _Active(inputs=np.arange(batch_size), states=states, constants=constants,
                        scores=mx.nd.array(initial.reshape(-1, 1), ctx=self.ctx),
                        finished=mx.nd.zeros((rows,), ctx=self.ctx), inactive=mx.nd.zeros((rows,), ctx=self.ctx),
                        lengths=mx.nd.zeros((rows,), ctx=self.ctx),
@@ -379,7 +389,7 @@ class BeamSearch:
         logits, attentions = [], []
         for i, model in enumerate(self.models):
             step_logits, attention, active.states[i] = model.decode_step(active.prev_words, active.states[i],
-                                                                         beam_size=self.beam_size)
+                                                                         self.beam_size, active.constants[i])
             logits.append(step_logits)
             attentions.append(attention)
         if t == 0:
@@ -438,7 +448,8 @@ class BeamSearch:
             history = mx.nd.take(words, rows_nd).reshape((-1, 1))
         if tracker is not None:
             tracker.keep(keep)
-        return _Active(inputs=active.inputs[keep], states=states, scores=mx.nd.take(active.scores, rows_nd),
+        return _Active(inputs=active.inputs[keep], states=states, constants=active.constants,
+                       scores=mx.nd.take(active.scores, rows_nd),
                        finished=mx.nd.take(active.finished, rows_nd), inactive=mx.nd.take(active.inactive, rows_nd),
                        lengths=mx.nd.take(active.lengths, rows_nd), prev_words=mx.nd.take(words, rows_nd),
                        offsets=mx.nd.array((np.arange(len(keep)) * k).reshape(-1, 1), ctx=self.ctx),

@@ -26,6 +26,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
+# defaults for direct use (training passes its own --seed and length bound): a fixed sample of images, and a length
+# bound well above the captions of the usual data sets
+DEFAULT_SAMPLE_SEED = 13
+DEFAULT_MAX_OUTPUT_LENGTH = 60
+
 
 class CheckpointDecoder:
     """Captions ``sample_size`` images (-1 or more than there are: all) and scores them against their references.
@@ -34,7 +39,8 @@ class CheckpointDecoder:
     features are row ``rows[i]`` of the store ``features`` (default: row i; the store then has one row per image)."""
 
     def __init__(self, features: Any, references: Sequence[Union[str, Sequence[str]]], sample_size: int,
-                 seed: int = 13, beam_size: int = 3, batch_size: int = 16, max_output_length: int = 60,
+                 seed: int = DEFAULT_SAMPLE_SEED, beam_size: int = 3, batch_size: int = 16,
+                 max_output_length: int = DEFAULT_MAX_OUTPUT_LENGTH,
                  ctx: Optional[mx.Context] = None, length_penalty: Optional[LengthPenalty] = None,
                  rows: Optional[Sequence[int]] = None) -> None:
         if rows is None:
@@ -86,7 +92,7 @@ class CheckpointDecoder:
         for line, name in enumerate(names):
             groups.setdefault(name, []).append(line)
         references, rows = [], []
-        for name, lines in groups.items():
+        for lines in groups.values():
             refs = [" ".join(column[line].split()) for line in lines for column in columns]
             refs = [r for r in refs if r]
             if refs:
@@ -133,7 +139,8 @@ class CheckpointDecoder:
         references = [self.references[i] for i in self.indices]
         depth = max(len(r) for r in references)
         # sacrebleu takes one stream per reference position; None where an image has fewer references
-        streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(depth)]
+        streams: List[List[Any]] = [[refs[k] if k < len(refs) else None for refs in references]
+                                    for k in range(depth)]
         bleu = sacrebleu.corpus_bleu(list(hypotheses), streams, tokenize="none").score
         chrf = sacrebleu.corpus_chrf(list(hypotheses), streams).score
         cider = CiderD(references).corpus_score(hypotheses)[0] * 100.0

@@ -14,16 +14,16 @@ builds:
 ``encoded`` is the image encoder's ``(B, L, d)``. The output layer (logits) is the model's, not the decoder's.
 """
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 from mxnet import gluon
 
 from . import constants as C
 from . import layers
-from .attention import Attention
+from .attention import create_attention
 from .config import Config
 from .convolution import ConvolutionalDecoderLayer
-from .rnn import RecurrentLayer
+from .rnn import LayerState, create_recurrent_layer
 from .transformer import NEG_INF, TransformerDecoderLayer, causal_bias
 
 
@@ -144,6 +144,46 @@ class Decoder(gluon.HybridBlock):
         raise NotImplementedError("decoders are used through decode_sequence / init_states / step")
 
 
+class RecurrentState(NamedTuple):
+    """The RNN decoder's state: the attention's ``precomputed`` arrays (static: they never change after
+    ``init_states``), each layer's `rnn.LayerState`, the previous attentional hidden state (input feeding; None
+    without) and the attention's own state (coverage; empty for other types).
+
+    `to_list` and `from_list` convert to and from the flat list of arrays that the model's graphs and the searches
+    move (and reorder by beam row): ``precomputed + [h, (c)] per layer + [previous hidden] + attention state``, the
+    static arrays first. That is the only place where the layout is spelt out."""
+    precomputed: List
+    layers: List[LayerState]
+    prev_hidden: Any
+    attention: List
+
+    def to_list(self) -> List:
+        arrays = list(self.precomputed)
+        for layer in self.layers:
+            arrays.extend(layer.arrays())
+        if self.prev_hidden is not None:
+            arrays.append(self.prev_hidden)
+        return arrays + list(self.attention)
+
+    @classmethod
+    def from_list(cls, arrays: Sequence, num_precomputed: int, num_layers: int, states_per_layer: int,
+                  input_feeding: bool) -> "RecurrentState":
+        items = iter(arrays)
+        precomputed = [next(items) for _ in range(num_precomputed)]
+        layer_states = [LayerState(*[next(items) for _ in range(states_per_layer)]) for _ in range(num_layers)]
+        prev_hidden = next(items) if input_feeding else None
+        return cls(precomputed, layer_states, prev_hidden, list(items))
+
+
+class _StepRun(NamedTuple):
+    """What stays the same for every step of one run of the RNN stack: the recurrent dropout masks (one per
+    layer, or None), the first layer's fused feed weight (`RecurrentDecoder._feed_weight`, or None) and the beam
+    size (`Decoder.step`)."""
+    masks: List
+    feed_weight: Any = None
+    beam_size: int = 1
+
+
 class RecurrentDecoder(Decoder):
     """Sockeye's RNN decoder with attention. At each step: the RNN stack reads the word embedding (and, with input
     feeding, the previous attentional hidden state); attention uses the first layer's output (with
@@ -152,8 +192,8 @@ class RecurrentDecoder(Decoder):
     layer. Without input feeding the whole caption runs through the fused RNN kernel and attention is computed for
     all steps at once.
 
-    States: ``[attention precomputed (values, keys...)] + [h, (c) per layer] + [previous hidden (input feeding)] +
-    [coverage (coverage attention)]``; the first ``num_static_states`` never change."""
+    States: a `RecurrentState`, passed to and from the model as its flat list (`RecurrentState.to_list`); the
+    attention's precomputed arrays come first and are the ``num_static_states``."""
 
     def __init__(self, config: RecurrentDecoderConfig, embed_size: int, source_size: int, num_positions: int,
                  prefix: str = "decoder_rnn_") -> None:
@@ -166,44 +206,51 @@ class RecurrentDecoder(Decoder):
         self.embed_size = embed_size
         self.num_positions = num_positions
         self.output_size = config.num_hidden
-        hidden = config.num_hidden
         with self.name_scope():
-            self.attention = Attention(
-                config.attention_type, query_size=hidden, source_size=source_size, num_positions=num_positions,
-                num_hidden=config.attention_num_hidden or hidden, embed_size=embed_size,
-                use_prev_word=config.attention_use_prev_word, scale_dot=config.scale_dot_attention,
-                heads=config.attention_mhdot_heads or 1, coverage_type=config.attention_coverage_type,
+            self.attention = create_attention(
+                config.attention_type, query_size=config.num_hidden, source_size=source_size,
+                num_positions=num_positions, num_hidden=config.attention_num_hidden or config.num_hidden,
+                embed_size=embed_size, use_prev_word=config.attention_use_prev_word,
+                scale_dot=config.scale_dot_attention, heads=config.attention_mhdot_heads or 1,
+                coverage_type=config.attention_coverage_type,
                 coverage_num_hidden=config.attention_coverage_num_hidden,
                 layer_normalization=config.layer_normalization, prefix="att_")
-            context_size = self.attention.context_size
             self.rnn_layers = gluon.nn.HybridSequential(prefix="")
             with self.rnn_layers.name_scope():
                 for index in range(config.num_layers):
-                    if index == 0:
-                        input_size = embed_size + (hidden if config.input_feeding else 0)
-                    else:
-                        input_size = hidden + (context_size if config.attention_in_upper_layers else 0)
-                    self.rnn_layers.add(RecurrentLayer(config.cell_type, input_size, hidden, config.forget_bias,
-                                                       config.h2h_init, prefix="l%d_" % index))
+                    self.rnn_layers.add(create_recurrent_layer(config.cell_type, self._layer_input_size(index),
+                                                               config.num_hidden, config.forget_bias,
+                                                               config.h2h_init, prefix="l%d_" % index))
             self.states_per_layer = self.rnn_layers[0].num_states
-            if config.state_init != "zero":
-                self.init_proj = gluon.nn.Dense(config.num_layers * self.states_per_layer * hidden, flatten=False,
-                                                in_units=source_size, prefix="init_")
-                if config.layer_normalization:
-                    self.init_norm = gluon.nn.LayerNorm(in_channels=hidden, prefix="init_norm_")
-            if config.context_gating:
-                self.gate = gluon.nn.Dense(hidden, flatten=False, in_units=embed_size + context_size + hidden,
-                                           prefix="gate_")
-                self.map_context = gluon.nn.Dense(hidden, flatten=False, in_units=context_size, use_bias=False,
-                                                  prefix="map_ctx_")
-                self.map_rnn = gluon.nn.Dense(hidden, flatten=False, in_units=hidden, prefix="map_rnn_")
-            else:
-                self.hidden_proj = gluon.nn.Dense(hidden, flatten=False, in_units=hidden + context_size,
-                                                  prefix="hidden_")
-                if config.layer_normalization:
-                    self.hidden_norm = gluon.nn.LayerNorm(in_channels=hidden, prefix="hidden_norm_")
+            self._add_output_layers(source_size)
         self.num_static_states = self.attention.num_precomputed
         self.num_step_constants = 2 if config.input_feeding else 1
+
+    def _layer_input_size(self, index: int) -> int:
+        config = self.config
+        if index == 0:
+            return self.embed_size + (config.num_hidden if config.input_feeding else 0)
+        return config.num_hidden + (self.attention.context_size if config.attention_in_upper_layers else 0)
+
+    def _add_output_layers(self, source_size: int) -> None:
+        """The initial-state projection and the attentional hidden state's layers (in the name scope)."""
+        config, hidden, context_size = self.config, self.config.num_hidden, self.attention.context_size
+        if config.state_init != "zero":
+            self.init_proj = gluon.nn.Dense(config.num_layers * self.states_per_layer * hidden, flatten=False,
+                                            in_units=source_size, prefix="init_")
+            if config.layer_normalization:
+                self.init_norm = gluon.nn.LayerNorm(in_channels=hidden, prefix="init_norm_")
+        if config.context_gating:
+            self.gate = gluon.nn.Dense(hidden, flatten=False, in_units=self.embed_size + context_size + hidden,
+                                       prefix="gate_")
+            self.map_context = gluon.nn.Dense(hidden, flatten=False, in_units=context_size, use_bias=False,
+                                              prefix="map_ctx_")
+            self.map_rnn = gluon.nn.Dense(hidden, flatten=False, in_units=hidden, prefix="map_rnn_")
+        else:
+            self.hidden_proj = gluon.nn.Dense(hidden, flatten=False, in_units=hidden + context_size,
+                                              prefix="hidden_")
+            if config.layer_normalization:
+                self.hidden_norm = gluon.nn.LayerNorm(in_channels=hidden, prefix="hidden_norm_")
 
     # ----------------------------------------------------------------------------------------------------------
     def _residual(self, index: int) -> bool:
@@ -222,76 +269,81 @@ class RecurrentDecoder(Decoder):
             hidden = layers.tanh(F, hidden)
         return _dropout(F, hidden, self.config.hidden_dropout)
 
-    def init_states(self, F, encoded) -> List:
+    def _initial_layer_states(self, F, encoded) -> List[LayerState]:
+        """Zeros, or ``tanh`` of a projection of the last or the mean position (``state_init``)."""
         config = self.config
-        pre = self.attention.precompute(F, encoded)
+        parts = config.num_layers * self.states_per_layer
         if config.state_init == "zero":
-            zero = layers.zeros(F, encoded, config.num_hidden)
-            layer_states = [zero] * (config.num_layers * self.states_per_layer)
+            arrays = [layers.zeros(F, encoded, config.num_hidden)] * parts
         else:
             if config.state_init == "last":
                 source = F.squeeze(F.slice_axis(encoded, axis=1, begin=self.num_positions - 1, end=None), axis=1)
             else:
                 source = F.squeeze(layers.mean_positions(F, encoded), axis=1)
             projected = self.init_proj(source)
-            parts = config.num_layers * self.states_per_layer
-            layer_states = list(F.split(projected, num_outputs=parts, axis=1)) if parts > 1 else [projected]
+            arrays = list(F.split(projected, num_outputs=parts, axis=1)) if parts > 1 else [projected]
             if config.layer_normalization:
-                layer_states = [self.init_norm(s) for s in layer_states]
-            layer_states = [layers.tanh(F, s) for s in layer_states]
-        states = pre + layer_states
-        if config.input_feeding:
-            states.append(layers.zeros(F, encoded, config.num_hidden))
-        return states + self.attention.initial_state(F, encoded)
-
-    def _unpack(self, states: List) -> Tuple:
-        n = self.num_static_states
-        pre = states[:n]
+                arrays = [self.init_norm(s) for s in arrays]
+            arrays = [layers.tanh(F, s) for s in arrays]
         per = self.states_per_layer
-        layer_states = [states[n + i * per: n + (i + 1) * per] for i in range(self.config.num_layers)]
-        rest = states[n + self.config.num_layers * per:]
-        prev_hidden = rest[0] if self.config.input_feeding else None
-        att_state = rest[1:] if self.config.input_feeding else rest
-        return pre, layer_states, prev_hidden, att_state
+        return [LayerState(*arrays[i * per:(i + 1) * per]) for i in range(config.num_layers)]
+
+    def _initial_state(self, F, encoded) -> RecurrentState:
+        precomputed = self.attention.precompute(F, encoded)
+        layer_states = self._initial_layer_states(F, encoded)
+        prev_hidden = layers.zeros(F, encoded, self.config.num_hidden) if self.config.input_feeding else None
+        return RecurrentState(precomputed, layer_states, prev_hidden, self.attention.initial_state(F, encoded))
+
+    def init_states(self, F, encoded) -> List:
+        return self._initial_state(F, encoded).to_list()
+
+    def _from_list(self, states: Sequence) -> RecurrentState:
+        return RecurrentState.from_list(states, self.num_static_states, self.config.num_layers,
+                                        self.states_per_layer, self.config.input_feeding)
 
     def _feed_weight(self, F, like):
         """The first layer's fused [fed-back hidden; recurrent] weight (input feeding, LSTM without layer norm;
         a GRU's reset gate acts on the recurrent part alone, so its inputs stay apart)."""
         first = self.rnn_layers[0]
-        if self.config.input_feeding and first.can_fuse and first.mode == "lstm":
+        if self.config.input_feeding and first.can_fuse_feed:
             return first.feed_weight(F, like, begin=self.embed_size)
         return None
 
-    def _step(self, F, first_i2h, embedded, pre, layer_states, prev_hidden, att_state, masks, feed_weight,
-              feed_included: bool = False, beam_size: int = 1):
-        """One step given the first layer's input projection ``first_i2h`` (bias included) of the embedding, or of
-        the whole input ``[embedding; previous hidden]`` when ``feed_included``."""
+    def _feed_input(self, F, i2h, prev_hidden, feed_weight) -> Tuple:
+        """The first layer's input projection ``i2h`` of the embedding completed with the fed-back hidden state:
+        ``(i2h, feed)``, ``feed`` the part the first layer's step multiplies with ``feed_weight`` (None where the
+        projection already holds it: a GRU or layer-normalised cell keeps input and recurrent parts apart)."""
+        feed = _dropout(F, prev_hidden, self.config.dropout_inputs)
+        if feed_weight is not None:
+            return i2h, feed
+        return i2h + self.rnn_layers[0].project_inputs(F, feed, begin=self.embed_size, bias=False), None
+
+    def _step(self, F, i2h, feed, embedded, state: RecurrentState, run: _StepRun) -> Tuple:
+        """One step of the stack from the first layer's input projection ``i2h`` (bias included) and ``feed`` (see
+        `_feed_input`): -> (attentional hidden state, attention probabilities, new state)."""
         config = self.config
-        first = self.rnn_layers[0]
-        i2h, feed = first_i2h, None
-        if config.input_feeding and not feed_included:
-            feed = _dropout(F, prev_hidden, config.dropout_inputs)
-            if feed_weight is None:   # GRU or layer-normalised cell: input and recurrent parts stay apart
-                i2h = i2h + first.project_inputs(F, feed, begin=self.embed_size, bias=False)
-                feed = None
-        output, new_states = first.step(F, i2h, layer_states[0], masks[0], feed, feed_weight)
-        all_states = [new_states]
+        output, first_state = self.rnn_layers[0].step(F, i2h, state.layers[0], run.masks[0], feed, run.feed_weight)
+        new_layers = [first_state]
         output = _dropout(F, output, config.dropout_states)
         context = probs = None
+        att_state = state.attention
         if config.attention_in_upper_layers:
-            context, probs, att_state = self.attention.step(F, pre, output, embedded, att_state, beam_size)
+            context, probs, att_state = self.attention.step(F, state.precomputed, output, embedded, att_state,
+                                                            run.beam_size)
         for index in range(1, config.num_layers):
             layer = self.rnn_layers[index]
             inputs = F.concat(output, context, dim=1) if config.attention_in_upper_layers else output
-            new_output, new_states = layer.step(F, layer.project_inputs(F, _dropout(F, inputs, config.dropout_inputs)),
-                                                layer_states[index], masks[index])
-            all_states.append(new_states)
+            new_output, layer_state = layer.step(F, layer.project_inputs(F, _dropout(F, inputs, config.dropout_inputs)),
+                                                 state.layers[index], run.masks[index])
+            new_layers.append(layer_state)
             new_output = _dropout(F, new_output, config.dropout_states)
             output = new_output + output if self._residual(index) else new_output
         if not config.attention_in_upper_layers:
-            context, probs, att_state = self.attention.step(F, pre, output, embedded, att_state, beam_size)
+            context, probs, att_state = self.attention.step(F, state.precomputed, output, embedded, att_state,
+                                                            run.beam_size)
         hidden = self._attentional_hidden(F, output, context, embedded)
-        return hidden, probs, all_states, att_state
+        prev_hidden = hidden if config.input_feeding else None
+        return hidden, probs, RecurrentState(state.precomputed, new_layers, prev_hidden, att_state)
 
     def step_constants(self, F, embedding_weight) -> List:
         """The first layer's input projection split once: a table of every word's projected embedding, bias
@@ -305,29 +357,28 @@ class RecurrentDecoder(Decoder):
             return [table]
         return [table, F.slice_axis(weight, axis=1, begin=self.embed_size, end=None)]
 
-    def step(self, F, embedded, states: List, beam_size: int = 1, words=None, constants=None) -> Tuple:
-        pre, layer_states, prev_hidden, att_state = self._unpack(states)
+    def _step_inputs(self, F, embedded, prev_hidden, words, constants):
+        """The first layer's whole input projection for one inference step: from the step constants' table and
+        fed-back weight, or in one product with the whole weight (slicing the weight, as teacher forcing does to
+        share work between steps, would copy it at every step here)."""
         first = self.rnn_layers[0]
         if constants:
             projected = F.take(constants[0], words)
             if self.config.input_feeding:
                 projected = projected + layers.dense(F, prev_hidden, constants[1], None,
                                                      first.num_gates * first.num_hidden)
-        else:
-            # one step: the first layer's whole input in one product with the whole weight (slicing the weight, as
-            # teacher forcing does to share work between steps, would copy it at every step here)
-            inputs = _dropout(F, embedded, self.config.dropout_inputs)
-            if self.config.input_feeding:
-                inputs = F.concat(inputs, _dropout(F, prev_hidden, self.config.dropout_inputs), dim=1)
-            projected = first.project_inputs(F, inputs)
-        hidden, probs, new_layer_states, att_state = self._step(F, projected, embedded, pre,
-                                                                layer_states, prev_hidden, att_state,
-                                                                [None] * self.config.num_layers, None,
-                                                                feed_included=True, beam_size=beam_size)
-        new_states = [s for layer_state in new_layer_states for s in layer_state]
+            return projected
+        inputs = _dropout(F, embedded, self.config.dropout_inputs)
         if self.config.input_feeding:
-            new_states.append(hidden)
-        return hidden, probs, new_states + list(att_state)
+            inputs = F.concat(inputs, _dropout(F, prev_hidden, self.config.dropout_inputs), dim=1)
+        return first.project_inputs(F, inputs)
+
+    def step(self, F, embedded, states: List, beam_size: int = 1, words=None, constants=None) -> Tuple:
+        state = self._from_list(states)
+        projected = self._step_inputs(F, embedded, state.prev_hidden, words, constants)
+        run = _StepRun([None] * self.config.num_layers, None, beam_size)
+        hidden, probs, new_state = self._step(F, projected, None, embedded, state, run)
+        return hidden, probs, new_state.to_list()[self.num_static_states:]
 
     def _recurrent_masks(self, F, encoded) -> List:
         """Variational dropout masks on the recurrent state, one per layer and sequence (training only)."""
@@ -338,60 +389,89 @@ class RecurrentDecoder(Decoder):
         return [F.Dropout(ones, p=p) for _ in range(self.config.num_layers)]
 
     def decode_sequence(self, F, encoded, embedded, seq_len: int) -> Tuple:
-        config = self.config
-        states = self.init_states(F, encoded)
-        pre, layer_states, prev_hidden, att_state = self._unpack(states)
+        state = self._initial_state(F, encoded)
         masks = self._recurrent_masks(F, encoded)
+        if self.config.input_feeding:
+            return self._decode_fed_sequence(F, embedded, seq_len, state, masks)
+        return self._decode_whole_sequence(F, embedded, seq_len, state, masks)
+
+    def _decode_fed_sequence(self, F, embedded, seq_len: int, state: RecurrentState, masks: List) -> Tuple:
+        """Input feeding: step by step, with the embeddings' share of the first layer's gates for all steps in one
+        matrix product."""
         first = self.rnn_layers[0]
-        if config.input_feeding:
-            # the embeddings' share of the first layer's gates, for all steps in one matrix product
-            first_i2h = layers.split_steps(F, first.project_inputs(F, _dropout(F, embedded, config.dropout_inputs),
-                                                                   begin=0, end=self.embed_size), seq_len)
-            words = layers.split_steps(F, embedded, seq_len)
-            hiddens, all_probs = [], []
-            feed_weight = self._feed_weight(F, embedded)
-            for t in range(seq_len):
-                prev_hidden, probs, layer_states, att_state = self._step(F, first_i2h[t], words[t], pre,
-                                                                         layer_states, prev_hidden, att_state,
-                                                                         masks, feed_weight)
-                hiddens.append(prev_hidden)
-                all_probs.append(probs)
-            return F.stack(*hiddens, axis=1), F.stack(*all_probs, axis=1)
-        # no input feeding: the RNN runs over the whole caption (fused kernel), attention for all steps at once
-        output = first.sequence(F, _dropout(F, embedded, config.dropout_inputs), layer_states[0], seq_len, masks[0])
+        first_i2h = layers.split_steps(F, first.project_inputs(F, _dropout(F, embedded, self.config.dropout_inputs),
+                                                               begin=0, end=self.embed_size), seq_len)
+        words = layers.split_steps(F, embedded, seq_len)
+        hiddens, all_probs = [], []
+        run = _StepRun(masks, self._feed_weight(F, embedded))
+        for t in range(seq_len):
+            i2h, feed = self._feed_input(F, first_i2h[t], state.prev_hidden, run.feed_weight)
+            hidden, probs, state = self._step(F, i2h, feed, words[t], state, run)
+            hiddens.append(hidden)
+            all_probs.append(probs)
+        return F.stack(*hiddens, axis=1), F.stack(*all_probs, axis=1)
+
+    def _decode_whole_sequence(self, F, embedded, seq_len: int, state: RecurrentState, masks: List) -> Tuple:
+        """No input feeding: the RNN runs over the whole caption (fused kernel), attention for all steps at once."""
+        config = self.config
+        first = self.rnn_layers[0]
+        output = first.sequence(F, _dropout(F, embedded, config.dropout_inputs), state.layers[0], seq_len, masks[0])
         output = _dropout(F, output, config.dropout_states)
         context = probs = None
         if config.attention_in_upper_layers:
-            context, probs = self._attend_sequence(F, pre, output, embedded, att_state, seq_len)
+            context, probs = self._attend_sequence(F, state, output, embedded, seq_len)
         for index in range(1, config.num_layers):
             layer = self.rnn_layers[index]
             inputs = F.concat(output, context, dim=2) if config.attention_in_upper_layers else output
-            new_output = layer.sequence(F, _dropout(F, inputs, config.dropout_inputs), layer_states[index], seq_len,
+            new_output = layer.sequence(F, _dropout(F, inputs, config.dropout_inputs), state.layers[index], seq_len,
                                         masks[index])
             new_output = _dropout(F, new_output, config.dropout_states)
             output = new_output + output if self._residual(index) else new_output
         if not config.attention_in_upper_layers:
-            context, probs = self._attend_sequence(F, pre, output, embedded, att_state, seq_len)
+            context, probs = self._attend_sequence(F, state, output, embedded, seq_len)
         return self._attentional_hidden(F, output, context, embedded), probs
 
-    def _attend_sequence(self, F, pre, queries, embedded, att_state, seq_len: int) -> Tuple:
+    def _attend_sequence(self, F, state: RecurrentState, queries, embedded, seq_len: int) -> Tuple:
         if not self.attention.stepwise:
-            return self.attention.sequence(F, pre, queries)
+            return self.attention.sequence(F, state.precomputed, queries)
         contexts, all_probs = [], []
+        att_state = state.attention
         for query, word in zip(layers.split_steps(F, queries, seq_len), layers.split_steps(F, embedded, seq_len)):
-            context, probs, att_state = self.attention.step(F, pre, query, word, att_state)
+            context, probs, att_state = self.attention.step(F, state.precomputed, query, word, att_state)
             contexts.append(context)
             all_probs.append(probs)
         return F.stack(*contexts, axis=1), F.stack(*all_probs, axis=1)
+
+
+class TransformerState(NamedTuple):
+    """The transformer decoder's state: per layer the image's attention ``[keys, values]`` (static), the position
+    ``(N,)``, per layer the self-attention cache ``[keys, values]`` of the earlier steps ``(N, 1 + t, d)``, and the
+    cache's bias ``(N, 1 + t)``. `to_list` / `from_list`: the flat layout the model moves,
+    ``source... + [position] + caches... + [bias]``."""
+    source: List[List]
+    position: Any
+    caches: List[List]
+    bias: Any
+
+    def to_list(self) -> List:
+        return ([a for pair in self.source for a in pair] + [self.position] + [a for pair in self.caches for a in pair]
+                + [self.bias])
+
+    @classmethod
+    def from_list(cls, arrays: Sequence, num_layers: int) -> "TransformerState":
+        items = iter(arrays)
+        source = [[next(items), next(items)] for _ in range(num_layers)]
+        position = next(items)
+        caches = [[next(items), next(items)] for _ in range(num_layers)]
+        return cls(source, position, caches, next(items))
 
 
 class TransformerDecoder(Decoder):
     """Transformer decoder: embeddings (+ positions) -> layers of causal self-attention, attention to the image
     positions and feed-forward -> final layer norm (when the pre-process normalises).
 
-    States: ``[image keys, image values per layer] + [position (N,)] + [self-attention keys, values per layer
-    (N, 1 + t, d)] + [self-attention bias (N, 1 + t)]``; the caches start with one hidden slot (masked by the bias)
-    so that no state is ever empty."""
+    States: a `TransformerState`; the caches start with one hidden slot (masked by the bias) so that no state is
+    ever empty."""
 
     def __init__(self, config: TransformerDecoderConfig, embed_size: int, source_size: int, num_positions: int,
                  prefix: str = "decoder_transformer_") -> None:
@@ -433,43 +513,55 @@ class TransformerDecoder(Decoder):
         return self._finish(F, x), probs
 
     def init_states(self, F, encoded) -> List:
-        states = []
-        for layer in self.t_layers:
-            states.extend(layer.source_keys_values(F, encoded))
         slot = F.expand_dims(layers.zeros(F, encoded, self.config.model_size), axis=1)     # (N, 1, d)
         position = F.sum(F.reshape(encoded, shape=(0, -1)), axis=1) * 0.0                   # (N,)
-        states.append(position)
-        states.extend([slot, slot] * self.config.num_layers)
-        states.append(F.expand_dims(position, axis=1) + NEG_INF)                           # (N, 1)
-        return states
+        state = TransformerState(source=[layer.source_keys_values(F, encoded) for layer in self.t_layers],
+                                 position=position, caches=[[slot, slot] for _ in self.t_layers],
+                                 bias=F.expand_dims(position, axis=1) + NEG_INF)            # (N, 1)
+        return state.to_list()
 
     def step(self, F, embedded, states: List, beam_size: int = 1, words=None, constants=None) -> Tuple:
-        n = self.num_static_states
-        states = _repeat_static(F, states, n, beam_size)
-        position = states[n]
-        caches = states[n + 1: n + 1 + 2 * self.config.num_layers]
-        cache_bias = states[-1]
-        x = self.positions.add_at(F, self._embed(F, embedded), position)
+        state = TransformerState.from_list(_repeat_static(F, states, self.num_static_states, beam_size),
+                                           self.config.num_layers)
+        x = self.positions.add_at(F, self._embed(F, embedded), state.position)
         x = F.expand_dims(x, axis=1)                                                       # (N, 1, d)
-        new_bias = F.concat(cache_bias, F.expand_dims(position, axis=1) * 0.0, dim=1)      # (N, 1 + t + 1)
+        new_bias = F.concat(state.bias, F.expand_dims(state.position, axis=1) * 0.0, dim=1)  # (N, 1 + t + 1)
         # per head: (N*h, 1, Tk)
         head_bias = F.expand_dims(F.repeat(new_bias, repeats=self.config.attention_heads, axis=0), axis=1)
         new_caches = []
         probs = None
-        for index, layer in enumerate(self.t_layers):
-            x, probs, k, v = layer.step(F, x, states[2 * index: 2 * index + 2], caches[2 * index],
-                                        caches[2 * index + 1], head_bias)
-            new_caches.extend([k, v])
+        for layer, source, (cache_k, cache_v) in zip(self.t_layers, state.source, state.caches):
+            x, probs, k, v = layer.step(F, x, source, cache_k, cache_v, head_bias)
+            new_caches.append([k, v])
         hidden = F.squeeze(self._finish(F, x), axis=1)
-        return hidden, F.squeeze(probs, axis=1), [position + 1.0] + new_caches + [new_bias]
+        new_state = TransformerState(state.source, state.position + 1.0, new_caches, new_bias)
+        return hidden, F.squeeze(probs, axis=1), new_state.to_list()[self.num_static_states:]
+
+
+class ConvolutionalState(NamedTuple):
+    """The convolutional decoder's state: per layer the image's attention ``[keys, values]`` (static), the
+    embedded target's position ``(N,)`` and per layer the last inputs ``(N, max(k-1, 1), H)``. `to_list` /
+    `from_list`: the flat layout the model moves, ``source... + [position] + windows``."""
+    source: List[List]
+    position: Any
+    windows: List
+
+    def to_list(self) -> List:
+        return [a for pair in self.source for a in pair] + [self.position] + list(self.windows)
+
+    @classmethod
+    def from_list(cls, arrays: Sequence, num_layers: int) -> "ConvolutionalState":
+        items = iter(arrays)
+        source = [[next(items), next(items)] for _ in range(num_layers)]
+        position = next(items)
+        return cls(source, position, [next(items) for _ in range(num_layers)])
 
 
 class ConvolutionalDecoder(Decoder):
     """Convolutional decoder: embeddings (+ positions) projected to the hidden size, then layers of causal
     convolution (GLU) with attention to the image positions and residual connections.
 
-    States: ``[image keys, values per layer] + [embedded-target position (N,)] + [last inputs per layer
-    (N, max(k-1, 1), H)]``."""
+    States: a `ConvolutionalState`."""
 
     def __init__(self, config: ConvolutionalDecoderConfig, embed_size: int, source_size: int, num_positions: int,
                  prefix: str = "decoder_cnn_") -> None:
@@ -497,24 +589,23 @@ class ConvolutionalDecoder(Decoder):
         return x, probs
 
     def init_states(self, F, encoded) -> List:
-        states = []
-        for layer in self.c_layers:
-            states.extend(layer.source_keys_values(F, encoded))
-        states.append(F.sum(F.reshape(encoded, shape=(0, -1)), axis=1) * 0.0)
-        states.extend(layer.initial_window(F, encoded) for layer in self.c_layers)
-        return states
+        state = ConvolutionalState(source=[layer.source_keys_values(F, encoded) for layer in self.c_layers],
+                                   position=F.sum(F.reshape(encoded, shape=(0, -1)), axis=1) * 0.0,
+                                   windows=[layer.initial_window(F, encoded) for layer in self.c_layers])
+        return state.to_list()
 
     def step(self, F, embedded, states: List, beam_size: int = 1, words=None, constants=None) -> Tuple:
-        n = self.num_static_states
-        states = _repeat_static(F, states, n, beam_size)
-        position = states[n]
-        target = self.i2h(_dropout(F, self.positions.add_at(F, embedded, position), self.config.hidden_dropout))
+        state = ConvolutionalState.from_list(_repeat_static(F, states, self.num_static_states, beam_size),
+                                             self.config.num_layers)
+        target = self.i2h(_dropout(F, self.positions.add_at(F, embedded, state.position),
+                                   self.config.hidden_dropout))
         target = F.expand_dims(target, axis=1)
         x, probs, windows = target, None, []
-        for index, layer in enumerate(self.c_layers):
-            x, probs, window = layer.step(F, x, target, states[2 * index: 2 * index + 2], states[n + 1 + index])
+        for layer, source, window in zip(self.c_layers, state.source, state.windows):
+            x, probs, window = layer.step(F, x, target, source, window)
             windows.append(window)
-        return F.squeeze(x, axis=1), F.squeeze(probs, axis=1), [position + 1.0] + windows
+        new_state = ConvolutionalState(state.source, state.position + 1.0, windows)
+        return F.squeeze(x, axis=1), F.squeeze(probs, axis=1), new_state.to_list()[self.num_static_states:]
 
 
 def create_decoder(decoder: str, config, embed_size: int, source_size: int, num_positions: int) -> Decoder:

@@ -52,7 +52,7 @@ class ImageEncoder(gluon.HybridBlock):
                                                         grid=(int(config.feature_shape[1]),
                                                               int(config.feature_shape[2])), prefix="pos_")
 
-    def hybrid_forward(self, F, features):  # type: ignore[override]
+    def hybrid_forward(self, F, features):
         # (B, C, H, W) -> (B, C, H*W) -> (B, H*W, C): one row per position, row-major over the grid
         x = F.transpose(F.reshape(features, shape=(0, 0, -1)), axes=(0, 2, 1))
         x = F.relu(self.projection(x))

@@ -39,7 +39,6 @@ CHUNK_SIZE_NO_BATCHING = 1        # --chunk-size default at --batch-size 1 (Sock
 CHUNK_SIZE_PER_BATCH = 500        # otherwise Sockeye's 500 batches per chunk ...
 MAX_DEFAULT_CHUNK_SIZE = 5000     # ... but at most this many lines (and at least one batch)
 MAX_JSON_LINE_CHARS = 1_000_000   # a longer JSON input line is refused before parsing
-DEFAULT_MAX_OUTPUT_LENGTH = 100   # length bound for models whose config stores none (test fakes)
 
 
 @dataclass
@@ -207,7 +206,7 @@ class FeatureFileSource:
 
     def __init__(self, root: str, feature_shape: Shape, allow_absolute: bool = False) -> None:
         self.root = root
-        self.feature_shape = tuple(feature_shape)
+        self.feature_shape: Shape = (int(feature_shape[0]), int(feature_shape[1]), int(feature_shape[2]))
         self.allow_absolute = allow_absolute
 
     def batches(self, inputs: Sequence[CaptionInput], batch_size: int, where: str
@@ -220,7 +219,7 @@ class FeatureFileSource:
                 location = utils.location(where, item.sentence_id)
                 try:
                     path = image_io.resolve_path(self.root, item.text, self.allow_absolute, location)
-                    arrays.append(features.load_feature(path, self.feature_shape, location))  # type: ignore
+                    arrays.append(features.load_feature(path, self.feature_shape, location))
                     positions.append(k)
                 except utils.CaptioningError as e:
                     item.error = str(e)
@@ -253,10 +252,10 @@ class ImageSource:
                 labels.append(location)
             except utils.CaptioningError as e:
                 item.error = str(e)
-        size = tuple(self.extractor.config.image_size[1:])
+        size = (int(self.extractor.config.image_size[1]), int(self.extractor.config.image_size[2]))
         # one batch has nothing to overlap with: decode it here rather than start worker processes
         workers = self.num_workers if len(paths) > batch_size else 0
-        for batch in cnn.iterate_image_batches(paths, size, batch_size, workers,  # type: ignore[arg-type]
+        for batch in cnn.iterate_image_batches(paths, size, batch_size, workers,
                                                skip_bad_images=True, where=labels):
             good = [i for i, bad in zip(batch.indices, batch.bad) if not bad]
             for i, bad in zip(batch.indices, batch.bad):
@@ -315,6 +314,14 @@ def finite_result(result: SearchResult) -> bool:
     return math.isfinite(result.score) and all(math.isfinite(h.score) for h in result.nbest)
 
 
+class CaptionerModel(StepModel, Protocol):
+    """What the captioner needs of a model: a `beam_search.StepModel` that also knows its default length bound
+    (`model.CaptionModel.max_output_length`: the bound training stored with the model)."""
+
+    @property
+    def max_output_length(self) -> int: ...
+
+
 class Searcher(Protocol):
     """What captions a batch of features: `beam_search.BeamSearch`, or with ``--sample`` a `sampling.Sampler`."""
 
@@ -326,7 +333,7 @@ class Captioner:
     """Captions inputs with a `BeamSearch` over ``models`` (or samples them, with ``config.sample``); see the
     module docstring. Lexical constraints always use the beam search."""
 
-    def __init__(self, models: Sequence[StepModel], vocab: Dict[str, int], config: CaptionerConfig,
+    def __init__(self, models: Sequence[CaptionerModel], vocab: Dict[str, int], config: CaptionerConfig,
                  source: FeatureSource, ctx: Optional[mx.Context] = None) -> None:
         self.models = list(models)
         self.vocab = vocab
@@ -334,7 +341,7 @@ class Captioner:
         self.config = config
         self.source = source
         self.ctx = ctx if ctx is not None else mx.cpu()
-        self.max_output_length = config.max_output_length or default_max_output_length(self.models)
+        self.max_output_length = config.max_output_length or models_max_output_length(self.models)
         length_penalty = LengthPenalty(config.length_penalty_alpha, config.length_penalty_beta)
         banned = [vocab[w] for w in DANGLING_WORDS if w in vocab] if config.no_dangling_words else []
         self.search = BeamSearch(self.models, beam_size=config.beam_size, max_output_length=self.max_output_length,
@@ -469,9 +476,7 @@ class Captioner:
                              nbest_captions, [h.score for h in result.nbest], item.extra)
 
 
-def default_max_output_length(models: Sequence[StepModel]) -> int:
-    """The captioner's default length bound: the smallest ``max_output_length`` the models' configs store
-    (training writes it from its longest caption); `DEFAULT_MAX_OUTPUT_LENGTH` for step models without a config
-    (test fakes)."""
-    bounds = [m.config.max_output_length for m in models if getattr(m, "config", None) is not None]
-    return int(min(bounds)) if bounds else DEFAULT_MAX_OUTPUT_LENGTH
+def models_max_output_length(models: Sequence[CaptionerModel]) -> int:
+    """The captioner's default length bound: the smallest ``max_output_length`` the models store (training
+    writes it from its longest caption)."""
+    return min(int(m.max_output_length) for m in models)

@@ -7,13 +7,15 @@ from mxnet import gluon
 
 from . import constants as C
 
+SINUSOID_BASE = 10000.0   # the longest wavelength of the fixed positional embeddings (Vaswani et al. 2017)
+NORM_EPSILON = 1e-12      # added to squared row norms so that an all-zero weight row normalises to zero, not NaN
 
 def sinusoids(F, positions, num_embed: int):
     """Fixed positional embeddings (Vaswani et al. 2017) of float ``positions`` of any shape ``S`` ->
     ``S + (num_embed,)``: ``[sin(p * f_0..f_{h-1}), cos(p * f_0..f_{h-1})]`` with ``h = num_embed // 2`` and
     ``f_i = 10000^(-i/h)`` (a zero column is appended when ``num_embed`` is odd). Computed in the graph."""
     half = num_embed // 2
-    freqs = F.exp(arange(F, half, positions) * (-math.log(10000.0) / max(half, 1)))          # (h,)
+    freqs = F.exp(arange(F, half, positions) * (-math.log(SINUSOID_BASE) / max(half, 1)))          # (h,)
     angles = F.broadcast_mul(F.expand_dims(positions, axis=-1), freqs)               # S + (h,)
     parts = [F.sin(angles), F.cos(angles)]
     if num_embed % 2:
@@ -77,7 +79,7 @@ class PositionalEmbedding(gluon.HybridBlock):
             return x + sinusoids(F, positions, self.num_embed)
         return x + F.take(param_value(F, self.weight, x), positions, mode="clip")
 
-    def hybrid_forward(self, F, x, **kwargs):  # type: ignore[override]
+    def hybrid_forward(self, F, x, **kwargs):
         raise NotImplementedError("use add_to_sequence / add_at")
 
 
@@ -182,8 +184,8 @@ class OutputLayer(gluon.HybridBlock):
             return weight
         ones = F.ones_like(F.slice_axis(weight, axis=0, begin=0, end=1))               # (1, H)
         squared_norms = F.FullyConnected(F.square(weight), ones, num_hidden=1, no_bias=True)   # (V, 1)
-        factors = scale * F.rsqrt(squared_norms + 1e-12)                               # (V, 1)
+        factors = scale * F.rsqrt(squared_norms + NORM_EPSILON)                               # (V, 1)
         return weight * F.dot(factors, ones)
 
-    def hybrid_forward(self, F, x, weight, bias, scale=None):  # type: ignore[override]
+    def hybrid_forward(self, F, x, weight, bias, scale=None):
         return dense(F, x, self.normalized_weight(F, weight, scale), bias, self.vocab_size)

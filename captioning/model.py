@@ -4,6 +4,7 @@ Model folder format versions: 1 recorded the features' CNN as an untyped ``cnn_c
 records it as the typed ``image_cnn`` (a `cnn.CNNConfig`). Version-1 folders still load (the key is mapped).
 """
 import contextlib
+import enum
 import logging
 import os
 import re
@@ -27,6 +28,8 @@ from .encoder import ImageEncoder, ImageEncoderConfig
 from .vocab import Vocab, load_vocab
 
 logger = logging.getLogger(__name__)
+
+BYTES_PER_PARAMETER = 4   # float32: the size of the parameters reported in the log
 
 
 @dataclass
@@ -83,51 +86,63 @@ ModelConfig.__init__ = _init_accepting_cnn_config  # type: ignore[method-assign]
 # ---------------------------------------------------------------------------------------------------------------
 
 class _Graph(gluon.HybridBlock):
-    """One hybridized computation over the model's parts (which it shares, parameters included): ``sequence``
-    (teacher forcing for one caption length), ``encode``, or ``step``. Kept outside the model's children so that
-    parameters are saved once. A ``fixed`` encode or step graph is that of a model whose parameters are fixed:
-    the step takes the step constants (`CaptionModel.fix_parameters`) as inputs after the previous words."""
+    """One hybridized computation over the model's parts (which it shares, parameters included); kept outside the
+    model's children so that parameters are saved once. ``kind`` names its hybridize flags
+    (`CaptionModel.hybridize`)."""
+    kind = ""
 
-    def __init__(self, model: "CaptionModel", kind: str, seq_len: int = 0, fixed: bool = False) -> None:
-        super().__init__(prefix=model.prefix + "%s%s%d_" % ("fixed_" if fixed else "", kind, seq_len))
-        self.kind = kind
-        self.fixed = fixed
+    def __init__(self, model: "CaptionModel", seq_len: int = 0, fixed: bool = False) -> None:
+        super().__init__(prefix=model.prefix + "%s%s%d_" % ("fixed_" if fixed else "", self.kind, seq_len))
         self.seq_len = seq_len
         self.embed_dropout = model.config.embed_dropout
-        self.num_static_states = model.decoder.num_static_states
         self.encoder = model.encoder
         self.embedding = model.embedding
         self.decoder = model.decoder
         self.output_layer = model.output_layer
-        # with weight normalisation the encode graph also returns the normalised output weight, which the step
-        # graph then takes as an input instead of renormalising the (V, H) matrix at every step; with fixed
-        # parameters it is the first step constant instead, computed once
-        self.weight_normalization = model.config.weight_normalization
-        self.num_decoder_constants = model.decoder.num_step_constants if fixed else 0
 
     def _embed(self, F, words):
         embedded = self.embedding(words)
         return F.Dropout(embedded, p=self.embed_dropout) if self.embed_dropout > 0.0 else embedded
 
-    def hybrid_forward(self, F, x, *states):  # type: ignore[override]
-        if self.kind == "sequence":
-            encoded = self.encoder(x)
-            hidden, _ = self.decoder.decode_sequence(F, encoded, self._embed(F, states[0]), self.seq_len)
-            return self.output_layer(hidden)
-        if self.kind == "encode":
-            states = self.decoder.init_states(F, self.encoder(x))
-            if self.weight_normalization and not self.fixed:
-                layer = self.output_layer
-                states = list(states) + [layer.normalized_weight(F, layers.param_value(F, layer.weight, x),
-                                                                 layers.param_value(F, layer.scale, x))]
-            return states
-        states = list(states)
+
+class _SequenceGraph(_Graph):
+    """Teacher forcing for one caption length ``seq_len``: features, target input -> logits."""
+    kind = "sequence"
+
+    def hybrid_forward(self, F, features, target_input):
+        hidden, _ = self.decoder.decode_sequence(F, self.encoder(features), self._embed(F, target_input),
+                                                 self.seq_len)
+        return self.output_layer(hidden)
+
+
+class _EncodeGraph(_Graph):
+    """Features -> the decoder's initial states."""
+    kind = "encode"
+
+    def hybrid_forward(self, F, features):
+        return self.decoder.init_states(F, self.encoder(features))
+
+
+class _StepGraph(_Graph):
+    """One decoder step: the previous words, then the step's `StepConstants` arrays (the normalised output weight
+    with weight normalisation; with ``fixed`` parameters also the decoder's step constants), then the states ->
+    logits, attention, new states. ``seq_len`` is the beam size K when the static states are shared by K rows
+    (0 otherwise)."""
+    kind = "step"
+
+    def __init__(self, model: "CaptionModel", seq_len: int = 0, fixed: bool = False) -> None:
+        super().__init__(model, seq_len, fixed)
+        self.weight_normalization = model.config.weight_normalization
+        self.num_decoder_constants = model.decoder.num_step_constants if fixed else 0
+
+    def hybrid_forward(self, F, prev_words, *inputs):
+        states = list(inputs)
         weight = states.pop(0) if self.weight_normalization else None
         constants = [states.pop(0) for _ in range(self.num_decoder_constants)]
         # shared static states stay at one row per input: the decoder reads them as they are (MLP attention) or
         # repeats them for the K beam rows of each input
-        hidden, attention, new_states = self.decoder.step(F, self._embed(F, x), states,
-                                                          beam_size=max(self.seq_len, 1), words=x,
+        hidden, attention, new_states = self.decoder.step(F, self._embed(F, prev_words), states,
+                                                          beam_size=max(self.seq_len, 1), words=prev_words,
                                                           constants=constants)
         if weight is None:
             logits = self.output_layer(hidden)
@@ -142,16 +157,35 @@ class _GraphCache:
     as children (their parameters are the model's own) nor warns about a container of blocks."""
 
     def __init__(self) -> None:
-        self.graphs: Dict[Tuple[str, int, bool], _Graph] = {}
+        self.graphs: Dict[Tuple[type, int, bool], _Graph] = {}
 
-    def get(self, key: Tuple[str, int, bool]) -> Optional[_Graph]:
+    def get(self, key: Tuple[type, int, bool]) -> Optional[_Graph]:
         return self.graphs.get(key)
 
-    def __setitem__(self, key: Tuple[str, int, bool], graph: _Graph) -> None:
+    def __setitem__(self, key: Tuple[type, int, bool], graph: _Graph) -> None:
         self.graphs[key] = graph
 
     def values(self) -> List[_Graph]:
         return list(self.graphs.values())
+
+
+class ParameterMode(enum.Enum):
+    """Whether a model's parameters may still change: ``FREE`` (training: whatever a step needs from the
+    parameters is derived for each search) or ``FIXED`` (inference, `CaptionModel.fix_parameters`: derived once
+    per device and kept)."""
+    FREE = "free"
+    FIXED = "fixed"
+
+
+@dataclass(frozen=True)
+class StepConstants:
+    """What every `CaptionModel.decode_step` of one search takes besides the previous words and the states: arrays
+    derived from the parameters alone (`CaptionModel.step_constants`). ``fixed``: they are those of fixed
+    parameters (the normalised output weight, with weight normalisation, then the decoder's own,
+    `decoder.Decoder.step_constants`), and the step runs the graph that takes them; otherwise only the normalised
+    output weight (weight normalisation) or nothing."""
+    fixed: bool
+    arrays: Tuple[mx.nd.NDArray, ...] = ()
 
 
 class CaptionModel(gluon.HybridBlock):
@@ -159,8 +193,12 @@ class CaptionModel(gluon.HybridBlock):
 
     - ``model(features (B, C, H, W), target_input (B, T)) -> logits (B, T, V)`` (teacher forcing; dropout only
       under ``autograd.record(train_mode=True)``). One hybridized graph per caption length ``T``.
-    - ``encode(features) -> states``; ``decode_step(prev_word (N,), states) -> (logits (N, V), attention (N, L),
-      new states)``. Every state has the batch on axis 0 (beam search may ``repeat``/``take`` them on axis 0).
+    - ``encode(features) -> states``, ``step_constants(ctx) -> StepConstants`` and ``decode_step(prev_word (N,),
+      states, beam_size, constants) -> (logits (N, V), attention (N, L), new states)``: inference, the
+      `beam_search.StepModel` interface. The states have the batch on axis 0; the first ``num_static_states``
+      (attention keys and values) never change, and with ``beam_size`` K > 1 they keep one row per input, shared
+      by its K rows, while the others have one row per beam row (a search reorders those with ``take``).
+    - ``parameter_mode``: `ParameterMode.FREE` until ``fix_parameters`` (or within ``fixed_parameters()``).
     """
 
     def __init__(self, config: ModelConfig, prefix: str = "caption_model_") -> None:
@@ -177,11 +215,11 @@ class CaptionModel(gluon.HybridBlock):
                                                    config.weight_normalization,
                                                    self.embedding.weight if config.weight_tying else None,
                                                    prefix="output_")
-        object.__setattr__(self, "_graphs", _GraphCache())
-        object.__setattr__(self, "_hybrid_kwargs", None)
-        object.__setattr__(self, "_step_weight", None)   # the normalised output weight of the last encode
-        # fix_parameters(): the step constants by device, computed on first use
-        object.__setattr__(self, "_step_constants", None)
+        self._graphs = _GraphCache()
+        self._hybrid_kwargs: Optional[Dict[str, Dict[str, Any]]] = None
+        self.parameter_mode = ParameterMode.FREE
+        # with fixed parameters: the step constants by device, derived on first use
+        self._fixed_constants: Dict[mx.Context, StepConstants] = {}
 
     # ----------------------------------------------------------------------------------------------------------
     @property
@@ -199,6 +237,11 @@ class CaptionModel(gluon.HybridBlock):
         """Leading states that ``decode_step`` passes through unchanged."""
         return self.decoder.num_static_states
 
+    @property
+    def max_output_length(self) -> int:
+        """The captioner's default length bound, stored in the config by training."""
+        return self.config.max_output_length
+
     def hybridize(self, active: bool = True, sequence_static_alloc: bool = False, **kwargs: Any) -> None:
         """Hybridize every graph (existing and future). ``kwargs`` (CachedOp flags; default ``static_alloc=True``)
         apply to the encode and step graphs. The teacher-forcing graphs, one per caption length, use static
@@ -209,110 +252,102 @@ class CaptionModel(gluon.HybridBlock):
         if not sequence_static_alloc:
             sequence_kwargs.update(static_alloc=False, static_shape=False)
         flags = {"encode": kwargs, "step": kwargs, "sequence": sequence_kwargs}
-        object.__setattr__(self, "_hybrid_kwargs", flags if active else None)
+        self._hybrid_kwargs = flags if active else None
         super().hybridize(active, **kwargs)
         for graph in self._graphs.values():
             graph.hybridize(active, **flags[graph.kind])
 
-    def _graph(self, kind: str, seq_len: int = 0, fixed: bool = False) -> _Graph:
-        key = (kind, seq_len, fixed)
+    def _graph(self, graph_class: type, seq_len: int = 0, fixed: bool = False) -> _Graph:
+        key = (graph_class, seq_len, fixed)
         graph = self._graphs.get(key)
         if graph is None:
-            graph = _Graph(self, kind, seq_len, fixed)
+            graph = graph_class(self, seq_len, fixed)
             if self._hybrid_kwargs is not None:
-                graph.hybridize(True, **self._hybrid_kwargs[kind])
+                graph.hybridize(True, **self._hybrid_kwargs[graph.kind])
             self._graphs[key] = graph
         return graph
 
     # ----------------------------------------------------------------------------------------------------------
-    def forward(self, features, target_input):  # type: ignore[override]
+    def forward(self, features, target_input):
         """Logits ``(B, T, V)`` for teacher-forced ``target_input (B, T)``."""
-        return _call(self._graph("sequence", int(target_input.shape[1])), features, target_input)
+        return _call(self._graph(_SequenceGraph, int(target_input.shape[1])), features, target_input)
 
-    def hybrid_forward(self, F, features, target_input):  # type: ignore[override]  # pragma: no cover
+    def hybrid_forward(self, F, features, target_input):  # pragma: no cover
         raise NotImplementedError("CaptionModel dispatches in forward() to one graph per caption length")
 
     def fix_parameters(self) -> None:
         """Declare the parameters final (inference: the captioner loads a model and never updates it). From now
-        on, encode and steps in predict mode use step constants, arrays derived from the parameters once per
-        device instead of at every batch or step: the normalised output weight (weight normalisation) and the
-        decoder's own (`decoder.Decoder.step_constants`). Parameters must not be updated afterwards (loading
-        them with ``load_parameters`` derives the constants again); in training mode (dropout active) the model
-        steps as before."""
-        object.__setattr__(self, "_step_constants", {})
+        on, steps in predict mode use the step constants of fixed parameters, derived once per device instead of
+        for every search: the normalised output weight (weight normalisation) and the decoder's own
+        (`decoder.Decoder.step_constants`). Parameters must not be updated afterwards (loading them with
+        ``load_parameters`` derives the constants again); in training mode (dropout active) the model steps as
+        with free parameters."""
+        self.parameter_mode = ParameterMode.FIXED
 
-    def load_parameters(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def load_parameters(self, *args: Any, **kwargs: Any) -> None:
         """Gluon's, and with fixed parameters the step constants are derived again from the loaded ones."""
         super().load_parameters(*args, **kwargs)
-        if self._step_constants is not None:
-            self._step_constants.clear()
+        self._fixed_constants.clear()
 
     @contextlib.contextmanager
     def fixed_parameters(self) -> Iterator[None]:
         """The parameters fixed for the block (`fix_parameters`): a checkpoint decode during training then steps as
         the captioner will with the saved parameters (the same constants, the same captions). A model fixed for
         good stays fixed after the block."""
-        if self._step_constants is not None:
+        if self.parameters_fixed:
             yield
             return
         self.fix_parameters()
         try:
             yield
         finally:
-            object.__setattr__(self, "_step_constants", None)
+            self.parameter_mode = ParameterMode.FREE
+            self._fixed_constants.clear()
 
     @property
     def parameters_fixed(self) -> bool:
-        """Whether `fix_parameters` was called."""
-        return self._step_constants is not None
+        """Whether the parameters are fixed (`fix_parameters`)."""
+        return self.parameter_mode is ParameterMode.FIXED
 
-    def _fixed_path(self) -> bool:
-        return self._step_constants is not None and not autograd.is_training()
+    def _normalized_output_weight(self, ctx: mx.Context) -> List:
+        """``[normalised output weight]`` with weight normalisation, else nothing."""
+        if not self.config.weight_normalization:
+            return []
+        layer = self.output_layer
+        return [layer.normalized_weight(mx.nd, layer.weight.data(ctx), layer.scale.data(ctx))]
 
-    def step_constants(self, ctx: mx.Context) -> List:
-        """The step constants of a model with fixed parameters on ``ctx``: ``[normalised output weight]`` (with
-        weight normalisation) followed by the decoder's, computed on first use."""
-        assert self._step_constants is not None, "step constants need fix_parameters()"
-        constants = self._step_constants.get(ctx)
+    def step_constants(self, ctx: mx.Context) -> StepConstants:
+        """The `StepConstants` for the steps of one search on ``ctx``. With fixed parameters in predict mode: the
+        normalised output weight (weight normalisation) and the decoder's constants, derived on first use per
+        device; otherwise the normalised output weight of the parameters as they are now (parameters are not
+        updated within a search)."""
+        if not self.parameters_fixed or autograd.is_training():
+            return StepConstants(False, tuple(self._normalized_output_weight(ctx)))
+        constants = self._fixed_constants.get(ctx)
         if constants is None:
             with autograd.predict_mode():
-                layer = self.output_layer
-                constants = []
-                if self.config.weight_normalization:
-                    constants.append(layer.normalized_weight(mx.nd, layer.weight.data(ctx), layer.scale.data(ctx)))
-                constants += self.decoder.step_constants(mx.nd, self.embedding.weight.data(ctx))
-            self._step_constants[ctx] = constants
+                arrays = self._normalized_output_weight(ctx)
+                arrays += self.decoder.step_constants(mx.nd, self.embedding.weight.data(ctx))
+            constants = self._fixed_constants[ctx] = StepConstants(True, tuple(arrays))
         return constants
 
     def encode(self, features) -> List:
         """The initial decoder states of a batch of features ``(B, C, H, W)``."""
-        fixed = self._fixed_path()
-        states = _call(self._graph("encode", fixed=fixed), features)
-        states = list(states) if isinstance(states, (list, tuple)) else [states]
-        if self.config.weight_normalization and not fixed:
-            object.__setattr__(self, "_step_weight", states.pop())
-        return states
+        states = _call(self._graph(_EncodeGraph), features)
+        return list(states) if isinstance(states, (list, tuple)) else [states]
 
-    def decode_step(self, prev_word, states: List, beam_size: int = 1) -> Tuple:
+    def decode_step(self, prev_word, states: List, beam_size: int = 1,
+                    constants: Optional[StepConstants] = None) -> Tuple:
         """One step: ``prev_word (N,)`` (word ids as floats) and ``states`` -> (logits ``(N, V)``, attention
         ``(N, L)``, new states). With ``beam_size`` K > 1 the static states (the first ``num_static_states``) have
         one row per input, ``B = N / K``, shared by the input's K consecutive rows: beam search then neither
-        repeats nor reorders them (they are repeated inside the step graph); they are returned as given. With
-        weight normalisation the step uses the output weight normalised by the last ``encode`` on the same device
-        (parameters are not updated within a search); with fixed parameters, the step constants."""
+        repeats nor reorders them (they are repeated inside the step graph); they are returned as given.
+        ``constants``: the search's `step_constants` (derived here when not given)."""
+        if constants is None:
+            constants = self.step_constants(prev_word.context)
         shared = beam_size > 1 and self.num_static_states > 0
-        fixed = self._fixed_path()
-        extra: List = []
-        if fixed:
-            extra = self.step_constants(prev_word.context)
-        elif self.config.weight_normalization:
-            weight = self._step_weight
-            if weight is None or weight.context != prev_word.context:
-                layer = self.output_layer
-                weight = layer.normalized_weight(mx.nd, layer.weight.data(prev_word.context),
-                                                 layer.scale.data(prev_word.context))
-            extra = [weight]
-        outputs = _call(self._graph("step", beam_size if shared else 0, fixed), prev_word, *extra, *states)
+        graph = self._graph(_StepGraph, beam_size if shared else 0, constants.fixed)
+        outputs = _call(graph, prev_word, *constants.arrays, *states)
         static = list(states[:self.num_static_states])
         return outputs[0], outputs[1], static + list(outputs[2:])
 
@@ -384,6 +419,7 @@ def load_model_config(folder: str) -> ModelConfig:
         raise utils.CaptioningError("%s: not a valid model config (%s)" % (path, e)) from None
 
 
+QUOTED_VERSION_CHARS = 60   # at most this much of a bad version file is quoted in the error
 VERSION_PATTERN = re.compile(r"\d+(\.\d+)*([.+-]?[0-9A-Za-z.+-]*)?")
 
 
@@ -396,7 +432,7 @@ def check_version_file(folder: str) -> str:
     lines = [line.strip() for line in utils.read_lines(path) if line.strip()]
     utils.check_condition(len(lines) == 1 and VERSION_PATTERN.fullmatch(lines[0]) is not None,
                           "%s: expected the captioning version that wrote the folder (such as %s), found %r"
-                          % (path, __version__, " ".join(lines)[:60]))
+                          % (path, __version__, " ".join(lines)[:QUOTED_VERSION_CHARS]))
     return lines[0]
 
 
@@ -471,7 +507,7 @@ def initialize_model(model: gluon.Block, contexts: Sequence[mx.Context], feature
             raise utils.CaptioningError(str(e) + params_hint(str(e))) from None
         logger.info("Initialised the model from %s", params_file)
     num = count_parameters(model)
-    logger.info("Model: %d parameters (%.1f MB)", num, num * 4 / 2 ** 20)
+    logger.info("Model: %d parameters (%.1f MB)", num, num * BYTES_PER_PARAMETER / 2 ** 20)
 
 
 def params_hint(message: str) -> str:

@@ -62,13 +62,13 @@ class _SampleStep(gluon.HybridBlock):
         self.top_k = top_k
         self.temperature = temperature
 
-    def hybrid_forward(self, F, finished, costs, forbidden, *logits):  # type: ignore[override]
+    def hybrid_forward(self, F, finished, costs, forbidden, *logits):
         if self.num_models == 1:
             log_probs = F.log_softmax(logits[0], axis=-1)
         elif self.ensemble_mode == ENSEMBLE_LOG_LINEAR:
-            log_probs = F.add_n(*[F.log_softmax(l, axis=-1) for l in logits]) / self.num_models
+            log_probs = F.add_n(*[F.log_softmax(x, axis=-1) for x in logits]) / self.num_models
         else:
-            log_probs = F.log(F.add_n(*[F.softmax(l, axis=-1) for l in logits]) / self.num_models)
+            log_probs = F.log(F.add_n(*[F.softmax(x, axis=-1) for x in logits]) / self.num_models)
         # forbidden (1, V): -inf for <pad> and <s>, 0 elsewhere
         scores = F.broadcast_add(log_probs / self.temperature if self.temperature != 1.0 else log_probs, forbidden)
         if self.top_k > 0:
@@ -112,21 +112,28 @@ class Sampler:
             self._forbidden = mx.nd.array(row, ctx=self.ctx)
         return self._forbidden
 
+    def _encode(self, features: mx.nd.NDArray) -> List[List[mx.nd.NDArray]]:
+        """Each model's initial states, the non-static ones repeated for an input's samples (the static ones stay
+        at one row per input, repeated inside the step)."""
+        n = self.num_samples
+        states = []
+        for model in self.models:
+            model_states = list(model.encode(features))
+            if n > 1:
+                s = model.num_static_states
+                model_states = model_states[:s] + [mx.nd.repeat(x, repeats=n, axis=0) for x in model_states[s:]]
+            states.append(model_states)
+        return states
+
     def sample(self, features: mx.nd.NDArray, with_attention: bool = False) -> Samples:
         """Draw ``num_samples`` captions for each of a batch of features ``(B, C, H, W)``. An input whose N samples
         have all ended leaves the computation (its rows are dropped from every state, as in `BeamSearch.search`):
         a batch costs about the sum of its samples' lengths, not its rows times the longest sample (a few samples
         run on to the length limit)."""
         n = self.num_samples
-        batch = features.shape[0]
-        states = []
-        for model in self.models:
-            model_states = list(model.encode(features))
-            if n > 1:
-                s = model.num_static_states   # they stay at one row per input, repeated inside the step
-                model_states = model_states[:s] + [mx.nd.repeat(x, repeats=n, axis=0) for x in model_states[s:]]
-            states.append(model_states)
-        rows = batch * n
+        states = self._encode(features)
+        constants = [model.step_constants(self.ctx) for model in self.models]
+        rows = features.shape[0] * n
         prev_words = mx.nd.full((rows,), C.BOS_ID, ctx=self.ctx)
         finished = mx.nd.zeros((rows,), ctx=self.ctx)
         costs = mx.nd.zeros((rows,), ctx=self.ctx)
@@ -139,7 +146,7 @@ class Sampler:
         for t in range(self.max_output_length):
             logits, attentions = [], []
             for i, model in enumerate(self.models):
-                step_logits, step_attention, states[i] = model.decode_step(prev_words, states[i], beam_size=n)
+                step_logits, step_attention, states[i] = model.decode_step(prev_words, states[i], n, constants[i])
                 logits.append(step_logits)
                 attentions.append(step_attention)
             forbidden = self._forbidden_words(logits[0].shape[1])

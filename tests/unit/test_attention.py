@@ -3,14 +3,15 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from captioning.attention import Attention
+from captioning import attention as attention_module
+from captioning.attention import create_attention
 
 N, L, D, Q, A = 3, 7, 12, 10, 8
 
 
 def make(kind, **kwargs):
     mx.random.seed(1)
-    attention = Attention(kind, query_size=Q, source_size=D, num_positions=L, num_hidden=A, embed_size=5, **kwargs)
+    attention = create_attention(kind, query_size=Q, source_size=D, num_positions=L, num_hidden=A, embed_size=5, **kwargs)
     attention.initialize(mx.init.Xavier(magnitude=3))
     return attention
 
@@ -51,7 +52,7 @@ def test_step_probabilities_and_context(kind, kwargs):
 
 
 def test_dot_attention_without_key_projection_precomputes_one_array():
-    attention = Attention("dot", query_size=D, source_size=D, num_positions=L, num_hidden=D)
+    attention = create_attention("dot", query_size=D, source_size=D, num_positions=L, num_hidden=D)
     attention.initialize()
     assert attention.num_precomputed == len(attention.precompute(mx.nd, inputs()[0])) == 1
 
@@ -104,12 +105,12 @@ def test_scaled_dot_is_flatter_than_unscaled():
 
 def test_mhdot_heads_must_divide_size():
     with pytest.raises(ValueError, match="divisible"):
-        Attention("mhdot", query_size=Q, source_size=D, num_positions=L, num_hidden=A, heads=3)
+        create_attention("mhdot", query_size=Q, source_size=D, num_positions=L, num_hidden=A, heads=3)
 
 
 def test_unknown_type():
     with pytest.raises(ValueError, match="unknown attention type"):
-        Attention("nope", query_size=Q, source_size=D, num_positions=L, num_hidden=A)
+        create_attention("nope", query_size=Q, source_size=D, num_positions=L, num_hidden=A)
 
 
 def _reference_mlp_probs(attention, encoded, query, word, coverage=None):
@@ -149,3 +150,16 @@ def test_mlp_probabilities_equal_the_tanh_formula(kind, kwargs, beam_size):
                                         coverage[0].asnumpy() if coverage else None)
     assert expected.max(axis=1).mean() > 1.5 / L   # not uniform: the scores matter
     np.testing.assert_allclose(probs.asnumpy(), expected, rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind, kwargs, cls", [
+    ("mlp", {}, attention_module.MlpAttention), ("coverage", {}, attention_module.MlpCovAttention),
+    ("coverage", {"coverage_type": "relu"}, attention_module.ActivationCovAttention),
+    ("coverage", {"coverage_type": "gru"}, attention_module.GRUCovAttention),
+    ("dot", {}, attention_module.DotAttention), ("bilinear", {}, attention_module.BilinearAttention),
+    ("mhdot", {"heads": 2}, attention_module.MultiHeadDotAttention),
+    ("location", {}, attention_module.LocationAttention), ("fixed", {}, attention_module.FixedAttention)])
+def test_each_type_name_gives_its_own_class(kind, kwargs, cls):
+    attention = create_attention(kind, query_size=Q, source_size=D, num_positions=L, num_hidden=A, **kwargs)
+    assert type(attention) is cls
+    assert attention.stepwise == (kind in ("mlp", "coverage"))

@@ -18,7 +18,10 @@ class MarkovModel:
     """A fake caption model (a `StepModel`): the next-word logits depend on the previous word (a fixed table) plus
     a per-input bias read from the features, so every sequence's probability can be computed exactly. States: the
     bias (B, V), the feature sum (B, L) and a step counter (B, 1); all batch-major as the real models'. With
-    ``static`` the first two are declared static (one row per input, repeated in the step as the real models do)."""
+    ``static`` the first two are declared static (one row per input, repeated in the step as the real models do).
+    Also an `inference.CaptionerModel` (``max_output_length``)."""
+
+    max_output_length = 20
 
     def __init__(self, vocab_size: int = 8, seed: int = 0, scale: float = 2.0, eos_bonus: float = 0.0,
                  bias_scale: float = 1.0, static: bool = False) -> None:
@@ -42,7 +45,10 @@ class MarkovModel:
         positions = features.reshape((0, 0, -1)).sum(axis=1)  # (B, L=2)
         return [bias, positions, mx.nd.zeros((features.shape[0], 1))]
 
-    def decode_step(self, prev_word, states, beam_size: int = 1):
+    def step_constants(self, ctx):
+        return None
+
+    def decode_step(self, prev_word, states, beam_size: int = 1, constants=None):
         bias, positions, step = states
         if self.num_static_states and beam_size > 1:
             bias, positions = [mx.nd.repeat(s, repeats=beam_size, axis=0) for s in (bias, positions)]
@@ -198,10 +204,10 @@ class LengthModel(MarkovModel):
         bias, positions, step = super().encode(features)
         return [bias, positions, mx.nd.concat(step, features[:, 1, 0, 0].reshape((-1, 1)), dim=1)]
 
-    def decode_step(self, prev_word, states, beam_size: int = 1):
+    def decode_step(self, prev_word, states, beam_size: int = 1, constants=None):
         counter = states[-1]
         step = mx.nd.slice_axis(counter, axis=1, begin=0, end=1)
-        logits, attention, new_states = super().decode_step(prev_word, states[:-1] + [step], beam_size)
+        logits, attention, new_states = super().decode_step(prev_word, states[:-1] + [step], beam_size, constants)
         eos = mx.nd.one_hot(mx.nd.array([EOS]), self.vocab_size)                             # (1, V)
         ending = (step >= mx.nd.slice_axis(counter, axis=1, begin=1, end=2)) * 1e4 * 2 - 1e4  # (N, 1)
         logits = mx.nd.broadcast_mul(logits, 1 - eos) + mx.nd.broadcast_mul(ending, eos)
@@ -219,9 +225,12 @@ class RowCounter:
     def encode(self, features):
         return self.model.encode(features)
 
-    def decode_step(self, prev_word, states, beam_size: int = 1):
+    def step_constants(self, ctx):
+        return self.model.step_constants(ctx)
+
+    def decode_step(self, prev_word, states, beam_size: int = 1, constants=None):
         self.rows.append(prev_word.shape[0])
-        return self.model.decode_step(prev_word, states, beam_size)
+        return self.model.decode_step(prev_word, states, beam_size, constants)
 
 
 def _hypotheses(results):
@@ -470,9 +479,12 @@ class PlainContract:
     def encode(self, features):
         return self.model.encode(features)
 
-    def decode_step(self, prev_word, states, beam_size: int = 1):
+    def step_constants(self, ctx):
+        return self.model.step_constants(ctx)
+
+    def decode_step(self, prev_word, states, beam_size: int = 1, constants=None):
         self.shapes.append(tuple(s.shape[0] for s in states))
-        return self.model.decode_step(prev_word, states)
+        return self.model.decode_step(prev_word, states, constants=constants)
 
 
 def test_decode_step_with_shared_static_states_is_exact():
@@ -568,9 +580,12 @@ class EndsAt:
         lengths = mx.nd.floor(features[:, 0, 0, 0] * 4).reshape((-1, 1))
         return list(self.model.encode(features)) + [mx.nd.concat(lengths * 0, lengths, dim=1)]
 
-    def decode_step(self, prev_word, states, beam_size: int = 1):
+    def step_constants(self, ctx):
+        return self.model.step_constants(ctx)
+
+    def decode_step(self, prev_word, states, beam_size: int = 1, constants=None):
         counter = states[-1]
-        logits, attention, new_states = self.model.decode_step(prev_word, states[:-1], beam_size)
+        logits, attention, new_states = self.model.decode_step(prev_word, states[:-1], beam_size, constants)
         eos = mx.nd.one_hot(mx.nd.array([EOS]), logits.shape[1])
         ending = (mx.nd.slice_axis(counter, axis=1, begin=0, end=1) >=
                   mx.nd.slice_axis(counter, axis=1, begin=1, end=2)) * 2e4 - 1e4

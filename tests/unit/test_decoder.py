@@ -117,7 +117,7 @@ def test_fixed_parameters_step_like_free_ones_with_weight_normalization(decoder)
     np.testing.assert_allclose(fixed.decode_step(words, fixed.encode(features))[0].asnumpy(), expected,
                                rtol=1e-5, atol=1e-6)
     constants = fixed.step_constants(mx.cpu())
-    assert len(constants) == 1 + fixed.decoder.num_step_constants
+    assert len(constants.arrays) == 1 + fixed.decoder.num_step_constants
     assert fixed.step_constants(mx.cpu()) is constants     # computed once per device
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from captioning import constants as C
-from captioning.inference import Captioner, CaptionerConfig, parse_input
+from captioning.inference import Captioner, CaptionerConfig, models_max_output_length, parse_input
 
 from .test_beam_search import MarkovModel
 
@@ -263,3 +263,12 @@ def test_every_captioner_cli_default_equals_its_config_default():
     assert captioner_config(args) == CaptionerConfig()
     for f in dataclasses.fields(CaptionerConfig):
         assert getattr(args, f.name) == f.default, f.name
+
+
+def test_the_default_length_bound_is_the_smallest_the_models_store():
+    short, long = MarkovModel(), MarkovModel()
+    short.max_output_length = 5
+    assert models_max_output_length([long, short]) == 5
+    captioner = make_captioner()
+    captioner = Captioner([long, short], captioner.vocab, CaptionerConfig(), captioner.source)
+    assert captioner.max_output_length == 5

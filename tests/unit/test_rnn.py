@@ -1,22 +1,22 @@
-"""RecurrentLayer: fused kernel == step by step, cell maths, initialisers."""
+"""Recurrent layers (LSTMLayer, GRULayer): fused kernel == step by step, cell maths, initialisers."""
 import mxnet as mx
 import numpy as np
 import pytest
 
-from captioning.rnn import RecurrentLayer, StackedOrthogonal
+from captioning.rnn import LayerState, StackedOrthogonal, create_recurrent_layer
 
 N, T, IN, H = 3, 5, 6, 8
 
 
 def make(cell, **kwargs):
     mx.random.seed(4)
-    layer = RecurrentLayer(cell, IN, H, **kwargs)
+    layer = create_recurrent_layer(cell, IN, H, **kwargs)
     layer.initialize(mx.init.Xavier(magnitude=3))
     return layer
 
 
 def initial_states(layer):
-    return [mx.nd.random.uniform(-0.5, 0.5, shape=(N, H)) for _ in range(layer.num_states)]
+    return LayerState(*[mx.nd.random.uniform(-0.5, 0.5, shape=(N, H)) for _ in range(layer.num_states)])
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "lstm-ln", "gru-ln"])
@@ -36,7 +36,7 @@ def test_lstm_step_matches_textbook_equations():
     layer = make("lstm")
     x = mx.nd.random.uniform(-1, 1, shape=(N, IN))
     h0, c0 = initial_states(layer)
-    h, (h_state, c) = layer.step(mx.nd, layer.project_inputs(mx.nd, x), [h0, c0])
+    h, (h_state, c) = layer.step(mx.nd, layer.project_inputs(mx.nd, x), LayerState(h0, c0))
     p = {k[len(layer.prefix):]: v.data().asnumpy()
          for k, v in layer.collect_params().items()}
     gates = x.asnumpy() @ p["i2h_weight"].T + p["i2h_bias"] + h0.asnumpy() @ p["h2h_weight"].T + p["h2h_bias"]

@@ -174,9 +174,9 @@ class CountingModel(MarkovModel):
         super().__init__(**kwargs)
         self.rows = []
 
-    def decode_step(self, prev_word, states, beam_size: int = 1):
+    def decode_step(self, prev_word, states, beam_size: int = 1, constants=None):
         self.rows.append(prev_word.shape[0])
-        return super().decode_step(prev_word, states, beam_size)
+        return super().decode_step(prev_word, states, beam_size, constants)
 
 
 @pytest.mark.parametrize("static", [False, True])
