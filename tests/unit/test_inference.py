@@ -250,16 +250,3 @@ def test_config_checks():
         CaptionerConfig(sample=0, softmax_temperature=0.0)
     with pytest.raises(CaptioningError, match="--nbest-size 3 is larger than --beam-size 2"):
         CaptionerConfig(beam_size=2, nbest_size=3)
-
-
-def test_every_captioner_cli_default_equals_its_config_default():
-    """Issue 12: one source of defaults; the captioner's flags build a CaptionerConfig field by field."""
-    import dataclasses
-    from captioning import arguments
-    from captioning.captioner import captioner_config
-    parser = arguments.ConfigArgumentParser()
-    arguments.add_captioner_args(parser)
-    args = parser.parse_args(["--models", "m"])
-    assert captioner_config(args) == CaptionerConfig()
-    for f in dataclasses.fields(CaptionerConfig):
-        assert getattr(args, f.name) == f.default, f.name
