@@ -22,10 +22,11 @@ venv install: $(STAMP)
 demo: $(STAMP)
 	DEMO_DIR=$(DEMO_DIR) PYTHON=$(PY) bash scripts/demo.sh
 
-test: $(STAMP)
+# the static checks first: a finding fails the run (CI runs make test)
+test: $(STAMP) check
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -n $(TEST_WORKERS) tests
 
-# static checks: ruff (ruff.toml) on the code and tests, mypy (mypy.ini) on the package
+# static checks: ruff (ruff.toml) on the code, benchmarks and tests, mypy (mypy.ini) on the package
 check: $(STAMP)
 	$(VENV)/bin/ruff check captioning benchmarks tests
 	$(VENV)/bin/mypy captioning

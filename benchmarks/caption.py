@@ -81,7 +81,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for batch in args.batch_sizes:
         outputs: Dict[str, List[str]] = {}
 
-        def measure(side: str, k: int) -> Dict[str, float]:
+        def measure(side: str, k: int, batch: int = batch, outputs: Dict[str, List[str]] = outputs
+                    ) -> Dict[str, float]:
             output = work / ("captions-%s-b%d-%d" % (side, batch, k))
             job = Job(command(args, side, batch, output), harness.ours_environment(trees[side], args.threads),
                       str(trees[side]), work / ("caption-%s-b%d-%d.log" % (side, batch, k)))

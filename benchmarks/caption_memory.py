@@ -80,7 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for lines in args.lines:
         inputs = make_inputs(work, lines, args.distinct)
 
-        def measure(side: str, k: int) -> Dict[str, float]:
+        def measure(side: str, k: int, lines: int = lines, inputs: Path = inputs) -> Dict[str, float]:
             job = Job(command(args, model, inputs, work / "feats"),
                       harness.ours_environment(trees[side], args.threads), str(trees[side]),
                       work / ("captioner-%s-%d-%d.log" % (side, lines, k)))

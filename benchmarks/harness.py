@@ -459,7 +459,7 @@ def read_records(folder: Path = RESULTS) -> List[Dict[str, object]]:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as e:
-            raise BenchmarkError("%s: not a JSON record (%s)" % (path, e))
+            raise BenchmarkError("%s: not a JSON record (%s)" % (path, e)) from None
         if not isinstance(record, dict) or "benchmark" not in record:
             raise BenchmarkError("%s: no \"benchmark\" in the record" % path)
         record["file"] = path.name

@@ -10,7 +10,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from benchmarks import harness
 
@@ -69,7 +69,7 @@ def table(record: Dict[str, object]) -> List[str]:
     for row in record.get("figures", []):
         unit = (" " + row["unit"]) if row.get("unit") else ""
 
-        def side(key: str) -> str:
+        def side(key: str, row: Dict[str, Any] = row, unit: str = unit) -> str:
             values = row.get(key) or []
             if not values:
                 return "-"

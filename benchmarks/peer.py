@@ -244,7 +244,7 @@ def caption_part(session: Session, tools: Tools, paths: Dict[str, Path], work: P
     listing = work / ("dev-first-%d.features" % len(names))
     listing.write_text("".join(n + "\n" for n in names))
     for batch in args.batch_sizes:
-        def measure(side: str, k: int) -> Dict[str, float]:
+        def measure(side: str, k: int, batch: int = batch) -> Dict[str, float]:
             output = work / ("captions-%s-b%d-%d" % (side, batch, k))
             run = session.run(side, k, tools.job(side, "captioner",
                                                  caption_rest(side, args, listing, paths["feats"], output, batch),
@@ -273,7 +273,7 @@ def processes_part(session: Session, tools: Tools, paths: Dict[str, Path], work:
         part.write_text("".join(name + "\n" for name in names[i::n]))
         parts.append(part)
     for batch in args.batch_sizes:
-        def measure(side: str, k: int) -> Dict[str, float]:
+        def measure(side: str, k: int, batch: int = batch) -> Dict[str, float]:
             if side == "ours":
                 rest = caption_rest(side, args, listing, paths["feats"], work / ("captions-processes-ours-%d-%d"
                                                                                   % (batch, k)), batch)

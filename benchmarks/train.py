@@ -224,7 +224,7 @@ def speed_part(args: argparse.Namespace, paths: Dict[str, str], cache: Path, env
     for store in args.stores:
         out = cache / ("speed-%s" % store)
 
-        def measure(side: str, k: int) -> Dict[str, float]:
+        def measure(side: str, k: int, out: Path = out, store: str = store) -> Dict[str, float]:
             job = Job(train_command(paths, out, speed_extra(store, args.speed_updates)),
                       dict(harness.ours_environment(REPO, args.threads), **env), str(REPO),
                       cache / ("speed-%s-%d.log" % (store, k)))

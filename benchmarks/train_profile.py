@@ -108,7 +108,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     report("start (python)")
     import numpy as np
     import mxnet as mx
-    from mxnet import autograd, gluon
+    from mxnet import autograd
     import captioning
     from captioning import arguments, data_io, training, utils
     from captioning import train as train_cli
@@ -162,8 +162,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                    [train_data.caption(i) for i in items], bucket, items)
         start = time.perf_counter()
         trainer._forward_backward(batch)
-        trainer.trainer.allreduce_grads()
-        trainer.trainer.update(1)
+        trainer.gluon_trainer.allreduce_grads()
+        trainer.gluon_trainer.update(1)
         mx.nd.waitall()
         report("first update of bucket length %d (%.2f s incl. graph build)" % (bucket, time.perf_counter() - start))
 
@@ -172,7 +172,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         timings(args, session, mx, np, autograd, trainer, train_iter, model, contexts)
         tracemalloc.start()
     validation_and_decode(args, targs, trainer, model, vocab, contexts, utils, mx, training, train_cli)
-    for stage, rss, peak in STAGES:
+    for stage, rss, _ in STAGES:
         session.figure("RSS after: %s" % stage, "MB", False, [round(rss)])
     session.figure("process peak RSS", "MB", False, [round(max(peak for _, _, peak in STAGES))])
     session.notes.append("allocator %s (%s)" % (allocator.in_use(), "tuned as the tools tune it" if tuned
@@ -209,8 +209,8 @@ def phase_timings(args, session, mx, np, autograd, trainer, train_iter, model, c
         t5 = time.perf_counter()
         mx.nd.waitall()
         t6 = time.perf_counter()
-        trainer.trainer.allreduce_grads()
-        trainer.trainer.update(1)
+        trainer.gluon_trainer.allreduce_grads()
+        trainer.gluon_trainer.update(1)
         mx.nd.waitall()
         t7 = time.perf_counter()
         totals += stats.astype("float64")      # what the objective and the speedometer keep per batch

@@ -2,12 +2,15 @@
 
 Flag names, short aliases and defaults follow Sockeye 1.18.115 (``sockeye/arguments.py`` and
 ``sockeye/image_captioning/arguments.py``) unless a comment says why ours differ; ``docs/differences.md`` lists
-every difference. ``ConfigArgumentParser`` adds ``--config FILE.yaml``: any option can be given in that file
-(keys are the option names with ``_`` or ``-``); options on the command line win.
+every difference. An option that sets a field of a typed config takes that field's default (`field_default`):
+each default is written once, in its config (building the train and captioner parsers therefore imports the model
+modules). ``ConfigArgumentParser`` adds ``--config FILE.yaml``: any option can be given in that file (keys are the
+option names with ``_`` or ``-``); options on the command line win.
 """
 import argparse
+import dataclasses
 import math
-from typing import Any, Callable, Dict, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, NoReturn, Optional, Sequence, Tuple, cast
 
 import yaml
 
@@ -107,12 +110,44 @@ def simple_dict(value: str) -> Dict[str, Any]:
 def _parse_scalar(raw: str) -> Any:
     if raw.lower() in ("true", "false"):
         return raw.lower() == "true"
-    for cast in (int, float):
+    for number_type in (int, float):
         try:
-            return cast(raw)
+            return number_type(raw)
         except ValueError:
             pass
     return raw
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# defaults: each written once, in its typed config
+# ---------------------------------------------------------------------------------------------------------------
+
+def field_default(config_class: type, name: str, *also: Tuple[type, str]) -> Any:
+    """The default of the dataclass field ``config_class.name`` (a ``default_factory``'s value): the default of the
+    option that sets that field, so that the CLI and a Python user of the config get the same value, written once.
+    ``also``: more (config class, field) pairs the option sets; their defaults must be equal (`ValueError`)."""
+    value = _declared_default(config_class, name)
+    for other_class, other_name in also:
+        if _declared_default(other_class, other_name) != value:
+            raise ValueError("%s.%s and %s.%s are set by one option but have different defaults"
+                             % (config_class.__name__, name, other_class.__name__, other_name))
+    return value
+
+
+def _declared_default(config_class: type, name: str) -> Any:
+    found = {f.name: f for f in dataclasses.fields(config_class)}.get(name)
+    if found is None:
+        raise ValueError("%s has no field %r" % (config_class.__name__, name))
+    if found.default is not dataclasses.MISSING:
+        return found.default
+    if found.default_factory is not dataclasses.MISSING:
+        return found.default_factory()
+    raise ValueError("%s.%s has no default" % (config_class.__name__, name))
+
+
+def pair(value: Any) -> Tuple[Any, Any]:
+    """The default of a ``[SRC:]TRG`` option (`multiple_values`) whose target part is ``value``."""
+    return value, value
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -130,6 +165,7 @@ class ConfigArgumentParser(argparse.ArgumentParser):
                           help="Read options from this YAML file (a mapping of option names to values). "
                                "Options given on the command line take precedence.")
 
+    # override: argparse's stub declares parse_args as overloads (a namespace type per call); this one form is used
     def parse_args(self, args: Optional[Sequence[str]] = None,  # type: ignore[override]
                    namespace: Optional[argparse.Namespace] = None) -> argparse.Namespace:
         pre = argparse.ArgumentParser(add_help=False)
@@ -155,22 +191,28 @@ class ConfigArgumentParser(argparse.ArgumentParser):
             if dest not in dests or dest in ("help", "config"):
                 _config_error("--config %s: unknown option %r" % (path, key))
             action = dests[dest]
-            if isinstance(value, str) and action.type is not None and action.nargs is None:
+            convert = _converter(action)
+            if isinstance(value, str) and convert is not None and action.nargs is None:
                 try:
-                    value = action.type(value)
+                    value = convert(value)
                 except (argparse.ArgumentTypeError, ValueError) as e:
                     _config_error("--config %s: option %r: %s" % (path, key, e))
             if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list)
                                                                            else [value])):
                 _config_error("--config %s: option %r: %r is not a finite number" % (path, key, value))
-            if isinstance(value, list) and action.type is not None:
+            if isinstance(value, list) and convert is not None:
                 try:
-                    value = [action.type(v) if isinstance(v, str) else v for v in value]
+                    value = [convert(v) if isinstance(v, str) else v for v in value]
                 except (argparse.ArgumentTypeError, ValueError) as e:
                     _config_error("--config %s: option %r: %s" % (path, key, e))
             defaults[dest] = value
             action.required = False
         self.set_defaults(**defaults)
+
+
+def _converter(action: argparse.Action) -> Optional[Callable[[str], Any]]:
+    """The option's ``type`` (a callable here: argparse also allows registered names, which no parser uses)."""
+    return cast(Optional[Callable[[str], Any]], action.type)
 
 
 def _config_error(message: str) -> NoReturn:
@@ -242,7 +284,9 @@ def add_device_args(parser: argparse.ArgumentParser, multiple: bool = True) -> N
 
 
 def add_image_size_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source-image-size", "-sis", type=int, nargs=3, default=list(C.DEFAULT_SOURCE_IMAGE_SIZE),
+    from .cnn import CNNConfig
+    parser.add_argument("--source-image-size", "-sis", type=int, nargs=3,
+                        default=list(field_default(CNNConfig, "image_size")),
                         metavar=("C", "H", "W"),
                         help="Size of the CNN's input: channels, height, width. Images are converted to RGB, "
                              "centre-cropped to a square and resized to H x W.")
@@ -252,27 +296,31 @@ def add_image_encoder_cnn_args(parser: argparse.ArgumentParser, required: bool =
                                layer_default: Optional[str] = "stage4_unit3_conv3") -> None:
     """The pretrained CNN: an MXNet symbolic checkpoint ``PREFIX-symbol.json`` + ``PREFIX-%04d.params``, or an ONNX
     file (run by onnxruntime)."""
+    from .cnn import CNNConfig
     group = parser.add_argument_group("Image encoder (pretrained CNN)")
     group.add_argument("--image-encoder-model-path", type=str, required=required, default=None,
                        metavar="PREFIX|FILE.onnx",
                        help="Prefix of the CNN checkpoint (PREFIX-symbol.json and PREFIX-%%04d.params), or an ONNX "
                             "file (needs the 'encoders' extra). python -m captioning.import_cnn makes either.")
-    group.add_argument("--image-encoder-model-epoch", type=int_greater_or_equal(0), default=0,
+    group.add_argument("--image-encoder-model-epoch", type=int_greater_or_equal(0),
+                       default=field_default(CNNConfig, "epoch"),
                        help="Epoch number of the CNN's params file (PREFIX-%%04d.params).")
     group.add_argument("--image-encoder-layer", type=str, default=layer_default,
                        help="Name of the CNN layer whose output is the image feature map (any internal output; "
                             "with or without the '_output' suffix).")
 
 
-def add_image_input_args(parser: argparse.ArgumentParser) -> None:
-    """How image paths are read: bad images, absolute paths, decode workers."""
+def add_image_input_args(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """How image paths are read: bad images, absolute paths, decode workers (defaults: ``config_class``'s)."""
     group = parser.add_argument_group("Image input")
-    group.add_argument("--skip-bad-images", action="store_true", default=False,
+    group.add_argument("--skip-bad-images", action="store_true", default=field_default(config_class, "skip_bad_images"),
                        help="Log a warning and use an all-zero feature for an image that cannot be decoded, instead "
                             "of stopping with an error.")
-    group.add_argument("--allow-absolute-paths", action="store_true", default=False,
+    group.add_argument("--allow-absolute-paths", action="store_true",
+                       default=field_default(config_class, "allow_absolute_paths"),
                        help="Accept absolute paths and paths that leave the root folder ('../').")
-    group.add_argument("--num-workers", type=int_greater_or_equal(0), default=None,
+    group.add_argument("--num-workers", type=int_greater_or_equal(0),
+                       default=field_default(config_class, "num_workers"),
                        help="Processes that decode and resize images while the CNN runs (default: number of "
                             "cores; 0 decodes in the main process).")
 
@@ -281,8 +329,10 @@ def add_image_input_args(parser: argparse.ArgumentParser) -> None:
 # extract_features
 # ---------------------------------------------------------------------------------------------------------------
 
-def add_extract_features_args(parser: argparse.ArgumentParser, io_required: bool = True) -> None:
-    """``io_required=False`` for ``--list-layers``, which reads no images."""
+def add_extract_features_args(parser: argparse.ArgumentParser, config_class: type, io_required: bool = True) -> None:
+    """``config_class``: `extract_features.ExtractionConfig`, whose field defaults the options take (passed in: that
+    module imports this one). ``io_required=False`` for ``--list-layers``, which reads no images."""
+    d = config_class
     group = parser.add_argument_group("Feature extraction I/O")
     group.add_argument("--image-root", "-ir", type=str, required=io_required,
                        help="Folder the image paths are relative to.")
@@ -296,22 +346,22 @@ def add_extract_features_args(parser: argparse.ArgumentParser, io_required: bool
                        help="Print every layer of --image-encoder-model-path with its output shape at "
                             "--source-image-size (the names --image-encoder-layer takes; recommended ones marked "
                             "'*') and exit. Needs no other I/O option.")
-    group.add_argument("--batch-size", "-b", type=int_greater_or_equal(1), default=64,
+    group.add_argument("--batch-size", "-b", type=int_greater_or_equal(1), default=field_default(d, "batch_size"),
                        help="Images decoded and passed to the CNN at a time (on CPU the CNN runs them in chunks of "
                             "at most 16: as fast, far less memory).")
-    group.add_argument("--overwrite", action="store_true", default=False,
+    group.add_argument("--overwrite", action="store_true", default=field_default(d, "overwrite"),
                        help="Recompute feature files that already exist (by default a complete one is kept).")
-    group.add_argument("--mmap-store", action="store_true", default=False,
+    group.add_argument("--mmap-store", action="store_true", default=field_default(d, "mmap_store"),
                        help="Also write one memory-mappable array of all features (for --feature-store mmap).")
-    group.add_argument("--mmap-dtype", choices=["float32", "float16"], default="float32",
+    group.add_argument("--mmap-dtype", choices=["float32", "float16"], default=field_default(d, "mmap_dtype"),
                        help="Data type of the memory-mappable store.")
-    group.add_argument("--shard", type=shard_spec, default=None, metavar="K/N",
+    group.add_argument("--shard", type=shard_spec, default=field_default(d, "shard"), metavar="K/N",
                        help="Extract only the K-th of N interleaved shards of the input (lines K, K+N, ...). The "
                             "feature list is written once every shard is done (or with --merge-shards).")
-    group.add_argument("--merge-shards", action="store_true", default=False,
+    group.add_argument("--merge-shards", action="store_true", default=field_default(d, "merge_shards"),
                        help="Check that every feature file of the input exists and write the feature list, in "
                             "input order (after sharded runs).")
-    group.add_argument("--augment", choices=list(image_io.AUGMENTATIONS), default="none",
+    group.add_argument("--augment", choices=list(image_io.AUGMENTATIONS), default=field_default(d, "augment"),
                        help="Also extract other views of every image, for training on augmented features: 'flip' "
                             "the mirrored centre square; 'ten-crop' squares of 7/8 of the shorter side in the four "
                             "corners and the mirror image of all five. View V of a.jpg is a.jpg.V.npy, listed in "
@@ -319,7 +369,7 @@ def add_extract_features_args(parser: argparse.ArgumentParser, io_required: bool
                             "Captioning uses the centre view.")
     add_image_size_args(parser)
     add_image_encoder_cnn_args(parser)
-    add_image_input_args(parser)
+    add_image_input_args(parser, config_class)
     add_device_args(parser, multiple=False)
     add_logging_args(parser)
 
@@ -356,6 +406,8 @@ def add_import_cnn_args(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 def add_training_io_args(parser: argparse.ArgumentParser) -> None:
+    from .data_io import DataConfig
+    from .decoder import ConvolutionalDecoderConfig, TransformerDecoderConfig
     group = parser.add_argument_group("Data & I/O")
     group.add_argument("--source-root", "-sr", type=str, required=True,
                        help="Folder of the training features (the feature list's names are relative to it).")
@@ -395,11 +447,14 @@ def add_training_io_args(parser: argparse.ArgumentParser) -> None:
                                                  "is used.")
     group.add_argument("--pad-vocab-to-multiple-of", type=int, default=None,
                        help="Pad the vocabulary to a multiple of this number.")
-    group.add_argument("--no-bucketing", action="store_true", default=False,
+    group.add_argument("--no-bucketing", action="store_true", default=not field_default(DataConfig, "bucketing"),
                        help="One bucket of the maximum caption length.")
-    group.add_argument("--bucket-width", type=int_greater_or_equal(1), default=10,
+    group.add_argument("--bucket-width", type=int_greater_or_equal(1),
+                       default=field_default(DataConfig, "bucket_width"),
                        help="Width of the caption-length buckets.")
-    group.add_argument("--max-seq-len", type=multiple_values(2, greater_or_equal=1), default=(99, 99),
+    group.add_argument("--max-seq-len", type=multiple_values(2, greater_or_equal=1),
+                       default=pair(field_default(DataConfig, "max_seq_len", (TransformerDecoderConfig, "max_seq_len"),
+                                                  (ConvolutionalDecoderConfig, "max_seq_len"))),
                        metavar="[SRC:]TRG",
                        help="Maximum caption length in tokens, counting </s>. Longer training captions are dropped "
                             "and counted in the log. The source part is accepted and ignored for images.")
@@ -409,23 +464,34 @@ def add_training_io_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
+    from .decoder import ConvolutionalDecoderConfig, RecurrentDecoderConfig, TransformerDecoderConfig
+    from .encoder import ImageEncoderConfig
+    from .model import ModelConfig
+    rnn_config, transformer_config, cnn_config = RecurrentDecoderConfig, TransformerDecoderConfig, \
+        ConvolutionalDecoderConfig
     group = parser.add_argument_group("Model")
     group.add_argument("--encoder", choices=[C.ENCODER_IMAGE], default=C.ENCODER_IMAGE,
                        help="Encoder type (images: a projection of pre-extracted CNN features).")
-    group.add_argument("--decoder", choices=C.DECODERS, default=C.DECODER_RNN, help="Decoder type.")
+    group.add_argument("--decoder", choices=C.DECODERS, default=field_default(ModelConfig, "decoder"),
+                       help="Decoder type.")
     # Sockeye's generic default was 6 layers (6:6), which made the tutorial's command train six; here it is 1.
-    group.add_argument("--num-layers", type=multiple_values(2, greater_or_equal=1), default=(1, 1),
+    group.add_argument("--num-layers", type=multiple_values(2, greater_or_equal=1),
+                       default=pair(field_default(rnn_config, "num_layers", (transformer_config, "num_layers"),
+                                                  (cnn_config, "num_layers"))),
                        metavar="[ENC:]DEC", help="Number of decoder layers (the encoder part is ignored).")
-    group.add_argument("--num-embed", type=multiple_values(2, greater_or_equal=1), default=(512, 512),
+    group.add_argument("--num-embed", type=multiple_values(2, greater_or_equal=1),
+                       default=pair(field_default(ModelConfig, "num_embed")),
                        metavar="[SRC:]TRG", help="Target embedding size (the source part is ignored).")
-    group.add_argument("--weight-tying", action="store_true", default=False,
+    group.add_argument("--weight-tying", action="store_true", default=field_default(ModelConfig, "weight_tying"),
                        help="Share the target embedding and the output layer's weight (needs --num-embed equal to "
                             "the decoder's output size).")
     group.add_argument("--weight-tying-type", default="trg_softmax", choices=["trg_softmax"],
                        help="Which weights to tie (images have no source embedding).")
-    group.add_argument("--layer-normalization", action="store_true", default=False,
+    group.add_argument("--layer-normalization", action="store_true",
+                       default=field_default(rnn_config, "layer_normalization"),
                        help="Layer normalisation in the RNN decoder's attention and hidden layers.")
-    group.add_argument("--weight-normalization", action="store_true", default=False,
+    group.add_argument("--weight-normalization", action="store_true",
+                       default=field_default(ModelConfig, "weight_normalization"),
                        help="Weight normalisation of the output layer.")
     group.add_argument("--dtype", default="float32", choices=["float32"], help="Data type of the parameters.")
 
@@ -433,7 +499,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     image.add_argument("--image-encoder-num-hidden", type=int_greater_or_equal(1), default=512,
                        help="Size every feature-map position is projected to.")
     image.add_argument("--image-positional-embedding-type", choices=C.POSITIONAL_TYPES,
-                       default=C.POSITIONAL_NONE,
+                       default=field_default(ImageEncoderConfig, "positional_embedding"),
                        help="Positional embedding added to the projected feature-map positions (Sockeye accepted "
                             "this flag but never used it; here it does what it says).")
     image.add_argument("--image-encoder-conv-map-size", type=int_greater_or_equal(1), default=None,
@@ -443,163 +509,234 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     # the descriptor ON, and without it there was none. Here each spelling means what it says; the default (off) is
     # what Sockeye did without the flag.
     image.add_argument("--image-encoder-global-descriptor", dest="image_encoder_global_descriptor",
-                       action=argparse.BooleanOptionalAction, default=False,
+                       action=argparse.BooleanOptionalAction,
+                       default=field_default(ImageEncoderConfig, "global_descriptor"),
                        help="Append the spatial mean of the feature map as one more position to attend to "
                             "(--no-image-encoder-global-descriptor: leave it out).")
-    image.add_argument("--image-encoder-dropout", type=finite_float, default=0.0,
+    image.add_argument("--image-encoder-dropout", type=finite_float,
+                       default=field_default(ImageEncoderConfig, "dropout"),
                        help="Dropout on the projected image positions.")
 
     rnn = parser.add_argument_group("RNN decoder")
-    rnn.add_argument("--rnn-cell-type", choices=C.RNN_CELL_TYPES, default="lstm", help="RNN cell type.")
-    rnn.add_argument("--rnn-num-hidden", type=int_greater_or_equal(1), default=1024, help="RNN hidden size.")
-    rnn.add_argument("--rnn-residual-connections", action="store_true", default=False,
+    rnn.add_argument("--rnn-cell-type", choices=C.RNN_CELL_TYPES, default=field_default(rnn_config, "cell_type"),
+                     help="RNN cell type.")
+    rnn.add_argument("--rnn-num-hidden", type=int_greater_or_equal(1), default=field_default(rnn_config, "num_hidden"),
+                     help="RNN hidden size.")
+    rnn.add_argument("--rnn-residual-connections", action="store_true",
+                     default=field_default(rnn_config, "residual_connections"),
                      help="Residual connections between stacked RNN layers.")
-    rnn.add_argument("--rnn-first-residual-layer", type=int_greater_or_equal(2), default=2,
+    rnn.add_argument("--rnn-first-residual-layer", type=int_greater_or_equal(2),
+                     default=field_default(rnn_config, "first_residual_layer"),
                      help="First layer with a residual connection (1-based).")
-    rnn.add_argument("--rnn-decoder-state-init", choices=C.RNN_DECODER_STATE_INITS, default="last",
+    rnn.add_argument("--rnn-decoder-state-init", choices=C.RNN_DECODER_STATE_INITS,
+                     default=field_default(rnn_config, "state_init"),
                      help="Initial decoder state: zero, the last image position, or the mean of all positions.")
-    rnn.add_argument("--rnn-context-gating", action="store_true", default=False,
+    rnn.add_argument("--rnn-context-gating", action="store_true", default=field_default(rnn_config, "context_gating"),
                      help="Context gating (Tu et al. 2017) between the attention context and the RNN output.")
-    rnn.add_argument("--rnn-attention-type", choices=C.ATTENTION_TYPES, default="mlp", help="Attention type.")
-    rnn.add_argument("--rnn-attention-num-hidden", type=int, default=None,
+    rnn.add_argument("--rnn-attention-type", choices=C.ATTENTION_TYPES,
+                     default=field_default(rnn_config, "attention_type"), help="Attention type.")
+    rnn.add_argument("--rnn-attention-num-hidden", type=int, default=field_default(rnn_config, "attention_num_hidden"),
                      help="Attention hidden size (default: --rnn-num-hidden).")
-    rnn.add_argument("--rnn-attention-use-prev-word", action="store_true", default=False,
+    rnn.add_argument("--rnn-attention-use-prev-word", action="store_true",
+                     default=field_default(rnn_config, "attention_use_prev_word"),
                      help="Feed the previous word's embedding to the attention.")
-    rnn.add_argument("--rnn-scale-dot-attention", action="store_true", default=False,
+    rnn.add_argument("--rnn-scale-dot-attention", action="store_true",
+                     default=field_default(rnn_config, "scale_dot_attention"),
                      help="Scale dot attention scores by 1/sqrt(hidden).")
-    rnn.add_argument("--rnn-attention-coverage-type", choices=C.COVERAGE_TYPES, default="count",
+    rnn.add_argument("--rnn-attention-coverage-type", choices=C.COVERAGE_TYPES,
+                     default=field_default(rnn_config, "attention_coverage_type"),
                      help="Coverage function of --rnn-attention-type coverage.")
-    rnn.add_argument("--rnn-attention-coverage-max-fertility", type=int, default=2,
+    rnn.add_argument("--rnn-attention-coverage-max-fertility", type=int,
+                     default=field_default(rnn_config, "attention_coverage_max_fertility"),
                      help="Maximum fertility of the 'fertility' coverage.")
-    rnn.add_argument("--rnn-attention-coverage-num-hidden", type=int, default=1, help="Coverage vector size.")
-    rnn.add_argument("--rnn-attention-in-upper-layers", action="store_true", default=False,
+    rnn.add_argument("--rnn-attention-coverage-num-hidden", type=int,
+                     default=field_default(rnn_config, "attention_coverage_num_hidden"), help="Coverage vector size.")
+    rnn.add_argument("--rnn-attention-in-upper-layers", action="store_true",
+                     default=field_default(rnn_config, "attention_in_upper_layers"),
                      help="Feed the attention context to every RNN layer, not only the first.")
-    rnn.add_argument("--rnn-attention-mhdot-heads", type=int, default=None,
+    rnn.add_argument("--rnn-attention-mhdot-heads", type=int,
+                     default=field_default(rnn_config, "attention_mhdot_heads"),
                      help="Heads of --rnn-attention-type mhdot.")
-    rnn.add_argument("--rnn-forget-bias", type=finite_float, default=0.0, help="LSTM forget-gate bias.")
+    rnn.add_argument("--rnn-forget-bias", type=finite_float, default=field_default(rnn_config, "forget_bias"),
+                     help="LSTM forget-gate bias.")
     rnn.add_argument("--rnn-h2h-init", choices=["orthogonal", "orthogonal_stacked", "default"],
-                     default="orthogonal", help="Initialisation of the hidden-to-hidden weights.")
-    rnn.add_argument("--rnn-input-feeding", action=argparse.BooleanOptionalAction, default=True,
+                     default=field_default(rnn_config, "h2h_init"),
+                     help="Initialisation of the hidden-to-hidden weights.")
+    rnn.add_argument("--rnn-input-feeding", action=argparse.BooleanOptionalAction,
+                     default=field_default(rnn_config, "input_feeding"),
                      help="Feed the previous attentional hidden state to the RNN input (Luong et al. 2015; "
                           "Sockeye's decoder). --no-rnn-input-feeding lets teacher forcing run the whole caption "
                           "through one fused RNN kernel (faster).")
 
     transformer = parser.add_argument_group("Transformer decoder")
-    transformer.add_argument("--transformer-model-size", type=int_greater_or_equal(1), default=512,
+    transformer.add_argument("--transformer-model-size", type=int_greater_or_equal(1),
+                             default=field_default(transformer_config, "model_size"),
                              help="Model size.")
-    transformer.add_argument("--transformer-attention-heads", type=int_greater_or_equal(1), default=8,
+    transformer.add_argument("--transformer-attention-heads", type=int_greater_or_equal(1),
+                             default=field_default(transformer_config, "attention_heads"),
                              help="Attention heads.")
-    transformer.add_argument("--transformer-feed-forward-num-hidden", type=int_greater_or_equal(1), default=2048,
+    transformer.add_argument("--transformer-feed-forward-num-hidden", type=int_greater_or_equal(1),
+                             default=field_default(transformer_config, "feed_forward_num_hidden"),
                              help="Feed-forward hidden size.")
-    transformer.add_argument("--transformer-activation-type", choices=["relu", "swish1", "gelu"], default="relu",
+    transformer.add_argument("--transformer-activation-type", choices=["relu", "swish1", "gelu"],
+                             default=field_default(transformer_config, "activation_type"),
                              help="Feed-forward activation.")
     transformer.add_argument("--transformer-positional-embedding-type", choices=[C.POSITIONAL_FIXED,
                                                                                   C.POSITIONAL_LEARNED,
                                                                                   C.POSITIONAL_NONE],
-                             default=C.POSITIONAL_FIXED, help="Target positional embedding.")
-    transformer.add_argument("--transformer-preprocess", type=str, default="n",
+                             default=field_default(transformer_config, "positional_embedding"),
+                             help="Target positional embedding.")
+    transformer.add_argument("--transformer-preprocess", type=str,
+                             default=field_default(transformer_config, "preprocess"),
                              help="Operations before each sub-layer: a sequence of 'n' (layer norm), 'r' "
                                   "(residual), 'd' (dropout).")
-    transformer.add_argument("--transformer-postprocess", type=str, default="dr",
+    transformer.add_argument("--transformer-postprocess", type=str,
+                             default=field_default(transformer_config, "postprocess"),
                              help="Operations after each sub-layer (same letters).")
 
     cnn = parser.add_argument_group("Convolutional decoder")
-    cnn.add_argument("--cnn-kernel-width", type=multiple_values(2, greater_or_equal=1), default=(3, 3),
+    cnn.add_argument("--cnn-kernel-width", type=multiple_values(2, greater_or_equal=1),
+                     default=pair(field_default(cnn_config, "kernel_width")),
                      metavar="[ENC:]DEC", help="Kernel width of the decoder's convolutions (encoder part ignored).")
-    cnn.add_argument("--cnn-num-hidden", type=int_greater_or_equal(1), default=512, help="Hidden size.")
+    cnn.add_argument("--cnn-num-hidden", type=int_greater_or_equal(1), default=field_default(cnn_config, "num_hidden"),
+                     help="Hidden size.")
     cnn.add_argument("--cnn-activation-type", choices=["glu", "relu", "sigmoid", "softrelu", "tanh"],
-                     default="glu", help="Activation of the convolutions.")
-    cnn.add_argument("--cnn-positional-embedding-type", choices=C.POSITIONAL_TYPES, default=C.POSITIONAL_LEARNED,
+                     default=field_default(cnn_config, "activation_type"), help="Activation of the convolutions.")
+    cnn.add_argument("--cnn-positional-embedding-type", choices=C.POSITIONAL_TYPES,
+                     default=field_default(cnn_config, "positional_embedding"),
                      help="Target positional embedding.")
-    cnn.add_argument("--cnn-project-qkv", action="store_true", default=False,
+    cnn.add_argument("--cnn-project-qkv", action="store_true", default=field_default(cnn_config, "project_qkv"),
                      help="Project queries, keys and values in the convolutional decoder's attention.")
 
 
-def add_training_args(parser: argparse.ArgumentParser) -> None:
+def add_training_args(parser: argparse.ArgumentParser, training_config: type, self_critical_config: type) -> None:
+    """``training_config``, ``self_critical_config``: `training.TrainingConfig` and `objective.SelfCriticalConfig`,
+    whose field defaults the options take (passed in: those modules reach `lexical_constraints`, a CLI that imports
+    this module)."""
+    from .data_io import DataConfig
+    from .decoder import ConvolutionalDecoderConfig, RecurrentDecoderConfig, TransformerDecoderConfig
+    from .loss import LossConfig
+    from .lr_scheduler import SchedulerConfig
+    from .model import ModelConfig
+    from .optimizers import OptimizerConfig
+    TrainingConfig, SelfCriticalConfig = training_config, self_critical_config
+    rnn_config, transformer_config, cnn_config = RecurrentDecoderConfig, TransformerDecoderConfig, \
+        ConvolutionalDecoderConfig
     group = parser.add_argument_group("Training parameters")
     # Sockeye's default was 4096 words; image captioning counts captions (the tutorial's --batch-size 64).
-    group.add_argument("--batch-size", "-b", type=int_greater_or_equal(1), default=64,
+    group.add_argument("--batch-size", "-b", type=int_greater_or_equal(1),
+                       default=field_default(DataConfig, "batch_size"),
                        help="Mini-batch size: captions (--batch-type sentence) or target words (word).")
     group.add_argument("--batch-type", choices=[C.BATCH_TYPE_SENTENCE, C.BATCH_TYPE_WORD],
-                       default=C.BATCH_TYPE_SENTENCE, help="Unit of --batch-size.")
-    group.add_argument("--fill-up", choices=["replicate"], default="replicate",
+                       default=field_default(DataConfig, "batch_type"), help="Unit of --batch-size.")
+    group.add_argument("--fill-up", choices=["replicate"], default=field_default(DataConfig, "fill_up"),
                        help="Fill the last batch of a bucket with random repeats of that bucket's items.")
-    group.add_argument("--update-interval", type=int_greater_or_equal(1), default=1,
+    group.add_argument("--update-interval", type=int_greater_or_equal(1),
+                       default=field_default(TrainingConfig, "update_interval"),
                        help="Accumulate gradients over this many batches before each update.")
-    group.add_argument("--loss", choices=C.LOSSES, default=C.LOSS_CROSS_ENTROPY,
+    group.add_argument("--loss", choices=C.LOSSES, default=field_default(TrainingConfig, "loss"),
                        help="Training objective: 'cross-entropy' (teacher forcing, label smoothing) or "
                             "'self-critical' (self-critical sequence training with CIDEr-D rewards; continues from "
                             "a cross-entropy model given with --params).")
-    group.add_argument("--self-critical-samples", type=int_greater_or_equal(1), default=5,
+    group.add_argument("--self-critical-samples", type=int_greater_or_equal(1),
+                       default=field_default(SelfCriticalConfig, "samples"),
                        help="--loss self-critical: captions sampled per image at each update.")
     group.add_argument("--self-critical-baseline", choices=C.SELF_CRITICAL_BASELINES,
-                       default=C.SELF_CRITICAL_BASELINE_MEAN,
+                       default=field_default(SelfCriticalConfig, "baseline"),
                        help="--loss self-critical: reward baseline, 'mean' (the mean reward of the image's other "
                             "samples) or 'greedy' (the reward of the greedy caption).")
-    group.add_argument("--self-critical-top-k", type=int_greater_or_equal(0), default=0,
+    group.add_argument("--self-critical-top-k", type=int_greater_or_equal(0),
+                       default=field_default(SelfCriticalConfig, "top_k"),
                        help="--loss self-critical: draw each word from the K most likely (0: from the whole "
                             "softmax).")
     group.add_argument("--self-critical-sample-dropout", action="store_true",
+                       default=field_default(SelfCriticalConfig, "sample_dropout"),
                        help="--loss self-critical: draw the samples with dropout active, as the teacher-forced "
                             "pass that scores them (self-critical.pytorch samples in training mode).")
-    group.add_argument("--label-smoothing", type=finite_float, default=0.1,
+    group.add_argument("--label-smoothing", type=finite_float, default=field_default(LossConfig, "label_smoothing"),
                        help="Label smoothing of the cross-entropy.")
-    group.add_argument("--loss-normalization-type", choices=["valid", "batch"], default="valid",
+    group.add_argument("--loss-normalization-type", choices=["valid", "batch"],
+                       default=field_default(LossConfig, "normalization"),
                        help="Normalise the loss by the number of valid (non-pad) tokens, or by the batch size.")
     group.add_argument("--metrics", nargs="+", choices=[C.METRIC_PERPLEXITY, C.METRIC_ACCURACY],
-                       default=[C.METRIC_PERPLEXITY], help="Metrics to track on training and validation data.")
-    group.add_argument("--optimized-metric", choices=C.METRICS_OPTIMIZABLE, default=C.METRIC_PERPLEXITY,
+                       default=field_default(TrainingConfig, "metrics"),
+                       help="Metrics to track on training and validation data.")
+    group.add_argument("--optimized-metric", choices=C.METRICS_OPTIMIZABLE,
+                       default=field_default(TrainingConfig, "optimized_metric"),
                        help="Metric that picks params.best, drives early stopping and plateau-reduce. bleu/chrf/"
                             "cider (CIDEr-D against all references of each validation image) need "
                             "--decode-and-evaluate.")
     group.add_argument("--checkpoint-interval", "--checkpoint-frequency", type=int_greater_or_equal(1),
-                       default=4000, dest="checkpoint_interval",
+                       default=field_default(TrainingConfig, "checkpoint_interval",
+                                             (SchedulerConfig, "checkpoint_interval")),
+                       dest="checkpoint_interval",
                        help="Updates between checkpoints (validation, params.NNNNN, metrics).")
-    group.add_argument("--max-num-checkpoint-not-improved", type=int, default=32,
+    group.add_argument("--max-num-checkpoint-not-improved", type=int,
+                       default=field_default(TrainingConfig, "max_num_checkpoint_not_improved"),
                        help="Stop after this many checkpoints without improvement of --optimized-metric "
                             "(negative: never).")
-    group.add_argument("--min-samples", type=int, default=None, help="Train on at least this many captions.")
-    group.add_argument("--max-samples", type=int, default=None, help="Train on at most this many captions.")
-    group.add_argument("--min-updates", type=int, default=None, help="Do at least this many updates.")
-    group.add_argument("--max-updates", type=int, default=None, help="Do at most this many updates.")
-    group.add_argument("--min-num-epochs", type=int, default=None, help="Train at least this many epochs.")
-    group.add_argument("--max-num-epochs", type=int, default=None, help="Train at most this many epochs.")
-    group.add_argument("--max-seconds", type=int, default=None,
+    group.add_argument("--min-samples", type=int, default=field_default(TrainingConfig, "min_samples"),
+                       help="Train on at least this many captions.")
+    group.add_argument("--max-samples", type=int, default=field_default(TrainingConfig, "max_samples"),
+                       help="Train on at most this many captions.")
+    group.add_argument("--min-updates", type=int, default=field_default(TrainingConfig, "min_updates"),
+                       help="Do at least this many updates.")
+    group.add_argument("--max-updates", type=int, default=field_default(TrainingConfig, "max_updates"),
+                       help="Do at most this many updates.")
+    group.add_argument("--min-num-epochs", type=int, default=field_default(TrainingConfig, "min_num_epochs"),
+                       help="Train at least this many epochs.")
+    group.add_argument("--max-num-epochs", type=int, default=field_default(TrainingConfig, "max_num_epochs"),
+                       help="Train at most this many epochs.")
+    group.add_argument("--max-seconds", type=int, default=field_default(TrainingConfig, "max_seconds"),
                        help="Stop at the first checkpoint after this many seconds of training.")
 
     dropout = parser.add_argument_group("Dropout")
-    dropout.add_argument("--embed-dropout", type=multiple_values(2, data_type=finite_float), default=(0.0, 0.0),
+    dropout.add_argument("--embed-dropout", type=multiple_values(2, data_type=finite_float),
+                         default=pair(field_default(ModelConfig, "embed_dropout")),
                          metavar="[SRC:]TRG", help="Dropout on the target embedding.")
-    dropout.add_argument("--rnn-dropout-inputs", type=multiple_values(2, data_type=finite_float), default=(0.0, 0.0),
+    dropout.add_argument("--rnn-dropout-inputs", type=multiple_values(2, data_type=finite_float),
+                         default=pair(field_default(rnn_config, "dropout_inputs")),
                          metavar="[ENC:]DEC", help="Dropout on the RNN inputs.")
-    dropout.add_argument("--rnn-dropout-states", type=multiple_values(2, data_type=finite_float), default=(0.0, 0.0),
+    dropout.add_argument("--rnn-dropout-states", type=multiple_values(2, data_type=finite_float),
+                         default=pair(field_default(rnn_config, "dropout_states")),
                          metavar="[ENC:]DEC", help="Dropout on the RNN outputs/states.")
-    dropout.add_argument("--rnn-dropout-recurrent", type=multiple_values(2, data_type=finite_float), default=(0.0, 0.0),
+    dropout.add_argument("--rnn-dropout-recurrent", type=multiple_values(2, data_type=finite_float),
+                         default=pair(field_default(rnn_config, "dropout_recurrent")),
                          metavar="[ENC:]DEC", help="Recurrent (variational) dropout on the RNN hidden state.")
-    dropout.add_argument("--rnn-decoder-hidden-dropout", type=finite_float, default=0.2,
+    dropout.add_argument("--rnn-decoder-hidden-dropout", type=finite_float,
+                         default=field_default(rnn_config, "hidden_dropout"),
                          help="Dropout on the decoder's attentional hidden state.")
-    dropout.add_argument("--transformer-dropout-attention", type=finite_float, default=0.1,
+    dropout.add_argument("--transformer-dropout-attention", type=finite_float,
+                         default=field_default(transformer_config, "dropout_attention"),
                          help="Dropout on the transformer's attention weights.")
-    dropout.add_argument("--transformer-dropout-act", type=finite_float, default=0.1,
+    dropout.add_argument("--transformer-dropout-act", type=finite_float,
+                         default=field_default(transformer_config, "dropout_act"),
                          help="Dropout after the transformer's feed-forward activation.")
-    dropout.add_argument("--transformer-dropout-prepost", type=finite_float, default=0.1,
+    dropout.add_argument("--transformer-dropout-prepost", type=finite_float,
+                         default=field_default(transformer_config, "dropout_prepost"),
                          help="Dropout of the transformer's pre/post-process 'd' steps.")
     dropout.add_argument("--conv-embed-dropout", type=finite_float, default=0.0, help="(encoder; ignored for images)")
-    dropout.add_argument("--cnn-hidden-dropout", type=finite_float, default=0.2,
+    dropout.add_argument("--cnn-hidden-dropout", type=finite_float, default=field_default(cnn_config, "hidden_dropout"),
                          help="Dropout in the convolutional decoder.")
 
     optim = parser.add_argument_group("Optimizer")
     optim.add_argument("--optimizer", choices=["adam", "sgd", "nag", "rmsprop", "adagrad", "adadelta", "adamax",
                                                "nadam", "ftml", "lamb", "adamw"],
-                       default="adam", help="Optimizer (MXNet's).")
+                       default=field_default(OptimizerConfig, "name"), help="Optimizer (MXNet's).")
     optim.add_argument("--optimizer-params", type=simple_dict, default=None,
                        help="Extra optimizer parameters, key:value,key:value (e.g. beta1:0.9,beta2:0.999).")
-    optim.add_argument("--initial-learning-rate", type=finite_float, default=0.0002, help="Initial learning rate.")
-    optim.add_argument("--weight-decay", type=finite_float, default=0.0, help="Weight decay.")
-    optim.add_argument("--momentum", type=finite_float, default=None, help="Momentum (sgd, nag).")
-    optim.add_argument("--gradient-clipping-threshold", type=finite_float, default=1.0,
+    optim.add_argument("--initial-learning-rate", type=finite_float,
+                       default=field_default(OptimizerConfig, "learning_rate", (SchedulerConfig, "base_rate")),
+                       help="Initial learning rate.")
+    optim.add_argument("--weight-decay", type=finite_float, default=field_default(OptimizerConfig, "weight_decay"),
+                       help="Weight decay.")
+    optim.add_argument("--momentum", type=finite_float, default=field_default(OptimizerConfig, "momentum"),
+                       help="Momentum (sgd, nag).")
+    optim.add_argument("--gradient-clipping-threshold", type=finite_float,
+                       default=field_default(OptimizerConfig, "clip_threshold"),
                        help="Clip gradients at this value (see --gradient-clipping-type); <= 0 disables.")
-    optim.add_argument("--gradient-clipping-type", choices=["abs", "norm", "none"], default="abs",
+    optim.add_argument("--gradient-clipping-type", choices=["abs", "norm", "none"],
+                       default=field_default(OptimizerConfig, "clip_type"),
                        help="'abs': clip each gradient value to [-t, t]; 'norm': rescale so the global L2 norm is "
                             "at most t; 'none'.")
     optim.add_argument("--weight-init", choices=["xavier", "uniform"], default="xavier", help="Weight initialiser.")
@@ -614,21 +751,25 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     lr = parser.add_argument_group("Learning rate schedule")
     lr.add_argument("--learning-rate-scheduler-type",
                     choices=["plateau-reduce", "fixed-rate-inv-sqrt-t", "fixed-rate-inv-t", "fixed-step", "none"],
-                    default="plateau-reduce", help="Learning rate scheduler.")
-    lr.add_argument("--learning-rate-reduce-factor", type=finite_float, default=0.7,
+                    default=field_default(SchedulerConfig, "type"), help="Learning rate scheduler.")
+    lr.add_argument("--learning-rate-reduce-factor", type=finite_float,
+                    default=field_default(SchedulerConfig, "reduce_factor"),
                     help="plateau-reduce: multiply the rate by this when the metric has not improved.")
-    lr.add_argument("--learning-rate-reduce-num-not-improved", type=int, default=8,
+    lr.add_argument("--learning-rate-reduce-num-not-improved", type=int,
+                    default=field_default(SchedulerConfig, "reduce_num_not_improved"),
                     help="plateau-reduce: checkpoints without improvement before reducing.")
     lr.add_argument("--learning-rate-schedule", type=str, default=None, metavar="RATE:UPDATES,...",
                     help="fixed-step: the rates and how many updates each lasts, e.g. 0.0003:1000,0.0001:2000.")
-    lr.add_argument("--learning-rate-half-life", type=finite_float, default=10,
+    lr.add_argument("--learning-rate-half-life", type=finite_float, default=field_default(SchedulerConfig, "half_life"),
                     help="fixed-rate-inv-*: half life of the rate, in checkpoints.")
-    lr.add_argument("--learning-rate-warmup", type=int, default=0,
+    lr.add_argument("--learning-rate-warmup", type=int, default=field_default(SchedulerConfig, "warmup"),
                     help="Updates of linear warm-up from 0 to the initial rate.")
-    lr.add_argument("--learning-rate-decay-param-reset", action="store_true", default=False,
+    lr.add_argument("--learning-rate-decay-param-reset", action="store_true",
+                    default=field_default(TrainingConfig, "lr_decay_param_reset"),
                     help="plateau-reduce: go back to the best params when the rate is reduced.")
     lr.add_argument("--learning-rate-decay-optimizer-states-reset", choices=["off", "initial", "best"],
-                    default="off", help="plateau-reduce: reset optimizer states when the rate is reduced.")
+                    default=field_default(TrainingConfig, "lr_decay_opt_states_reset"),
+                    help="plateau-reduce: reset optimizer states when the rate is reduced.")
 
     evaluation = parser.add_argument_group("Decoding during training")
     evaluation.add_argument("--decode-and-evaluate", type=int_greater_or_equal(-1), default=500,
@@ -645,15 +786,17 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                                  "captions).")
 
     misc = parser.add_argument_group("Miscellaneous")
-    misc.add_argument("--seed", type=int, default=13, help="Random seed.")
-    misc.add_argument("--keep-last-params", type=int, default=-1,
+    misc.add_argument("--seed", type=int, default=field_default(TrainingConfig, "seed", (DataConfig, "seed")),
+                      help="Random seed.")
+    misc.add_argument("--keep-last-params", type=int, default=field_default(TrainingConfig, "keep_last_params"),
                       help="Keep only the last N params.NNNNN files (and params.best); -1 keeps all.")
-    misc.add_argument("--keep-initializations", action="store_true", default=False,
+    misc.add_argument("--keep-initializations", action="store_true",
+                      default=field_default(TrainingConfig, "keep_initializations"),
                       help="Keep the params of the initialisation (params.00000) even with --keep-last-params.")
     misc.add_argument("--dry-run", action="store_true", default=False,
                       help="Build the data and the model, log their sizes, and stop before training.")
     misc.add_argument("--kvstore", choices=["device", "local", "dist_sync", "dist_device_sync", "dist_async"],
-                      default="device",
+                      default=field_default(TrainingConfig, "kvstore"),
                       help="MXNet KVStore for gradient aggregation across devices; dist_* across machines "
                            "(start those with python -m captioning.launch).")
     misc.add_argument("--processes", type=int_greater_or_equal(1), default=1, metavar="N",
@@ -663,10 +806,11 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
                            "--batch-size of at least N.")
 
 
-def add_train_cli_args(parser: argparse.ArgumentParser) -> None:
+def add_train_cli_args(parser: argparse.ArgumentParser, training_config: type, self_critical_config: type) -> None:
+    """The options of ``python -m captioning.train`` (the configs: see `add_training_args`)."""
     add_training_io_args(parser)
     add_model_args(parser)
-    add_training_args(parser)
+    add_training_args(parser, training_config, self_critical_config)
     add_device_args(parser, multiple=True)
     add_logging_args(parser)
 
@@ -675,7 +819,10 @@ def add_train_cli_args(parser: argparse.ArgumentParser) -> None:
 # captioner
 # ---------------------------------------------------------------------------------------------------------------
 
-def add_captioner_args(parser: argparse.ArgumentParser) -> None:
+def add_captioner_args(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """``config_class``: `inference.CaptionerConfig`, whose field defaults the options take (passed in: inference
+    reaches `lexical_constraints`, a CLI that imports this module)."""
+    CaptionerConfig = config_class
     io = parser.add_argument_group("Captioner I/O")
     io.add_argument("--models", "-m", type=str, nargs="+", required=True,
                     help="Model folder(s); several form an ensemble.")
@@ -696,39 +843,53 @@ def add_captioner_args(parser: argparse.ArgumentParser) -> None:
                     help="(accepted for compatibility; features are read per chunk)")
 
     search = parser.add_argument_group("Search")
-    search.add_argument("--beam-size", "-b", type=int_greater_or_equal(1), default=5, help="Beam size.")
-    search.add_argument("--beam-prune", "-p", type=finite_float, default=0.0,
+    search.add_argument("--beam-size", "-b", type=int_greater_or_equal(1),
+                        default=field_default(CaptionerConfig, "beam_size"), help="Beam size.")
+    search.add_argument("--beam-prune", "-p", type=finite_float, default=field_default(CaptionerConfig, "beam_prune"),
                         help="Drop hypotheses whose score is worse than the best finished one by more than this "
                              "(0: off).")
-    search.add_argument("--beam-search-stop", choices=["all", "first"], default="all",
+    search.add_argument("--beam-search-stop", choices=["all", "first"],
+                        default=field_default(CaptionerConfig, "beam_search_stop"),
                         help="Stop when all hypotheses are finished, or when the best one is.")
-    search.add_argument("--batch-size", type=int_greater_or_equal(1), default=1,
+    search.add_argument("--batch-size", type=int_greater_or_equal(1),
+                        default=field_default(CaptionerConfig, "batch_size"),
                         help="Inputs searched together (each with --beam-size rows).")
-    search.add_argument("--chunk-size", type=int_greater_or_equal(1), default=None,
+    search.add_argument("--chunk-size", type=int_greater_or_equal(1),
+                        default=field_default(CaptionerConfig, "chunk_size"),
                         help="Input lines read, and grouped for batching, at a time (default: 1 at --batch-size 1, "
                              "as Sockeye, so each line is captioned as soon as it is read; otherwise 500 x "
                              "--batch-size, at most 5000 lines but at least one batch). Features are loaded a "
                              "batch at a time whatever the chunk size; outputs are always in input order.")
-    search.add_argument("--ensemble-mode", choices=["linear", "log_linear"], default="linear",
+    search.add_argument("--ensemble-mode", choices=["linear", "log_linear"],
+                        default=field_default(CaptionerConfig, "ensemble_mode"),
                         help="How ensemble members' word distributions are combined.")
-    search.add_argument("--max-output-length", type=int_greater_or_equal(1), default=None,
+    search.add_argument("--max-output-length", type=int_greater_or_equal(1),
+                        default=field_default(CaptionerConfig, "max_output_length"),
                         help="Maximum caption length in tokens (default: the bound stored in the model folder, "
                              "from the training captions).")
-    search.add_argument("--length-penalty-alpha", type=finite_float, default=1.0,
+    search.add_argument("--length-penalty-alpha", type=finite_float,
+                        default=field_default(CaptionerConfig, "length_penalty_alpha"),
                         help="Length penalty alpha: lp = ((beta + len) / (beta + 1)) ** alpha; 0 disables.")
-    search.add_argument("--length-penalty-beta", type=finite_float, default=0.0, help="Length penalty beta.")
-    search.add_argument("--nbest-size", type=int_greater_or_equal(1), default=1,
+    search.add_argument("--length-penalty-beta", type=finite_float,
+                        default=field_default(CaptionerConfig, "length_penalty_beta"), help="Length penalty beta.")
+    search.add_argument("--nbest-size", type=int_greater_or_equal(1),
+                        default=field_default(CaptionerConfig, "nbest_size"),
                         help="Return this many hypotheses (json output lists them).")
-    search.add_argument("--strip-unknown-words", action="store_true", default=False,
+    search.add_argument("--strip-unknown-words", action="store_true",
+                        default=field_default(CaptionerConfig, "strip_unknown_words"),
                         help="Remove <unk> from the output.")
     search.add_argument("--softmax-temperature", "--temperature", dest="softmax_temperature", type=finite_float,
-                        default=None, help="Divide the logits by T before the softmax, in beam search and with "
+                        default=field_default(CaptionerConfig, "softmax_temperature"),
+                        help="Divide the logits by T before the softmax, in beam search and with "
                                            "--sample: above 1 flatter, below 1 sharper (default: 1).")
-    search.add_argument("--no-repeat-ngram-size", type=int_greater_or_equal(0), default=0,
+    search.add_argument("--no-repeat-ngram-size", type=int_greater_or_equal(0),
+                        default=field_default(CaptionerConfig, "no_repeat_ngram_size"),
                         help="Beam search: no n-gram of this many words appears twice in a caption (0: off).")
-    search.add_argument("--no-dangling-words", action="store_true", default=False,
+    search.add_argument("--no-dangling-words", action="store_true",
+                        default=field_default(CaptionerConfig, "no_dangling_words"),
                         help="Beam search: no caption ends on a function word such as 'a', 'the', 'with' or 'on'.")
-    search.add_argument("--sample", type=int_greater_or_equal(0), nargs="?", const=0, default=None, metavar="K",
+    search.add_argument("--sample", type=int_greater_or_equal(0), nargs="?", const=0,
+                        default=field_default(CaptionerConfig, "sample"), metavar="K",
                         help="Sample captions instead of searching: from the whole softmax, or from its K most "
                              "likely words (--sample K). With --nbest-size N, N samples per image (the first is the "
                              "caption). Not with lexical constraints.")

@@ -77,8 +77,7 @@ def check_same_vocabulary(paths: Sequence[str]) -> None:
     """Checkpoints of model folders with different vocabularies (the same ids for other words) must not be
     averaged; parameter files outside a model folder are not checked."""
     from .vocab import load_vocab, vocab_beside
-    vocabs = [(path, vocab_beside(path)) for path in paths]
-    vocabs = [(path, vocab) for path, vocab in vocabs if vocab is not None]
+    vocabs = [(path, vocab) for path, vocab in ((path, vocab_beside(path)) for path in paths) if vocab is not None]
     for path, vocab_path in vocabs[1:]:
         utils.check_condition(load_vocab(vocab_path) == load_vocab(vocabs[0][1]),
                               "%s: its model's vocabulary %s differs from %s (of %s); checkpoints of models with "

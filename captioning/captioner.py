@@ -15,7 +15,7 @@ import time
 import warnings
 from typing import IO, TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple, Union
 
-from . import arguments, log, utils
+from . import arguments, features, log, utils
 from . import constants as C
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def cnn_config_for(args: argparse.Namespace, model_config: "ModelConfig", model_
     if epoch is None:
         epoch = recorded.epoch if recorded is not None else 0
     return CNNConfig(model_path=model_path, epoch=int(epoch), layer=strip_output_suffix(str(layer)),
-                     image_size=tuple(int(v) for v in image_size))
+                     image_size=features.as_shape(int(v) for v in image_size))
 
 
 def captioner_config(args: argparse.Namespace) -> "CaptionerConfig":
@@ -97,7 +97,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
     parser = arguments.ConfigArgumentParser(prog="python -m captioning.captioner",
                                             description="Caption images (features or image files) with trained "
                                                         "models.")
-    arguments.add_captioner_args(parser)
+    from .inference import CaptionerConfig
+    arguments.add_captioner_args(parser, CaptionerConfig)
     args = parser.parse_args(argv)
     log.setup_main_logger(console=not args.quiet, level=args.loglevel)
     # Gluon warns about parameters of the model's other graphs (training, encoding) in each one it runs
@@ -143,7 +144,7 @@ def build_captioner(args: argparse.Namespace) -> Tuple["Captioner", Tuple[int, i
                           "one (or pass --use-cpu)" % args.search_processes)
     config = captioner_config(args)
     models, vocab = inference.load_models(args.models, args.checkpoints, ctx)
-    feature_shape = tuple(models[0].config.encoder.feature_shape)
+    feature_shape = features.as_shape(models[0].config.encoder.feature_shape)
     root = args.source_root if args.source_root is not None else "."
     source: inference.FeatureSource
     if args.extract_image_features:

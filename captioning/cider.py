@@ -100,7 +100,7 @@ class CiderD:
                                        minlength=size).reshape(self.num_images, self.max_refs)
         self._ref_valid = np.arange(self.max_refs)[None, :] < self.num_refs[:, None]
 
-    def score(self, candidates: Sequence[Caption], images: Sequence[int]) -> np.ndarray:
+    def score(self, candidates: Sequence[Caption], images: Union[Sequence[int], np.ndarray]) -> np.ndarray:
         """CIDEr-D of each candidate against the references of its image (``images[c]``, an index into the
         corpus); float64 array of ``len(candidates)`` (COCO's scale: x10, not x100)."""
         num = len(candidates)
@@ -110,7 +110,10 @@ class CiderD:
         assert images_np.shape == (num,), "one image index per candidate"
         n = self.n
         # the candidates' n-grams, flattened: (candidate, n-gram id or -1, order, count)
-        cand_idx, gram_ids, orders, counts = [], [], [], []
+        cand_idx: List[int] = []
+        gram_ids: List[int] = []
+        orders: List[int] = []
+        counts: List[int] = []
         length = np.zeros(num, dtype=np.float64)
         ids = self._ids
         for c, caption in enumerate(candidates):
@@ -130,7 +133,7 @@ class CiderD:
         weight = tf * idf                                                      # the candidate's vector entries
         cand_norm = np.sqrt(np.bincount(cand * n + order, weights=weight ** 2, minlength=num * n)).reshape(num, n)
         # match the candidate's n-grams with its image's reference rows
-        numerator = np.zeros((num, n, self.max_refs), dtype=np.float64)
+        numerator: np.ndarray = np.zeros((num, n, self.max_refs), dtype=np.float64)
         if known.any() and len(self._keys):
             keys = images_np[cand[known]] * self._num_grams + gid[known]
             pos = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)

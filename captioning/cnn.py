@@ -7,18 +7,20 @@ the CNN runs. Used by ``extract_features`` (features to files) and by ``captione
 import collections
 import dataclasses
 import difflib
-import json
 import logging
 import multiprocessing
 import os
 import warnings
-from typing import Any, Deque, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Deque, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union, cast
 
 import numpy as np
 
 from . import constants as C
 from . import image_io, utils
 from .config import Config
+
+if TYPE_CHECKING:  # pragma: no cover - MXNet is imported where a network runs
+    import mxnet as mx
 
 # MXNet is imported inside the functions that need it: the image-decoding worker processes (spawned, so they
 # re-import the main module) and CNNConfig users then do not pay for it.
@@ -37,7 +39,7 @@ class CNNConfig(Config):
     model_path: str                                          # PREFIX of PREFIX-symbol.json / .params, or FILE.onnx
     layer: str                                               # internal output, stored without the "_output" suffix
     epoch: int = 0
-    image_size: Tuple[int, int, int] = (3, 224, 224)         # (C, H, W) of the CNN input
+    image_size: Tuple[int, int, int] = C.DEFAULT_SOURCE_IMAGE_SIZE   # (C, H, W) of the CNN input
 
 
 def symbol_file(prefix: str) -> str:
@@ -53,7 +55,7 @@ def strip_output_suffix(layer: str) -> str:
     return layer.removesuffix(OUTPUT_SUFFIX)
 
 
-def load_checkpoint(prefix: str, epoch: int) -> Tuple["mx.sym.Symbol", dict, dict]:  # noqa: F821
+def load_checkpoint(prefix: str, epoch: int) -> Tuple["mx.sym.Symbol", dict, dict]:
     """(symbol, arg_params, aux_params) of a symbolic checkpoint, with clear errors for missing or broken files."""
     import mxnet as mx
     sym_path, par_path = symbol_file(prefix), params_file(prefix, epoch)
@@ -86,12 +88,12 @@ def load_checkpoint(prefix: str, epoch: int) -> Tuple["mx.sym.Symbol", dict, dic
     return symbol, arg_params, aux_params
 
 
-def layer_names(symbol: "mx.sym.Symbol") -> List[str]:  # noqa: F821
+def layer_names(symbol: "mx.sym.Symbol") -> List[str]:
     """Every internal output of the symbol, as users name them (without ``_output``)."""
     return [strip_output_suffix(name) for name in symbol.get_internals().list_outputs()]
 
 
-def cut_at_layer(symbol: "mx.sym.Symbol", layer: str, where: str) -> "mx.sym.Symbol":  # noqa: F821
+def cut_at_layer(symbol: "mx.sym.Symbol", layer: str, where: str) -> "mx.sym.Symbol":
     """The sub-graph that ends at ``layer`` (``LAYER`` or ``LAYER_output``; also layers that own no weight)."""
     internals = symbol.get_internals()
     outputs = internals.list_outputs()
@@ -107,7 +109,7 @@ def cut_at_layer(symbol: "mx.sym.Symbol", layer: str, where: str) -> "mx.sym.Sym
                                 % (where, layer, hint))
 
 
-def _data_name(symbol: "mx.sym.Symbol", params: dict) -> str:  # noqa: F821
+def _data_name(symbol: "mx.sym.Symbol", params: dict) -> str:
     inputs = [n for n in symbol.list_arguments() if n not in params and not n.endswith("_label")]
     if "data" in inputs:
         return "data"
@@ -134,7 +136,7 @@ class FeatureExtractor(Protocol):
     batch_size: int
     output_shape: Tuple[int, int, int]
 
-    def __new__(cls, config: CNNConfig, ctx: "mx.Context", batch_size: int,  # type: ignore[misc]  # noqa: F821
+    def __new__(cls, config: CNNConfig, ctx: "mx.Context", batch_size: int,
                 max_cpu_batch: int = 16) -> "FeatureExtractor":
         return create_feature_extractor(config, ctx, batch_size, max_cpu_batch)
 
@@ -147,7 +149,7 @@ def is_onnx(model_path: str) -> bool:
     return model_path.lower().endswith(".onnx")
 
 
-def create_feature_extractor(config: CNNConfig, ctx: "mx.Context", batch_size: int,  # noqa: F821
+def create_feature_extractor(config: CNNConfig, ctx: "mx.Context", batch_size: int,
                              max_cpu_batch: int = 16) -> FeatureExtractor:
     """The `FeatureExtractor` for ``config.model_path``: onnxruntime for ``*.onnx``, MXNet otherwise."""
     if is_onnx(config.model_path):
@@ -206,7 +208,7 @@ class MXNetFeatureExtractor:
     decode and hand over at once): on CPU, larger chunks are hardly faster while activation memory grows linearly
     with the chunk."""
 
-    def __init__(self, config: CNNConfig, ctx: "mx.Context", batch_size: int,  # noqa: F821
+    def __init__(self, config: CNNConfig, ctx: "mx.Context", batch_size: int,
                  max_cpu_batch: int = 16) -> None:
         import mxnet as mx
         from mxnet import gluon
@@ -244,7 +246,7 @@ class MXNetFeatureExtractor:
         utils.check_condition(out_shapes and len(out_shapes[0]) == 4,
                               "%s: layer %r gives shape %s; a feature map needs (C, H, W)"
                               % (symbol_file(config.model_path), config.layer, out_shapes[0][1:]))
-        self.output_shape: Tuple[int, int, int] = tuple(int(d) for d in out_shapes[0][1:])  # type: ignore
+        self.output_shape = cast(Tuple[int, int, int], tuple(int(d) for d in out_shapes[0][1:]))
 
     def extract(self, images: np.ndarray) -> np.ndarray:
         """(B, 3, H, W) float32 raw 0..255 -> (B, C, h, w) float32; any B (run in chunks of ``run_batch``)."""

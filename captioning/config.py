@@ -35,7 +35,7 @@ class Config:
         if unknown:
             raise ValueError("%s has no field(s) %s" % (cls.__name__, ", ".join(sorted(map(str, unknown)))))
         missing = [f.name for f in fields if f.name not in values and f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
+                   and f.default_factory is dataclasses.MISSING]
         if missing:
             raise ValueError("%s lacks %s" % (cls.__name__, ", ".join(missing)))
         kwargs = {name: _from_plain(hints[name], value, "%s.%s" % (cls.__name__, name))

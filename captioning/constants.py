@@ -65,6 +65,12 @@ SELF_CRITICAL_BASELINE_MEAN = "mean"        # the mean reward of the image's oth
 SELF_CRITICAL_BASELINE_GREEDY = "greedy"    # the reward of the greedy caption
 SELF_CRITICAL_BASELINES = [SELF_CRITICAL_BASELINE_MEAN, SELF_CRITICAL_BASELINE_GREEDY]
 
+# Sockeye's default --seed: a recipe that leaves the flag out draws the same numbers as with Sockeye's default
+DEFAULT_SEED = 13
+# the caption length bound of decoding when a Python caller gives none (train passes the bound it derives from the
+# training captions): well above the length of image captions, as the recipes' --max-seq-len 1:60
+FALLBACK_MAX_OUTPUT_LENGTH = 60
+
 METRIC_PERPLEXITY = "perplexity"
 METRIC_ACCURACY = "accuracy"
 METRIC_BLEU = "bleu"

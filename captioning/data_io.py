@@ -37,7 +37,7 @@ class DataConfig(Config):
     bucketing: bool = True
     max_seq_len: int = 99                       # target positions, counting </s>
     fill_up: str = "replicate"
-    seed: int = 13
+    seed: int = C.DEFAULT_SEED
     batch_multiple_of: int = 1                  # word batches are rounded down to a multiple of this (devices)
 
 
@@ -199,7 +199,7 @@ def define_buckets(max_seq_len: int, bucket_width: int) -> List[int]:
     return sorted(set(buckets))
 
 
-def assign_buckets(lengths: Sequence[int], buckets: Sequence[int]) -> Dict[int, np.ndarray]:
+def assign_buckets(lengths: features.Indices, buckets: Sequence[int]) -> Dict[int, np.ndarray]:
     """``{bucket length T: item indices}`` with each item (needing ``length`` positions) in the smallest bucket
     that holds it; empty buckets left out."""
     lengths_arr = np.asarray(lengths)
@@ -291,7 +291,7 @@ class BatchIterator:
     ``feature_index[i]`` is the store row of item i (the store is opened on the whole list; dropped lines are
     skipped through this index)."""
 
-    def __init__(self, data: ParallelData, store: features.FeatureStore, feature_index: Sequence[int],
+    def __init__(self, data: ParallelData, store: features.FeatureStore, feature_index: features.Indices,
                  config: DataConfig, shuffle: bool = True, rank: int = 0, num_workers: int = 1,
                  prefetch: bool = True) -> None:
         self.data = data
@@ -505,5 +505,6 @@ def create_data_iters(files: DataFiles, vocab: Vocab, config: DataConfig, rank: 
     train_iter = BatchIterator(train_data, train_store, train_index, config, shuffle=True, rank=rank,
                                num_workers=num_workers)
     val_iter = BatchIterator(val_data, val_store, val_index, config, shuffle=False)
-    return TrainingData(train_data, val_data, train_iter, val_iter, tuple(int(d) for d in train_store.feature_shape))
+    return TrainingData(train_data, val_data, train_iter, val_iter,
+                        features.as_shape(int(d) for d in train_store.feature_shape))
 

@@ -76,7 +76,7 @@ def read_architecture(state: Dict[str, np.ndarray], where: str) -> Architecture:
     head = _get(state, "_conv_head.weight", where)
     fc = _get(state, "_fc.weight", where)
     indices = sorted({int(k.split(".")[1]) for k in state if k.startswith("_blocks.")})
-    utils.check_condition(indices == list(range(len(indices))) and indices,
+    utils.check_condition(indices == list(range(len(indices))) and bool(indices),
                           "%s: the blocks are not numbered 0..N-1: not an EfficientNet-Lite state dict" % where)
     blocks: List[BlockSpec] = []
     in_channels = stem.shape[0]
@@ -120,74 +120,87 @@ def same_padding(size: int, kernel: int, stride: int) -> Tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def build(state: Dict[str, np.ndarray], image_size: int, where: str) -> Tuple[Any, Dict[str, Any], Dict[str, Any],
-                                                                          Architecture]:
-    """(symbol, arg_params, aux_params, architecture) for square inputs of ``image_size``."""
-    import mxnet as mx
-    arch = read_architecture(state, where)
-    args: Dict[str, np.ndarray] = {}
-    aux: Dict[str, np.ndarray] = {}
-    size = image_size
+class _Graph:
+    """Builds the MXNet symbol layer by layer, collecting the weights each layer takes from the PyTorch state and
+    tracking the spatial size (for TensorFlow 'SAME' padding)."""
 
-    def conv(x: "mx.sym.Symbol", name: str, key: str, kernel: int, stride: int, groups: int = 1
-             ) -> "mx.sym.Symbol":
-        nonlocal size
-        weight = _get(state, key, where)
-        args[name + "_weight"] = weight
-        if kernel == 1 and stride == 1:
-            pads = (0, 0)
-        else:
-            pads = same_padding(size, kernel, stride)
+    def __init__(self, state: Dict[str, np.ndarray], image_size: int, where: str) -> None:
+        self.state, self.where, self.size = state, where, image_size
+        self.args: Dict[str, np.ndarray] = {}
+        self.aux: Dict[str, np.ndarray] = {}
+
+    def conv(self, x: Any, name: str, key: str, kernel: int, stride: int, groups: int = 1) -> Any:
+        import mxnet as mx
+        weight = _get(self.state, key, self.where)
+        self.args[name + "_weight"] = weight
+        pads = (0, 0) if kernel == 1 and stride == 1 else same_padding(self.size, kernel, stride)
         pad = (0, 0)
         if pads[0] != pads[1]:
             x = mx.sym.pad(x, mode="constant", constant_value=0, name=name + "_pad",
                            pad_width=(0, 0, 0, 0, pads[0], pads[1], pads[0], pads[1]))
         else:
             pad = pads
-        size = (size + pads[0] + pads[1] - kernel) // stride + 1
+        self.size = (self.size + pads[0] + pads[1] - kernel) // stride + 1
         return mx.sym.Convolution(x, kernel=(kernel, kernel), stride=(stride, stride), pad=pad,
                                   num_filter=weight.shape[0], num_group=groups, no_bias=True, name=name)
 
-    def batch_norm(x: "mx.sym.Symbol", name: str, key: str) -> "mx.sym.Symbol":
-        args[name + "_gamma"] = _get(state, key + ".weight", where)
-        args[name + "_beta"] = _get(state, key + ".bias", where)
-        aux[name + "_moving_mean"] = _get(state, key + ".running_mean", where)
-        aux[name + "_moving_var"] = _get(state, key + ".running_var", where)
+    def batch_norm(self, x: Any, name: str, key: str) -> Any:
+        import mxnet as mx
+        self.args[name + "_gamma"] = _get(self.state, key + ".weight", self.where)
+        self.args[name + "_beta"] = _get(self.state, key + ".bias", self.where)
+        self.aux[name + "_moving_mean"] = _get(self.state, key + ".running_mean", self.where)
+        self.aux[name + "_moving_var"] = _get(self.state, key + ".running_var", self.where)
         return mx.sym.BatchNorm(x, eps=BN_EPS, momentum=0.99, fix_gamma=False, use_global_stats=True, name=name)
 
-    def relu6(x: "mx.sym.Symbol", name: str) -> "mx.sym.Symbol":
+    @staticmethod
+    def relu6(x: Any, name: str) -> Any:
+        import mxnet as mx
         return mx.sym.clip(x, a_min=0.0, a_max=6.0, name=name)
 
+    def block(self, x: Any, block: BlockSpec) -> Any:
+        """One MBConv block: expansion (if any), depthwise convolution, projection, residual (if shapes allow)."""
+        import mxnet as mx
+        name = "stage%d_unit%d" % (block.stage, block.unit)
+        prefix = "_blocks.%d." % block.index
+        shortcut = x
+        if prefix + "_expand_conv.weight" in self.state:
+            x = self.conv(x, name + "_expand", prefix + "_expand_conv.weight", 1, 1)
+            x = self.relu6(self.batch_norm(x, name + "_expand_bn", prefix + "_bn0"), name + "_expand_relu6")
+        x = self.conv(x, name + "_dw", prefix + "_depthwise_conv.weight", block.kernel, block.stride,
+                      groups=block.expand_channels)
+        x = self.relu6(self.batch_norm(x, name + "_dw_bn", prefix + "_bn1"), name + "_dw_relu6")
+        x = self.conv(x, name + "_project", prefix + "_project_conv.weight", 1, 1)
+        x = self.batch_norm(x, name + "_project_bn", prefix + "_bn2")
+        if block.stride == 1 and block.in_channels == block.out_channels:
+            x = mx.sym.elemwise_add(x, shortcut, name=name + "_add")
+        return x
+
+
+def build(state: Dict[str, np.ndarray], image_size: int, where: str) -> Tuple[Any, Dict[str, Any], Dict[str, Any],
+                                                                          Architecture]:
+    """(symbol, arg_params, aux_params, architecture) for square inputs of ``image_size``."""
+    import mxnet as mx
+    arch = read_architecture(state, where)
+    graph = _Graph(state, image_size, where)
     data = mx.sym.var("data")
     # named as MXNet names them in a fresh process (the reference conversion's names), not by a global counter
     centred = mx.sym._internal._minus_scalar(data, scalar=INPUT_MEAN, name="_minusscalar0")  # noqa: SLF001
     x = mx.sym.identity(mx.sym._internal._div_scalar(centred, scalar=INPUT_SCALE, name="_divscalar0"),  # noqa: SLF001
                         name="data_norm")
-    x = relu6(batch_norm(conv(x, "stem_conv", "_conv_stem.weight", 3, 2), "stem_bn", "_bn0"), "stem_relu6")
+    x = graph.relu6(graph.batch_norm(graph.conv(x, "stem_conv", "_conv_stem.weight", 3, 2), "stem_bn", "_bn0"),
+                    "stem_relu6")
     for block in arch.blocks:
-        name = "stage%d_unit%d" % (block.stage, block.unit)
-        prefix = "_blocks.%d." % block.index
-        shortcut = x
-        if prefix + "_expand_conv.weight" in state:
-            x = conv(x, name + "_expand", prefix + "_expand_conv.weight", 1, 1)
-            x = relu6(batch_norm(x, name + "_expand_bn", prefix + "_bn0"), name + "_expand_relu6")
-        x = conv(x, name + "_dw", prefix + "_depthwise_conv.weight", block.kernel, block.stride,
-                 groups=block.expand_channels)
-        x = relu6(batch_norm(x, name + "_dw_bn", prefix + "_bn1"), name + "_dw_relu6")
-        x = conv(x, name + "_project", prefix + "_project_conv.weight", 1, 1)
-        x = batch_norm(x, name + "_project_bn", prefix + "_bn2")
-        if block.stride == 1 and block.in_channels == block.out_channels:
-            x = mx.sym.elemwise_add(x, shortcut, name=name + "_add")
-    x = conv(x, "head_conv", "_conv_head.weight", 1, 1)
-    x = relu6(batch_norm(x, "head_bn", "_bn1"), "head_relu6")
+        x = graph.block(x, block)
+    x = graph.conv(x, "head_conv", "_conv_head.weight", 1, 1)
+    x = graph.relu6(graph.batch_norm(x, "head_bn", "_bn1"), "head_relu6")
     x = mx.sym.Pooling(x, global_pool=True, kernel=(1, 1), pool_type="avg", name="pool")
     x = mx.sym.flatten(x, name="flatten")
-    args["fc_weight"] = _get(state, "_fc.weight", where)
-    args["fc_bias"] = _get(state, "_fc.bias", where)
+    graph.args["fc_weight"] = _get(state, "_fc.weight", where)
+    graph.args["fc_bias"] = _get(state, "_fc.bias", where)
     x = mx.sym.FullyConnected(x, num_hidden=arch.num_classes, name="fc")
     symbol = mx.sym.SoftmaxOutput(x, name="softmax")
     to_nd = lambda values: {k: mx.nd.array(v, dtype=np.float32) for k, v in values.items()}  # noqa: E731
-    return symbol, to_nd(args), to_nd(aux), arch
+    return symbol, to_nd(graph.args), to_nd(graph.aux), arch
 
 
 def recommended_layers(arch: Architecture) -> List[str]:

@@ -20,7 +20,7 @@ import logging
 import re
 import shutil
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import arguments, log, utils
 from .utils import CaptioningError, check_condition
@@ -80,7 +80,8 @@ def sacrebleu_scores(hypotheses: Sequence[str], references: Sequence[Sequence[st
     ``None``, which sacrebleu skips."""
     import sacrebleu
     num_refs = max(len(r) for r in references)
-    streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(num_refs)]
+    # sacrebleu skips a None reference (images with fewer references than others); its annotation omits None
+    streams: Any = [[refs[k] if k < len(refs) else None for refs in references] for k in range(num_refs)]
     scores: Dict[str, float] = {}
     if METRIC_BLEU in metrics:
         scores[KEY_BLEU] = float(sacrebleu.metrics.BLEU().corpus_score(list(hypotheses), streams).score)
@@ -163,6 +164,7 @@ def _close_meteor(meteor: "object") -> None:
     for stream in (process.stdout, process.stderr):
         if stream is not None:
             stream.close()
+    # pycocoevalcap's Meteor sets meteor_p in __init__; its stubless class gives mypy no attributes to check
     meteor.meteor_p = None  # type: ignore[attr-defined]
     meteor.__class__ = _ClosedMeteor
 

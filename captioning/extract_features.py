@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, List, NamedTuple, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from . import arguments, constants as C, features, image_io, log, utils
 from .cnn import (CNNConfig, FeatureExtractor, create_feature_extractor, is_onnx, iterate_image_batches,  # no MXNet
                   params_file, strip_output_suffix, symbol_file)
 from .config import Config
+
+if TYPE_CHECKING:  # pragma: no cover - MXNet is imported when a run starts
+    import mxnet as mx
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +196,8 @@ def _check_view_collisions(names: Sequence[str], views: Sequence[str], input_pat
                                                utils.location(input_path, other + 1)))
 
 
-def _lines_to_compute(config: ExtractionConfig, names: Sequence[str], shape: Tuple[int, ...]) -> Tuple[List[int], int]:
+def _lines_to_compute(config: ExtractionConfig, names: Sequence[str], shape: features.Shape
+                      ) -> Tuple[List[int], int]:
     """(the lines of this shard whose feature file must be computed, how many are complete and kept): each distinct
     feature file once (its first line); --skip-bad-images placeholders are always recomputed."""
     k, n = config.shard or (1, 1)
@@ -213,7 +217,7 @@ def _lines_to_compute(config: ExtractionConfig, names: Sequence[str], shape: Tup
     return todo, skipped
 
 
-def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> ExtractionResult:  # noqa: F821
+def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> ExtractionResult:
     """Run one extraction (or one shard of it, or the merge of shards). The Python API of the CLI."""
     created = utils.missing_folders(config.output_root)
     try:
@@ -223,10 +227,48 @@ def extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> Ext
         raise
 
 
-def _extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> ExtractionResult:  # noqa: F821
+class _Plan(NamedTuple):
+    """What one run covers: the input lines and every (view, line) item to extract; item j is line j % len(names)
+    of the input, in view ``item_views[j]``."""
+    resolved: List[str]                 # the input lines' image paths, resolved against --image-root
+    names: List[str]                    # the centre view's feature file of each line
+    views: List[str]
+    view_names: Dict[str, List[str]]    # the feature files of each view, per line
+    items: List[str]                    # the feature file of each item
+    item_views: List[str]               # the view of each item
+
+
+def _extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> ExtractionResult:
     import mxnet as mx
     start = time.time()
-    ctx = ctx or mx.cpu()
+    _check_paths(config)
+    plan = _plan(config)
+    if config.merge_shards:
+        return _merge_shards(config, plan, start)
+    _check_same_cnn(config)
+    _warn_if_not_native_size(config.cnn)
+    extractor = create_feature_extractor(config.cnn, ctx or mx.cpu(), config.batch_size)
+    shape = extractor.output_shape
+    _write_sidecar(config, shape)
+    todo, skipped = _lines_to_compute(config, plan.items, shape)
+    _log_start(config, plan, shape, len(todo), skipped)
+    if todo:
+        with _output_errors(config.output_root):
+            features.remove_mmap_store(config.output_root)
+            _run(config, extractor, [plan.resolved[i % len(plan.names)] for i in todo], [plan.items[i] for i in todo],
+                 [_item_location(config.input, i, len(plan.names), plan.item_views[i]) for i in todo],
+                 None if len(plan.views) == 1 else [plan.item_views[i] for i in todo])
+    list_written = _finish_if_complete(config, plan, shape)
+    del extractor
+    gc.collect()   # Gluon blocks hold reference cycles: free the CNN's buffers now, not at some later collection
+    seconds = time.time() - start
+    logger.info("Done: %d computed, %d kept, %.1f s (%.1f images/s)", len(todo), skipped, seconds,
+                len(todo) / max(seconds, 1e-9))
+    return ExtractionResult(plan.names, shape, len(todo), skipped, list_written, seconds, plan.view_names)
+
+
+def _check_paths(config: ExtractionConfig) -> None:
+    """The folders and files the options name, and --augment, before anything is read or written."""
     utils.check_condition(not os.path.exists(config.output_root) or os.path.isdir(config.output_root),
                           "%s: --output-root exists and is not a folder; give a folder path" % config.output_root)
     utils.check_condition(os.path.isdir(config.image_root), "%s: --image-root folder not found" % config.image_root)
@@ -238,70 +280,67 @@ def _extract(config: ExtractionConfig, ctx: Optional["mx.Context"] = None) -> Ex
                           % (", ".join(image_io.AUGMENTATIONS), config.augment))
     for view in image_io.AUGMENTATIONS[config.augment]:
         utils.check_not_an_input(view_list_path(config.output, view), "--output", [("--input", config.input)])
+
+
+def _plan(config: ExtractionConfig) -> _Plan:
+    """Read the image list, check its feature names (collisions, writable outputs) and list every item."""
     relative, resolved = _read_image_list(config)
     names = [_feature_name(r) for r in relative]
     _check_name_collisions(relative, names, config.input)
-    views = image_io.AUGMENTATIONS[config.augment]
+    views = list(image_io.AUGMENTATIONS[config.augment])
     _check_view_collisions(names, views, config.input)
     _check_writable(config)
     if not names:
         logger.warning("%s: the image list is empty: nothing to extract; writing an empty feature list %s",
                        config.input, config.output)
-    # every (view, line) pair is one item to extract; item j is line j % len(names) of the input
     view_names = {view: [view_feature_name(name, view) for name in names] for view in views}
     items = [name for view in views for name in view_names[view]]
     item_views = [view for view in views for _ in names]
+    return _Plan(resolved, names, views, view_names, items, item_views)
 
-    if config.merge_shards:
-        sizes = features.read_feature_sizes(config.output_root)
-        shape = tuple(sizes.features_shape)
-        _check_all_present(config, items, len(names), shape)  # type: ignore
-        with _output_errors(config.output):
-            _finish(config, view_names)
-        return ExtractionResult(names, shape, 0, 0, True, time.time() - start, view_names)  # type: ignore
 
-    _check_same_cnn(config)
-    _warn_if_not_native_size(config.cnn)
-    extractor = create_feature_extractor(config.cnn, ctx, config.batch_size)
-    shape = extractor.output_shape
+def _merge_shards(config: ExtractionConfig, plan: _Plan, start: float) -> ExtractionResult:
+    """--merge-shards: every feature file exists (made by the shards' runs): write the lists."""
+    sizes = features.read_feature_sizes(config.output_root)
+    shape = sizes.features_shape
+    _check_all_present(config, plan.items, len(plan.names), shape)
+    with _output_errors(config.output):
+        _finish(config, plan.view_names)
+    return ExtractionResult(plan.names, shape, 0, 0, True, time.time() - start, plan.view_names)
+
+
+def _write_sidecar(config: ExtractionConfig, shape: Tuple[int, int, int]) -> None:
+    """The feature folder's record of the CNN (a copy of it under cnn/, unless not asked) and the feature shape."""
     with _output_errors(config.output_root):
         cnn_record = copy_cnn(config.cnn, config.output_root) if config.copy_cnn else \
             config.cnn.copy(model_path=os.path.abspath(config.cnn.model_path))
         cnn_record = cnn_record.copy(layer=strip_output_suffix(config.cnn.layer))
         features.write_feature_sizes(config.output_root, features.FeatureSizes(
-            image_shape=tuple(config.cnn.image_size), features_shape=shape, cnn=cnn_record.to_dict()))  # type: ignore
+            image_shape=config.cnn.image_size, features_shape=shape, cnn=cnn_record.to_dict()))
 
-    k, n = config.shard or (1, 1)
-    todo, skipped = _lines_to_compute(config, items, shape)
+
+def _log_start(config: ExtractionConfig, plan: _Plan, shape: Tuple[int, ...], todo: int, skipped: int) -> None:
     if skipped:
         logger.info("%d feature file(s) already complete: kept (use --overwrite to recompute)", skipped)
-    logger.info("Extracting %d feature file(s) of %s%s with %s at layer %s (%s -> %s)%s", len(todo), config.input,
+    k, n = config.shard or (1, 1)
+    logger.info("Extracting %d feature file(s) of %s%s with %s at layer %s (%s -> %s)%s", todo, config.input,
                 "" if config.shard is None else " (shard %d/%d)" % (k, n), config.cnn.model_path, config.cnn.layer,
                 "x".join(map(str, config.cnn.image_size)), "x".join(map(str, shape)),
-                "" if len(views) == 1 else ", %d views per image (%s)" % (len(views), ", ".join(views)))
-    if todo:
-        with _output_errors(config.output_root):
-            features.remove_mmap_store(config.output_root)
-            _run(config, extractor, [resolved[i % len(names)] for i in todo], [items[i] for i in todo],
-                 [_item_location(config.input, i, len(names), item_views[i]) for i in todo],
-                 None if len(views) == 1 else [item_views[i] for i in todo])
+                "" if len(plan.views) == 1 else ", %d views per image (%s)" % (len(plan.views), ", ".join(plan.views)))
 
-    missing = _missing(config, items, shape)
-    list_written = False
+
+def _finish_if_complete(config: ExtractionConfig, plan: _Plan, shape: Tuple[int, int, int]) -> bool:
+    """Write the feature lists once every item's file exists (the last shard to finish does); whether it did."""
+    missing = _missing(config, plan.items, shape)
     if not missing:
         with _output_errors(config.output):
-            _finish(config, view_names)
-        list_written = True
-    else:
-        logger.info("Shard %d/%d done; %d line(s) of %s still lack features (other shards): the feature list %s is "
-                    "written when the last shard finishes, or with --merge-shards", k, n, len(missing), config.input,
-                    config.output)
-    del extractor
-    gc.collect()   # Gluon blocks hold reference cycles: free the CNN's buffers now, not at some later collection
-    seconds = time.time() - start
-    logger.info("Done: %d computed, %d kept, %.1f s (%.1f images/s)", len(todo), skipped, seconds,
-                len(todo) / max(seconds, 1e-9))
-    return ExtractionResult(names, shape, len(todo), skipped, list_written, seconds, view_names)
+            _finish(config, plan.view_names)
+        return True
+    k, n = config.shard or (1, 1)
+    logger.info("Shard %d/%d done; %d line(s) of %s still lack features (other shards): the feature list %s is "
+                "written when the last shard finishes, or with --merge-shards", k, n, len(missing), config.input,
+                config.output)
+    return False
 
 
 def _item_location(input_path: str, item: int, num_lines: int, view: str) -> str:
@@ -349,9 +388,9 @@ def _run(config: ExtractionConfig, extractor: FeatureExtractor, paths: Sequence[
     -> write .npy files (one writer thread, so the CNN does not wait for the disk)."""
     from concurrent.futures import ThreadPoolExecutor
     from tqdm import tqdm
-    image_size = tuple(config.cnn.image_size[1:])
+    image_size = (config.cnn.image_size[1], config.cnn.image_size[2])
 
-    def write(batch_names: List[str], feats: "np.ndarray", bad: List[bool]) -> None:  # noqa: F821
+    def write(batch_names: List[str], feats: "np.ndarray", bad: List[bool]) -> None:
         for name, feature, is_bad in zip(batch_names, feats, bad):
             path = os.path.join(config.output_root, name)
             if is_bad:     # marked first: a run stopped between the two writes still recomputes it
@@ -363,7 +402,7 @@ def _run(config: ExtractionConfig, extractor: FeatureExtractor, paths: Sequence[
     with tqdm(total=len(paths), unit="img", desc="extract", disable=not config.progress, leave=False,
               mininterval=1.0) as progress, ThreadPoolExecutor(max_workers=1) as writer:
         pending = None
-        for batch in iterate_image_batches(paths, image_size, config.batch_size, config.num_workers,  # type: ignore
+        for batch in iterate_image_batches(paths, image_size, config.batch_size, config.num_workers,
                                            config.skip_bad_images, where, views=views):
             feats = extractor.extract(batch.images)
             for k, is_bad in enumerate(batch.bad):
@@ -393,7 +432,7 @@ def _output_errors(path: str) -> Iterator[None]:
         raise utils.write_error(e.filename if isinstance(e.filename, str) else path, e) from None
 
 
-def _missing(config: ExtractionConfig, items: Sequence[str], shape: Tuple[int, ...]) -> List[int]:
+def _missing(config: ExtractionConfig, items: Sequence[str], shape: features.Shape) -> List[int]:
     """The items whose feature file is missing or incomplete."""
     return [i for i, name in enumerate(items)
             if not features.is_complete_feature(os.path.join(config.output_root, name), shape)]
@@ -444,7 +483,7 @@ def config_from_args(args: argparse.Namespace) -> ExtractionConfig:
 def build_parser(list_layers: bool = False) -> arguments.ConfigArgumentParser:
     parser = arguments.ConfigArgumentParser(prog="python -m captioning.extract_features",
                                             description="Extract CNN features of images into a feature folder.")
-    arguments.add_extract_features_args(parser, io_required=not list_layers)
+    arguments.add_extract_features_args(parser, ExtractionConfig, io_required=not list_layers)
     return parser
 
 

@@ -9,7 +9,7 @@ import logging
 import os
 import pickle
 import tokenize
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -24,6 +24,12 @@ MMAP_DTYPES = ("float32", "float16")
 PLACEHOLDER_SUFFIX = ".placeholder"     # beside a --skip-bad-images all-zero feature: recomputed on a re-run
 
 Shape = Tuple[int, int, int]
+Indices = Union[Sequence[int], np.ndarray]     # rows of a feature list: a sequence or an integer array
+
+
+def as_shape(values: Iterable[int]) -> Shape:
+    """``values`` (three ints, checked by the caller) as a (C, H, W) `Shape`."""
+    return cast(Shape, tuple(values))
 
 
 def feature_file_name(image_path: str) -> str:
@@ -66,7 +72,7 @@ def _as_shape(value: Any, path: str, key: str) -> Tuple[int, ...]:
 
 def write_feature_sizes(root: str, sizes: FeatureSizes) -> None:
     """Write ``image_feature_sizes.json`` and the legacy ``image_feature_sizes.pkl`` (Sockeye 1.x reads it)."""
-    values = {"image_shape": list(sizes.image_shape), "features_shape": list(sizes.features_shape)}
+    values: Dict[str, Any] = {"image_shape": list(sizes.image_shape), "features_shape": list(sizes.features_shape)}
     if sizes.cnn is not None:
         values["cnn"] = sizes.cnn
     utils.atomic_write_text(os.path.join(root, C.IMAGE_FEATURE_SIZES_JSON), json.dumps(values, indent=2) + "\n")
@@ -106,7 +112,7 @@ def read_feature_sizes(root: str) -> FeatureSizes:
         # recorded relative to the feature folder (its cnn/ copy): absolute here, so that the path works from any
         # working directory (and the model config that training copies it into does too)
         cnn = dict(cnn, model_path=os.path.abspath(os.path.join(root, cnn["model_path"])))
-    return FeatureSizes(image_shape=image_shape, features_shape=features_shape, cnn=cnn)  # type: ignore
+    return FeatureSizes(image_shape=as_shape(image_shape), features_shape=as_shape(features_shape), cnn=cnn)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -244,7 +250,7 @@ class FeatureStore:
     def path(self, name: str) -> str:
         return os.path.join(self.root, name)
 
-    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+    def get_batch(self, indices: Indices) -> np.ndarray:
         raise NotImplementedError
 
     def _check_files_exist(self) -> None:
@@ -257,10 +263,10 @@ class FeatureStore:
 def _feature_shape(root: str, names: Sequence[str], list_path: str) -> Shape:
     """From the sidecar, else from the first feature file."""
     if any(os.path.exists(os.path.join(root, n)) for n in (C.IMAGE_FEATURE_SIZES_JSON, C.IMAGE_FEATURE_SIZES_PKL)):
-        return tuple(read_feature_sizes(root).features_shape)  # type: ignore
+        return as_shape(read_feature_sizes(root).features_shape)
     utils.check_condition(len(names) > 0, "%s: no sidecar (%s) and no features to take the shape from"
                           % (root, C.IMAGE_FEATURE_SIZES_JSON))
-    return tuple(load_feature(os.path.join(root, names[0]), None, utils.location(list_path, 1)).shape)  # type: ignore
+    return as_shape(load_feature(os.path.join(root, names[0]), None, utils.location(list_path, 1)).shape)
 
 
 class LazyFeatureStore(FeatureStore):
@@ -270,7 +276,7 @@ class LazyFeatureStore(FeatureStore):
         super().__init__(root, names, list_path)
         self._check_files_exist()
 
-    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+    def get_batch(self, indices: Indices) -> np.ndarray:
         out = np.empty((len(indices),) + self.feature_shape, dtype=np.float32)
         for k, index in enumerate(indices):
             out[k] = load_feature(self.path(self.name(index)), self.feature_shape, self.where(index))
@@ -289,7 +295,7 @@ class MemoryFeatureStore(FeatureStore):
         logger.info("Loaded %d distinct features (%d lines) into memory: %.1f MB", len(self.distinct),
                     len(self), self.array.nbytes / 1e6)
 
-    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+    def get_batch(self, indices: Indices) -> np.ndarray:
         return self.array[self.rows[np.asarray(indices, dtype=np.int64)]]
 
 
@@ -312,7 +318,7 @@ class MmapFeatureStore(FeatureStore):
         self.array = np.load(os.path.join(root, MMAP_STORE_NAME), mmap_mode="r")
         self.store_rows = np.array([index["rows"][n] for n in self.distinct], dtype=np.int64)[self.rows]
 
-    def get_batch(self, indices: Sequence[int]) -> np.ndarray:
+    def get_batch(self, indices: Indices) -> np.ndarray:
         rows = self.store_rows[np.asarray(indices, dtype=np.int64)]
         batch = np.asarray(self.array[rows], dtype=np.float32)
         finite = np.isfinite(batch.reshape(len(batch), -1)).all(axis=1)
@@ -360,17 +366,18 @@ def build_mmap_store(root: str, dtype: str = "float32", extra_names: Sequence[st
                           "extract_features --mmap-store where it is, or use --feature-store memory or lazy"
                           % (root, MMAP_STORE_NAME))
     names = sorted(set(feature_files_in(root)) | set(extra_names))
-    shape = read_feature_sizes(root).features_shape if os.path.exists(
-        os.path.join(root, C.IMAGE_FEATURE_SIZES_JSON)) or os.path.exists(
-        os.path.join(root, C.IMAGE_FEATURE_SIZES_PKL)) else None
-    if shape is None:
+    shape: Tuple[int, ...]
+    if os.path.exists(os.path.join(root, C.IMAGE_FEATURE_SIZES_JSON)) or \
+            os.path.exists(os.path.join(root, C.IMAGE_FEATURE_SIZES_PKL)):
+        shape = read_feature_sizes(root).features_shape
+    else:
         shape = load_feature(os.path.join(root, names[0]), None, os.path.join(root, names[0])).shape
     store_path = os.path.join(root, MMAP_STORE_NAME)
     logger.info("Building the memory-mapped feature store %s (%d features, %s)", store_path, len(names), dtype)
     with utils.atomic_path(store_path) as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=(len(names),) + tuple(shape))
         for row, name in enumerate(names):
-            array[row] = load_feature(os.path.join(root, name), tuple(shape),  # type: ignore
+            array[row] = load_feature(os.path.join(root, name), as_shape(shape),
                                       "%s (building %s)" % (list_path or root, MMAP_STORE_NAME))
         array.flush()
         del array

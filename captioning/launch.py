@@ -23,11 +23,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import IO, Dict, List, Optional, Sequence
+from typing import IO, TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from . import arguments, log, utils
 from .config import Config
 from .utils import CaptioningError, check_condition
+
+if TYPE_CHECKING:  # pragma: no cover - MXNet is imported by the worker that needs it
+    import mxnet as mx
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +194,7 @@ def exit_status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def skip_exit_barrier(kvstore: "mx.kv.KVStore") -> None:  # noqa: F821
+def skip_exit_barrier(kvstore: "mx.kv.KVStore") -> None:
     """Let this worker exit without waiting for the others: call it on the way out of a failed run.
 
     A dist_* kvstore waits at exit (when it is freed) until every worker reaches the same point. A worker that dies
@@ -219,7 +222,7 @@ def set_parent_death_signal() -> None:
         pass
 
 
-def _forward_lines(stream: IO[bytes], prefix: bytes, out: IO, lock: threading.Lock) -> None:
+def _forward_lines(stream: IO[bytes], prefix: bytes, out: Any, lock: threading.Lock) -> None:
     """Copy ``stream`` to ``out`` line by line, each line behind ``prefix``."""
     binary = hasattr(out, "buffer")
     for line in iter(stream.readline, b""):

@@ -176,7 +176,7 @@ class AvoidTrie:
 
     def blocked(self, state: FrozenSet[int]) -> List[int]:
         """Words that would complete an avoided phrase."""
-        words = []
+        words: List[int] = []
         for node in (0, *state):
             words.extend(w for w, child in self.children[node].items() if self.final[child])
         return words

@@ -10,9 +10,10 @@ Label smoothing (Szegedy et al. 2016, as Sockeye): the target distribution puts 
 """
 import math
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Sequence, Union
 
 import mxnet as mx
+import numpy as np
 from mxnet import gluon
 
 from . import constants as C
@@ -39,7 +40,7 @@ class CrossEntropyLoss(gluon.HybridBlock):
         super().__init__(**kwargs)
         self.config = config
 
-    def hybrid_forward(self, F, logits, labels):  # type: ignore[override]
+    def hybrid_forward(self, F, logits, labels):
         eps = self.config.label_smoothing
         flat_logits = F.reshape(logits, shape=(-1, 0), reverse=True)    # (B*T, V)
         flat_labels = F.reshape(labels, shape=(-1,))                      # (B*T,)
@@ -68,7 +69,7 @@ class CrossEntropyLoss(gluon.HybridBlock):
         return output, stats
 
 
-def metrics_from_stats(stats: Tuple[float, float, float], prefix_suffix: str) -> Dict[str, float]:
+def metrics_from_stats(stats: Union[Sequence[float], np.ndarray], prefix_suffix: str) -> Dict[str, float]:
     """``{"perplexity-<suffix>": exp(nll / n), "accuracy-<suffix>": correct / n}`` from summed loss stats."""
     nll_sum, num_valid, correct = (float(x) for x in stats)
     num_valid = max(num_valid, 1.0)

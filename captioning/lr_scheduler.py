@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from . import utils
 from .config import Config
 
 logger = logging.getLogger(__name__)
@@ -31,8 +32,18 @@ class SchedulerConfig(Config):
     reduce_factor: float = 0.7                       # plateau-reduce
     reduce_num_not_improved: int = 8                 # plateau-reduce
     schedule: List[Tuple[float, int]] = field(default_factory=list)   # fixed-step: (rate, updates) pairs
-    half_life: float = 10.0                          # inv-t / inv-sqrt-t: in checkpoints
+    half_life: float = 10        # inv-t / inv-sqrt-t: in checkpoints (10, not 10.0: as args.yaml has always held it)
     checkpoint_interval: int = 4000                  # to turn the half life into updates
+
+
+def check_kvstore(config: SchedulerConfig, kvstore: str) -> None:
+    """``--kvstore dist_async``: the parameter servers keep the optimizer they received at the start, so a
+    learning-rate schedule (or warm-up) would never be applied: refused. The one check of the CLI and the API."""
+    if "async" in kvstore:
+        utils.check_condition(config.type == NONE and config.warmup == 0,
+                              "--kvstore dist_async applies only a constant learning rate (the parameter servers "
+                              "never see a schedule): use --learning-rate-scheduler-type none without "
+                              "--learning-rate-warmup, or --kvstore dist_sync")
 
 
 def parse_schedule(text: str) -> List[Tuple[float, int]]:

@@ -78,6 +78,7 @@ def _init_accepting_cnn_config(self: ModelConfig, *args: Any, cnn_config: Option
     _dataclass_init(self, *args, **kwargs)
 
 
+# mypy forbids assigning to a method; this wraps the dataclass initialiser once, at import, for the old keyword
 ModelConfig.__init__ = _init_accepting_cnn_config  # type: ignore[method-assign]
 
 

@@ -24,6 +24,8 @@ from mxnet import autograd
 
 from . import constants as C
 from . import loss as loss_module
+from . import utils
+from .config import Config
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import model
@@ -32,6 +34,23 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 Reduce = Callable[[np.ndarray], np.ndarray]    # sums of this process -> sums of every process
+
+
+@dataclass
+class SelfCriticalConfig(Config):
+    """Settings of ``--loss self-critical`` (`self_critical.SelfCriticalObjective`). Each field names its flag."""
+    samples: int = 5                                  # --self-critical-samples: captions sampled per image
+    baseline: str = C.SELF_CRITICAL_BASELINE_MEAN     # --self-critical-baseline: mean | greedy
+    top_k: int = 0                                    # --self-critical-top-k (0: the whole softmax)
+    sample_dropout: bool = False                      # --self-critical-sample-dropout
+
+
+def check_start(loss: str, initial_params: Optional[str]) -> None:
+    """Self-critical training continues from a cross-entropy model: it needs the parameters it starts from
+    (``--params``; `training.create_trainer`'s ``initial_params``)."""
+    utils.check_condition(loss != C.LOSS_SELF_CRITICAL or initial_params is not None,
+                          "--loss self-critical continues from a cross-entropy model: give its parameters with "
+                          "--params XE_FOLDER/params.best")
 
 
 @dataclass
@@ -98,8 +117,8 @@ def create_objective(config: "TrainingConfig", references: Sequence[Sequence[str
         return CrossEntropyObjective(config.cross_entropy)
     if config.loss == C.LOSS_SELF_CRITICAL:
         from .self_critical import SelfCriticalObjective
-        return SelfCriticalObjective(references=references, vocab=vocab, num_samples=config.self_critical_samples,
-                                     baseline=config.self_critical_baseline, max_output_length=max_output_length,
-                                     top_k=config.self_critical_top_k,
-                                     sample_dropout=config.self_critical_sample_dropout)
+        settings = config.self_critical
+        return SelfCriticalObjective(references=references, vocab=vocab, num_samples=settings.samples,
+                                     baseline=settings.baseline, max_output_length=max_output_length,
+                                     top_k=settings.top_k, sample_dropout=settings.sample_dropout)
     raise ValueError("unknown loss %r (expected one of %s)" % (config.loss, ", ".join(C.LOSSES)))

@@ -8,7 +8,7 @@ gets its normalisation folded in by ``import_cnn --onnx FILE --input-mean ... --
 Needs the ``encoders`` extra (``pip install -e ".[encoders]"``)."""
 import logging
 import os
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -168,7 +168,7 @@ class OnnxFeatureExtractor:
         shape = _run(self.session, self.input_name, probe, path, config.image_size)[0].shape
         utils.check_condition(len(shape) == 4, "%s: tensor %r gives shape %s; a feature map needs (C, H, W)"
                               % (path, self.layer, tuple(shape[1:])))
-        self.output_shape: Tuple[int, int, int] = tuple(int(d) for d in shape[1:])  # type: ignore
+        self.output_shape = cast(Tuple[int, int, int], tuple(int(d) for d in shape[1:]))
 
     def extract(self, images: np.ndarray) -> np.ndarray:
         """(B, 3, H, W) float32 raw 0..255 -> (B, C, h, w) float32; any B."""

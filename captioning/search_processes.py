@@ -124,7 +124,7 @@ class SearchPool:
                 dead = [i for i, w in enumerate(self._workers) if not w.is_alive()]
                 if dead:
                     raise utils.CaptioningError("search process %d ended unexpectedly (exit code %s); captioning "
-                                                "stopped" % (dead[0], self._workers[dead[0]].exitcode))
+                                                "stopped" % (dead[0], self._workers[dead[0]].exitcode)) from None
                 continue
             if message[0] == "error":
                 raise utils.CaptioningError(message[2])

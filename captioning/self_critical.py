@@ -15,7 +15,7 @@ checkpoint, so a resumed run draws the same samples.
 """
 import logging
 import time
-from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -40,7 +40,7 @@ class PolicyGradientLoss(gluon.HybridBlock):
     """``(logits (N, T, V), labels (N, T), advantage (N,))`` -> the mean over rows of ``-advantage * log p(row)``,
     with ``log p(row)`` the sum of the labels' log-probabilities (``<pad>`` = 0 excluded)."""
 
-    def hybrid_forward(self, F, logits, labels, advantage):  # type: ignore[override]
+    def hybrid_forward(self, F, logits, labels, advantage):
         log_probs = F.pick(F.log_softmax(logits, axis=-1), labels, axis=-1)          # (N, T)
         sequence = F.sum(log_probs * (labels != C.PAD_ID), axis=1)                   # (N,)
         return F.mean(-F.BlockGrad(advantage) * sequence)
@@ -104,7 +104,7 @@ def distinct_rows(tokens: np.ndarray, advantages: np.ndarray, num_samples: int) 
 
 
 def references_as_ids(references: Sequence[Sequence[str]], vocab: Dict[str, int],
-                      end: bool = False) -> List[List[List[Hashable]]]:
+                      end: bool = False) -> List[List[List[int]]]:
     """Training references as word ids, so that sampled ids are scored without turning them into words. A word the
     vocabulary lacks gets an id of its own (negative, never sampled); ``<unk>`` in a sample thus matches nothing, as
     the string ``<unk>`` would. With ``end`` each reference ends with ``</s>``."""
@@ -130,7 +130,7 @@ class SelfCriticalObjective:
     name = C.LOSS_SELF_CRITICAL
 
     def __init__(self, references: Sequence[Sequence[str]], vocab: Dict[str, int], num_samples: int = 5,
-                 baseline: str = BASELINE_MEAN, max_output_length: int = 60, top_k: int = 0,
+                 baseline: str = BASELINE_MEAN, max_output_length: int = C.FALLBACK_MAX_OUTPUT_LENGTH, top_k: int = 0,
                  temperature: float = 1.0, reward_end: bool = True, sample_dropout: bool = False) -> None:
         assert baseline in BASELINES, baseline
         utils.check_condition(num_samples >= (2 if baseline == BASELINE_MEAN else 1),

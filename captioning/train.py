@@ -15,7 +15,7 @@ import logging.handlers
 import os
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-if TYPE_CHECKING:  # pragma: no cover - the CLI imports MXNet only once the command line is parsed
+if TYPE_CHECKING:  # pragma: no cover - type hints only; the modules are imported where they are used
     import mxnet as mx
 
     from .checkpoint_decoder import CheckpointDecoder
@@ -29,6 +29,7 @@ from . import allocator, arguments
 from . import constants as C
 from . import data_io
 from . import log
+from . import lr_scheduler
 from . import model_folder
 from . import utils
 from . import vocab as vocab_module
@@ -40,13 +41,18 @@ HARMLESS_OPTIONS = {"quiet", "loglevel", "config", "overwrite_output", "dry_run"
                     "decode_and_evaluate_device_id"}
 # options that may change when a run is continued: raising a limit extends a finished run (Sockeye's ARGS_MAY_DIFFER)
 ARGS_MAY_DIFFER = {"max_updates", "max_seconds", "max_num_epochs", "keep_last_params"}
+# images captioned at a time by --decode-and-evaluate (the training batch size if smaller): each brings
+# --decode-and-evaluate-beam-size rows, so this bounds the memory of the validation search beside the training
+CHECKPOINT_DECODER_MAX_BATCH = 64
 
 
 def build_parser() -> arguments.ConfigArgumentParser:
     parser = arguments.ConfigArgumentParser(prog="python -m captioning.train",
                                             description="Train an image-captioning model on pre-extracted "
                                                         "image features.")
-    arguments.add_train_cli_args(parser)
+    from .objective import SelfCriticalConfig
+    from .training import TrainingConfig
+    arguments.add_train_cli_args(parser, TrainingConfig, SelfCriticalConfig)
     return parser
 
 
@@ -54,7 +60,7 @@ def build_parser() -> arguments.ConfigArgumentParser:
 # configs from arguments
 # ---------------------------------------------------------------------------------------------------------------
 
-def default_max_output_length(longest_caption: int, max_seq_len: int) -> int:
+def max_output_length_from_captions(longest_caption: int, max_seq_len: int) -> int:
     """Output length bound from the training captions: the longest caption + </s> + a 20% margin (at least 2),
     capped by --max-seq-len."""
     return min(max_seq_len, longest_caption + 1 + max(2, longest_caption // 5))
@@ -63,12 +69,12 @@ def default_max_output_length(longest_caption: int, max_seq_len: int) -> int:
 def create_model_config(args: argparse.Namespace, feature_shape: Sequence[int], vocab_size: int,
                         max_output_length: int, image_cnn: Optional["CNNConfig"] = None) -> "ModelConfig":
     """The `model.ModelConfig` the flags describe (``image_cnn``: the features' `cnn.CNNConfig`, if known)."""
-    from . import decoder, encoder, model
+    from . import decoder, encoder, features, model
     tv = arguments.target_value
     num_layers = tv(args.num_layers)
     max_seq_len = tv(args.max_seq_len)
     encoder_config = encoder.ImageEncoderConfig(
-        feature_shape=tuple(int(d) for d in feature_shape), num_hidden=args.image_encoder_num_hidden,
+        feature_shape=features.as_shape(int(d) for d in feature_shape), num_hidden=args.image_encoder_num_hidden,
         positional_embedding=args.image_positional_embedding_type,
         global_descriptor=args.image_encoder_global_descriptor, dropout=args.image_encoder_dropout)
     rnn_config = transformer_config = cnn_decoder_config = None
@@ -118,25 +124,22 @@ def create_data_config(args: argparse.Namespace, num_devices: int) -> data_io.Da
 
 def create_training_config(args: argparse.Namespace, vocab_size: int) -> "TrainingConfig":
     """The `training.TrainingConfig` the flags describe (``ValueError`` for inconsistent flags)."""
-    from . import loss, lr_scheduler, optimizers, training
+    from . import loss, objective, optimizers, training
     clip_type = args.gradient_clipping_type if args.gradient_clipping_threshold > 0 else optimizers.CLIP_NONE
     return training.TrainingConfig(
         output_folder=args.output,
         cross_entropy=loss.LossConfig(vocab_size=vocab_size, label_smoothing=args.label_smoothing,
                                       normalization=args.loss_normalization_type),
-        loss=args.loss, self_critical_samples=args.self_critical_samples,
-        self_critical_baseline=args.self_critical_baseline,
-        self_critical_top_k=args.self_critical_top_k, self_critical_sample_dropout=args.self_critical_sample_dropout,
+        loss=args.loss,
+        self_critical=objective.SelfCriticalConfig(samples=args.self_critical_samples,
+                                                   baseline=args.self_critical_baseline,
+                                                   top_k=args.self_critical_top_k,
+                                                   sample_dropout=args.self_critical_sample_dropout),
         optimizer=optimizers.OptimizerConfig(name=args.optimizer, learning_rate=args.initial_learning_rate,
                                              weight_decay=args.weight_decay, momentum=args.momentum,
                                              clip_type=clip_type, clip_threshold=args.gradient_clipping_threshold,
                                              params=dict(args.optimizer_params or {})),
-        scheduler=lr_scheduler.SchedulerConfig(
-            type=args.learning_rate_scheduler_type, base_rate=args.initial_learning_rate,
-            warmup=args.learning_rate_warmup, reduce_factor=args.learning_rate_reduce_factor,
-            reduce_num_not_improved=args.learning_rate_reduce_num_not_improved,
-            schedule=lr_scheduler.optional_schedule(args.learning_rate_schedule),
-            half_life=args.learning_rate_half_life, checkpoint_interval=args.checkpoint_interval),
+        scheduler=create_scheduler_config(args),
         checkpoint_interval=args.checkpoint_interval, update_interval=args.update_interval,
         max_updates=args.max_updates, max_samples=args.max_samples, max_num_epochs=args.max_num_epochs,
         max_seconds=args.max_seconds, min_updates=args.min_updates, min_samples=args.min_samples,
@@ -147,9 +150,15 @@ def create_training_config(args: argparse.Namespace, vocab_size: int) -> "Traini
         kvstore=args.kvstore)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# checks
-# ---------------------------------------------------------------------------------------------------------------
+def create_scheduler_config(args: argparse.Namespace) -> lr_scheduler.SchedulerConfig:
+    """The `lr_scheduler.SchedulerConfig` the flags describe (``ValueError`` for a malformed schedule)."""
+    return lr_scheduler.SchedulerConfig(
+        type=args.learning_rate_scheduler_type, base_rate=args.initial_learning_rate,
+        warmup=args.learning_rate_warmup, reduce_factor=args.learning_rate_reduce_factor,
+        reduce_num_not_improved=args.learning_rate_reduce_num_not_improved,
+        schedule=lr_scheduler.optional_schedule(args.learning_rate_schedule),
+        half_life=args.learning_rate_half_life, checkpoint_interval=args.checkpoint_interval)
+
 
 def create_data_files(args: argparse.Namespace) -> data_io.DataFiles:
     return data_io.DataFiles(source_root=args.source_root, source=args.source, target=args.target,
@@ -175,23 +184,16 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.optimized_metric in (C.METRIC_BLEU, C.METRIC_CHRF, C.METRIC_CIDER):
         utils.check_condition(args.decode_and_evaluate != 0, "--optimized-metric %s needs --decode-and-evaluate N "
                                                              "(N > 0, or -1 for all)" % args.optimized_metric)
-    utils.check_condition(args.loss != C.LOSS_SELF_CRITICAL or args.params is not None,
-                          "--loss self-critical continues from a cross-entropy model: give its parameters with "
-                          "--params XE_FOLDER/params.best")
+    from . import objective
+    objective.check_start(args.loss, args.params)
     if args.learning_rate_scheduler_type == "fixed-step":
         utils.check_condition(bool(args.learning_rate_schedule), "--learning-rate-scheduler-type fixed-step needs "
                                                                  "--learning-rate-schedule RATE:UPDATES,...")
-    if args.learning_rate_schedule:
-        from . import lr_scheduler
-        try:
-            lr_scheduler.parse_schedule(args.learning_rate_schedule)
-        except ValueError as e:
-            raise utils.CaptioningError(str(e)) from None
-    if args.kvstore == "dist_async":
-        utils.check_condition(args.learning_rate_scheduler_type == "none" and not args.learning_rate_warmup,
-                              "--kvstore dist_async applies only a constant learning rate (the parameter servers "
-                              "never see a schedule): use --learning-rate-scheduler-type none without "
-                              "--learning-rate-warmup, or --kvstore dist_sync")
+    try:
+        scheduler = create_scheduler_config(args)
+    except ValueError as e:
+        raise utils.CaptioningError(str(e)) from None
+    lr_scheduler.check_kvstore(scheduler, args.kvstore)
     if args.processes > 1:
         utils.check_condition(not args.kvstore.startswith("dist"), "--processes trains on this machine: it does not "
                                                                    "combine with --kvstore %s" % args.kvstore)
@@ -373,6 +375,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
             from .launch import skip_exit_barrier
             skip_exit_barrier(kv)
         raise
+    return None
 
 
 def _process_main(args: argparse.Namespace, group: "ProcessGroup", rank: int) -> None:
@@ -465,8 +468,8 @@ def build_training(args: argparse.Namespace, kv: Optional["mx.kvstore.KVStore"],
     data = data_io.create_data_iters(create_data_files(args), vocab, create_data_config(args, len(contexts)),
                                      rank=shard[0], num_workers=shard[1])
     # the captioner's default bound, stored in the model config (--max-output-length is decoding's during training)
-    max_output_length = default_max_output_length(data_io.longest_caption(data.train_data),
-                                                  arguments.target_value(args.max_seq_len))
+    max_output_length = max_output_length_from_captions(data_io.longest_caption(data.train_data),
+                                                        arguments.target_value(args.max_seq_len))
     model_config = create_model_config(args, data.feature_shape, len(vocab), max_output_length,
                                        recorded_image_cnn(args.source_root))
     logger.info("Training %s decoder, %d layer(s); batches of %d %s; %d training batches per epoch%s",
@@ -486,7 +489,7 @@ def build_training(args: argparse.Namespace, kv: Optional["mx.kvstore.KVStore"],
         else None
     trainer = training.create_trainer(create_training_config(args, len(vocab)), model, data, contexts, vocab,
                                       max_output_length, checkpoint_decoder=decoder, kvstore=kv,
-                                      batch_part=batch_part)
+                                      batch_part=batch_part, initial_params=args.params)
     return BuiltTraining(vocab=vocab, data=data, model_config=model_config, trainer=trainer, contexts=contexts,
                          max_output_length=max_output_length)
 
@@ -562,7 +565,7 @@ def create_checkpoint_decoder(args: argparse.Namespace, max_output_length: int, 
     return checkpoint_decoder.CheckpointDecoder.from_files(
         args.validation_source_root or args.source_root, args.validation_source, validation_targets(args),
         arguments.feature_store_mode(args), sample_size=sample, seed=args.seed,
-        beam_size=args.decode_and_evaluate_beam_size, batch_size=min(64, max(1, args.batch_size)),
+        beam_size=args.decode_and_evaluate_beam_size, batch_size=min(CHECKPOINT_DECODER_MAX_BATCH, max(1, args.batch_size)),
         max_output_length=args.max_output_length or max_output_length, ctx=ctx,
         allow_absolute=args.allow_absolute_paths, store=store)
 

@@ -27,7 +27,6 @@ import logging
 import math
 import random
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
@@ -54,6 +53,10 @@ logger = logging.getLogger(__name__)
 _BROADCAST_KEY = 1 << 24          # kvstore keys for rank 0's decisions (the gluon.Trainer uses 0..num_params-1)
 _STATISTICS_KEY = 1 << 25         # the kvstore key of the objective's statistics (--processes)
 STOP_NONE, STOP_NOT_IMPROVED, STOP_SECONDS = 0, 1, 2
+# `Trainer._reseed` mixes (seed, checkpoint, rank) into one generator seed with two primes, so that neighbouring
+# seeds, checkpoints and ranks give different seeds (unchanged values: resumed runs of earlier versions re-seed alike)
+_RESEED_SEED_FACTOR = 1000003
+_RESEED_CHECKPOINT_FACTOR = 7919
 
 
 class CheckpointDecoder(Protocol):
@@ -69,10 +72,7 @@ class TrainingConfig(Config):
     output_folder: str
     cross_entropy: loss_module.LossConfig            # the cross-entropy (label smoothing); validation perplexity
     loss: str = C.LOSS_CROSS_ENTROPY                 # the training objective: cross-entropy | self-critical
-    self_critical_samples: int = 5
-    self_critical_baseline: str = C.SELF_CRITICAL_BASELINE_MEAN
-    self_critical_top_k: int = 0
-    self_critical_sample_dropout: bool = False
+    self_critical: objective_module.SelfCriticalConfig = field(default_factory=objective_module.SelfCriticalConfig)
     optimizer: optimizers.OptimizerConfig = field(default_factory=optimizers.OptimizerConfig)
     scheduler: lr_scheduler.SchedulerConfig = field(default_factory=lr_scheduler.SchedulerConfig)
     checkpoint_interval: int = 4000
@@ -91,9 +91,22 @@ class TrainingConfig(Config):
     keep_initializations: bool = False
     lr_decay_param_reset: bool = False
     lr_decay_opt_states_reset: str = "off"      # off | initial | best
-    seed: int = 13
+    seed: int = C.DEFAULT_SEED
     kvstore: str = "device"
     log_interval: int = 50                      # updates between speed lines in the log
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "TrainingConfig":
+        """Also reads the earlier layout, whose ``self_critical_*`` fields sat in this config."""
+        values = dict(values)
+        old = {key[len(_OLD_SELF_CRITICAL_PREFIX):]: values.pop(key) for key in list(values)
+               if key.startswith(_OLD_SELF_CRITICAL_PREFIX)}
+        if old:
+            values["self_critical"] = {**values.get("self_critical", {}), **old}
+        return super().from_dict(values)
+
+
+_OLD_SELF_CRITICAL_PREFIX = "self_critical_"
 
 
 class Trainer:
@@ -109,9 +122,11 @@ class Trainer:
                  optimizer: Optional[mx.optimizer.Optimizer] = None, batch_part: Tuple[int, int] = (0, 1)) -> None:
         self.config, self.model, self.train_iter, self.val_iter = config, model, train_iter, val_iter
         self.contexts, self.checkpoint_decoder, self.vocab, self.kv = list(contexts), checkpoint_decoder, vocab, kvstore
+        if checkpoint_decoder is not None and vocab is None:
+            raise ValueError("a checkpoint decoder turns word ids into words: give the vocabulary (vocab)")
         self.is_dist = kvstore is not None      # a kvstore is given to the workers of a distributed run only
-        self.rank = kvstore.rank if self.is_dist else 0
-        self.num_workers = kvstore.num_workers if self.is_dist else 1
+        self.rank = kvstore.rank if kvstore is not None else 0
+        self.num_workers = kvstore.num_workers if kvstore is not None else 1
         self.is_primary = self.rank == 0
         # (k, n): this process trains on part k of n of every batch's rows (train --processes n: every process
         # reads the same batches); (0, 1): on whole batches (one process, or ps-lite workers with their own batches)
@@ -125,8 +140,8 @@ class Trainer:
         self.loss = loss_module.CrossEntropyLoss(config.cross_entropy)   # validation perplexity
         self.loss.hybridize()
         self.params = model.collect_params()
-        self.server_updates = self.is_dist and "async" in kvstore.type
-        self.trainer = create_gluon_trainer(self.params, config, kvstore, self.server_updates, optimizer)
+        self.server_updates = kvstore is not None and "async" in kvstore.type
+        self.gluon_trainer = create_gluon_trainer(self.params, config, kvstore, self.server_updates, optimizer)
         self.metric_lines: List[str] = []
         self._session_start = time.time()
         self.speed = Speedometer(self.workers_per_batch)
@@ -169,7 +184,7 @@ class Trainer:
             updates_since_checkpoint += 1
             if self.state.updates % self.config.log_interval == 0:
                 self._wait_for_pending(self.state.updates)
-                self.speed.log(self.state, self.trainer.learning_rate)
+                self.speed.log(self.state, self.gluon_trainer.learning_rate)
             if self.state.updates % self.config.checkpoint_interval == 0:
                 updates_since_checkpoint = 0
                 stop_reason = self._checkpoint()
@@ -190,7 +205,7 @@ class Trainer:
                 self.state.epoch = self.train_iter.epoch
                 logger.info("Epoch %d finished (update %d)", self.state.epoch, self.state.updates + 1)
         self.state.updates += 1
-        self.trainer.set_learning_rate(self.scheduler.learning_rate(self.state.updates))
+        self.gluon_trainer.set_learning_rate(self.scheduler.learning_rate(self.state.updates))
         scale = num_grads * self.num_workers       # gradients are sums over devices, batches and workers
         if not self.server_updates:
             self._allreduce_grads()
@@ -201,9 +216,9 @@ class Trainer:
             optimizers.clip_global_norm(grouped[0], self.config.optimizer.clip_threshold * scale,
                                         copies=grouped[1:])
         if self.server_updates:
-            self.trainer.step(scale)
+            self.gluon_trainer.step(scale)
         else:
-            self.trainer.update(scale)
+            self.gluon_trainer.update(scale)
         if self.config.update_interval > 1:
             self.params.zero_grad()
         # keep the Python side at most one update ahead of the engine (bounded memory, honest timings), and stop
@@ -220,7 +235,7 @@ class Trainer:
                                 if p.grad_req != "null"])
             self.kv.pushpull(list(keys), list(grads))
         else:
-            self.trainer.allreduce_grads()
+            self.gluon_trainer.allreduce_grads()
 
     def _wait_for_pending(self, update: int) -> None:
         if self._pending is not None and not math.isfinite(float(self._pending.asscalar())):
@@ -253,7 +268,8 @@ class Trainer:
         """Returns a stop reason or ''."""
         self.state.checkpoint += 1
         train = self.objective.metrics(self._sum_over_processes if self.batch_part[1] > 1 else None)
-        improved, stop_code, metrics = False, STOP_NONE, {}
+        improved, stop_code = False, STOP_NONE
+        metrics: Dict[str, float] = {}
         if self.is_primary:
             metrics, value = self._evaluate(train)
             improved, stop_code = decide(self.config, self.state, value, self._elapsed())
@@ -263,7 +279,7 @@ class Trainer:
         if stop_code == STOP_NOT_IMPROVED:
             return "no improvement of %s in %d checkpoints" % (self.config.optimized_metric,
                                                               self.config.max_num_checkpoint_not_improved)
-        return "--max-seconds %d reached" % self.config.max_seconds if stop_code == STOP_SECONDS else ""
+        return "--max-seconds %d reached" % (self.config.max_seconds or 0) if stop_code == STOP_SECONDS else ""
 
     def _evaluate(self, train: Dict[str, float]) -> Tuple[Dict[str, float], float]:
         """The checkpoint's metrics (training ones from the objective, validation, decoding, rate, time, memory)
@@ -282,10 +298,10 @@ class Trainer:
         if self.checkpoint_decoder is not None:
             start = time.time()
             with self.model.fixed_parameters():   # the captions the captioner will write with these parameters
-                metrics.update(self.checkpoint_decoder.decode_and_evaluate(self.model, self.vocab))
+                metrics.update(self.checkpoint_decoder.decode_and_evaluate(self.model, self.vocab or {}))
             logger.info("Checkpoint %d: decoding took %.1fs", self.state.checkpoint, time.time() - start)
         value = metric_value(self.config.optimized_metric, metrics, val)
-        metrics["learning-rate"] = self.trainer.learning_rate
+        metrics["learning-rate"] = self.gluon_trainer.learning_rate
         metrics["time-elapsed"] = self._elapsed()
         metrics.update(gpu_memory(self.contexts))
         return metrics, value
@@ -303,7 +319,7 @@ class Trainer:
             self.folder.cleanup_params(self.config.keep_last_params, protected)
             log_checkpoint(self.config, self.state, metrics, improved)
         if improved and self.config.lr_decay_opt_states_reset == "best" and not self.server_updates:
-            self._snapshots[training_state.OPTIMIZER_BEST] = training_state.get_optimizer_states(self.trainer)
+            self._snapshots[training_state.OPTIMIZER_BEST] = training_state.get_optimizer_states(self.gluon_trainer)
         if self.scheduler.new_evaluation_result(improved):
             self._after_rate_reduction()
         self._reseed()
@@ -319,7 +335,7 @@ class Trainer:
                                         "best": training_state.OPTIMIZER_BEST}.get(reset, ""))
         if snapshot is not None:
             logger.info("Learning rate reduced: optimizer states reset to the %s ones", reset)
-            training_state.set_optimizer_states(self.trainer, snapshot, "optimizer states (%s)" % reset)
+            training_state.set_optimizer_states(self.gluon_trainer, snapshot, "optimizer states (%s)" % reset)
 
     # -- state ------------------------------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -329,7 +345,7 @@ class Trainer:
             self.folder.write_params(self.model.save_parameters, 0)
             self.folder.write_metrics([])
         if self.config.lr_decay_opt_states_reset in ("initial", "best") and not self.server_updates:
-            initial = training_state.get_optimizer_states(self.trainer)
+            initial = training_state.get_optimizer_states(self.gluon_trainer)
             self._snapshots = {training_state.OPTIMIZER_INITIAL: initial, training_state.OPTIMIZER_BEST: initial}
         self._reseed()
         self._save_state()
@@ -337,7 +353,8 @@ class Trainer:
     def _reseed(self) -> None:
         """Re-seed MXNet's generator from (seed, checkpoint, rank): dropout (and sampling) after a checkpoint is the
         same in an interrupted-and-resumed run as in one that went straight through."""
-        mx.random.seed((self.config.seed * 1000003 + self.state.checkpoint * 7919 + self.rank) % (2 ** 31))
+        mx.random.seed((self.config.seed * _RESEED_SEED_FACTOR + self.state.checkpoint * _RESEED_CHECKPOINT_FACTOR
+                        + self.rank) % (2 ** 31))
 
     def _save_state(self) -> None:
         if not self.is_primary:
@@ -347,7 +364,7 @@ class Trainer:
                   "metrics": self.metric_lines, **training_state.rng_states()}
         snapshots = dict(self._snapshots)
         if not self.server_updates:
-            snapshots[training_state.OPTIMIZER] = training_state.get_optimizer_states(self.trainer)
+            snapshots[training_state.OPTIMIZER] = training_state.get_optimizer_states(self.gluon_trainer)
         self.store.save(self.model.save_parameters, values, snapshots)
 
     def _load_state(self) -> None:
@@ -356,7 +373,7 @@ class Trainer:
         saved.restore(self.scheduler, self.train_iter)
         model_module.load_parameters(self.model, saved.params_path, self.contexts)
         if saved.optimizer is not None and not self.server_updates:
-            training_state.set_optimizer_states(self.trainer, saved.optimizer, self.store.directory)
+            training_state.set_optimizer_states(self.gluon_trainer, saved.optimizer, self.store.directory)
         self._snapshots = {training_state.OPTIMIZER_INITIAL: saved.optimizer_initial,
                            training_state.OPTIMIZER_BEST: saved.optimizer_best}
         self.metric_lines = list(saved.values["metrics"])[:self.state.checkpoint]
@@ -516,19 +533,10 @@ def create_gluon_trainer(params: gluon.ParameterDict, config: TrainingConfig, kv
         for p in params.values():
             if p.grad_req != "null":
                 p.grad_req = "add"
-    check_async_schedule(config, server_updates)
+    if kvstore is not None:
+        lr_scheduler.check_kvstore(config.scheduler, kvstore.type)
     return gluon.Trainer(params, optimizer or optimizers.create_optimizer(config.optimizer),
                          kvstore=kvstore if kvstore is not None else config.kvstore, update_on_kvstore=server_updates)
-
-
-def check_async_schedule(config: TrainingConfig, server_updates: bool) -> None:
-    """dist_async: the servers keep the optimizer they received at the start, so a learning-rate schedule (or
-    warm-up) would never be applied: refused."""
-    if server_updates:
-        utils.check_condition(config.scheduler.type == lr_scheduler.NONE and config.scheduler.warmup == 0,
-                              "--kvstore dist_async applies only a constant learning rate (the parameter servers "
-                              "never see a schedule): use --learning-rate-scheduler-type none without "
-                              "--learning-rate-warmup, or --kvstore dist_sync")
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -545,9 +553,12 @@ def seed_everything(seed: int) -> None:
 def create_trainer(config: TrainingConfig, model: gluon.Block, data: data_io.TrainingData,
                    contexts: Sequence[mx.Context], vocab: Dict[str, int], max_output_length: int,
                    checkpoint_decoder: Optional[CheckpointDecoder] = None,
-                   kvstore: Optional[mx.kvstore.KVStoreBase] = None, batch_part: Tuple[int, int] = (0, 1)) -> Trainer:
+                   kvstore: Optional[mx.kvstore.KVStoreBase] = None, batch_part: Tuple[int, int] = (0, 1),
+                   initial_params: Optional[str] = None) -> Trainer:
     """A `Trainer` for ``model`` on ``data`` with the objective ``config.loss`` names; the optimizer is built (and
-    checked) first. Nothing is written until `Trainer.fit`."""
+    checked) first. ``initial_params``: the params file ``model`` was initialised from (`model.initialize_model`'s
+    ``params_file``); self-critical training refuses to start without one. Nothing is written until `Trainer.fit`."""
+    objective_module.check_start(config.loss, initial_params)
     try:
         optimizer = optimizers.create_optimizer(config.optimizer)
     except ValueError as e:

@@ -67,7 +67,7 @@ class TrainingState:
         utils.check_condition(isinstance(values, dict), "%s: 'training' is not a mapping" % where)
         number, counter = (int, float, type(None)), (int,)
         allowed = {"seconds": number, "best_metric": number, "finished": (bool,), "stop_reason": (str,)}
-        kwargs = {}
+        kwargs: Dict[str, Any] = {}
         for f in fields(cls):
             value = values.get(f.name) if isinstance(values, dict) else None
             ok = f.name in values and isinstance(value, allowed.get(f.name, counter)) and \
@@ -127,7 +127,7 @@ def set_optimizer_states(trainer: gluon.Trainer, snapshot: OptimizerSnapshot, wh
                               "%s: states of the %s optimizer, not of %s" % (where, meta["optimizer"],
                                                                             type(optimizer).__name__.lower()))
         for updater, ctx in zip(_updaters(trainer), trainer._contexts):
-            def build(spec: Any) -> Any:
+            def build(spec: Any, ctx: Any = ctx) -> Any:
                 if spec is None:
                     return None
                 if isinstance(spec, str):

@@ -8,7 +8,10 @@ import os
 import stat
 import sys
 import tempfile
-from typing import IO, Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:  # pragma: no cover - MXNet is imported where it is used (after OMP_NUM_THREADS is set)
+    import mxnet as mx
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +155,7 @@ def atomic_open(path: str, mode: str = "w", encoding: Optional[str] = "utf-8") -
     """Open a temporary file beside ``path`` for writing; on success it replaces ``path`` in one rename, on any
     error (or Ctrl-C) it is removed, so ``path`` is either the old file or the complete new one."""
     with atomic_path(path) as tmp:
-        kwargs = {} if "b" in mode else {"encoding": encoding}
+        kwargs: Dict[str, Any] = {} if "b" in mode else {"encoding": encoding}
         with open(tmp, mode, **kwargs) as f:
             yield f
             f.flush()
@@ -287,7 +290,7 @@ def open_input(path: str, flag: str = "--input") -> IO[bytes]:
         raise CaptioningError("%s: cannot read (%s)" % (path, e.strerror or e)) from None
 
 
-def get_context(use_cpu: bool, device_ids: Sequence[int]) -> List["mx.Context"]:  # noqa: F821
+def get_context(use_cpu: bool, device_ids: Sequence[int]) -> List["mx.Context"]:
     """MXNet contexts for ``--use-cpu`` / ``--device-ids``. Negative ids mean 'that many GPUs' as in Sockeye
     (-1: one GPU). On an MXNet build without CUDA (or with no GPU), warn and use the CPU."""
     import mxnet as mx

@@ -17,7 +17,7 @@ import re
 import sys
 import textwrap
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -113,7 +113,7 @@ def parse_alignment(line: str, where: str) -> Alignment:
     return Alignment(words=words, weights=weights)
 
 
-def _per_image(lines: List[str], path: str, source_path: str, num_lines: int, first_lines: List[int],
+def _per_image(lines: List[str], path: str, source_path: str, num_lines: int, first_lines: Sequence[int],
                what: str) -> List[str]:
     """Values of a file aligned either with the lines of --source or with its distinct images."""
     if len(lines) == num_lines:
@@ -162,17 +162,7 @@ def read_captioned_images(image_root: Optional[str], source: str, prediction: Op
         if prediction is None:
             predictions = [" ".join(a.words) for a in aligned if a is not None]
 
-    references: Dict[str, List[str]] = {image: [] for image in images}
-    for path in ground_truths:
-        lines = utils.read_lines(path)
-        if len(lines) == len(sources):
-            pairs = zip((s.strip() for s in sources), lines)
-        else:
-            pairs = zip(images, _per_image(lines, path, source, len(sources), first_lines, "--ground-truth"))
-        for image, caption in pairs:
-            if caption.strip():
-                references[image].append(caption.strip())
-
+    references = _references(ground_truths, source, sources, images, first_lines)
     selected = []
     root = image_root or "."
     for index, image in enumerate(images):
@@ -188,6 +178,23 @@ def read_captioned_images(image_root: Optional[str], source: str, prediction: Op
     check_condition(bool(selected), "%s: -si/--skip-images %d leaves no image to draw (it lists %d distinct "
                                     "images)" % (source, skip, len(images)))
     return selected
+
+
+def _references(ground_truths: Sequence[str], source: str, sources: Sequence[str], images: Sequence[str],
+                first_lines: Sequence[int]) -> Dict[str, List[str]]:
+    """The references of each distinct image: every ground-truth line of each of its image lines (files aligned
+    with ``source``), or one per distinct image (files with a line per image)."""
+    references: Dict[str, List[str]] = {image: [] for image in images}
+    for path in ground_truths:
+        lines = utils.read_lines(path)
+        if len(lines) == len(sources):
+            pairs: Iterable[Tuple[str, str]] = zip((s.strip() for s in sources), lines)
+        else:
+            pairs = zip(images, _per_image(lines, path, source, len(sources), first_lines, "--ground-truth"))
+        for image, caption in pairs:
+            if caption.strip():
+                references[image].append(caption.strip())
+    return references
 
 
 def load_picture(item: CaptionedImage, source: str) -> np.ndarray:
@@ -309,7 +316,7 @@ def draw_pages(items: Sequence[CaptionedImage], source: str, config: PageConfig,
     """Every page of ``items``: saved as ``folder/page_0001.png`` ... or, without a folder, shown on screen one
     page after the other. Returns the files written."""
     pages = paginate(items, config.per_page)
-    written = []
+    written: List[str] = []
     for number, page in enumerate(pages, 1):
         pictures = [load_picture(item, source) for item in page]
         title = "page %d of %d  (images %d-%d of %d)" % (number, len(pages), (number - 1) * config.per_page + 1,
@@ -395,7 +402,7 @@ def draw_attention_maps(items: Sequence[CaptionedImage], source: str, folder: Op
                         size: int = 224) -> List[str]:
     """An attention figure per image (``folder/attention_0001.png`` ..., numbered in drawing order), or shown
     on screen without a folder. Returns the files written."""
-    written = []
+    written: List[str] = []
     for number, item in enumerate(items, 1):
         if item.alignment is None:
             continue

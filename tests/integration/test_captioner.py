@@ -315,8 +315,9 @@ def test_explicit_default_image_size_is_not_overridden(tmp_path):
     from captioning.model import ModelConfig
     from captioning.encoder import ImageEncoderConfig
     from captioning.arguments import ConfigArgumentParser, add_captioner_args
+    from captioning.inference import CaptionerConfig
     parser = ConfigArgumentParser()
-    add_captioner_args(parser)
+    add_captioner_args(parser, CaptionerConfig)
     config = ModelConfig(encoder=ImageEncoderConfig(feature_shape=(8, 4, 4), num_hidden=8), vocab_size=10,
                          cnn_config={"model_path": "/cnn/x", "layer": "l_output", "epoch": 2,
                                      "image_size": [3, 64, 64]})

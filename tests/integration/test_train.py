@@ -78,7 +78,7 @@ def test_model_folder_complete_then_finished_run_exits_0(synthetic_features, tmp
     assert os.readlink(out / "params.best") == "params.%05d" % (bleus.index(max(bleus)) + 1)
     config = yaml.safe_load((out / "config").read_text())
     assert config["decoder"] == "rnn" and config["rnn"]["num_layers"] == 1
-    longest = max(len(l.split()) for l in Path(synthetic_features.train_captions).read_text().splitlines())
+    longest = max(len(line.split()) for line in Path(synthetic_features.train_captions).read_text().splitlines())
     assert longest + 1 <= config["max_output_length"] <= 99
     assert config["image_cnn"] is not None and "cnn_config" not in config
     log = (out / "log").read_text()
@@ -168,7 +168,7 @@ def _bad_run(f, tmp_path, paths, *extra, root=None):
         ["--max-updates", "1", "--checkpoint-interval", "1"] + list(extra)
     result = run_train(args, check=False)
     assert result.returncode != 0
-    lines = [l for l in result.stderr.strip().splitlines() if "ERROR" in l or l.startswith("error")]
+    lines = [line for line in result.stderr.strip().splitlines() if "ERROR" in line or line.startswith("error")]
     assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr[-2000:]
     return lines[0]
 
@@ -224,7 +224,7 @@ def test_bad_inputs_are_one_line_errors(synthetic_features, tmp_path):
 def test_over_long_captions_dropped_and_counted(synthetic_features, tmp_path):
     f = synthetic_features
     out = tmp_path / "model"
-    lengths = [len(l.split()) for l in Path(f.train_captions).read_text().splitlines()]
+    lengths = [len(line.split()) for line in Path(f.train_captions).read_text().splitlines()]
     limit = sorted(lengths)[len(lengths) // 2]
     dropped = sum(1 for n in lengths if n + 1 > limit)
     result = run_train(train_args(f, out, "--max-seq-len", str(limit), "--max-updates", "1", "--dry-run"))
@@ -266,14 +266,14 @@ def test_flags_map_onto_the_configs():
         base + "--gradient-clipping-threshold 0 --optimizer-params beta1:0.8 --label-smoothing 0.2".split()), 100)
     assert tc.optimizer.clip_type == "none" and tc.optimizer.params == {"beta1": 0.8}
     assert tc.cross_entropy.label_smoothing == 0.2 and tc.cross_entropy.vocab_size == 100
-    assert train.default_max_output_length(20, 60) == 25 and train.default_max_output_length(50, 40) == 40
+    assert train.max_output_length_from_captions(20, 60) == 25 and train.max_output_length_from_captions(50, 40) == 40
     assert train.differing_options({"a": [1, 2], "quiet": True}, {"a": (1, 2), "quiet": False}) == []
     assert train.differing_options({"a": 1}, {"a": 2, "b": 3}) == ["--a (1 -> 2)", "--b (None -> 3)"]
 
 
 def _one_error_line(result):
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    lines = [l for l in result.stderr.strip().splitlines() if "ERROR" in l]
+    lines = [line for line in result.stderr.strip().splitlines() if "ERROR" in line]
     assert len(lines) == 1, result.stderr[-3000:]
     return lines[0]
 

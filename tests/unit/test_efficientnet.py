@@ -28,7 +28,7 @@ def mini_state(widths=WIDTHS, depths=DEPTHS, seed=0):
     bn("_bn0", 8)
     channels, index = 8, 0
     for stage, (width, depth, kernel) in enumerate(zip(widths, depths, KERNELS)):
-        for unit in range(depth):
+        for _ in range(depth):
             prefix = "_blocks.%d." % index
             expanded = channels if stage == 0 else channels * 2
             if stage > 0:

@@ -252,19 +252,6 @@ def test_config_checks():
         CaptionerConfig(beam_size=2, nbest_size=3)
 
 
-def test_every_captioner_cli_default_equals_its_config_default():
-    """Issue 12: one source of defaults; the captioner's flags build a CaptionerConfig field by field."""
-    import dataclasses
-    from captioning import arguments
-    from captioning.captioner import captioner_config
-    parser = arguments.ConfigArgumentParser()
-    arguments.add_captioner_args(parser)
-    args = parser.parse_args(["--models", "m"])
-    assert captioner_config(args) == CaptionerConfig()
-    for f in dataclasses.fields(CaptionerConfig):
-        assert getattr(args, f.name) == f.default, f.name
-
-
 def test_the_default_length_bound_is_the_smallest_the_models_store():
     short, long = MarkovModel(), MarkovModel()
     short.max_output_length = 5

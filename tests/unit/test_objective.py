@@ -72,7 +72,7 @@ def test_create_objective_cross_entropy_and_lazy_self_critical(monkeypatch):
     fake = types.ModuleType("captioning.self_critical")
     fake.SelfCriticalObjective = FakeSelfCritical
     monkeypatch.setitem(sys.modules, "captioning.self_critical", fake)
-    config = config.copy(loss=C.LOSS_SELF_CRITICAL, self_critical_samples=3, self_critical_baseline="greedy")
+    config = config.copy(loss=C.LOSS_SELF_CRITICAL, self_critical=O.SelfCriticalConfig(samples=3, baseline="greedy"))
     objective = O.create_objective(config, [["a b", "c"]], {"a": 4}, 12)
     assert isinstance(objective, FakeSelfCritical)
     assert seen == {"references": [["a b", "c"]], "vocab": {"a": 4}, "num_samples": 3, "baseline": "greedy",
@@ -99,3 +99,42 @@ def test_image_ids_and_references_group_repeated_lines(tmp_path):
     ids, names = D.image_ids(data.names)
     assert ids.tolist() == [0, 1, 0] and names == ["a.npy", "b.npy"]
     assert D.references_by_image(data) == [["a red circle", "red circle"], ["blue square"]]
+
+
+def test_training_config_reads_the_earlier_flat_self_critical_layout():
+    """Configs written before the self-critical settings had their own config still load."""
+    values = T.TrainingConfig(output_folder="x", cross_entropy=L.LossConfig(vocab_size=6)).to_dict()
+    del values["self_critical"]
+    values.update(self_critical_samples=3, self_critical_baseline="greedy", self_critical_top_k=2,
+                  self_critical_sample_dropout=True)
+    config = T.TrainingConfig.from_dict(values)
+    assert config.self_critical == O.SelfCriticalConfig(samples=3, baseline="greedy", top_k=2, sample_dropout=True)
+    assert T.TrainingConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="SelfCriticalConfig has no field"):
+        T.TrainingConfig.from_dict({**values, "self_critical_bogus": 1})
+
+
+def test_self_critical_without_initial_params_is_refused_by_the_api():
+    """The check of train's --params holds for Python callers of `training.create_trainer` too."""
+    from captioning.utils import CaptioningError
+    config = T.TrainingConfig(output_folder="x", cross_entropy=L.LossConfig(vocab_size=6), loss=C.LOSS_SELF_CRITICAL)
+    with pytest.raises(CaptioningError, match="--loss self-critical continues from a cross-entropy model"):
+        T.create_trainer(config, None, None, [mx.cpu()], {}, 10)
+    O.check_start(C.LOSS_SELF_CRITICAL, "xe/params.best")
+    O.check_start(C.LOSS_CROSS_ENTROPY, None)
+
+
+@pytest.mark.parametrize("scheduler, refused", [("plateau-reduce", True), ("none", False)])
+def test_dist_async_schedule_check_is_the_apis(scheduler, refused):
+    """One check of --kvstore dist_async: the Trainer's (through `lr_scheduler.check_kvstore`) is the CLI's."""
+    import captioning.lr_scheduler as S
+    from captioning.utils import CaptioningError
+    config = S.SchedulerConfig(type=scheduler)
+    S.check_kvstore(config, "dist_sync")
+    if refused:
+        with pytest.raises(CaptioningError, match="--kvstore dist_async applies only a constant learning rate"):
+            S.check_kvstore(config, "dist_async")
+        with pytest.raises(CaptioningError, match="dist_async"):
+            S.check_kvstore(S.SchedulerConfig(type="none", warmup=10), "dist_async")
+    else:
+        S.check_kvstore(config, "dist_async")

@@ -132,7 +132,7 @@ def test_a_rewarded_caption_becomes_likely():
     before = np.mean([sequence_log_prob(model, features[i], "dog runs") for i in range(4)])
     mx.random.seed(5)
     rewards = []
-    for update in range(30):
+    for _ in range(30):
         objective.forward_backward(model, [share_of(features, [0, 1, 2, 3, 1])])
         trainer.step(1)
         rewards.append(objective.metrics()["reward-train"])
@@ -233,8 +233,10 @@ def test_top_k_and_dropout_reach_the_sampler(monkeypatch, sample_dropout):
     from captioning.sampling import Sampler
     from captioning.loss import LossConfig
     from captioning.training import TrainingConfig
-    config = TrainingConfig(output_folder="x", cross_entropy=LossConfig(vocab_size=len(VOCAB)), loss=C.LOSS_SELF_CRITICAL, self_critical_samples=3, self_critical_top_k=1,
-                            self_critical_sample_dropout=sample_dropout)
+    from captioning.objective import SelfCriticalConfig
+    config = TrainingConfig(output_folder="x", cross_entropy=LossConfig(vocab_size=len(VOCAB)),
+                            loss=C.LOSS_SELF_CRITICAL,
+                            self_critical=SelfCriticalConfig(samples=3, top_k=1, sample_dropout=sample_dropout))
     objective = create_objective(config, [["a dog runs"], ["a cat sits"]], VOCAB, max_output_length=6)
     assert (objective.top_k, objective.sample_dropout) == (1, sample_dropout)
     modes = []

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -82,7 +83,7 @@ def test_objects_do_not_overlap_and_stay_inside():
         scene = synthetic.sample_scene(rng, 128)
         for o in scene.objects:
             assert o.radius <= o.centre[0] <= 128 - o.radius and o.radius <= o.centre[1] <= 128 - o.radius
-        assert synthetic._no_overlap(scene.objects) or all(o.size == "small" for o in scene.objects)
+        assert synthetic.scenes._no_overlap(scene.objects) or all(o.size == "small" for o in scene.objects)
 
 
 def test_relation_and_position_words_match_geometry():
@@ -121,7 +122,7 @@ def test_bundled_cnn_is_pretrained_on_the_scenes():
     saved = mx.nd.load(synthetic.BUNDLED_PARAMS)
     args = {k[4:]: v for k, v in saved.items() if k.startswith("arg:")}
     auxs = {k[4:]: v for k, v in saved.items() if k.startswith("aux:")}
-    images, labels = synthetic._training_arrays(90, seed=12345, image_size=128)
+    images, labels = synthetic.pretraining._training_arrays(90, seed=12345, image_size=128)
     module = mx.mod.Module(symbol.get_internals()["fc1_output"], data_names=["data"], label_names=None)
     module.bind(data_shapes=[("data", images.shape)], for_training=False)
     module.set_params(args, auxs, allow_extra=True)
@@ -156,13 +157,13 @@ def test_cli_generates_and_rejects_a_file_as_out_dir(tmp_path):
     assert (out / "val.captions.1").exists() and not (out / "val.captions.2").exists()
     (tmp_path / "afile").write_text("x")
     with pytest.raises(utils.CaptioningError, match="afile: exists and is not a folder"):
-        synthetic._main([str(tmp_path / "afile")])
+        synthetic.cli._main([str(tmp_path / "afile")])
     # a data set written before is written again; a folder of other files is kept untouched
-    synthetic._main([str(out), "--train", "2", "--val", "1", "--test", "1", "--image-size", "48", "--quiet"])
+    synthetic.cli._main([str(out), "--train", "2", "--val", "1", "--test", "1", "--image-size", "48", "--quiet"])
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "train.captions").write_text("my own captions\n")
     with pytest.raises(utils.CaptioningError, match="not a synthetic data set.*train.captions.*they are kept"):
-        synthetic._main([str(tmp_path / "mine"), "--train", "2", "--val", "1", "--test", "1", "--quiet"])
+        synthetic.cli._main([str(tmp_path / "mine"), "--train", "2", "--val", "1", "--test", "1", "--quiet"])
     assert (tmp_path / "mine" / "train.captions").read_text() == "my own captions\n"
     assert os.listdir(tmp_path / "mine") == ["train.captions"]
 
@@ -185,7 +186,7 @@ def test_session_fixtures_are_consistent(synthetic_features, tiny_cnn):
 
 def test_held_out_accuracy_scores_object_cells_only():
     import mxnet as mx
-    from captioning.synthetic import _held_out_accuracy
+    from captioning.synthetic.pretraining import _held_out_accuracy
     labels = {"shape": np.array([[[0, 2]]]), "colour": np.array([[[0, 1]]]), "size": np.array([[[-1, 0]]]),
               "background": np.array([3]), "count": np.array([1])}
 
@@ -202,3 +203,20 @@ def test_held_out_accuracy_scores_object_cells_only():
                 one_hot(labels["size"], 2), one_hot(labels["background"], 4, wrong_at=0), one_hot(labels["count"], 3))
     accuracy = _held_out_accuracy(forward, np.zeros((1, 3, 2, 2)), labels)
     assert accuracy == {"shape": 1.0, "colour": 1.0, "size": 1.0, "background": 0.0, "count": 1.0}
+
+
+def test_train_cnn_writes_a_checkpoint_of_the_bundled_layout(tmp_path):
+    """--train-cnn's loop (two updates here): the saved params hold every parameter of the CNN's symbol up to fc1
+    and none of the attribute heads; the symbol is written beside them."""
+    import mxnet as mx
+    from captioning.synthetic import pretraining
+    out = tmp_path / "cnn" / "synthetic-cnn-0000.params"
+    accuracy = pretraining.train_cnn(str(out), steps=2, num_scenes=40, batch_size=4)
+    assert set(accuracy) == {"shape", "colour", "size", "background", "count"}
+    assert all(0.0 <= v <= 1.0 for v in accuracy.values())
+    saved = mx.nd.load(str(out))
+    symbol = synthetic.build_symbol()
+    expected = {"arg:" + n for n in symbol.list_arguments() if n not in ("data", "softmax_label")} | \
+        {"aux:" + n for n in symbol.list_auxiliary_states()}
+    assert set(saved) == expected
+    assert json.loads((tmp_path / "cnn" / "synthetic-cnn-symbol.json").read_text()) == json.loads(symbol.tojson())

@@ -63,7 +63,8 @@ def make_data(tmp_path, n, seed):
     return str(tmp_path / ("l%d" % seed)), str(tmp_path / ("c%d" % seed)), colours
 
 
-def build(tmp_path, contexts=(mx.cpu(),), batch_size=8, data_seed=0, dropout=0.2, **config):
+def build(tmp_path, contexts=None, batch_size=8, data_seed=0, dropout=0.2, **config):
+    contexts = contexts or (mx.cpu(),)
     T.seed_everything(1)
     lst, caps, colours = make_data(tmp_path, 64, data_seed)
     vlst, vcaps, vcolours = make_data(tmp_path, 16, data_seed + 100)
@@ -287,22 +288,22 @@ def test_optimizer_states_round_trip_without_pickle(tmp_path):
     from captioning import training_state as TS
     trainer, _ = build(tmp_path, checkpoint_interval=100, max_updates=3, dropout=0.0)
     trainer.fit()
-    snapshot = TS.get_optimizer_states(trainer.trainer)
+    snapshot = TS.get_optimizer_states(trainer.gluon_trainer)
     TS.save_optimizer_states(snapshot, str(tmp_path), "opt")
     arrays, meta = TS.load_optimizer_states(str(tmp_path), "opt")
     assert meta["index_update_counts"]["0"] and all(v == 3 for v in meta["index_update_counts"]["0"].values())
     other, _ = build(tmp_path / "o" if (tmp_path / "o").mkdir() is None else None, dropout=0.0)
-    TS.set_optimizer_states(other.trainer, (arrays, meta), "opt")
-    for index, state in trainer.trainer._updaters[0].states.items():
-        for a, b in zip(state, other.trainer._updaters[0].states[index]):
+    TS.set_optimizer_states(other.gluon_trainer, (arrays, meta), "opt")
+    for index, state in trainer.gluon_trainer._updaters[0].states.items():
+        for a, b in zip(state, other.gluon_trainer._updaters[0].states[index]):
             np.testing.assert_array_equal(a.asnumpy(), b.asnumpy())
-    assert other.trainer._optimizer._index_update_count == trainer.trainer._optimizer._index_update_count
+    assert other.gluon_trainer._optimizer._index_update_count == trainer.gluon_trainer._optimizer._index_update_count
     # a snapshot of another optimizer is refused
     sgd, _ = build(tmp_path / "s" if (tmp_path / "s").mkdir() is None else None,
                    optimizer=O.OptimizerConfig(name="sgd", learning_rate=0.1))
     from captioning import utils
     with pytest.raises(utils.CaptioningError, match="states of the adam optimizer, not of sgd"):
-        TS.set_optimizer_states(sgd.trainer, (arrays, meta), "opt")
+        TS.set_optimizer_states(sgd.gluon_trainer, (arrays, meta), "opt")
 
 
 def test_resume_refuses_damaged_state_files(tmp_path):

@@ -2,9 +2,7 @@
 import errno
 import logging
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

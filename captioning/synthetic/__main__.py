@@ -1,0 +1,4 @@
+"""``python -m captioning.synthetic``."""
+from .cli import main
+
+main()
