@@ -705,7 +705,8 @@ def add_training_args(parser: argparse.ArgumentParser, training_config: type, se
                          metavar="[ENC:]DEC", help="Recurrent (variational) dropout on the RNN hidden state.")
     dropout.add_argument("--rnn-decoder-hidden-dropout", type=finite_float,
                          default=field_default(rnn_config, "hidden_dropout"),
-                         help="Dropout on the decoder's attentional hidden state.")
+                         help="Dropout on the input of the decoder's attentional hidden layer "
+                              "([RNN output; context], or the context gate's input).")
     dropout.add_argument("--transformer-dropout-attention", type=finite_float,
                          default=field_default(transformer_config, "dropout_attention"),
                          help="Dropout on the transformer's attention weights.")

@@ -258,16 +258,17 @@ class RecurrentDecoder(Decoder):
                 and index + 1 >= self.config.first_residual_layer)
 
     def _attentional_hidden(self, F, rnn_output, context, embedded):
-        """``tanh(W [h; context])`` (or context gating), then dropout; works on ``(N, .)`` and ``(N, T, .)``."""
+        """``tanh(W dropout([h; context]))`` (or context gating, its gate's input dropped out); works on ``(N, .)``
+        and ``(N, T, .)``. As in Sockeye, ``hidden_dropout`` acts on the hidden layer's input, never on the hidden
+        state itself, which the output layer and input feeding see whole in training as at inference."""
+        p = self.config.hidden_dropout
         if self.config.context_gating:
-            gate = layers.sigmoid(F, self.gate(F.concat(embedded, context, rnn_output, dim=-1)))
-            hidden = layers.tanh(F, gate * self.map_context(context) + (1.0 - gate) * self.map_rnn(rnn_output))
-        else:
-            hidden = self.hidden_proj(F.concat(rnn_output, context, dim=-1))
-            if self.config.layer_normalization:
-                hidden = self.hidden_norm(hidden)
-            hidden = layers.tanh(F, hidden)
-        return _dropout(F, hidden, self.config.hidden_dropout)
+            gate = layers.sigmoid(F, self.gate(_dropout(F, F.concat(embedded, context, rnn_output, dim=-1), p)))
+            return layers.tanh(F, gate * self.map_context(context) + (1.0 - gate) * self.map_rnn(rnn_output))
+        hidden = self.hidden_proj(_dropout(F, F.concat(rnn_output, context, dim=-1), p))
+        if self.config.layer_normalization:
+            hidden = self.hidden_norm(hidden)
+        return layers.tanh(F, hidden)
 
     def _initial_layer_states(self, F, encoded) -> List[LayerState]:
         """Zeros, or ``tanh`` of a projection of the last or the mean position (``state_init``)."""

@@ -179,3 +179,23 @@ def test_step_with_static_states_shared_by_the_beam_is_exact(decoder, kwargs):
     for a, b in zip(fast_states, new_states):
         np.testing.assert_array_equal(a.asnumpy(), b.asnumpy())
     assert len({tuple(row) for row in hidden.asnumpy().round(6)}) == B * k
+
+
+@pytest.mark.parametrize("options", [{}, {"context_gating": True}], ids=["mlp", "context-gating"])
+def test_hidden_dropout_drops_the_hidden_layers_input_not_the_hidden_state(options):
+    """As in Sockeye, --rnn-decoder-hidden-dropout acts on [RNN output; context] before the attentional hidden layer
+    (its gate, with context gating): in training the hidden state that the output layer and input feeding see is a
+    tanh of dropped-out inputs (no unit set to zero), yet differs from the predict-mode state; a mask on the state
+    itself would zero about half its units at p = 0.5."""
+    model = tiny_model(hidden_dropout=0.5, **options)
+    decoder = model.decoder
+    rng = np.random.RandomState(4)
+    rnn_output = mx.nd.array(rng.uniform(-1, 1, size=(64, 16)))
+    context = mx.nd.array(rng.uniform(-1, 1, size=(64, decoder.attention.context_size)))
+    embedded = mx.nd.array(rng.uniform(-1, 1, size=(64, 16)))
+    predicted = decoder._attentional_hidden(mx.nd, rnn_output, context, embedded).asnumpy()
+    with mx.autograd.train_mode():
+        trained = decoder._attentional_hidden(mx.nd, rnn_output, context, embedded).asnumpy()
+    assert trained.shape == predicted.shape == (64, 16)
+    assert np.count_nonzero(trained == 0.0) == 0
+    assert np.abs(trained - predicted).max() > 1e-3
