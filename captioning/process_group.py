@@ -98,13 +98,11 @@ class _ProcessKVStoreMethods:
     """The methods of `create_kvstore`'s class (MXNet's base class is only importable once MXNet may load).
 
     `pushpull` takes one key or a list of keys: a list (all of an update's gradients, as `training.Trainer` passes
-    them) is one exchange through one shared array, so the processes meet once per update, not once per parameter.
-    The sum is taken in rank order, so every process gets the same bits."""
+    them) is one exchange through one shared array, so the processes meet once per update, not once per parameter."""
 
     def __init__(self, group: ProcessGroup, rank: int) -> None:
         self.group, self._rank = group, rank
         self._slots: Dict[str, _SharedSlots] = {}
-        self._totals: Dict[str, np.ndarray] = {}
 
     @property
     def type(self) -> str:
@@ -142,19 +140,14 @@ class _ProcessKVStoreMethods:
         outs = values if out is None else (list(out) if isinstance(key, (list, tuple)) else [out])
         mine = [_device_sum(v) for v in values]
         sizes = [int(np.prod(a.shape)) for a in mine]
-        name = "sum-%s-%s-%d" % (keys[0], keys[-1], len(keys))
-        slots = self._slots_of(name, sum(sizes), mine[0].dtype)
+        starts = np.cumsum([0] + sizes)
+        slots = self._slots_of("sum-%s-%s-%d" % (keys[0], keys[-1], len(keys)), sum(sizes), mine[0].dtype)
         arrays = slots.next_set()
-        for array, start, size in zip(mine, np.cumsum([0] + sizes), sizes):
-            _copy_to_numpy(array, arrays[self._rank, start:start + size])
+        for array, start, size in zip(mine, starts, sizes):
+            arrays[self._rank, start:start + size] = array.asnumpy().reshape(-1)
         self._wait_for_all(slots)
-        total = self._totals.get(name)
-        if total is None:
-            total = self._totals[name] = np.empty_like(arrays[0])
-        np.copyto(total, arrays[0])
-        for other in arrays[1:]:
-            total += other
-        for targets, array, start, size in zip(outs, mine, np.cumsum([0] + sizes), sizes):
+        total = arrays.sum(axis=0)          # row by row, in rank order: the same bits in every process
+        for targets, array, start, size in zip(outs, mine, starts, sizes):
             for target in _as_list(targets):
                 target[:] = total[start:start + size].reshape(array.shape)
 
@@ -162,7 +155,7 @@ class _ProcessKVStoreMethods:
         slots = self._slots_of("broadcast-%s" % (key,), int(np.prod(value.shape)), value.dtype)
         arrays = slots.next_set()
         if self._rank == 0:
-            _copy_to_numpy(value, arrays[0])
+            arrays[0] = value.asnumpy().reshape(-1)
         self._wait_for_all(slots)
         for target in _as_list(out):
             target[:] = arrays[0].reshape(value.shape)
@@ -184,16 +177,6 @@ def _device_sum(values: Any) -> Any:
     if len(arrays) == 1:
         return arrays[0]
     return mx.nd.add_n(*[a.as_in_context(arrays[0].context) for a in arrays])
-
-
-def _copy_to_numpy(array: Any, out: np.ndarray) -> None:
-    """Copy an NDArray's values into ``out`` (contiguous, same size and dtype) once they are computed: what
-    `NDArray.asnumpy` does, without allocating a new array for each gradient."""
-    import ctypes
-    import mxnet as mx
-    assert out.flags.c_contiguous and out.size == int(np.prod(array.shape)) and out.dtype == np.dtype(array.dtype)
-    mx.base.check_call(mx.base._LIB.MXNDArraySyncCopyToCPU(array.handle, out.ctypes.data_as(ctypes.c_void_p),
-                                                           ctypes.c_size_t(out.size)))
 
 
 def _as_list(arrays: Any) -> List[Any]:
