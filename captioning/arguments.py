@@ -842,6 +842,10 @@ def add_captioner_args(parser: argparse.ArgumentParser, config_class: type) -> N
                     help='Each input line is JSON: {"text": PATH, "constraints": [...], "avoid": [...]}.')
     io.add_argument("--load-all-features-to-memory", action="store_true", default=False,
                     help="(accepted for compatibility; features are read per chunk)")
+    io.add_argument("--onnx-providers", type=str, nargs="+", default=["CPUExecutionProvider"], metavar="PROVIDER",
+                    help="Exported models (folders written by captioning.export_onnx): the onnxruntime execution "
+                         "providers, in order of preference (e.g. CUDAExecutionProvider CPUExecutionProvider with "
+                         "onnxruntime-gpu).")
 
     search = parser.add_argument_group("Search")
     search.add_argument("--beam-size", "-b", type=int_greater_or_equal(1),

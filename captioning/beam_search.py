@@ -15,24 +15,24 @@ input then leaves the batch: its rows are dropped from the step computation and 
 states included), so a batch costs about the sum of its captions' lengths, and a caption never depends on which
 other inputs share its batch.
 
-The scoring and the bookkeeping are two hybridized blocks; the only device-to-host copy per step is one small
-array (which inputs have stopped?), so a search shrinks and stops at the exact step (reading it one step late
-would hide the wait but cost an extra step per batch). Back-pointers, words and attention are
-kept on the device and read once at the end. Repetition controls (off by default): ``no_repeat_ngram_size`` and
+The search runs on the models' arrays (`array_backend`: MXNet NDArrays, or numpy arrays for exported models). The
+scoring and the bookkeeping are two computations (hybridized blocks with MXNet); the only device-to-host copy per
+step is one small array (which inputs have stopped?), so a search shrinks and stops at the exact step (reading it
+one step late would hide the wait but cost an extra step per batch). Back-pointers, words and attention are kept on
+the device and read once at the end. Repetition controls (off by default): ``no_repeat_ngram_size`` and
 ``banned_final_ids`` (see `BeamSearch`; `DANGLING_WORDS` for the captioner).
 """
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Protocol, Sequence, Tuple
 
-import mxnet as mx
 import numpy as np
-from mxnet import gluon
 
 from . import constants as C
 from . import lexical_constraints as lc
 from . import utils
+from .array_backend import ArrayBackend, backend_for
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +67,12 @@ class StepModel(Protocol):
     @property
     def num_static_states(self) -> int: ...
 
-    def encode(self, features: mx.nd.NDArray) -> List[mx.nd.NDArray]: ...
+    def encode(self, features: Any) -> List[Any]: ...
 
-    def step_constants(self, ctx: mx.Context) -> Any: ...
+    def step_constants(self, ctx: Any) -> Any: ...
 
-    def decode_step(self, prev_words: mx.nd.NDArray, states: List[mx.nd.NDArray], beam_size: int = 1,
-                    constants: Any = None) -> Tuple[mx.nd.NDArray, mx.nd.NDArray, List[mx.nd.NDArray]]: ...
+    def decode_step(self, prev_words: Any, states: List[Any], beam_size: int = 1,
+                    constants: Any = None) -> Tuple[Any, Any, List[Any]]: ...
 
 
 @dataclass
@@ -111,13 +111,13 @@ class SearchResult:
     nbest: List[Hypothesis] = field(default_factory=list)
 
 
-class _Scorer(gluon.HybridBlock):
+class _Scorer:
     """(B*K, V) logits of each model -> costs of every continuation of every row, as (B, K*V); with ``topk`` also
-    the K best per input (values and flat indices, ascending)."""
+    the K best per input (values and flat indices, ascending). ``compute(F, ...)`` is written against MXNet's
+    operator namespace (`array_backend`)."""
 
     def __init__(self, beam_size: int, vocab_size: int, num_models: int, ensemble_mode: str,
                  temperature: Optional[float], with_mask: bool, topk: bool) -> None:
-        super().__init__()
         self.beam_size = beam_size
         self.vocab_size = vocab_size
         self.num_models = num_models
@@ -126,7 +126,7 @@ class _Scorer(gluon.HybridBlock):
         self.with_mask = with_mask
         self.topk = topk
 
-    def hybrid_forward(self, F, scores, inactive, extra_costs, *inputs):
+    def compute(self, F, scores, inactive, extra_costs, *inputs):
         mask = inputs[0] if self.with_mask else None
         logits = list(inputs[1:] if self.with_mask else inputs)
         if self.temperature is not None and self.temperature != 1.0:
@@ -162,14 +162,13 @@ class _Scorer(gluon.HybridBlock):
         return values, indices
 
 
-class _Update(gluon.HybridBlock):
+class _Update:
     """The bookkeeping after top-k: parent rows, words, scores (normalised when a hypothesis finishes), finished /
     inactive flags, lengths, and which inputs have stopped (all their rows inactive); beam pruning and the 'first'
-    stopping rule."""
+    stopping rule. ``compute(F, ...)`` as `_Scorer`'s."""
 
     def __init__(self, beam_size: int, vocab_size: int, length_penalty: LengthPenalty, beam_prune: float,
                  stop: str) -> None:
-        super().__init__()
         self.beam_size = beam_size
         self.vocab_size = vocab_size
         self.alpha = length_penalty.alpha
@@ -177,7 +176,7 @@ class _Update(gluon.HybridBlock):
         self.beam_prune = beam_prune
         self.stop = stop
 
-    def hybrid_forward(self, F, values, indices, offsets, finished, inactive, lengths):
+    def compute(self, F, values, indices, offsets, finished, inactive, lengths):
         k = self.beam_size
         in_beam = F.floor(indices / self.vocab_size)
         words = F.reshape(indices - in_beam * self.vocab_size, shape=(-1,))
@@ -217,15 +216,15 @@ class _Active:
     shared); ``constants``: each model's step constants for this search; ``history``: each row's words so far
     ``(N, t)``, kept only for n-gram blocking."""
     inputs: np.ndarray
-    states: List[List[mx.nd.NDArray]]
+    states: List[List[Any]]
     constants: List[Any]
-    scores: mx.nd.NDArray
-    finished: mx.nd.NDArray
-    inactive: mx.nd.NDArray
-    lengths: mx.nd.NDArray
-    prev_words: mx.nd.NDArray
-    offsets: mx.nd.NDArray
-    history: Optional[mx.nd.NDArray] = None
+    scores: Any
+    finished: Any
+    inactive: Any
+    lengths: Any
+    prev_words: Any
+    offsets: Any
+    history: Optional[Any] = None
 
     def rows(self, beam_size: int) -> np.ndarray:
         """The batch rows (input * K + j) of the active rows."""
@@ -237,9 +236,9 @@ class _StepRecord:
     """One step's choices, kept on the device until the end: ``rows`` the batch rows the step computed (None: all
     of them), per computed row its parent (an index into those rows), word and the attention that produced it."""
     rows: Optional[np.ndarray]
-    parents: mx.nd.NDArray
-    words: mx.nd.NDArray
-    attention: mx.nd.NDArray
+    parents: Any
+    words: Any
+    attention: Any
 
 
 class BeamSearch:
@@ -249,8 +248,9 @@ class BeamSearch:
     def __init__(self, models: Sequence[StepModel], beam_size: int, max_output_length: int,
                  ensemble_mode: str = ENSEMBLE_LINEAR, length_penalty: Optional[LengthPenalty] = None,
                  beam_prune: float = 0.0, stop: str = STOP_ALL, nbest_size: int = 1,
-                 ctx: Optional[mx.Context] = None, softmax_temperature: Optional[float] = None,
-                 no_repeat_ngram_size: int = 0, banned_final_ids: Sequence[int] = ()) -> None:
+                 ctx: Any = None, softmax_temperature: Optional[float] = None,
+                 no_repeat_ngram_size: int = 0, banned_final_ids: Sequence[int] = (),
+                 backend: Optional[ArrayBackend] = None) -> None:
         assert models, "at least one model"
         assert no_repeat_ngram_size >= 0, "no_repeat_ngram_size must be >= 0"
         assert beam_size >= 1 and max_output_length >= 1
@@ -265,34 +265,35 @@ class BeamSearch:
         self.beam_prune = beam_prune
         self.stop = stop
         self.nbest_size = nbest_size
-        self.ctx = ctx if ctx is not None else mx.cpu()
+        self.backend = backend_for(backend, ctx)
+        self.ctx = self.backend.ctx
+        self.nd = self.backend.ops
+        self._host = self.backend.to_host
         self.softmax_temperature = softmax_temperature
         self.no_repeat_ngram_size = no_repeat_ngram_size
         self.banned_final_ids = tuple(sorted(set(int(i) for i in banned_final_ids)))
-        self._final_ban: Optional[mx.nd.NDArray] = None
+        self._final_ban: Optional[Any] = None
         self._vocab_size = 0
         self._blocks: dict = {}
-        self._rows: Optional[mx.nd.NDArray] = None
+        self._rows: Optional[Any] = None
 
-    # --- the hybridized parts, made once per vocabulary size ---------------------------------------------------
-    def _scorer(self, vocab_size: int, with_mask: bool, topk: bool) -> _Scorer:
+    # --- the per-step computations, compiled once per vocabulary size (MXNet: hybridized blocks) ---------------
+    def _scorer(self, vocab_size: int, with_mask: bool, topk: bool) -> Callable[..., Any]:
         key = ("scorer", vocab_size, with_mask, topk)
         if key not in self._blocks:
-            block = _Scorer(self.beam_size, vocab_size, len(self.models), self.ensemble_mode,
-                            self.softmax_temperature, with_mask, topk)
-            block.hybridize(static_alloc=True)
-            self._blocks[key] = block
+            self._blocks[key] = self.backend.compile(_Scorer(self.beam_size, vocab_size, len(self.models),
+                                                             self.ensemble_mode, self.softmax_temperature,
+                                                             with_mask, topk).compute)
         return self._blocks[key]
 
-    def _update(self, vocab_size: int) -> _Update:
+    def _update(self, vocab_size: int) -> Callable[..., Any]:
         key = ("update", vocab_size)
         if key not in self._blocks:
-            block = _Update(self.beam_size, vocab_size, self.length_penalty, self.beam_prune, self.stop)
-            block.hybridize(static_alloc=True)
-            self._blocks[key] = block
+            self._blocks[key] = self.backend.compile(_Update(self.beam_size, vocab_size, self.length_penalty,
+                                                             self.beam_prune, self.stop).compute)
         return self._blocks[key]
 
-    def _extra_costs(self, vocab_size: int) -> mx.nd.NDArray:
+    def _extra_costs(self, vocab_size: int) -> Any:
         """(2, V): the extra costs of a live row's words (inf for <pad> and <s>), and the costs of a stopped row's
         words (only <pad>, free)."""
         if self._rows is None or self._rows.shape[1] != vocab_size:
@@ -300,7 +301,7 @@ class BeamSearch:
             rows[0, [C.PAD_ID, C.BOS_ID]] = INF
             rows[1, :] = INF
             rows[1, C.PAD_ID] = 0.0
-            self._rows = mx.nd.array(rows, ctx=self.ctx)
+            self._rows = self.backend.from_host(rows)
         return self._rows
 
     # --- search -------------------------------------------------------------------------------------------------
@@ -309,7 +310,7 @@ class BeamSearch:
         reordered by beam): its declared static states (none to share in a greedy search)."""
         return model.num_static_states if self.beam_size > 1 else 0
 
-    def search(self, features: mx.nd.NDArray,
+    def search(self, features: Any,
                constraints: Optional[Sequence[Optional[lc.Constraints]]] = None) -> List[SearchResult]:
         """Caption a batch of features ``(B, C, H, W)``; ``constraints`` (one per input, or None) switches on the
         constrained search for the inputs that have some.
@@ -325,7 +326,7 @@ class BeamSearch:
         active = self._start(features)
         tracker = _ConstraintTracker(constraints, k) if constraints is not None and any(constraints) else None
         records: List[_StepRecord] = []
-        retired: List[Tuple[np.ndarray, mx.nd.NDArray, mx.nd.NDArray, mx.nd.NDArray]] = []
+        retired: List[Tuple[np.ndarray, Any, Any, Any]] = []
         all_rows = True
         ahead = None     # the step dispatched before the previous step's stop flag was read (one input left)
         for t in range(self.max_output_length):
@@ -334,14 +335,14 @@ class BeamSearch:
             attention, (parents, words, scores, finished, inactive, lengths, stopped) = step
             records.append(_StepRecord(None if all_rows else active.rows(k), parents, words, attention))
             if tracker is not None:
-                tracker.advance(parents.asnumpy().astype(np.int64), words.asnumpy().astype(np.int64))
+                tracker.advance(self._host(parents).astype(np.int64), self._host(words).astype(np.int64))
             active.scores, active.finished, active.inactive, active.lengths = scores, finished, inactive, lengths
             if len(active.inputs) == 1 and tracker is None and t + 1 < self.max_output_length:
                 # one input left: it either goes on or ends the search, so the next step can be dispatched before
                 # its stop flag is read (the device computes while Python waits; discarded if it stopped)
                 active = self._advance(active, parents, words, None, tracker)
                 ahead = self._step(active, tracker, t + 1)
-            stopped_np = stopped.asnumpy()   # the one host copy per step
+            stopped_np = self._host(stopped)   # the one host copy per step
             if stopped_np.all() or t + 1 == self.max_output_length:
                 break
             if ahead is not None:
@@ -361,7 +362,7 @@ class BeamSearch:
         return attention, self._update(self._vocab_size)(values, indices, active.offsets, active.finished,
                                                          active.inactive, active.lengths)
 
-    def _start(self, features: mx.nd.NDArray) -> _Active:
+    def _start(self, features: Any) -> _Active:
         """Encode the batch: the first row of each input live, the others at infinite cost."""
         batch_size = features.shape[0]
         k = self.beam_size
@@ -371,17 +372,17 @@ class BeamSearch:
             model_states = list(model.encode(features))
             if k > 1:
                 n = self._num_shared(model)
-                model_states = model_states[:n] + [mx.nd.repeat(s, repeats=k, axis=0) for s in model_states[n:]]
+                model_states = model_states[:n] + [self.nd.repeat(s, repeats=k, axis=0) for s in model_states[n:]]
             states.append(model_states)
         initial = np.zeros((batch_size, k), dtype=np.float32)
         initial[:, 1:] = INF
         constants = [model.step_constants(self.ctx) for model in self.models]
         return _Active(inputs=np.arange(batch_size), states=states, constants=constants,
-                       scores=mx.nd.array(initial.reshape(-1, 1), ctx=self.ctx),
-                       finished=mx.nd.zeros((rows,), ctx=self.ctx), inactive=mx.nd.zeros((rows,), ctx=self.ctx),
-                       lengths=mx.nd.zeros((rows,), ctx=self.ctx),
-                       prev_words=mx.nd.full((rows,), C.BOS_ID, ctx=self.ctx),
-                       offsets=mx.nd.array((np.arange(batch_size) * k).reshape(-1, 1), ctx=self.ctx))
+                       scores=self.nd.array(initial.reshape(-1, 1), ctx=self.ctx),
+                       finished=self.nd.zeros((rows,), ctx=self.ctx), inactive=self.nd.zeros((rows,), ctx=self.ctx),
+                       lengths=self.nd.zeros((rows,), ctx=self.ctx),
+                       prev_words=self.nd.full((rows,), C.BOS_ID, ctx=self.ctx),
+                       offsets=self.nd.array((np.arange(batch_size) * k).reshape(-1, 1), ctx=self.ctx))
 
     def _score(self, active: _Active, tracker: Optional["_ConstraintTracker"], t: int):
         """Run every model one step on the active rows; each input's K best continuations (values, flat indices
@@ -398,7 +399,7 @@ class BeamSearch:
         if len(attentions) == 1 or len({a.shape for a in attentions}) > 1:
             attention = attentions[0]
         else:
-            attention = mx.nd.add_n(*attentions) / len(attentions)
+            attention = self.nd.add_n(*attentions) / len(attentions)
         extra_costs = self._extra_costs(vocab_size)
         mask = self._repetition_mask(active, t)
         if tracker is None:
@@ -409,67 +410,66 @@ class BeamSearch:
                 values, indices = self._scorer(vocab_size, True, True)(active.scores, active.inactive, extra_costs,
                                                                        mask, *logits)
             return values, indices, attention
-        host_mask = mx.nd.array(tracker.mask(vocab_size), ctx=self.ctx)
+        host_mask = self.nd.array(tracker.mask(vocab_size), ctx=self.ctx)
         mask = host_mask if mask is None else mask + host_mask
         candidates = self._scorer(vocab_size, True, False)(active.scores, active.inactive, extra_costs, mask,
                                                            *logits)
         rows = candidates.shape[0] * self.beam_size
-        values, indices = tracker.select(candidates.asnumpy().reshape(rows, vocab_size),
-                                         active.inactive.asnumpy(), vocab_size)
-        return mx.nd.array(values, ctx=self.ctx), mx.nd.array(indices, ctx=self.ctx), attention
+        values, indices = tracker.select(self._host(candidates).reshape(rows, vocab_size),
+                                         self._host(active.inactive), vocab_size)
+        return self.nd.array(values, ctx=self.ctx), self.nd.array(indices, ctx=self.ctx), attention
 
-    def _advance(self, active: _Active, parents: mx.nd.NDArray, words: mx.nd.NDArray, keep: Optional[np.ndarray],
+    def _advance(self, active: _Active, parents: Any, words: Any, keep: Optional[np.ndarray],
                  tracker: Optional["_ConstraintTracker"]) -> _Active:
         """The next step's rows: states reordered to the chosen parents and, with ``keep`` (the active inputs that
         stay), the stopped inputs' rows dropped, in one ``take`` per state."""
         k = self.beam_size
         if keep is None:
             if k > 1:
-                active.states = [states[:n] + [mx.nd.take(s, parents) for s in states[n:]]
+                active.states = [states[:n] + [self.nd.take(s, parents) for s in states[n:]]
                                  for states, n in zip(active.states, map(self._num_shared, self.models))]
             if active.history is not None:
-                active.history = self._extend_history(mx.nd.take(active.history, parents), words)
+                active.history = self._extend_history(self.nd.take(active.history, parents), words)
             elif self.no_repeat_ngram_size:
                 active.history = words.reshape((-1, 1))
             active.prev_words = words
             return active
         keep_rows = (keep[:, None] * k + np.arange(k)[None, :]).reshape(-1)
-        keep_nd = mx.nd.array(keep, ctx=self.ctx)
-        rows_nd = mx.nd.array(keep_rows, ctx=self.ctx)
-        sources = mx.nd.take(parents, rows_nd)          # each kept row's parent among the step's rows
+        keep_nd = self.nd.array(keep, ctx=self.ctx)
+        rows_nd = self.nd.array(keep_rows, ctx=self.ctx)
+        sources = self.nd.take(parents, rows_nd)          # each kept row's parent among the step's rows
         states = []
         for model_states, n in zip(active.states, map(self._num_shared, self.models)):
-            states.append([mx.nd.take(s, keep_nd) for s in model_states[:n]] +
-                          [mx.nd.take(s, sources) for s in model_states[n:]])
+            states.append([self.nd.take(s, keep_nd) for s in model_states[:n]] +
+                          [self.nd.take(s, sources) for s in model_states[n:]])
         history = None
         if active.history is not None:
-            history = self._extend_history(mx.nd.take(active.history, sources), mx.nd.take(words, rows_nd))
+            history = self._extend_history(self.nd.take(active.history, sources), self.nd.take(words, rows_nd))
         elif self.no_repeat_ngram_size:
-            history = mx.nd.take(words, rows_nd).reshape((-1, 1))
+            history = self.nd.take(words, rows_nd).reshape((-1, 1))
         if tracker is not None:
             tracker.keep(keep)
         return _Active(inputs=active.inputs[keep], states=states, constants=active.constants,
-                       scores=mx.nd.take(active.scores, rows_nd),
-                       finished=mx.nd.take(active.finished, rows_nd), inactive=mx.nd.take(active.inactive, rows_nd),
-                       lengths=mx.nd.take(active.lengths, rows_nd), prev_words=mx.nd.take(words, rows_nd),
-                       offsets=mx.nd.array((np.arange(len(keep)) * k).reshape(-1, 1), ctx=self.ctx),
+                       scores=self.nd.take(active.scores, rows_nd),
+                       finished=self.nd.take(active.finished, rows_nd), inactive=self.nd.take(active.inactive, rows_nd),
+                       lengths=self.nd.take(active.lengths, rows_nd), prev_words=self.nd.take(words, rows_nd),
+                       offsets=self.nd.array((np.arange(len(keep)) * k).reshape(-1, 1), ctx=self.ctx),
                        history=history)
 
-    @staticmethod
-    def _extend_history(history: mx.nd.NDArray, words: mx.nd.NDArray) -> mx.nd.NDArray:
-        return mx.nd.concat(history, words.reshape((-1, 1)), dim=1)
+    def _extend_history(self, history: Any, words: Any) -> Any:
+        return self.nd.concat(history, words.reshape((-1, 1)), dim=1)
 
     def _retire(self, active: _Active, stopped: np.ndarray
-                ) -> Tuple[np.ndarray, mx.nd.NDArray, mx.nd.NDArray, mx.nd.NDArray]:
+                ) -> Tuple[np.ndarray, Any, Any, Any]:
         """The final scores, finished flags and lengths of the stopped inputs' rows (``stopped``: indices into the
         active inputs), with their batch rows; they stay on the device until the end."""
         k = self.beam_size
         rows = (stopped[:, None] * k + np.arange(k)[None, :]).reshape(-1)
-        rows_nd = mx.nd.array(rows, ctx=self.ctx)
-        return (active.rows(k)[rows], mx.nd.take(active.scores, rows_nd), mx.nd.take(active.finished, rows_nd),
-                mx.nd.take(active.lengths, rows_nd))
+        rows_nd = self.nd.array(rows, ctx=self.ctx)
+        return (active.rows(k)[rows], self.nd.take(active.scores, rows_nd), self.nd.take(active.finished, rows_nd),
+                self.nd.take(active.lengths, rows_nd))
 
-    def _repetition_mask(self, active: _Active, t: int) -> Optional[mx.nd.NDArray]:
+    def _repetition_mask(self, active: _Active, t: int) -> Optional[Any]:
         """(N, V) extra costs of the repetition controls, or None when they are off: inf for a word that would
         repeat an n-gram of the row's hypothesis (``no_repeat_ngram_size``) and for ``</s>`` after one of
         ``banned_final_ids``. Built on the device (no host copy)."""
@@ -479,16 +479,16 @@ class BeamSearch:
             return None
         vocab_size = self._vocab_size
         num_rows = active.prev_words.shape[0]
-        row_ids = mx.nd.arange(0, num_rows, ctx=self.ctx)
+        row_ids = self.nd.arange(0, num_rows, ctx=self.ctx)
         data, rows, words = [], [], []
         if self.banned_final_ids:
             if self._final_ban is None or self._final_ban.shape[0] != vocab_size:
                 table = np.zeros(vocab_size, dtype=np.float32)
                 table[[i for i in self.banned_final_ids if i < vocab_size]] = INF
-                self._final_ban = mx.nd.array(table, ctx=self.ctx)
-            data.append(mx.nd.take(self._final_ban, active.prev_words))
+                self._final_ban = self.nd.array(table, ctx=self.ctx)
+            data.append(self.nd.take(self._final_ban, active.prev_words))
             rows.append(row_ids)
-            words.append(mx.nd.full((num_rows,), C.EOS_ID, ctx=self.ctx))
+            words.append(self.nd.full((num_rows,), C.EOS_ID, ctx=self.ctx))
         if ngrams:
             # windows j = 0 .. t-n: the n-gram starting at j is repeated by word w if its first n-1 words equal the
             # hypothesis' last n-1: then w = its last word is banned (<pad>, already banned, where none matches)
@@ -496,20 +496,20 @@ class BeamSearch:
             count = t - n + 1
             match = None
             for i in range(n - 1):
-                window = mx.nd.slice_axis(history, axis=1, begin=i, end=i + count)
-                tail = mx.nd.slice_axis(history, axis=1, begin=t - n + 1 + i, end=t - n + 2 + i)
-                equal = mx.nd.broadcast_equal(window, tail)
+                window = self.nd.slice_axis(history, axis=1, begin=i, end=i + count)
+                tail = self.nd.slice_axis(history, axis=1, begin=t - n + 1 + i, end=t - n + 2 + i)
+                equal = self.nd.broadcast_equal(window, tail)
                 match = equal if match is None else match * equal
-            banned = mx.nd.slice_axis(history, axis=1, begin=n - 1, end=t)
+            banned = self.nd.slice_axis(history, axis=1, begin=n - 1, end=t)
             banned = banned * match if match is not None else banned
-            data.append(mx.nd.full((num_rows * count,), INF, ctx=self.ctx))
-            rows.append(mx.nd.repeat(row_ids, repeats=count))
+            data.append(self.nd.full((num_rows * count,), INF, ctx=self.ctx))
+            rows.append(self.nd.repeat(row_ids, repeats=count))
             words.append(banned.reshape((-1,)))
-        indices = mx.nd.stack(mx.nd.concat(*rows, dim=0), mx.nd.concat(*words, dim=0))
-        return mx.nd.scatter_nd(mx.nd.concat(*data, dim=0), indices, shape=(num_rows, vocab_size))
+        indices = self.nd.stack(self.nd.concat(*rows, dim=0), self.nd.concat(*words, dim=0))
+        return self.nd.scatter_nd(self.nd.concat(*data, dim=0), indices, shape=(num_rows, vocab_size))
 
     def _collect(self, records: List[_StepRecord],
-                 retired: List[Tuple[np.ndarray, mx.nd.NDArray, mx.nd.NDArray, mx.nd.NDArray]],
+                 retired: List[Tuple[np.ndarray, Any, Any, Any]],
                  tracker: Optional["_ConstraintTracker"], batch_size: int) -> List[SearchResult]:
         """Follow the back-pointers once, on the host, and rank each input's final rows."""
         k = self.beam_size
@@ -521,26 +521,26 @@ class BeamSearch:
         words = np.zeros((steps, num_rows), dtype=np.int64)
         attention = None
         for t, record in enumerate(records):
-            step_parents = record.parents.asnumpy().astype(np.int64)
-            step_attention = record.attention.asnumpy()
+            step_parents = self._host(record.parents).astype(np.int64)
+            step_attention = self._host(record.attention)
             if attention is None:
                 attention = np.zeros((steps, num_rows, step_attention.shape[1]), dtype=np.float32)
             if record.rows is None:
                 parents[t] = step_parents
-                words[t] = record.words.asnumpy()
+                words[t] = self._host(record.words)
                 attention[t] = step_attention
             else:
                 parents[t, record.rows] = record.rows[step_parents]
-                words[t, record.rows] = record.words.asnumpy()
+                words[t, record.rows] = self._host(record.words)
                 attention[t, record.rows] = step_attention
         assert attention is not None
         scores_np = np.zeros(num_rows, dtype=np.float64)
         finished_np = np.zeros(num_rows, dtype=bool)
         lengths_np = np.zeros(num_rows, dtype=np.int64)
         for rows, scores, finished, lengths in retired:
-            scores_np[rows] = scores.asnumpy().reshape(-1)
-            finished_np[rows] = finished.asnumpy() > 0
-            lengths_np[rows] = lengths.asnumpy()
+            scores_np[rows] = self._host(scores).reshape(-1)
+            finished_np[rows] = self._host(finished) > 0
+            lengths_np[rows] = self._host(lengths)
         tokens = np.zeros((steps, num_rows), dtype=np.int64)
         weights = np.zeros((steps, num_rows, attention.shape[2]), dtype=np.float32)
         position = np.arange(num_rows)

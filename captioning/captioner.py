@@ -13,14 +13,17 @@ import os
 import sys
 import time
 import warnings
-from typing import IO, TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import IO, TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import arguments, features, log, utils
 from . import constants as C
 
 if TYPE_CHECKING:
-    from .cnn import CNNConfig
-    from .inference import CaptionOutput, Captioner, CaptionerConfig
+    import mxnet as mx
+
+    from .array_backend import ArrayBackend
+    from .cnn import CNNConfig, FeatureExtractor
+    from .inference import CaptionerModel, CaptionOutput, Captioner, CaptionerConfig
     from .model import ModelConfig
     from .search_processes import SearchPool
 
@@ -121,6 +124,15 @@ def _main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
             input_file.close()
 
 
+def exported(folders: Sequence[str]) -> bool:
+    """Whether ``--models`` are exported folders (`onnx_model.is_export`); decided before anything imports MXNet.
+    Exported and MXNet models cannot form one ensemble."""
+    kinds = {os.path.isfile(os.path.join(folder, "manifest.json")) for folder in folders}  # TODO onnx_model
+    utils.check_condition(len(kinds) == 1, "--models %s: an ensemble cannot mix exported (ONNX) folders with MXNet "
+                                           "model folders; export all of them or none" % " ".join(folders))
+    return kinds == {True}
+
+
 def input_files(args: argparse.Namespace) -> List[Tuple[str, Optional[str]]]:
     """(flag, path) of every file the run reads: the input (or standard input) and the files it reads from each
     model folder (captions written into a model folder before may be written again)."""
@@ -130,35 +142,82 @@ def input_files(args: argparse.Namespace) -> List[Tuple[str, Optional[str]]]:
     for folder, checkpoint in zip(args.models, checkpoints):
         names = [C.CONFIG_NAME, C.VERSION_NAME, C.VOCAB_TRG_NAME, C.ARGS_NAME,
                  C.PARAMS_BEST_NAME if checkpoint is None else C.PARAMS_NAME % checkpoint]
+        if os.path.isdir(folder):
+            names.extend(name for name in os.listdir(folder) if name.endswith(".onnx") or name == "manifest.json")
         files.extend(("--models", os.path.join(folder, name)) for name in names)
     return files
 
 
-def build_captioner(args: argparse.Namespace) -> Tuple["Captioner", Tuple[int, int]]:
-    """The captioner of the flags (models loaded, feature source ready) and the models' feature grid (h, w). Each
-    `search_processes` process runs it too."""
+def _threads() -> int:
+    """The thread count of this process (OMP_NUM_THREADS, which `captioning` sets when the user did not)."""
+    try:
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "0")))
+    except ValueError:
+        return 0
+
+
+def _load_exported(args: argparse.Namespace
+                   ) -> Tuple[List["CaptionerModel"], Dict[str, int], "ArrayBackend", Optional["FeatureExtractor"]]:
+    """The exported models (onnxruntime, numpy arrays), their vocabulary, the numpy backend and, with
+    ``--extract-image-features``, the export's own CNN."""
+    from . import array_backend, inference, onnx_model
+    utils.check_condition(args.checkpoints is None, "--checkpoints: an exported folder holds one set of parameters "
+                                                    "(export the checkpoint you want with export_onnx --checkpoint)")
+    models, vocab = inference.load_exported_models(args.models, args.onnx_providers, _threads())
+    extractor = None
+    if args.extract_image_features:
+        utils.check_condition(args.image_encoder_model_path is None and args.image_encoder_layer is None,
+                              "--extract-image-features with an exported folder runs the CNN exported with it; "
+                              "--image-encoder-model-path and --image-encoder-layer do not apply")
+        extractor = onnx_model.image_extractor(args.models[0], args.batch_size, _threads())
+        utils.check_condition(extractor is not None, "--extract-image-features: %s holds no image encoder; export "
+                                                     "with --image-encoder-model-path, or caption features"
+                              % args.models[0])
+    return list(models), vocab, array_backend.NUMPY, extractor
+
+
+def _load_mxnet(args: argparse.Namespace, ctx: "mx.Context"
+                ) -> Tuple[List["CaptionerModel"], Dict[str, int], Optional["FeatureExtractor"]]:
+    """The MXNet models, their vocabulary and, with ``--extract-image-features``, the CNN of the flags or the one
+    the training features came from."""
     from . import inference
-    ctx = utils.get_context(args.use_cpu, args.device_ids)[0]
     utils.check_condition(args.search_processes == 1 or ctx.device_type == "cpu",
                           "--search-processes %d: several search processes are for CPU captioning; on a GPU use "
                           "one (or pass --use-cpu)" % args.search_processes)
-    config = captioner_config(args)
     models, vocab = inference.load_models(args.models, args.checkpoints, ctx)
-    feature_shape = features.as_shape(models[0].config.encoder.feature_shape)
-    root = args.source_root if args.source_root is not None else "."
-    source: inference.FeatureSource
+    extractor = None
     if args.extract_image_features:
         from .cnn import create_feature_extractor
         cnn_config = cnn_config_for(args, models[0].config, args.models[0])
         extractor = create_feature_extractor(cnn_config, ctx, args.batch_size)
+    return list(models), vocab, extractor
+
+
+def build_captioner(args: argparse.Namespace) -> Tuple["Captioner", Tuple[int, int]]:
+    """The captioner of the flags (models loaded, feature source ready) and the models' feature grid (h, w). Each
+    `search_processes` process runs it too. Exported folders run on onnxruntime without MXNet."""
+    from . import inference
+    config = captioner_config(args)
+    if exported(args.models):
+        models, vocab, backend, extractor = _load_exported(args)
+    else:
+        from .array_backend import MXNetBackend
+        ctx = utils.get_context(args.use_cpu, args.device_ids)[0]
+        models, vocab, extractor = _load_mxnet(args, ctx)
+        backend = MXNetBackend(ctx)
+    feature_shape = features.as_shape(models[0].feature_shape)
+    root = args.source_root if args.source_root is not None else "."
+    source: inference.FeatureSource
+    if extractor is not None:
         utils.check_condition(tuple(extractor.output_shape) == feature_shape,
-                              "--extract-image-features: the CNN layer %r gives features %s but the model was "
-                              "trained on %s; use the CNN, layer and --source-image-size of the training features"
-                              % (cnn_config.layer, tuple(extractor.output_shape), feature_shape))
+                              "--extract-image-features: the CNN gives features %s but the model was trained on %s; "
+                              "use the CNN, layer and --source-image-size of the training features"
+                              % (tuple(extractor.output_shape), feature_shape))
         source = inference.ImageSource(root, extractor, args.allow_absolute_paths, args.num_workers)
     else:
         source = inference.FeatureFileSource(root, feature_shape, args.allow_absolute_paths)
-    return inference.Captioner(models, vocab, config, source, ctx), (int(feature_shape[1]), int(feature_shape[2]))
+    captioner = inference.Captioner(models, vocab, config, source, backend=backend)
+    return captioner, (int(feature_shape[1]), int(feature_shape[2]))
 
 
 def _caption(args: argparse.Namespace, input_file: IO[bytes]) -> int:
@@ -170,12 +229,9 @@ def _caption(args: argparse.Namespace, input_file: IO[bytes]) -> int:
             start = time.time()
             _write(args, pool.caption(inference.parse_stream(input_file, where, args.json_input), where), pool.grid)
             return _report(pool, time.time() - start)
-    if args.seed is not None:  # reproducible sampling
-        import mxnet as mx
-        import numpy as np
-        mx.random.seed(args.seed)
-        np.random.seed(args.seed)
     captioner, grid = build_captioner(args)
+    if args.seed is not None:  # reproducible sampling
+        captioner.backend.seed(args.seed)
     start = time.time()
     _write(args, captioner.caption_stream(input_file, where, args.json_input), grid)
     return _report(captioner, time.time() - start)

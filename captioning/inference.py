@@ -18,18 +18,21 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Protocol, Sequence, Tuple
 
-import mxnet as mx
 import numpy as np
 
 from . import constants as C
 from . import image_io, utils
 from .cnn import FeatureExtractor
 from . import lexical_constraints as lc
+from .array_backend import ArrayBackend, backend_for
 from .beam_search import DANGLING_WORDS, BeamSearch, LengthPenalty, SearchResult, StepModel
 from .config import Config
 
 if TYPE_CHECKING:
+    import mxnet as mx
+
     from .model import CaptionModel
+    from .onnx_model import OnnxCaptionModel
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +277,7 @@ class ImageSource:
 # models
 # ---------------------------------------------------------------------------------------------------------------
 
-def load_models(folders: Sequence[str], checkpoints: Optional[Sequence[Optional[int]]], ctx: mx.Context
+def load_models(folders: Sequence[str], checkpoints: Optional[Sequence[Optional[int]]], ctx: "mx.Context"
                 ) -> Tuple[List["CaptionModel"], Dict[str, int]]:
     """Load one model per folder (``checkpoints[i]`` or ``params.best``) with its parameters fixed
     (`model.CaptionModel.fix_parameters`); an ensemble must share one vocabulary and one feature shape."""
@@ -284,25 +287,41 @@ def load_models(folders: Sequence[str], checkpoints: Optional[Sequence[Optional[
     utils.check_condition(len(checkpoints) == len(folders),
                           "--checkpoints: give one checkpoint per model (%d models, %d checkpoints)"
                           % (len(folders), len(checkpoints)))
-    models, vocab = [], None
+    models: List["CaptionModel"] = []
+    vocabs = []
     for folder, checkpoint in zip(folders, checkpoints):
         model, model_vocab = model_module.load_model(folder, checkpoint, ctx)
         model.fix_parameters()
-        if vocab is None:
-            vocab = model_vocab
-        else:
-            utils.check_condition(model_vocab == vocab, "%s: its vocabulary differs from that of %s; an ensemble "
-                                                        "needs models trained with the same vocabulary"
-                                  % (os.path.join(folder, C.VOCAB_TRG_NAME), folders[0]))
-            utils.check_condition(tuple(model.config.encoder.feature_shape) ==
-                                  tuple(models[0].config.encoder.feature_shape),
-                                  "%s: feature shape %s differs from %s of %s; an ensemble needs the same "
-                                  "features" % (folder, tuple(model.config.encoder.feature_shape),
-                                                tuple(models[0].config.encoder.feature_shape), folders[0]))
         models.append(model)
+        vocabs.append(model_vocab)
         logger.info("Loaded model %s (checkpoint %s)", folder, "best" if checkpoint is None else checkpoint)
-    assert vocab is not None
-    return models, vocab
+    return models, check_ensemble(folders, models, vocabs)
+
+
+def load_exported_models(folders: Sequence[str], providers: Sequence[str], threads: int
+                         ) -> Tuple[List["OnnxCaptionModel"], Dict[str, int]]:
+    """One `onnx_model.OnnxCaptionModel` per exported folder (onnxruntime with ``providers``, ``threads`` intra-op
+    threads; 0: onnxruntime's choice); the same ensemble checks as `load_models`. Imports no MXNet."""
+    from . import onnx_model
+    from . import vocab as vocab_module
+    models = [onnx_model.OnnxCaptionModel(folder, providers, threads) for folder in folders]
+    vocabs = [vocab_module.load_vocab(os.path.join(folder, C.VOCAB_TRG_NAME)) for folder in folders]
+    for folder in folders:
+        logger.info("Loaded exported model %s (onnxruntime: %s)", folder, ", ".join(providers))
+    return models, check_ensemble(folders, models, vocabs)
+
+
+def check_ensemble(folders: Sequence[str], models: Sequence["CaptionerModel"], vocabs: Sequence[Dict[str, int]]
+                   ) -> Dict[str, int]:
+    """The ensemble's one vocabulary; refused when the models' vocabularies or feature shapes differ."""
+    for folder, model, model_vocab in zip(folders[1:], models[1:], vocabs[1:]):
+        utils.check_condition(model_vocab == vocabs[0], "%s: its vocabulary differs from that of %s; an ensemble "
+                                                        "needs models trained with the same vocabulary"
+                              % (os.path.join(folder, C.VOCAB_TRG_NAME), folders[0]))
+        utils.check_condition(tuple(model.feature_shape) == tuple(models[0].feature_shape),
+                              "%s: feature shape %s differs from %s of %s; an ensemble needs the same features"
+                              % (folder, tuple(model.feature_shape), tuple(models[0].feature_shape), folders[0]))
+    return vocabs[0]
 
 
 NOT_FINITE = ("%s: the model's scores for these features are not finite numbers (features far outside the "
@@ -319,38 +338,45 @@ def finite_result(result: SearchResult) -> bool:
 
 class CaptionerModel(StepModel, Protocol):
     """What the captioner needs of a model: a `beam_search.StepModel` that also knows its default length bound
-    (`model.CaptionModel.max_output_length`: the bound training stored with the model)."""
+    (`model.CaptionModel.max_output_length`: the bound training stored with the model) and the shape of one
+    input's features; `model.CaptionModel` and `onnx_model.OnnxCaptionModel` are two."""
 
     @property
     def max_output_length(self) -> int: ...
+
+    @property
+    def feature_shape(self) -> Tuple[int, ...]: ...
 
 
 class Searcher(Protocol):
     """What captions a batch of features: `beam_search.BeamSearch`, or with ``--sample`` a `sampling.Sampler`."""
 
-    def search(self, features: mx.nd.NDArray) -> List[SearchResult]:
+    def search(self, features: Any) -> List[SearchResult]:
         ...
 
 
 class Captioner:
     """Captions inputs with a `BeamSearch` over ``models`` (or samples them, with ``config.sample``); see the
-    module docstring. Lexical constraints always use the beam search."""
+    module docstring. Lexical constraints always use the beam search. ``backend``: where the searches' arrays live
+    (`array_backend`; default MXNet on ``ctx``, `array_backend.NUMPY` for exported models)."""
 
     def __init__(self, models: Sequence[CaptionerModel], vocab: Dict[str, int], config: CaptionerConfig,
-                 source: FeatureSource, ctx: Optional[mx.Context] = None) -> None:
+                 source: FeatureSource, ctx: Any = None, backend: Optional[ArrayBackend] = None) -> None:
         self.models = list(models)
         self.vocab = vocab
         self.rvocab = {i: w for w, i in vocab.items()}
         self.config = config
         self.source = source
-        self.ctx = ctx if ctx is not None else mx.cpu()
+        self.backend = backend_for(backend, ctx)
+        self.ctx = self.backend.ctx
         self.max_output_length = config.max_output_length or models_max_output_length(self.models)
         length_penalty = LengthPenalty(config.length_penalty_alpha, config.length_penalty_beta)
         banned = [vocab[w] for w in DANGLING_WORDS if w in vocab] if config.no_dangling_words else []
         self.search = BeamSearch(self.models, beam_size=config.beam_size, max_output_length=self.max_output_length,
                                  ensemble_mode=config.ensemble_mode, length_penalty=length_penalty,
                                  beam_prune=config.beam_prune, stop=config.beam_search_stop,
-                                 nbest_size=config.nbest_size if config.sample is None else 1, ctx=self.ctx,
+                                 nbest_size=config.nbest_size if config.sample is None else 1,
+                                 backend=self.backend,
                                  softmax_temperature=config.softmax_temperature,
                                  no_repeat_ngram_size=config.no_repeat_ngram_size, banned_final_ids=banned)
         self.searcher: Searcher = self.search
@@ -358,7 +384,7 @@ class Captioner:
             from .sampling import Sampler
             self.searcher = Sampler(self.models, num_samples=config.nbest_size,
                                     max_output_length=self.max_output_length, top_k=config.sample,
-                                    temperature=config.softmax_temperature or 1.0, ctx=self.ctx,
+                                    temperature=config.softmax_temperature or 1.0, backend=self.backend,
                                     ensemble_mode=config.ensemble_mode, length_penalty=length_penalty)
         self.num_failed = 0
         self.num_captioned = 0
@@ -459,7 +485,7 @@ class Captioner:
                          constraints: Optional[Sequence[Optional[lc.Constraints]]] = None) -> List[SearchResult]:
         """Search a batch of features ``(B, C, H, W)``."""
         start = time.time()
-        array = mx.nd.array(features, ctx=self.ctx, dtype=np.float32)
+        array = self.backend.from_host(features)
         results = self.search.search(array, constraints) if constraints else self.searcher.search(array)
         self.search_seconds += time.time() - start
         return results

@@ -229,6 +229,11 @@ class CaptionModel(gluon.HybridBlock):
         return self.config.encoder.num_positions
 
     @property
+    def feature_shape(self) -> Tuple[int, ...]:
+        """The shape of one input's features."""
+        return tuple(int(v) for v in self.config.encoder.feature_shape)
+
+    @property
     def feature_grid(self) -> Tuple[int, int]:
         """(H, W) of the feature map: the first H*W attention positions in row-major order."""
         return int(self.config.encoder.feature_shape[1]), int(self.config.encoder.feature_shape[2])

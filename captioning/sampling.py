@@ -3,12 +3,13 @@
 Each step runs every model's ``decode_step`` on the rows of the inputs still sampling, turns the logits into
 log-probabilities (ensembles: averaged probabilities or log-probabilities, as in `beam_search`), divides them by the
 temperature, keeps the K most likely words when ``top_k`` is set, and draws each row's next word from the resulting
-softmax with MXNet's multinomial sampler (so `mx.random.seed` makes the samples reproducible). ``<pad>`` and ``<s>``
-are never drawn; a row that has drawn ``</s>`` continues with ``<pad>``, and an input whose N samples have all ended
-leaves the computation (its rows are dropped from the states, as beam search drops stopped inputs). The step is one
-hybridized block and the only device-to-host copy per step is that of the drawn words (B x N values). A model's
-static states stay at one row per input (they are shared by the input's N rows inside its step graph, as in beam
-search).
+softmax with MXNet's multinomial sampler (so `mx.random.seed` makes the samples reproducible; for exported models
+numpy's, seeded by ``np.random.seed``). ``<pad>`` and ``<s>`` are never drawn; a row that has drawn ``</s>``
+continues with ``<pad>``, and an input whose N samples have all ended leaves the computation (its rows are dropped
+from the states, as beam search drops stopped inputs). The step is one computation (a hybridized block with MXNet,
+see `array_backend`) and the only device-to-host copy per step is that of the drawn words (B x N values). A
+model's static states stay at one row per input (they are shared by the input's N rows inside its step graph, as in
+beam search).
 
 A sample's score is its cost under the model (the negative log-probability of its words and ``</s>``, without
 temperature or top-k) divided by the length penalty (as beam search scores hypotheses), so scores of samples and of
@@ -17,13 +18,12 @@ the first also as the result itself.
 """
 import logging
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
-import mxnet as mx
 import numpy as np
-from mxnet import gluon
 
 from . import constants as C
+from .array_backend import ArrayBackend, backend_for
 from .beam_search import (ENSEMBLE_LINEAR, ENSEMBLE_LOG_LINEAR, Hypothesis, LengthPenalty, SearchResult,
                           StepModel)
 
@@ -52,17 +52,17 @@ class Samples:
                                                                                self.finished)]
 
 
-class _SampleStep(gluon.HybridBlock):
-    """(N, V) logits of each model -> the drawn word of each row, the updated costs and finished flags."""
+class _SampleStep:
+    """(N, V) logits of each model -> the drawn word of each row, the updated costs and finished flags
+    (``compute(F, ...)``, written against MXNet's operator namespace: `array_backend`)."""
 
     def __init__(self, num_models: int, ensemble_mode: str, top_k: int, temperature: float) -> None:
-        super().__init__()
         self.num_models = num_models
         self.ensemble_mode = ensemble_mode
         self.top_k = top_k
         self.temperature = temperature
 
-    def hybrid_forward(self, F, finished, costs, forbidden, *logits):
+    def compute(self, F, finished, costs, forbidden, *logits):
         if self.num_models == 1:
             log_probs = F.log_softmax(logits[0], axis=-1)
         elif self.ensemble_mode == ENSEMBLE_LOG_LINEAR:
@@ -89,8 +89,9 @@ class Sampler:
     log-probabilities before sampling. ``models`` are `beam_search.StepModel`s, as for `BeamSearch`."""
 
     def __init__(self, models: Sequence[StepModel], num_samples: int, max_output_length: int, top_k: int = 0,
-                 temperature: float = 1.0, ctx: Optional[mx.Context] = None,
-                 ensemble_mode: str = ENSEMBLE_LINEAR, length_penalty: Optional[LengthPenalty] = None) -> None:
+                 temperature: float = 1.0, ctx: Any = None,
+                 ensemble_mode: str = ENSEMBLE_LINEAR, length_penalty: Optional[LengthPenalty] = None,
+                 backend: Optional[ArrayBackend] = None) -> None:
         assert models, "at least one model"
         assert num_samples >= 1 and max_output_length >= 1 and top_k >= 0 and temperature > 0
         assert ensemble_mode in (ENSEMBLE_LINEAR, ENSEMBLE_LOG_LINEAR), ensemble_mode
@@ -99,20 +100,21 @@ class Sampler:
         self.max_output_length = max_output_length
         self.top_k = top_k
         self.temperature = temperature
-        self.ctx = ctx if ctx is not None else mx.cpu()
+        self.backend = backend_for(backend, ctx)
+        self.ctx = self.backend.ctx
+        self.nd = self.backend.ops
         self.length_penalty = length_penalty if length_penalty is not None else LengthPenalty(1.0, 0.0)
-        self._step = _SampleStep(len(self.models), ensemble_mode, top_k, temperature)
-        self._step.hybridize(static_alloc=True)
-        self._forbidden: Optional[mx.nd.NDArray] = None
+        self._step = self.backend.compile(_SampleStep(len(self.models), ensemble_mode, top_k, temperature).compute)
+        self._forbidden: Optional[Any] = None
 
-    def _forbidden_words(self, vocab_size: int) -> mx.nd.NDArray:
+    def _forbidden_words(self, vocab_size: int) -> Any:
         if self._forbidden is None or self._forbidden.shape[1] != vocab_size:
             row = np.zeros((1, vocab_size), dtype=np.float32)
             row[0, [C.PAD_ID, C.BOS_ID]] = -INF
-            self._forbidden = mx.nd.array(row, ctx=self.ctx)
+            self._forbidden = self.backend.from_host(row)
         return self._forbidden
 
-    def _encode(self, features: mx.nd.NDArray) -> List[List[mx.nd.NDArray]]:
+    def _encode(self, features: Any) -> List[List[Any]]:
         """Each model's initial states, the non-static ones repeated for an input's samples (the static ones stay
         at one row per input, repeated inside the step)."""
         n = self.num_samples
@@ -121,11 +123,11 @@ class Sampler:
             model_states = list(model.encode(features))
             if n > 1:
                 s = model.num_static_states
-                model_states = model_states[:s] + [mx.nd.repeat(x, repeats=n, axis=0) for x in model_states[s:]]
+                model_states = model_states[:s] + [self.nd.repeat(x, repeats=n, axis=0) for x in model_states[s:]]
             states.append(model_states)
         return states
 
-    def sample(self, features: mx.nd.NDArray, with_attention: bool = False) -> Samples:
+    def sample(self, features: Any, with_attention: bool = False) -> Samples:
         """Draw ``num_samples`` captions for each of a batch of features ``(B, C, H, W)``. An input whose N samples
         have all ended leaves the computation (its rows are dropped from every state, as in `BeamSearch.search`):
         a batch costs about the sum of its samples' lengths, not its rows times the longest sample (a few samples
@@ -134,9 +136,9 @@ class Sampler:
         states = self._encode(features)
         constants = [model.step_constants(self.ctx) for model in self.models]
         rows = features.shape[0] * n
-        prev_words = mx.nd.full((rows,), C.BOS_ID, ctx=self.ctx)
-        finished = mx.nd.zeros((rows,), ctx=self.ctx)
-        costs = mx.nd.zeros((rows,), ctx=self.ctx)
+        prev_words = self.nd.full((rows,), C.BOS_ID, ctx=self.ctx)
+        finished = self.nd.zeros((rows,), ctx=self.ctx)
+        costs = self.nd.zeros((rows,), ctx=self.ctx)
         tokens = np.zeros((rows, self.max_output_length), dtype=np.int64)
         all_costs = np.zeros(rows)
         attention: List[np.ndarray] = []
@@ -151,36 +153,36 @@ class Sampler:
                 attentions.append(step_attention)
             forbidden = self._forbidden_words(logits[0].shape[1])
             prev_words, costs, finished = self._step(finished, costs, forbidden, *logits)
-            words = prev_words.asnumpy().astype(np.int64)          # the one host copy per step
+            words = self.backend.to_host(prev_words).astype(np.int64)          # the one host copy per step
             tokens[live, t] = words
             steps = t + 1
             if with_attention:
                 step_attention = attentions[0] if len(attentions) == 1 or len({a.shape for a in attentions}) > 1 \
-                    else mx.nd.add_n(*attentions) / len(attentions)
+                    else self.nd.add_n(*attentions) / len(attentions)
                 full = np.zeros((rows, step_attention.shape[1]), dtype=np.float32)
-                full[live] = step_attention.asnumpy()
+                full[live] = self.backend.to_host(step_attention)
                 attention.append(full)
             done[live] |= words == C.EOS_ID
             ended = done[live].reshape(-1, n).all(axis=1)           # per live input: all its samples ended
             if ended.all() or steps == self.max_output_length:
-                all_costs[live] = costs.asnumpy()
+                all_costs[live] = self.backend.to_host(costs)
                 break
             if ended.any():
                 gone = np.repeat(ended, n)
-                all_costs[live[gone]] = costs.asnumpy()[gone]
-                keep_inputs = mx.nd.array(np.flatnonzero(~ended), ctx=self.ctx)
-                keep_rows = mx.nd.array(np.flatnonzero(~gone), ctx=self.ctx)
+                all_costs[live[gone]] = self.backend.to_host(costs)[gone]
+                keep_inputs = self.nd.array(np.flatnonzero(~ended), ctx=self.ctx)
+                keep_rows = self.nd.array(np.flatnonzero(~gone), ctx=self.ctx)
                 for i, model in enumerate(self.models):
                     s = model.num_static_states if n > 1 else 0
-                    states[i] = [mx.nd.take(x, keep_inputs) for x in states[i][:s]] + \
-                                [mx.nd.take(x, keep_rows) for x in states[i][s:]]
-                prev_words, costs, finished = (mx.nd.take(x, keep_rows) for x in (prev_words, costs, finished))
+                    states[i] = [self.nd.take(x, keep_inputs) for x in states[i][:s]] + \
+                                [self.nd.take(x, keep_rows) for x in states[i][s:]]
+                prev_words, costs, finished = (self.nd.take(x, keep_rows) for x in (prev_words, costs, finished))
                 live = live[~gone]
         tokens = tokens[:, :steps]
         lengths = (tokens != C.PAD_ID).sum(axis=1)
         return Samples(tokens, lengths, done, all_costs, np.stack(attention) if with_attention else None)
 
-    def search(self, features: mx.nd.NDArray) -> List[SearchResult]:
+    def search(self, features: Any) -> List[SearchResult]:
         """Per input, its ``num_samples`` samples as the n-best list (in the order drawn), the first as the result;
         the same type as `BeamSearch.search`."""
         samples = self.sample(features, with_attention=True)

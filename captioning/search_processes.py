@@ -56,8 +56,7 @@ def _worker(index: int, threads: int, args: argparse.Namespace, build: Callable[
                 return
             chunk, seed, inputs, where = task
             if seed is not None:
-                import mxnet as mx
-                mx.random.seed(seed)
+                captioner.backend.seed(seed)
             before = captioner.search_seconds
             outputs = list(captioner.caption_chunk(inputs, where))
             results.put(("done", chunk, outputs, captioner.search_seconds - before))
