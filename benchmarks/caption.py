@@ -1,15 +1,17 @@
 """Captioning speed of this project against a baseline of its own: another source tree or another option set.
 
     python -m benchmarks.caption --model MODEL [--baseline-tree /path/to/snapshot] [--baseline-args "..."]
-        [--ours-args "--search-processes 2"] [--batch-sizes 64 1] [--threads 1] [--rounds 2]
+        [--ours-args "--search-processes 2"] [--ours-model EXPORT] [--batch-sizes 64 1] [--threads 1] [--rounds 2]
+        [--references dev.captions.0 ... dev.captions.4]
 
 Both sides run ``python -m captioning.captioner`` on the same trained model (``--model``) and feature list (default:
 the FLICKR-A dev features), beam ``--beam-size``, ``--max-output-length``, each run a fresh process, in the order
 baseline, ours, ours, baseline (``--rounds``). The baseline is the ``captioning`` package of ``--baseline-tree``
-(default: this tree) with ``--baseline-args`` added; ours is ``--ours`` (default: this tree) with ``--ours-args``.
+(default: this tree) with ``--baseline-args`` added; ours is ``--ours`` (default: this tree) with ``--ours-args``,
+captioning ``--ours-model`` (default: ``--model``; e.g. the folder ``export_onnx`` wrote from it).
 Figures per batch size: the captioner's own captions/s (model loading excluded), CPU time per caption (user + sys of
 the whole process), peak RSS of the process and its search workers, words per caption; and whether both sides wrote
-the same captions. One record, ``benchmarks/results/caption-<time>.json`` (``--name`` changes ``caption``).
+the same captions (how many lines are identical), and with ``--references`` both sides' corpus CIDEr-D. One record, ``benchmarks/results/caption-<time>.json`` (``--name`` changes ``caption``).
 """
 import argparse
 import shlex
@@ -27,6 +29,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--model", default="/work/bench/quality", help="trained model folder")
     parser.add_argument("--input", default="/work/bench/features-head_conv/dev.features", help="feature list")
     parser.add_argument("--source-root", default=None, help="folder of the features (default: the list's folder)")
+    parser.add_argument("--ours-model", default=None, help="the model ours captions with (default: --model)")
+    parser.add_argument("--references", nargs="*", default=[], help="reference files aligned with --input: "
+                                                                     "score both sides' captions (CIDEr-D)")
     parser.add_argument("--ours", default=str(harness.REPO), help="tree whose captioning package is ours")
     parser.add_argument("--ours-args", default="", help="extra captioner flags for ours (one string)")
     parser.add_argument("--baseline-tree", default=None, help="tree whose captioning package is the baseline "
@@ -45,13 +50,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         args.baseline_tree = args.ours
     if args.source_root is None:
         args.source_root = str(Path(args.input).parent)
+    if args.ours_model is None:
+        args.ours_model = args.model
     return args
 
 
 def command(args: argparse.Namespace, side: str, batch: int, output: Path) -> List[str]:
     """One side's captioner command line."""
     extra = shlex.split(args.baseline_args if side == "baseline" else args.ours_args)
-    return [sys.executable, "-m", "captioning.captioner", "--models", args.model, "--input", args.input,
+    model = args.model if side == "baseline" else args.ours_model
+    return [sys.executable, "-m", "captioning.captioner", "--models", model, "--input", args.input,
             "--source-root", args.source_root, "--beam-size", str(args.beam_size), "--batch-size", str(batch),
             "--max-output-length", str(args.max_output_length), "--use-cpu", "--output", str(output)] + extra
 
@@ -59,13 +67,28 @@ def command(args: argparse.Namespace, side: str, batch: int, output: Path) -> Li
 def describe(args: argparse.Namespace, side: str) -> str:
     tree = args.baseline_tree if side == "baseline" else args.ours
     flags = args.baseline_args if side == "baseline" else args.ours_args
-    return "captioning at %s%s" % (tree, " with %s" % flags if flags else "")
+    model = args.model if side == "baseline" else args.ours_model
+    return "captioning at %s%s, model %s" % (tree, " with %s" % flags if flags else "", model)
+
+
+def compare_captions(session: Session, batch: int, outputs: Dict[str, List[str]], references: List[str]) -> None:
+    """Notes (and with ``references``, figures) on how the two sides' captions of one batch size compare."""
+    base, ours = outputs.get("baseline", []), outputs.get("ours", [])
+    same = sum(a == b for a, b in zip(base, ours))
+    session.notes.append("batch %d: %d of %d captions identical on both sides" % (batch, same, len(base)))
+    if not references or not base:
+        return
+    from captioning import evaluate
+    refs = [list(r) for r in zip(*[Path(f).read_text().splitlines() for f in references])]
+    scores = {side: evaluate.evaluate(outputs[side], refs, ["coco"])["CIDEr-D"] for side in ("baseline", "ours")}
+    session.figure("corpus CIDEr-D of the captions, batch %d" % batch, "CIDEr-D", True, [scores["ours"]],
+                   [scores["baseline"]], note="the last round's captions of each side")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     harness.setup_logging()
     args = parse_args(argv)
-    for path in (Path(args.model), Path(args.input)):
+    for path in (Path(args.model), Path(args.ours_model), Path(args.input)):
         if not path.exists():
             print("skipped: no %s (train a model and extract features first: python -m benchmarks.train)" % path)
             return
@@ -101,9 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         session.figure_from("peak RSS (process and workers), batch %d" % batch, "GB", False, results, "rss")
         session.figure_from("words per caption, batch %d" % batch, "words", True, results, "words",
                             note="not a speed: a batch costs as many steps as its longest caption")
-        same = outputs.get("baseline") == outputs.get("ours")
-        session.notes.append("batch %d: the two sides' captions are %s" % (batch, "identical" if same else
-                                                                           "DIFFERENT"))
+        compare_captions(session, batch, outputs, args.references)
     session.finish()
 
 

@@ -291,6 +291,23 @@ def test_caption_benchmark_commands_of_a_baseline_option_set(tmp_path):
     assert ours[:3] == [sys.executable, "-m", "captioning.captioner"]
     assert ours[-2:] == ["--search-processes", "2"] and baseline == ours[:-2]
     assert "with --search-processes 2" in caption.describe(args, "ours")
+    exported = caption.parse_args(["--model", "/m", "--ours-model", "/m-onnx", "--input", "/d/dev.features"])
+    ours = caption.command(exported, "ours", 1, tmp_path / "out")
+    baseline = caption.command(exported, "baseline", 1, tmp_path / "out")
+    assert ours[ours.index("--models") + 1] == "/m-onnx" and baseline[baseline.index("--models") + 1] == "/m"
+
+
+def test_caption_benchmark_compares_and_scores_both_sides_captions(tmp_path):
+    refs = tmp_path / "refs"
+    refs.write_text("a dog runs on the grass\na man rides a red bike\n")
+    session = harness.Session(benchmark="caption", reproduce="x", description="d", baseline="b", ours="o",
+                              threads="1", ours_tree=harness.REPO, rounds=1, settle_s=0.0,
+                              results_dir=tmp_path)
+    outputs = {"baseline": ["a dog runs on grass", "a cat"], "ours": ["a dog runs on grass", "a man rides a bike"]}
+    caption.compare_captions(session, 1, outputs, [str(refs)])
+    assert session.notes == ["batch 1: 1 of 2 captions identical on both sides"]
+    (figure,) = session.figures
+    assert figure["ours_median"] > figure["baseline_median"] > 0
 
 
 def test_caption_memory_inputs_and_command(tmp_path):
