@@ -807,10 +807,37 @@ def add_training_args(parser: argparse.ArgumentParser, training_config: type, se
                            "--batch-size of at least N.")
 
 
+def add_fine_tune_args(parser: argparse.ArgumentParser) -> None:
+    """``train``: the CNN layers after the features' layer, trained with the captioner (`finetune`)."""
+    from .cnn import CNNConfig
+    from .finetune import FineTuneConfig
+    group = parser.add_argument_group("Image encoder fine-tuning (the CNN's layers after the features' layer)")
+    group.add_argument("--image-encoder-fine-tune-from", type=str, default=None, metavar="LAYER",
+                       help="The CNN layer the training features come from (S): train the CNN's layers after it, up "
+                            "to --image-encoder-layer, with the captioner. Extract the features at S first.")
+    group.add_argument("--image-encoder-model-path", type=str, default=None, metavar="PREFIX",
+                       help="With --image-encoder-fine-tune-from: the CNN checkpoint (default: the one recorded with "
+                            "the training features). It must be the CNN the features came from.")
+    group.add_argument("--image-encoder-model-epoch", type=int_greater_or_equal(0), default=None,
+                       help="Epoch of the CNN's params file (default: as recorded with the features, else %d)."
+                            % field_default(CNNConfig, "epoch"))
+    group.add_argument("--image-encoder-layer", type=str, default=None,
+                       help="With --image-encoder-fine-tune-from: the last CNN layer trained (L); its output is what "
+                            "the encoder reads.")
+    group.add_argument("--image-encoder-learning-rate-multiplier", type=float_greater_or_equal(0.0),
+                       default=field_default(FineTuneConfig, "learning_rate_multiplier"),
+                       help="The CNN layers learn at this times the learning rate.")
+    group.add_argument("--image-encoder-fine-tune-after", type=int_greater_or_equal(0),
+                       default=field_default(FineTuneConfig, "start_update"), metavar="N",
+                       help="Hold the CNN layers fixed for the first N updates (no gradients reach them), then train "
+                            "them.")
+
+
 def add_train_cli_args(parser: argparse.ArgumentParser, training_config: type, self_critical_config: type) -> None:
     """The options of ``python -m captioning.train`` (the configs: see `add_training_args`)."""
     add_training_io_args(parser)
     add_model_args(parser)
+    add_fine_tune_args(parser)
     add_training_args(parser, training_config, self_critical_config)
     add_device_args(parser, multiple=True)
     add_logging_args(parser)

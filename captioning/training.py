@@ -35,7 +35,7 @@ import numpy as np
 from mxnet import gluon
 
 from . import constants as C
-from . import data_io
+from . import data_io, finetune
 from . import loss as loss_module
 from . import lr_scheduler
 from . import model as model_module
@@ -149,6 +149,7 @@ class Trainer:
             training_state.OPTIMIZER_INITIAL: None, training_state.OPTIMIZER_BEST: None}
         self._pending: Optional[mx.nd.NDArray] = None
         self._last_marker: Optional[mx.nd.NDArray] = None
+        self._image_layers_learn: Optional[bool] = None    # fine-tuned CNN layers: learning now? (None: no layers)
 
     # -- the loop -------------------------------------------------------------------------------------------------
     def fit(self, resume: Optional[bool] = None) -> TrainingState:
@@ -195,6 +196,7 @@ class Trainer:
 
     def _update(self) -> None:
         """One update of ``update_interval`` batches."""
+        self._image_layers_learning()
         num_grads = 0
         for _ in range(self.config.update_interval):
             batch, end_of_epoch = self.train_iter.next_batch()
@@ -225,6 +227,20 @@ class Trainer:
         # on a non-finite gradient (the marker is the sum of one parameter's gradient)
         self._wait_for_pending(self.state.updates - 1)
         self._pending = self._last_marker
+
+    def _image_layers_learning(self) -> None:
+        """Fine-tuned CNN layers (`finetune`) learn from update ``start_update`` on; before, no gradient reaches
+        them (the state follows the update count, so a resumed run is in the same phase)."""
+        fine_tune = self.model.config.fine_tune
+        if fine_tune is None:
+            return
+        learn = self.state.updates >= fine_tune.start_update
+        if learn != self._image_layers_learn:
+            finetune.set_trainable(self.model.image_layers, learn, accumulate=self.config.update_interval > 1)
+            self._image_layers_learn = learn
+            logger.info("Update %d: the CNN layers %s", self.state.updates + 1,
+                        "learn (learning rate x %g)" % fine_tune.learning_rate_multiplier if learn else
+                        "are held fixed until update %d" % (fine_tune.start_update + 1))
 
     def _allreduce_grads(self) -> None:
         """Sum the gradients over the devices and workers. The processes' kvstore (``--processes``) takes all of

@@ -1,6 +1,7 @@
 """Small helpers shared by every module: user-facing errors, atomic file writes, device selection."""
 import contextlib
 import errno
+import hashlib
 import io
 import json
 import logging
@@ -254,6 +255,15 @@ def check_no_nul(text: str, path: str) -> None:
     if index >= 0:
         raise CaptioningError("%s: holds a NUL byte (a binary file, or text not saved as UTF-8)"
                               % location(path, text.count("\n", 0, index) + 1))
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's contents (hex), read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_json(path: str, what: str) -> Any:

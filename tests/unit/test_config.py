@@ -124,7 +124,8 @@ def _assert_from_field_defaults(config, handed_out, derived):
 
 
 # fields the CLIs derive from the data, from other flags or from nothing (Python-only settings)
-TRAIN_DERIVED = {"ModelConfig": {"max_output_length", "format_version", "image_cnn", "rnn", "transformer", "cnn"},
+TRAIN_DERIVED = {"ModelConfig": {"max_output_length", "format_version", "image_cnn", "rnn", "transformer", "cnn",
+                                 "fine_tune"},    # fine_tune: --image-encoder-fine-tune-from (None: without)
                  "DataConfig": {"batch_multiple_of"},
                  "TrainingConfig": {"log_interval"},              # no flag: a Python-only setting
                  "OptimizerConfig": {"params"},                   # --optimizer-params (None: no extra parameters)
