@@ -3,6 +3,7 @@
     python -m benchmarks.train [--shared ../shared] [--cache-dir /tmp/captioning-bench] [--short]
         [--layer head_conv|head_relu6] [--recipe regularised|dropout5|no-smoothing] [--augment none|flip|ten-crop]
         [--beam-size 3] [--checkpoint best|last] [--score-all-checkpoints] [--threads 1]
+        [--fine-tune-from stage6_unit4_add [--fine-tune-args "..."]]
 
 1. Extracts EfficientNet-Lite0 ``--layer`` features (1280x7x7; default ``head_conv``, the layer the original
    Sockeye can use) of flickr8k-sample's train and dev photos into the cache folder (once per layer).
@@ -16,9 +17,15 @@
    captions dev (``--beam-size``, length penalty alpha 1.0) and is scored against the 5 references (BLEU-4, METEOR,
    ROUGE-L, CIDEr-D via captioning.evaluate). The validation split is the dev split: ``--score-all-checkpoints``
    scores every checkpoint for the log only (choosing by it would tune on dev).
+
+With ``--fine-tune-from S`` the features are extracted at the CNN layer S instead, and every run trains the CNN's
+layers after S up to ``--layer`` with the captioner (``train --image-encoder-fine-tune-from S``, plus
+``--fine-tune-args``); the records' names end in ``-finetune-S``. The same recipe, seed and updates without it are
+the frozen-encoder baseline.
 """
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -180,6 +187,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--beam-size", type=int, default=3, help="beam of the dev captions of the quality run")
     parser.add_argument("--checkpoint", choices=["best", "last"], default="best",
                         help="checkpoint scored: params.best (validation perplexity) or the last one")
+    parser.add_argument("--fine-tune-from", default=None, metavar="LAYER",
+                        help="fine-tune the CNN's layers after LAYER up to --layer (features at LAYER)")
+    parser.add_argument("--fine-tune-args", default="", help="more training flags of the fine-tuning (one string)")
     parser.add_argument("--score-all-checkpoints", action="store_true",
                         help="also log every checkpoint's dev scores (= the validation split: not a result)")
     harness.add_record_args(parser)
@@ -203,14 +213,26 @@ def quality_name(args: argparse.Namespace) -> str:
     """The quality run's record name."""
     name = "train-quality-%s" % args.recipe
     name += "" if args.layer == "head_conv" else "-" + args.layer
-    return name + augment_suffix(args.augment)
+    return name + augment_suffix(args.augment) + fine_tune_suffix(args)
+
+
+def fine_tune_suffix(args: argparse.Namespace) -> str:
+    return "" if args.fine_tune_from is None else "-finetune-" + args.fine_tune_from
+
+
+def fine_tune_extra(args: argparse.Namespace) -> List[str]:
+    """The training flags that fine-tune the CNN's layers after ``--fine-tune-from`` (none without it)."""
+    if args.fine_tune_from is None:
+        return []
+    return ["--image-encoder-fine-tune-from", args.fine_tune_from, "--image-encoder-layer", args.layer] + \
+        shlex.split(args.fine_tune_args)
 
 
 def model_folder(args: argparse.Namespace) -> str:
     """The quality run's model folder in the cache: ``quality`` for the default layer and recipe."""
     name = "quality" if (args.layer, args.recipe) == ("head_conv", "regularised") else \
         "quality-%s-%s" % (args.layer, args.recipe)
-    return name + augment_suffix(args.augment)
+    return name + augment_suffix(args.augment) + fine_tune_suffix(args)
 
 
 def session(args: argparse.Namespace, benchmark: str, description: str) -> Session:
@@ -220,12 +242,12 @@ def session(args: argparse.Namespace, benchmark: str, description: str) -> Sessi
 
 
 def speed_part(args: argparse.Namespace, paths: Dict[str, str], cache: Path, env: Dict[str, str]) -> None:
-    record = session(args, "train-speed", "training the tutorial model on FLICKR-A with each feature store")
+    record = session(args, "train-speed" + fine_tune_suffix(args), "training the tutorial model on FLICKR-A with each feature store")
     for store in args.stores:
         out = cache / ("speed-%s" % store)
 
         def measure(side: str, k: int, out: Path = out, store: str = store) -> Dict[str, float]:
-            job = Job(train_command(paths, out, speed_extra(store, args.speed_updates)),
+            job = Job(train_command(paths, out, speed_extra(store, args.speed_updates) + fine_tune_extra(args)),
                       dict(harness.ours_environment(REPO, args.threads), **env), str(REPO),
                       cache / ("speed-%s-%d.log" % (store, k)))
             done = record.run(side, k, job, "train, %s store" % store)
@@ -245,10 +267,12 @@ def quality_part(args: argparse.Namespace, paths: Dict[str, str], shared: Path, 
                  env: Dict[str, str]) -> None:
     name = quality_name(args)
     record = session(args, name, "caption quality on the FLICKR-A dev photos: tutorial model, recipe %s, %s features"
-                                 "%s" % (args.recipe, args.layer, "" if args.augment == "none" else
-                                         ", %s views" % args.augment))
+                                 "%s%s" % (args.recipe, args.layer, "" if args.augment == "none" else
+                                           ", %s views" % args.augment,
+                                           "" if args.fine_tune_from is None else
+                                           ", the CNN's layers after %s fine-tuned" % args.fine_tune_from))
     out = cache / model_folder(args)
-    job = Job(train_command(paths, out, quality_extra(args.recipe, args.quality_updates)),
+    job = Job(train_command(paths, out, quality_extra(args.recipe, args.quality_updates) + fine_tune_extra(args)),
               dict(harness.ours_environment(REPO, args.threads), **env), str(REPO), cache / ("%s.log" % out.name))
     done = record.run("ours", 0, job, "train")
     rows = metrics(out)
@@ -280,7 +304,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return
     cache.mkdir(parents=True, exist_ok=True)
     env: Dict[str, str] = {}
-    feats = extract(shared, cache, args.layer, args.augment)
+    feats = extract(shared, cache, args.fine_tune_from or args.layer, args.augment)
     paths = make_lists(shared, feats, cache, args.augment)
     if args.speed_updates > 0:
         speed_part(args, paths, cache, env)
