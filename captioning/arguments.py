@@ -346,6 +346,11 @@ def add_extract_features_args(parser: argparse.ArgumentParser, config_class: typ
                        help="Print every layer of --image-encoder-model-path with its output shape at "
                             "--source-image-size (the names --image-encoder-layer takes; recommended ones marked "
                             "'*') and exit. Needs no other I/O option.")
+    group.add_argument("--export-fine-tuned-cnn", nargs=2, default=None, metavar=("MODEL", "PREFIX"),
+                       help="Write the CNN of a model trained with --image-encoder-fine-tune-from, its layers as "
+                            "fine-tuned, as the checkpoint PREFIX-symbol.json + PREFIX-0000.params, and exit (with "
+                            "--image-encoder-model-path: that copy of the CNN instead of the one the model "
+                            "records). Needs no other I/O option.")
     group.add_argument("--batch-size", "-b", type=int_greater_or_equal(1), default=field_default(d, "batch_size"),
                        help="Images decoded and passed to the CNN at a time (on CPU the CNN runs them in chunks of "
                             "at most 16: as fast, far less memory).")
@@ -368,7 +373,7 @@ def add_extract_features_args(parser: argparse.ArgumentParser, config_class: typ
                             "OUTPUT.V (one line per input line, like --output, which lists the centre view). "
                             "Captioning uses the centre view.")
     add_image_size_args(parser)
-    add_image_encoder_cnn_args(parser)
+    add_image_encoder_cnn_args(parser, required=io_required)
     add_image_input_args(parser, config_class)
     add_device_args(parser, multiple=False)
     add_logging_args(parser)

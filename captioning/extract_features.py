@@ -503,9 +503,16 @@ def print_layers(model_path: str, epoch: int, image_size: Sequence[int], out: Te
 def _main(argv: Optional[Sequence[str]] = None) -> None:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--list-layers", action="store_true")
-    list_layers = pre.parse_known_args(argv)[0].list_layers
-    args = build_parser(list_layers).parse_args(argv)
+    pre.add_argument("--export-fine-tuned-cnn", nargs=2)
+    known = pre.parse_known_args(argv)[0]
+    list_layers = known.list_layers
+    args = build_parser(list_layers or known.export_fine_tuned_cnn is not None).parse_args(argv)
     log.setup_main_logger(console=not args.quiet, level=args.loglevel)
+    if args.export_fine_tuned_cnn is not None:
+        from . import finetune
+        model_folder, prefix = args.export_fine_tuned_cnn
+        finetune.export_cnn(model_folder, prefix, cnn_path=args.image_encoder_model_path)
+        return
     if list_layers:
         import sys
         utils.check_condition(args.image_encoder_model_path is not None,

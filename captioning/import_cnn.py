@@ -40,7 +40,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # writing an encoder
 # ---------------------------------------------------------------------------------------------------------------
 
-def _prepare_output(prefix: str) -> None:
+def prepare_output(prefix: str) -> None:
     """The folder of ``--output`` PREFIX exists (created) and can be written, before any work."""
     utils.check_condition(not os.path.isdir(prefix), "%s: is a folder; --output takes a file prefix such as "
                                                      "models/efficientnet-lite2" % prefix)
@@ -127,7 +127,7 @@ def import_efficientnet(source: str, prefix: str, image_size: Optional[int] = No
     """Build an EfficientNet-Lite checkpoint at ``prefix`` from its PyTorch weights; returns the sidecar."""
     from . import efficientnet, torch_weights
     path, package = find_weight_file(source)
-    _prepare_output(prefix)
+    prepare_output(prefix)
     state = torch_weights.load_state_dict(path)
     arch = efficientnet.read_architecture(state, path)
     known = efficientnet.identify(arch)
@@ -165,7 +165,7 @@ def import_onnx(path: str, prefix: str, mean: Optional[Sequence[float]], std: Op
         utils.check_condition(any(len(shape) == 3 for _, shape in cnn.list_layers(path, 0, size)),
                               "%s: no tensor of the model is a (C, H, W) feature map at %dx%d: not a CNN image "
                               "encoder" % (path, image_size, image_size))
-    _prepare_output(prefix)
+    prepare_output(prefix)
     target = prefix + onnx_encoder.ONNX_SUFFIX
     in_place = utils.same_file(path, target)
     utils.check_condition(not in_place or (mean is None and std is None),
@@ -265,7 +265,7 @@ def import_gluon(name: str, prefix: str, pretrained: bool = True, image_size: in
     """Export a Gluon model-zoo network (ImageNet weights downloaded when ``pretrained``) with `export_gluon`."""
     import mxnet as mx
     from mxnet.gluon.model_zoo import vision
-    _prepare_output(prefix)
+    prepare_output(prefix)
     try:
         net = vision.get_model(name, pretrained=pretrained)
     except ValueError as e:
@@ -286,7 +286,7 @@ def export_gluon(net: Any, name: str, prefix: str, image_size: int, source: str)
     """Write an initialised Gluon model-zoo network as a checkpoint with gallery-style names (ResNet v2: the
     gallery's resnet-N names), ImageNet mean/std folded in front so that it takes raw 0..255 RGB."""
     import mxnet as mx
-    _prepare_output(prefix)
+    prepare_output(prefix)
     net.hybridize()
     net(mx.nd.zeros((1, 3, image_size, image_size)))
     folder = os.path.dirname(os.path.abspath(prefix))

@@ -82,6 +82,17 @@ def test_fine_tuned_model_trains_saves_its_layers_and_captions_images_as_their_f
     from_images = _run("captioning.captioner", common + ["--input", data.splits["test"]["images"], "--source-root",
                                                          data.image_root, "--extract-image-features"])
     assert from_images.stdout == from_features.stdout and from_images.stdout.strip()
+    # the whole CNN with the fine-tuned layers, as a checkpoint; never over existing files
+    import mxnet as mx
+    prefix = str(tmp_path / "exported" / "cnn")
+    _run("captioning.extract_features", ["--export-fine-tuned-cnn", str(out), prefix])
+    exported = {k.split(":", 1)[1]: v.asnumpy() for k, v in mx.nd.load(prefix + "-0000.params").items()}
+    best = _layer_params(out / "params.best")
+    assert set(exported) == set(cnn)
+    for name, value in exported.items():
+        np.testing.assert_array_equal(value, best[name] if name in best else cnn[name])
+    again = _run("captioning.extract_features", ["--export-fine-tuned-cnn", str(out), prefix], check=False)
+    assert again.returncode != 0 and "exists" in again.stderr and "Traceback" not in again.stderr
     # a model without fine-tuning keeps its config as before
     plain = tmp_path / "plain"
     args = _args(start_features, plain, "--max-updates", "2", "--checkpoint-interval", "2")
