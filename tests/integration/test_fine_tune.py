@@ -120,6 +120,17 @@ def test_layers_held_for_n_updates_then_resume_after_kill_is_exact(start_feature
     assert_same_params(straight / "params.00004", killed / "params.00004")
 
 
+def test_two_processes_train_the_layers(start_features, tmp_path):
+    out = tmp_path / "procs"
+    result = _run("captioning.train", _args(start_features, out, "--processes", "2", "--max-updates", "4",
+                                            "--checkpoint-interval", "4", "--image-encoder-fine-tune-after", "2",
+                                            "--image-encoder-learning-rate-multiplier", "1.0"))
+    assert "Training in 2 processes" in result.stderr
+    cnn = _cnn_params(start_features[0])
+    layers = _layer_params(out / "params.00001")
+    assert any(not np.array_equal(v, cnn[k]) for k, v in layers.items() if not k.endswith(("_mean", "_var")))
+
+
 def test_bad_fine_tuning_options_are_one_line_errors(start_features, synthetic_data, tiny_cnn, tmp_path):
     cases = [
         (["--image-encoder-layer", "stage4_unit1_conv1"], "does not come before layer 'stage4_unit1_conv1'"),

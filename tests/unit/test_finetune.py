@@ -11,7 +11,7 @@ from captioning import finetune, model as model_module, synthetic
 from captioning.cnn import CNNConfig
 from captioning.encoder import ImageEncoderConfig
 from captioning.model import CaptionModel, ModelConfig
-from captioning.decoder import RecurrentDecoderConfig
+from captioning.decoder import ConvolutionalDecoderConfig, RecurrentDecoderConfig, TransformerDecoderConfig
 from captioning.utils import CaptioningError
 
 START, END = "stage4_unit1_plus", "stage4_unit2_conv2"
@@ -69,10 +69,15 @@ def test_cut_errors_name_the_layer(cnn, start, end, message):
         finetune.cut_between(symbol.tojson(), start, end, "net-symbol.json")
 
 
-def _model(config: finetune.FineTuneConfig) -> CaptionModel:
+DECODERS = {"rnn": dict(rnn=RecurrentDecoderConfig(num_hidden=8, hidden_dropout=0.0)),
+            "transformer": dict(transformer=TransformerDecoderConfig(model_size=8, attention_heads=2,
+                                                                     feed_forward_num_hidden=16)),
+            "cnn": dict(cnn=ConvolutionalDecoderConfig(num_hidden=8))}
+
+
+def _model(config: finetune.FineTuneConfig, decoder: str = "rnn") -> CaptionModel:
     model_config = ModelConfig(encoder=ImageEncoderConfig(feature_shape=config.output_shape, num_hidden=8),
-                               vocab_size=12, rnn=RecurrentDecoderConfig(num_hidden=8, hidden_dropout=0.0),
-                               num_embed=8, fine_tune=config)
+                               vocab_size=12, decoder=decoder, num_embed=8, fine_tune=config, **DECODERS[decoder])
     model = CaptionModel(model_config)
     model.hybridize()
     model_module.initialize_model(model, [mx.cpu()], config.input_shape, num_embed=8)
@@ -147,3 +152,22 @@ def test_held_fixed_the_layers_get_no_gradient(cnn):
     loss.backward()
     assert weight.grad_req == "write" and float(weight.grad().abs().sum().asscalar()) > 0
     assert model.image_layers.collect_params()["stage4_unit2_bn1_moving_mean"].grad_req == "null"
+
+
+@pytest.mark.parametrize("decoder", sorted(DECODERS))
+def test_every_decoder_trains_and_captions_through_the_layers(cnn, decoder):
+    model = _model(cnn[2], decoder)
+    rng = np.random.RandomState(6)
+    features = mx.nd.array(rng.uniform(0, 2, (2,) + tuple(cnn[2].input_shape)))
+    with autograd.record(train_mode=True):
+        loss = _loss(model, features, mx.nd.array(rng.randint(4, 12, (2, 4))))
+    loss.backward()
+    grad = model.image_layers.collect_params()["stage4_unit2_conv2_weight"].grad()
+    assert float(grad.abs().sum().asscalar()) > 0
+    # inference: the features of layer S go through the layers before the encoder
+    model.fix_parameters()
+    states = model.encode(features)
+    layers_out = model.image_layers(features)
+    assert layers_out.shape == (2,) + tuple(cnn[2].output_shape)
+    logits, _, _ = model.decode_step(mx.nd.full((2,), 2), states)
+    assert logits.shape == (2, 12) and np.isfinite(logits.asnumpy()).all()
