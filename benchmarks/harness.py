@@ -313,6 +313,8 @@ class Session:
     load_reader: LoadReader = os.getloadavg
     sleep: Callable[[float], None] = time.sleep
     baseline_python: Optional[str] = None
+    # False: no figure depends on time (caption scores, identical outputs): a busy machine is noted, not disqualifying
+    timed: bool = True
     figures: List[Dict[str, object]] = field(default_factory=list)
     runs: List[Dict[str, object]] = field(default_factory=list)
     commands: Dict[str, List[str]] = field(default_factory=dict)
@@ -324,7 +326,7 @@ class Session:
         self.machine = machine()
         self.load_before = tuple(round(v, 2) for v in self.load_reader())
         problem = load_problem(self.load_before, self.machine["cores"], "before")
-        if problem:
+        if problem and self.timed:
             warn(self.benchmark, problem)
 
     @property
@@ -397,9 +399,12 @@ class Session:
         versions = {"ours": package_versions()}
         if self.baseline is not None and self.baseline_python:
             versions["baseline"] = package_versions(self.baseline_python)
+        if problems and not self.timed:
+            self.notes.append("no figure here depends on time; the machine was busy (%s)" % "; ".join(problems))
+            problems = []
         return {
             "benchmark": self.benchmark, "description": self.description, "date": self.started.isoformat(),
-            "valid": not problems, "invalid_reason": "; ".join(problems) or None,
+            "valid": not problems, "invalid_reason": "; ".join(problems) or None, "timed": self.timed,
             "machine": dict(self.machine, load_before=list(self.load_before), load_after=list(load_after),
                             settle_s=self.settle_s),
             "threads": self.threads, "ours": self.ours, "baseline": self.baseline,

@@ -65,6 +65,7 @@ DROPOUT5 = with_values(REGULARISED, {"--rnn-decoder-hidden-dropout": "0.5", "--e
 NO_SMOOTHING = with_values(REGULARISED, {"--label-smoothing": "0"})
 RECIPES = {"regularised": REGULARISED, "dropout5": DROPOUT5, "no-smoothing": NO_SMOOTHING}
 LAYERS = ("head_conv", "head_relu6")
+QUALITY_CHECKPOINT_INTERVAL = 200
 
 
 def run(cmd: List[str], log_path: Path, env: Optional[Dict[str, str]] = None) -> harness.Run:
@@ -190,6 +191,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--fine-tune-from", default=None, metavar="LAYER",
                         help="fine-tune the CNN's layers after LAYER up to --layer (features at LAYER)")
     parser.add_argument("--fine-tune-args", default="", help="more training flags of the fine-tuning (one string)")
+    parser.add_argument("--reuse-model", action="store_true",
+                        help="quality: score the model an earlier run of the same command trained (when complete)")
     parser.add_argument("--score-all-checkpoints", action="store_true",
                         help="also log every checkpoint's dev scores (= the validation split: not a result)")
     harness.add_record_args(parser)
@@ -205,8 +208,8 @@ def speed_extra(store: str, updates: int) -> List[str]:
 
 
 def quality_extra(recipe: str, updates: int) -> List[str]:
-    return ["--load-all-features-to-memory", "--max-updates", str(updates), "--checkpoint-interval", "200",
-            "--decode-and-evaluate", "0"] + RECIPES[recipe]
+    return ["--load-all-features-to-memory", "--max-updates", str(updates), "--checkpoint-interval",
+            str(QUALITY_CHECKPOINT_INTERVAL), "--decode-and-evaluate", "0"] + RECIPES[recipe]
 
 
 def quality_name(args: argparse.Namespace) -> str:
@@ -235,10 +238,10 @@ def model_folder(args: argparse.Namespace) -> str:
     return name + augment_suffix(args.augment) + fine_tune_suffix(args)
 
 
-def session(args: argparse.Namespace, benchmark: str, description: str) -> Session:
+def session(args: argparse.Namespace, benchmark: str, description: str, timed: bool = True) -> Session:
     return Session(benchmark=benchmark, reproduce=harness.reproduce_command("benchmarks.train", args.argv),
                    description=description, threads=args.threads, rounds=args.rounds, settle_s=args.settle,
-                   results_dir=Path(args.results_dir))
+                   results_dir=Path(args.results_dir), timed=timed)
 
 
 def speed_part(args: argparse.Namespace, paths: Dict[str, str], cache: Path, env: Dict[str, str]) -> None:
@@ -270,11 +273,17 @@ def quality_part(args: argparse.Namespace, paths: Dict[str, str], shared: Path, 
                                  "%s%s" % (args.recipe, args.layer, "" if args.augment == "none" else
                                            ", %s views" % args.augment,
                                            "" if args.fine_tune_from is None else
-                                           ", the CNN's layers after %s fine-tuned" % args.fine_tune_from))
+                                           ", the CNN's layers after %s fine-tuned" % args.fine_tune_from),
+                     timed=False)     # scores and perplexities: what training speed is, is train-speed's record
     out = cache / model_folder(args)
     job = Job(train_command(paths, out, quality_extra(args.recipe, args.quality_updates) + fine_tune_extra(args)),
               dict(harness.ours_environment(REPO, args.threads), **env), str(REPO), cache / ("%s.log" % out.name))
-    done = record.run("ours", 0, job, "train")
+    log = out / "log"
+    if args.reuse_model and log.exists() and "Training stopped" in log.read_text(errors="replace"):
+        record.notes.append("the model trained by an earlier run of the same command (%s), scored again" % out)
+    else:
+        done = record.run("ours", 0, job, "train")
+        record.figure("training peak RSS", "GB", False, [done.peak_rss_mb / 1024.0])
     rows = metrics(out)
     best = min(rows, key=lambda r: r["perplexity-val"])
     last = rows[-1]["checkpoint"]
@@ -286,9 +295,7 @@ def quality_part(args: argparse.Namespace, paths: Dict[str, str], shared: Path, 
         if metric in scores:
             record.figure("dev %s, %s" % (metric, what), "", True, [scores[metric]])
     record.figure("best validation perplexity", "", False, [best["perplexity-val"]])
-    record.figure("training speed (median of logged)", "samples/s", True, [harness.median(speeds(done.output))])
-    record.figure("training peak RSS", "GB", False, [done.peak_rss_mb / 1024.0])
-    record.figure("training wall time, %d checkpoints" % len(rows), "s", False, [done.wall_s])
+    record.figure("checkpoints (of %d updates each)" % QUALITY_CHECKPOINT_INTERVAL, "", False, [float(len(rows))])
     for row in rows if args.score_all_checkpoints else []:
         logger.info("checkpoint %d (perplexity-val %.2f), beam %d: %s", row["checkpoint"], row["perplexity-val"],
                     args.beam_size, quality(paths, shared, out, cache, args.beam_size, row["checkpoint"]))

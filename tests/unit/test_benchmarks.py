@@ -141,6 +141,18 @@ def test_a_busy_machine_makes_the_record_invalid_and_warns(tmp_path, caplog, mon
     assert "INVALID" in caplog.text
 
 
+def test_a_busy_machine_is_only_noted_where_no_figure_depends_on_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(harness, "machine", lambda: {"cpu": "test CPU", "flags": [], "cores": 2, "memory_gb": 1.0,
+                                                     "python": "3"})
+    loads = iter([(1.6, 0.2, 0.2), (3.0, 1.0, 1.0)])
+    made = harness.Session(benchmark="fake", reproduce="x", results_dir=tmp_path, settle_s=0.0, timed=False,
+                           load_reader=lambda: next(loads))
+    made.figure("CIDEr-D", "", True, [40.0], [39.0])
+    record = json.loads(made.finish().read_text())
+    assert record["valid"] is True and record["timed"] is False
+    assert any("busy" in note and "1.60" in note for note in record["notes"])
+
+
 def test_records_never_overwrite_each_other(tmp_path):
     when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
     path = harness.write_record({"benchmark": "x"}, tmp_path, when)
