@@ -119,7 +119,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                       description="captions of exported models (onnxruntime) against the MXNet captioner's: beam "
                                   "3, max length %d, batch 64" % args.max_output_length,
                       baseline="the MXNet captioner", ours="the export (onnxruntime)", threads=args.threads,
-                      rounds=1, settle_s=args.settle, results_dir=Path(args.results_dir))
+                      rounds=1, settle_s=args.settle, results_dir=Path(args.results_dir), timed=False)
     flickr = Path(args.flickr_model)
     dev = Path(args.cache_dir) / "features-head_conv"
     data = Path(args.shared) / "data" / "flickr8k-sample"
