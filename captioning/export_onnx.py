@@ -483,15 +483,15 @@ def quantize_int8(proto: Any, kind: str) -> Any:
 # ---------------------------------------------------------------------------------------------------------------
 
 def _with_features_output(proto: Any, tensor: str) -> Any:
-    """``proto`` (one output, ``tensor``) with that output renamed ``features`` (through an Identity node)."""
-    onnx = _onnx()
-    from onnx import helper
-    info = onnx.ValueInfoProto()
-    info.CopyFrom(proto.graph.output[0])
-    info.name = O.FEATURES_INPUT
-    proto.graph.node.append(helper.make_node("Identity", [tensor], [O.FEATURES_INPUT], name=O.FEATURES_INPUT))
+    """``proto`` (cut at ``tensor``) with one output ``features`` (B, C, H, W) float32 (through an Identity node)."""
+    from onnx import TensorProto, helper
+    if tensor != O.FEATURES_INPUT:
+        proto.graph.node.append(helper.make_node("Identity", [tensor], [O.FEATURES_INPUT],
+                                                 name="captioning_export_features"))
     del proto.graph.output[:]
-    proto.graph.output.append(info)
+    proto.graph.output.append(helper.make_tensor_value_info(O.FEATURES_INPUT, TensorProto.FLOAT,
+                                                            ["batch", "channels", "height", "width"]))
+    _onnx().checker.check_model(proto)
     return proto
 
 
@@ -616,16 +616,18 @@ def write_export(model: Any, config: ExportConfig, folder: str, params: str) -> 
     """Write the export of ``model`` (loaded from ``params``) into the empty ``folder``; its manifest."""
     onnx = _onnx()
     what = config.model_folder
+    protos: Dict[str, Any] = {}
+    if config.image_encoder is not None:      # first: a CNN that does not fit the model fails fast
+        protos[O.CNN_FILE] = cnn_proto(config.image_encoder, folder)
+        check_cnn(config.image_encoder, protos[O.CNN_FILE], model.config.encoder.feature_shape)
     encode_spec, step_spec = graph_specs(model)
-    protos = {O.ENCODE_FILE: _export_spec(encode_spec, folder, what),
-              O.STEP_FILE: _export_spec(step_spec, folder, what)}
+    protos[O.ENCODE_FILE] = _export_spec(encode_spec, folder, what)
+    protos[O.STEP_FILE] = _export_spec(step_spec, folder, what)
     largest = check_graphs(model, protos[O.ENCODE_FILE], protos[O.STEP_FILE], what)
     logger.info("The exported graphs give the MXNet model's numbers (largest logit difference %.2g)", largest)
     if config.quantize == "int8":
-        protos = {name: quantize_int8(proto, name.split(".")[0]) for name, proto in protos.items()}
-    if config.image_encoder is not None:
-        protos[O.CNN_FILE] = cnn_proto(config.image_encoder, folder)
-        check_cnn(config.image_encoder, protos[O.CNN_FILE], model.config.encoder.feature_shape)
+        for name in (O.ENCODE_FILE, O.STEP_FILE):
+            protos[name] = quantize_int8(protos[name], name.split(".")[0])
     for name, proto in protos.items():
         onnx.save(proto, os.path.join(folder, name))
     shutil.copyfile(os.path.join(config.model_folder, C.VOCAB_TRG_NAME), os.path.join(folder, C.VOCAB_TRG_NAME))
