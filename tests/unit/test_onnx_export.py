@@ -4,6 +4,7 @@ int8 quantizes the big matrix products; a damaged or foreign export folder is re
 import json
 import os
 import shutil
+from pathlib import Path
 
 import mxnet as mx
 import numpy as np
@@ -336,3 +337,27 @@ def test_reshape_codes_translate_as_mxnet_reshapes(tmp_path):
         session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
         np.testing.assert_array_equal(session.run(None, {"x": x})[0], mx.nd.reshape(mx.nd.array(x), shape).asnumpy(),
                                       err_msg=str(shape))
+
+
+def test_the_deploy_page_sketch_decodes_as_the_runtime_model(exported, tmp_path, capsys):
+    """docs/deploy.md's numpy + onnxruntime greedy decode runs and gives the words `OnnxCaptionModel` gives."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
+    code = text.split("## From another Python")[1].split("```python\n")[1].split("```")[0]
+    features = np.random.RandomState(1).uniform(0, 2, FEATURES).astype(np.float32)
+    np.save(tmp_path / "photo.jpg.npy", features)
+    code = code.replace('"models.onnx-export"', repr(str(exported))).replace('"photo.jpg.npy"',
+                                                                               repr(str(tmp_path / "photo.jpg.npy")))
+    exec(compile(code, "docs/deploy.md", "exec"), {})
+    printed = capsys.readouterr().out.strip()
+    runtime = O.OnnxCaptionModel(str(exported))
+    vocab = O.load_vocab(str(exported))
+    words = {i: w for w, i in vocab.items()}
+    states, previous, caption = runtime.encode(features[None]), np.array([C.BOS_ID], np.float32), []
+    for _ in range(runtime.max_output_length):
+        logits, _, states = runtime.decode_step(previous, states)
+        word = int(logits[0].argmax())
+        if word == C.EOS_ID:
+            break
+        caption.append(words[word])
+        previous = np.array([word], np.float32)
+    assert caption and printed == " ".join(caption)
