@@ -1,12 +1,14 @@
 """Captioning speed of this project against a baseline of its own: another source tree or another option set.
 
     python -m benchmarks.caption --model MODEL [--baseline-tree /path/to/snapshot] [--baseline-args "..."]
-        [--ours-args "--search-processes 2"] [--batch-sizes 64 1] [--threads 1] [--rounds 2]
+        [--ours-args "--search-processes 2"] [--baseline-model OTHER] [--batch-sizes 64 1] [--threads 1] [--rounds 2]
 
 Both sides run ``python -m captioning.captioner`` on the same trained model (``--model``) and feature list (default:
 the FLICKR-A dev features), beam ``--beam-size``, ``--max-output-length``, each run a fresh process, in the order
 baseline, ours, ours, baseline (``--rounds``). The baseline is the ``captioning`` package of ``--baseline-tree``
-(default: this tree) with ``--baseline-args`` added; ours is ``--ours`` (default: this tree) with ``--ours-args``.
+(default: this tree) with ``--baseline-args`` added (and ``--baseline-model`` instead of ``--model`` when given: an
+MXNet model folder against its ONNX export, `benchmarks.onnx_speed`); ours is ``--ours`` (default: this tree) with
+``--ours-args``.
 Figures per batch size: the captioner's own captions/s (model loading excluded), CPU time per caption (user + sys of
 the whole process), peak RSS of the process and its search workers, words per caption; and whether both sides wrote
 the same captions. One record, ``benchmarks/results/caption-<time>.json`` (``--name`` changes ``caption``).
@@ -32,6 +34,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--baseline-tree", default=None, help="tree whose captioning package is the baseline "
                                                               "(default: --ours)")
     parser.add_argument("--baseline-args", default="", help="extra captioner flags for the baseline (one string)")
+    parser.add_argument("--baseline-model", default=None, help="the baseline's model folder (default: --model)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 1])
     parser.add_argument("--beam-size", type=int, default=3)
     parser.add_argument("--max-output-length", type=int, default=30)
@@ -43,6 +46,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = harness.parse_recorded_args(parser, argv)
     if args.baseline_tree is None:
         args.baseline_tree = args.ours
+    if args.baseline_model is None:
+        args.baseline_model = args.model
     if args.source_root is None:
         args.source_root = str(Path(args.input).parent)
     return args
@@ -51,7 +56,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def command(args: argparse.Namespace, side: str, batch: int, output: Path) -> List[str]:
     """One side's captioner command line."""
     extra = shlex.split(args.baseline_args if side == "baseline" else args.ours_args)
-    return [sys.executable, "-m", "captioning.captioner", "--models", args.model, "--input", args.input,
+    model = args.baseline_model if side == "baseline" else args.model
+    return [sys.executable, "-m", "captioning.captioner", "--models", model, "--input", args.input,
             "--source-root", args.source_root, "--beam-size", str(args.beam_size), "--batch-size", str(batch),
             "--max-output-length", str(args.max_output_length), "--use-cpu", "--output", str(output)] + extra
 
@@ -59,13 +65,15 @@ def command(args: argparse.Namespace, side: str, batch: int, output: Path) -> Li
 def describe(args: argparse.Namespace, side: str) -> str:
     tree = args.baseline_tree if side == "baseline" else args.ours
     flags = args.baseline_args if side == "baseline" else args.ours_args
-    return "captioning at %s%s" % (tree, " with %s" % flags if flags else "")
+    model = args.baseline_model if side == "baseline" else args.model
+    return "captioning at %s%s%s" % (tree, " with %s" % flags if flags else "",
+                                     " on %s" % model if args.baseline_model != args.model else "")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     harness.setup_logging()
     args = parse_args(argv)
-    for path in (Path(args.model), Path(args.input)):
+    for path in (Path(args.model), Path(args.baseline_model), Path(args.input)):
         if not path.exists():
             print("skipped: no %s (train a model and extract features first: python -m benchmarks.train)" % path)
             return

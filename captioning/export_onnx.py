@@ -588,7 +588,10 @@ def staging_folder(output: str) -> Iterator[str]:
                                    dir=parent)
             os.replace(output, old)
             os.replace(work, output)
-            shutil.rmtree(old, ignore_errors=True)
+            if os.path.islink(old):      # --output was a link to the earlier export: the link is replaced
+                os.remove(old)
+            else:
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(work, output)
     except BaseException:

@@ -486,3 +486,15 @@ def test_peer_train_part_runs_both_tools_and_records_their_figures(tmp_path):
     assert (tmp_path / "pm" / "metrics").exists() and (tmp_path / "om" / "metrics").exists()
     with pytest.raises(harness.BenchmarkError, match="exists"):
         peer.main(models)                                            # never trains over a model folder
+
+
+def test_onnx_speed_runs_the_export_as_ours_and_its_mxnet_folder_as_the_baseline(tmp_path):
+    from benchmarks import onnx_speed
+    argv = onnx_speed.caption_argv(["--mxnet-model", "/m/mx", "--export", "/m/onnx", "--threads", "2"])
+    args = caption.parse_args(argv + ["--input", str(tmp_path / "dev.features")])
+    assert args.name == "onnx-speed" and args.batch_sizes == [1, 64] and args.threads == "2"
+    ours = caption.command(args, "ours", 1, tmp_path / "out")
+    baseline = caption.command(args, "baseline", 1, tmp_path / "out")
+    assert ours[ours.index("--models") + 1] == "/m/onnx" and baseline[baseline.index("--models") + 1] == "/m/mx"
+    plain = caption.parse_args(["--model", "/m/mx", "--input", str(tmp_path / "dev.features")])
+    assert caption.command(plain, "baseline", 1, tmp_path / "o") == caption.command(plain, "ours", 1, tmp_path / "o")
