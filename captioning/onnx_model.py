@@ -221,11 +221,12 @@ def check_names(session: Any, path: str, inputs: Sequence[str], outputs: Sequenc
 
 
 def run_step(session: Any, num_static_states: int, prev_words: np.ndarray, states: Sequence[np.ndarray],
-             beam_size: int = 1) -> Tuple[np.ndarray, np.ndarray, List[np.ndarray]]:
+             beam_size: int = 1, repeated: Optional[List[np.ndarray]] = None
+             ) -> Tuple[np.ndarray, np.ndarray, List[np.ndarray]]:
     """One run of a step graph's ``session`` with the semantics of `model.CaptionModel.decode_step` (see
-    `OnnxCaptionModel.decode_step`)."""
+    `OnnxCaptionModel.decode_step`); ``repeated``: the static states already repeated for the beam rows."""
     static = list(states[:num_static_states])
-    inputs = static if beam_size <= 1 else [np.repeat(s, beam_size, axis=0) for s in static]
+    inputs = static if beam_size <= 1 else repeated or [np.repeat(s, beam_size, axis=0) for s in static]
     feed = {WORDS_INPUT: np.ascontiguousarray(prev_words, dtype=np.float32).reshape(-1)}
     for name, state in zip(state_names(len(states)), inputs + list(states[num_static_states:])):
         feed[name] = np.ascontiguousarray(state, dtype=np.float32)
@@ -260,6 +261,7 @@ class OnnxCaptionModel:
         self.step_session = open_session(self.step_path, providers, threads)
         check_names(self.step_session, self.step_path, step_input_names(self.num_states),
                     step_output_names(self.num_static_states, self.num_states))
+        self._repeat_cache: Tuple[List[np.ndarray], int, List[np.ndarray]] = ([], 0, [])
 
     def encode(self, features: np.ndarray) -> List[np.ndarray]:
         """The initial decoder states of features ``(B,) + feature_shape``, B rows each."""
@@ -279,7 +281,19 @@ class OnnxCaptionModel:
         attention ``(N, L)``, new states). With ``beam_size`` K > 1 the static states (the first
         ``num_static_states``) have one row per input and are repeated for its K consecutive rows here; they are
         returned as given."""
-        return run_step(self.step_session, self.num_static_states, prev_words, states, beam_size)
+        repeated = None
+        if beam_size > 1 and self.num_static_states:
+            repeated = self._repeated_static(states[:self.num_static_states], beam_size)
+        return run_step(self.step_session, self.num_static_states, prev_words, states, beam_size, repeated)
+
+    def _repeated_static(self, static: Sequence[np.ndarray], beam_size: int) -> List[np.ndarray]:
+        """The static states repeated for ``beam_size`` rows per input, kept while a search passes the same
+        arrays step after step (it passes new ones when inputs leave the batch)."""
+        sources, size, repeated = self._repeat_cache
+        if size != beam_size or len(sources) != len(static) or any(a is not b for a, b in zip(sources, static)):
+            repeated = [np.repeat(np.ascontiguousarray(s, dtype=np.float32), beam_size, axis=0) for s in static]
+            self._repeat_cache = (list(static), beam_size, repeated)
+        return repeated
 
 
 def image_extractor(folder: str, batch_size: int, threads: int = 0,

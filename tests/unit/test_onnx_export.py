@@ -59,9 +59,10 @@ def assert_close(expected, got, what):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5, err_msg=what)
 
 
-def compare_steps(model, runtime, beam_size, steps=4):
+def compare_steps(model, runtime, beam_size, steps=4, drop_after=None):
     """Run both models from the same features for ``steps`` steps (each feeding its own states back, rows
-    reordered between steps as a beam search does) and compare every output."""
+    reordered between steps as a beam search does; after step ``drop_after`` the first input leaves the batch,
+    its static states too) and compare every output."""
     rng = np.random.RandomState(3)
     features = rng.uniform(0, 2, (2,) + tuple(model.config.encoder.feature_shape)).astype(np.float32)
     states, got_states = model.encode(mx.nd.array(features)), runtime.encode(features)
@@ -83,9 +84,14 @@ def compare_steps(model, runtime, beam_size, steps=4):
         for i, (a, b) in enumerate(zip(states, got_states)):
             assert_close(a, b, "state %d after step %d" % (i, step))
         # reorder the beam rows within each input, as a search does
-        order = np.concatenate([k * beam_size + rng.permutation(beam_size) for k in range(2)])
+        order = np.concatenate([k * beam_size + rng.permutation(beam_size) for k in range(rows // beam_size)])
         states = states[:n] + [mx.nd.take(s, mx.nd.array(order)) for s in states[n:]]
         got_states = got_states[:n] + [s[order] for s in got_states[n:]]
+        if step == drop_after:     # the first input's rows leave; with K > 1 its static row too
+            static_rows = slice(1, None) if beam_size > 1 else slice(beam_size, None)
+            states = [s[static_rows] if i < n else s[beam_size:] for i, s in enumerate(states)]
+            got_states = [s[static_rows] if i < n else s[beam_size:] for i, s in enumerate(got_states)]
+            rows -= beam_size
 
 
 RNN_ATTENTIONS = [
@@ -131,6 +137,7 @@ def test_exported_graphs_equal_the_mxnet_model(case, tmp_path):
     assert runtime.step_constants() is None and runtime.max_output_length == 7
     compare_steps(model, runtime, beam_size=1)
     compare_steps(model, runtime, beam_size=3, steps=3)
+    compare_steps(model, runtime, beam_size=2, steps=3, drop_after=1)
 
 
 def test_feature_maps_of_one_position_and_of_other_grids(tmp_path):
