@@ -73,6 +73,7 @@ setup(
             "captioning-synthetic = captioning.synthetic:main",
             "captioning-launch = captioning.launch:main",
             "captioning-average = captioning.average:main",
+            "captioning-export-onnx = captioning.export_onnx:main",
         ],
     },
     classifiers=[

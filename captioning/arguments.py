@@ -1051,6 +1051,36 @@ def add_average_args(parser: argparse.ArgumentParser) -> None:
     add_logging_args(parser)
 
 
+def add_export_onnx_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", "-m", type=str, required=True, help="Model folder to export.")
+    parser.add_argument("--checkpoint", "-c", type=int_greater_or_equal(0), default=None,
+                        help="Checkpoint to export (params.NNNNN); default: params.best.")
+    parser.add_argument("--output", "-o", type=str, required=True,
+                        help="Folder to write (it must not exist, unless --overwrite-output).")
+    parser.add_argument("--quantize", choices=["int8"], default=None,
+                        help="int8: onnxruntime's dynamic quantization of the matrix products by weights (smaller "
+                             "and faster on CPU; captions may differ slightly).")
+    parser.add_argument("--overwrite-output", action="store_true", default=False,
+                        help="Replace --output if it holds an earlier export (a folder without the export's "
+                             "manifest.json is never replaced).")
+    images = parser.add_argument_group("Image encoder (cnn.onnx: the folder then captions images)")
+    images.add_argument("--include-image-encoder", action="store_true", default=False,
+                        help="Export the CNN recorded with the training features too (implied by "
+                             "--image-encoder-model-path).")
+    images.add_argument("--image-encoder-model-path", type=str, default=None, metavar="PREFIX|FILE.onnx",
+                        help="CNN checkpoint prefix or ONNX file to export up to its layer (default: the copy "
+                             "recorded with the training features).")
+    images.add_argument("--image-encoder-model-epoch", type=int_greater_or_equal(0), default=None,
+                        help="Epoch of the CNN params (default: as recorded with the training features, else 0).")
+    images.add_argument("--image-encoder-layer", type=str, default=None,
+                        help="CNN layer (default: the layer the training features came from).")
+    images.add_argument("--source-image-size", "-sis", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
+                        help="Size of the CNN's input: channels, height, width (default: the size the training "
+                             "features were made with, recorded in the model folder, else %s)."
+                             % " ".join(map(str, C.DEFAULT_SOURCE_IMAGE_SIZE)))
+    add_logging_args(parser)
+
+
 def add_launch_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", "-n", type=int_greater_or_equal(1), required=True, help="Worker processes.")
     parser.add_argument("--num-servers", "-s", type=int_greater_or_equal(1), default=None,

@@ -127,7 +127,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> Optional[int]:
 def exported(folders: Sequence[str]) -> bool:
     """Whether ``--models`` are exported folders (`onnx_model.is_export`); decided before anything imports MXNet.
     Exported and MXNet models cannot form one ensemble."""
-    kinds = {os.path.isfile(os.path.join(folder, "manifest.json")) for folder in folders}  # TODO onnx_model
+    from .onnx_model import is_export
+    kinds = {is_export(folder) for folder in folders}
     utils.check_condition(len(kinds) == 1, "--models %s: an ensemble cannot mix exported (ONNX) folders with MXNet "
                                            "model folders; export all of them or none" % " ".join(folders))
     return kinds == {True}
@@ -169,7 +170,7 @@ def _load_exported(args: argparse.Namespace
         utils.check_condition(args.image_encoder_model_path is None and args.image_encoder_layer is None,
                               "--extract-image-features with an exported folder runs the CNN exported with it; "
                               "--image-encoder-model-path and --image-encoder-layer do not apply")
-        extractor = onnx_model.image_extractor(args.models[0], args.batch_size, _threads())
+        extractor = onnx_model.image_extractor(args.models[0], args.batch_size, _threads(), args.onnx_providers)
         utils.check_condition(extractor is not None, "--extract-image-features: %s holds no image encoder; export "
                                                      "with --image-encoder-model-path, or caption features"
                               % args.models[0])

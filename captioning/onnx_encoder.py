@@ -116,20 +116,25 @@ def _providers(ctx: Any) -> List[str]:
     return ["CPUExecutionProvider"]
 
 
-def _session(model: Any, ctx: Any, path: str) -> Any:
+def _session(model: Any, ctx: Any, path: str, threads: int = 0, providers: Optional[Sequence[str]] = None) -> Any:
+    """``threads``: intra-op threads (0: OMP_NUM_THREADS when set); ``providers``: onnxruntime's execution
+    providers (None: from ``ctx``)."""
     _, ort = _require()
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    threads = os.environ.get("OMP_NUM_THREADS")
-    if threads and threads.isdigit() and int(threads) > 0:
+    env_threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads <= 0 and env_threads.isdigit():
+        threads = int(env_threads)
+    if threads > 0:
         options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1
     # no spin-waiting between operators: on a busy machine spinning threads take the CPU from the work
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
+        chosen = list(providers) if providers is not None else _providers(ctx)
         provider_options = [{"device_id": str(getattr(ctx, "device_id", 0))} if p == "CUDAExecutionProvider"
-                            else {} for p in _providers(ctx)]
-        return ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=_providers(ctx),
+                            else {} for p in chosen]
+        return ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=chosen,
                                     provider_options=provider_options)
     except Exception as e:  # noqa: BLE001 - onnxruntime's Fail / InvalidGraph / NotImplemented
         raise utils.CaptioningError("%s: onnxruntime cannot run this model (%s)"
@@ -150,9 +155,10 @@ def _run(session: Any, input_name: str, images: np.ndarray, path: str, image_siz
 class OnnxFeatureExtractor:
     """An ONNX model cut at a tensor, run by onnxruntime: ``extract`` maps (B, 3, H, W) raw 0..255 images to
     (B, C, h, w) features. A model with a fixed batch dimension runs that many images at a time; otherwise at most
-    ``max_cpu_batch`` on CPU (as the MXNet backend)."""
+    ``max_cpu_batch`` on CPU (as the MXNet backend). ``threads`` and ``providers``: see `_session`."""
 
-    def __init__(self, config: Any, ctx: Any, batch_size: int, max_cpu_batch: int = 16) -> None:
+    def __init__(self, config: Any, ctx: Any, batch_size: int, max_cpu_batch: int = 16, threads: int = 0,
+                 providers: Optional[Sequence[str]] = None) -> None:
         path = config.model_path
         model = load_model(path)
         self.input_name, fixed_batch = _image_input(model, path)
@@ -163,7 +169,7 @@ class OnnxFeatureExtractor:
         on_gpu = getattr(ctx, "device_type", "cpu") == "gpu"
         self.fixed_batch = fixed_batch
         self.run_batch = fixed_batch or (batch_size if on_gpu else min(batch_size, max_cpu_batch))
-        self.session = _session(_with_outputs(model, [self.layer], self.input_name), ctx, path)
+        self.session = _session(_with_outputs(model, [self.layer], self.input_name), ctx, path, threads, providers)
         probe = np.zeros((fixed_batch or 1,) + tuple(config.image_size), dtype=np.float32)
         shape = _run(self.session, self.input_name, probe, path, config.image_size)[0].shape
         utils.check_condition(len(shape) == 4, "%s: tensor %r gives shape %s; a feature map needs (C, H, W)"
@@ -182,6 +188,15 @@ class OnnxFeatureExtractor:
         if not outputs:
             return np.zeros((0,) + self.output_shape, dtype=np.float32)
         return np.concatenate(outputs).astype(np.float32, copy=False)
+
+
+def cut_model(path: str, layer: str) -> Tuple[Any, str, str]:
+    """The ONNX model in ``path`` cut at ``layer`` (a graph whose one output is that tensor, its only input the
+    image), the image input's name and the tensor's name."""
+    model = load_model(path)
+    input_name, _ = _image_input(model, path)
+    tensor = _resolve_layer(model, layer, path)
+    return _with_outputs(model, [tensor], input_name), input_name, tensor
 
 
 def list_layers(path: str, image_size: Sequence[int]) -> List[Tuple[str, Tuple[int, ...]]]:

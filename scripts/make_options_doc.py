@@ -8,7 +8,7 @@ import sys
 from typing import List
 
 TOOLS = ["extract_features", "import_cnn", "train", "captioner", "lexical_constraints", "visualize", "evaluate",
-         "synthetic", "launch", "average"]
+         "synthetic", "launch", "average", "export_onnx"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DOC = os.path.join(ROOT, "docs", "options.md")

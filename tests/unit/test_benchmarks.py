@@ -515,3 +515,4 @@ def test_peer_train_part_runs_both_tools_and_records_their_figures(tmp_path):
     assert (tmp_path / "pm" / "metrics").exists() and (tmp_path / "om" / "metrics").exists()
     with pytest.raises(harness.BenchmarkError, match="exists"):
         peer.main(models)                                            # never trains over a model folder
+
