@@ -9,7 +9,6 @@ constants of the fixed parameters folded in), the vocabulary, the model config a
 Nothing in this module's import chain imports MXNet: an export captions where MXNet cannot be installed.
 """
 import dataclasses
-import hashlib
 import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -38,7 +37,6 @@ WORDS_INPUT = "prev_words"
 LOGITS_OUTPUT = "logits"
 ATTENTION_OUTPUT = "attention"
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
-HASH_CHUNK = 1 << 20
 
 
 def state_names(num_states: int) -> List[str]:
@@ -55,12 +53,7 @@ def step_output_names(num_static_states: int, num_states: int) -> List[str]:
     return [LOGITS_OUTPUT, ATTENTION_OUTPUT] + ["new_state_%d" % i for i in range(num_static_states, num_states)]
 
 
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(HASH_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256_file = utils.file_sha256
 
 
 # ---------------------------------------------------------------------------------------------------------------
