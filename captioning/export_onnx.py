@@ -9,11 +9,13 @@ constants of the fixed parameters folded in: `model.CaptionModel.step_constants`
 CNN cut at its layer when asked for (``cnn.onnx``), and ``manifest.json`` with the sha256 of each file.
 
 The graphs are the model's own hybridized computations (`model._EncodeGraph`, `model._StepGraph`) traced to MXNet
-symbols and converted by ``mx.onnx.export_model``; the few MXNet operators its converter does not translate (a
-reshape with MXNet's special codes, a 1-D convolution) are translated here with ``onnx.helper``
-(`_converters`). Each exported graph is then run by onnxruntime next to the
-MXNet model on random inputs (several steps, states fed back) and must give the same numbers, or the export is
-refused in one line. The folder is written under a temporary name and renamed when complete.
+symbols and converted by ``mx.onnx.export_model``; the MXNet operators its converter does not translate (a
+reshape with MXNet's special codes, a 1-D convolution) are translated here with ``onnx.helper`` (`_converters`).
+Each exported graph is then run by onnxruntime next to the MXNet model on random inputs (several steps, states fed
+back) and must give the same numbers, or the export is refused in one line. ``--quantize int8`` rewrites the
+checked graphs (`quantize_int8`) in the form of onnxruntime's dynamic quantization: onnxruntime 1.32's own
+``quantize_dynamic`` needs onnx >= 1.16 (and ml_dtypes), with which mx.onnx does not run. The folder is written
+under a temporary name and renamed when complete.
 """
 import ast
 import contextlib
