@@ -9,11 +9,13 @@ constants of the fixed parameters folded in: `model.CaptionModel.step_constants`
 CNN cut at its layer when asked for (``cnn.onnx``), and ``manifest.json`` with the sha256 of each file.
 
 The graphs are the model's own hybridized computations (`model._EncodeGraph`, `model._StepGraph`) traced to MXNet
-symbols and converted by ``mx.onnx.export_model``; the few MXNet operators its converter does not translate (a
-reshape with MXNet's special codes, a 1-D convolution) are translated here with ``onnx.helper``
-(`_converters`). Each exported graph is then run by onnxruntime next to the
-MXNet model on random inputs (several steps, states fed back) and must give the same numbers, or the export is
-refused in one line. The folder is written under a temporary name and renamed when complete.
+symbols and converted by ``mx.onnx.export_model``; the MXNet operators its converter does not translate (a
+reshape with MXNet's special codes, a 1-D convolution) are translated here with ``onnx.helper`` (`_converters`).
+Each exported graph is then run by onnxruntime next to the MXNet model on random inputs (several steps, states fed
+back) and must give the same numbers, or the export is refused in one line. ``--quantize int8`` rewrites the
+checked graphs (`quantize_int8`) in the form of onnxruntime's dynamic quantization: onnxruntime 1.32's own
+``quantize_dynamic`` needs onnx >= 1.16 (and ml_dtypes), with which mx.onnx does not run. The folder is written
+under a temporary name and renamed when complete.
 """
 import ast
 import contextlib
@@ -275,6 +277,12 @@ def _finish_graph(proto: Any, spec: GraphSpec) -> Any:
         info.CopyFrom(produced[source])
         info.name = target
         graph.output.append(info)
+    names = {node.name for node in graph.node}
+    for index, node in enumerate(graph.node):     # unique node names: int8 finds its nodes by name
+        if not node.name:
+            node.name = next(n for n in ("%s_node_%d" % (spec.kind, index + k) for k in range(len(graph.node) + 1))
+                             if n not in names)
+            names.add(node.name)
     graph.name = "captioning_%s" % spec.kind
     proto.producer_name = "captioning.export_onnx"
     proto.producer_version = __version__
@@ -451,21 +459,56 @@ def _quantized_matmul(node: Any, weight: np.ndarray, nodes: List[Any], initializ
         helper.make_node("Mul", [name + "__float", name + "__scale"], [node.output[0]], name=name + "__rescale")]
 
 
+def _quantized_gather(node: Any, table: np.ndarray, nodes: List[Any], initializers: List[Any]) -> None:
+    """``Gather(table, ids)`` of a constant table (the RNN's projected embeddings) from an int8 copy with one
+    scale per row: the rows read are scaled back to float32."""
+    from onnx import TensorProto, helper, numpy_helper
+    name = node.name
+    scales = np.maximum(np.abs(table).max(axis=1, keepdims=True), np.finfo(np.float32).tiny) / INT8_MAX
+    quantized = np.clip(np.round(table / scales), -INT8_MAX, INT8_MAX).astype(np.int8)
+    initializers += [numpy_helper.from_array(quantized, name + "__table_int8"),
+                     numpy_helper.from_array(scales.astype(np.float32), name + "__table_scale")]
+    nodes += [
+        helper.make_node("Gather", [name + "__table_int8", node.input[1]], [name + "__rows_int8"], axis=0,
+                         name=name + "__gather"),
+        helper.make_node("Gather", [name + "__table_scale", node.input[1]], [name + "__row_scales"], axis=0,
+                         name=name + "__gather_scale"),
+        helper.make_node("Cast", [name + "__rows_int8"], [name + "__rows"], name=name + "__cast",
+                         to=TensorProto.FLOAT),
+        helper.make_node("Mul", [name + "__rows", name + "__row_scales"], [node.output[0]], name=name + "__rescale")]
+
+
+def constant_tables(proto: Any) -> List[str]:
+    """Names of the Gather nodes that read rows (axis 0) of a constant float32 matrix (what int8 stores in int8)."""
+    from onnx import TensorProto, helper
+    tables = {i.name for i in proto.graph.initializer if len(i.dims) == 2 and i.data_type == TensorProto.FLOAT}
+    return [node.name for node in proto.graph.node if node.op_type == "Gather" and node.input[0] in tables
+            and all(helper.get_attribute_value(a) == 0 for a in node.attribute if a.name == "axis")]
+
+
 def quantize_int8(proto: Any, kind: str) -> Any:
     """``proto`` with its matrix products by constant weights (`constant_matmuls`, after `_gemms_as_matmuls`) in
-    int8 (`_quantized_matmul`); every other operator stays float32."""
+    int8 (`_quantized_matmul`), and its constant tables stored in int8 (`constant_tables`,
+    `_quantized_gather`); every other operator stays float32."""
     from onnx import numpy_helper
     proto = _gemms_as_matmuls(proto)
     graph = proto.graph
     weights = {i.name: i for i in graph.initializer}
-    targets = set(constant_matmuls(proto))
+    products, tables = set(constant_matmuls(proto)), set(constant_tables(proto))
+    stored: Dict[str, str] = {}
     nodes: List[Any] = []
     added: List[Any] = []
     for node in graph.node:
-        if node.name in targets:
+        if node.name in products:
             _quantized_matmul(node, numpy_helper.to_array(weights[node.input[1]]), nodes, added)
+        elif node.name in tables:
+            _quantized_gather(node, numpy_helper.to_array(weights[node.input[0]]), nodes, added)
+            stored[node.input[0]] = node.name + "__table_int8"
         else:
             nodes.append(node)
+    for node in nodes:      # the index clipping of mx.onnx's take reads the table's shape: read the int8 copy's
+        if node.op_type == "Shape" and node.input[0] in stored:
+            node.input[0] = stored[node.input[0]]
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(added)
@@ -474,7 +517,7 @@ def quantize_int8(proto: Any, kind: str) -> Any:
     del graph.initializer[:]
     graph.initializer.extend(kept)
     _onnx().checker.check_model(proto)
-    logger.info("%s graph: %d matrix products in int8", kind, len(targets))
+    logger.info("%s graph: %d matrix products and %d tables in int8", kind, len(products), len(tables))
     return proto
 
 

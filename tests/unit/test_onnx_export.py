@@ -186,6 +186,11 @@ def test_int8_quantizes_the_big_products_and_stays_close(tmp_path):
     leftover = [name for name, dims in floats.items() if sorted(dims) == sorted([manifest["vocab_size"], HIDDEN])
                 or any(key in name for key in ("h2h_weight", "att_q_weight", "hidden_weight"))]
     assert not leftover, leftover
+    # the RNN's table of projected embeddings (V x 4H) is stored in int8
+    int8 = {i.name: list(i.dims) for i in step.graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    assert [manifest["vocab_size"], 4 * HIDDEN] in int8.values()
+    assert [manifest["vocab_size"], 4 * HIDDEN] not in floats.values()
+    assert len({node.name for node in step.graph.node}) == len(step.graph.node)
     assert sum(1 for op in ops if op == "MatMulInteger") >= 4
     fp32 = O.OnnxCaptionModel(str(tmp_path / "fp32"))
     int8 = O.OnnxCaptionModel(str(tmp_path / "int8"))
