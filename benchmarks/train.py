@@ -20,8 +20,9 @@
 
 With ``--fine-tune-from S`` the features are extracted at the CNN layer S instead, and every run trains the CNN's
 layers after S up to ``--layer`` with the captioner (``train --image-encoder-fine-tune-from S``, plus
-``--fine-tune-args``); the records' names end in ``-finetune-S``. The same recipe, seed and updates without it are
-the frozen-encoder baseline.
+``--fine-tune-args``); the records' names end in ``-finetune-S``. The speed record runs the frozen ``--layer``
+features as its baseline in the same run; for quality, the same recipe, seed and updates without fine-tuning (the
+record without the suffix) are the baseline.
 """
 import argparse
 import logging
@@ -238,21 +239,30 @@ def model_folder(args: argparse.Namespace) -> str:
     return name + augment_suffix(args.augment) + fine_tune_suffix(args)
 
 
-def session(args: argparse.Namespace, benchmark: str, description: str, timed: bool = True) -> Session:
+def session(args: argparse.Namespace, benchmark: str, description: str, timed: bool = True,
+            baseline: Optional[str] = None) -> Session:
     return Session(benchmark=benchmark, reproduce=harness.reproduce_command("benchmarks.train", args.argv),
                    description=description, threads=args.threads, rounds=args.rounds, settle_s=args.settle,
-                   results_dir=Path(args.results_dir), timed=timed)
+                   results_dir=Path(args.results_dir), timed=timed, baseline=baseline)
 
 
-def speed_part(args: argparse.Namespace, paths: Dict[str, str], cache: Path, env: Dict[str, str]) -> None:
-    record = session(args, "train-speed" + fine_tune_suffix(args), "training the tutorial model on FLICKR-A with each feature store")
+def speed_part(args: argparse.Namespace, paths: Dict[str, str], cache: Path, env: Dict[str, str],
+               frozen: Optional[Dict[str, str]] = None) -> None:
+    """Training speed per feature store; with ``--fine-tune-from``, the fine-tuned layers (ours) against frozen
+    features of ``--layer`` (``frozen``, the baseline) in the same run."""
+    what = "training the tutorial model on FLICKR-A with each feature store"
+    if frozen is not None:
+        what += ", the CNN's layers after %s fine-tuned (baseline: frozen %s features)" % (args.fine_tune_from,
+                                                                                         args.layer)
+    record = session(args, "train-speed" + fine_tune_suffix(args), what,
+                     baseline=None if frozen is None else "frozen %s features" % args.layer)
     for store in args.stores:
-        out = cache / ("speed-%s" % store)
-
-        def measure(side: str, k: int, out: Path = out, store: str = store) -> Dict[str, float]:
-            job = Job(train_command(paths, out, speed_extra(store, args.speed_updates) + fine_tune_extra(args)),
-                      dict(harness.ours_environment(REPO, args.threads), **env), str(REPO),
-                      cache / ("speed-%s-%d.log" % (store, k)))
+        def measure(side: str, k: int, store: str = store) -> Dict[str, float]:
+            out = cache / ("speed-%s%s" % (store, "-baseline" if side == "baseline" else ""))
+            side_paths = frozen if side == "baseline" and frozen is not None else paths
+            extra = speed_extra(store, args.speed_updates) + ([] if side == "baseline" else fine_tune_extra(args))
+            job = Job(train_command(side_paths, out, extra), dict(harness.ours_environment(REPO, args.threads), **env),
+                      str(REPO), cache / ("speed-%s-%s-%d.log" % (store, side, k)))
             done = record.run(side, k, job, "train, %s store" % store)
             return {"speed": harness.median(speeds(done.output)), "rss": done.peak_rss_mb / 1024.0,
                     "ppl": metrics(out)[-1]["perplexity-val"], "wall": done.wall_s, "cpu": done.user_s + done.sys_s}
@@ -314,7 +324,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     feats = extract(shared, cache, args.fine_tune_from or args.layer, args.augment)
     paths = make_lists(shared, feats, cache, args.augment)
     if args.speed_updates > 0:
-        speed_part(args, paths, cache, env)
+        frozen = None
+        if args.fine_tune_from is not None:
+            frozen = make_lists(shared, extract(shared, cache, args.layer, args.augment), cache, args.augment)
+        speed_part(args, paths, cache, env, frozen)
     if not args.skip_quality:
         quality_part(args, paths, shared, cache, env)
 
