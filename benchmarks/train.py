@@ -26,6 +26,7 @@ record without the suffix) are the baseline.
 """
 import argparse
 import logging
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -221,7 +222,11 @@ def quality_name(args: argparse.Namespace) -> str:
 
 
 def fine_tune_suffix(args: argparse.Namespace) -> str:
-    return "" if args.fine_tune_from is None else "-finetune-" + args.fine_tune_from
+    """``-finetune-S`` (and the ``--fine-tune-args`` flags, as one word) with ``--fine-tune-from S``, else ''."""
+    if args.fine_tune_from is None:
+        return ""
+    extra = re.sub(r"[^A-Za-z0-9.]+", "-", args.fine_tune_args.replace("--image-encoder-", "")).strip("-")
+    return "-finetune-" + args.fine_tune_from + ("-" + extra if extra else "")
 
 
 def fine_tune_extra(args: argparse.Namespace) -> List[str]:
