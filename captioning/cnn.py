@@ -88,6 +88,19 @@ def load_checkpoint(prefix: str, epoch: int) -> Tuple["mx.sym.Symbol", dict, dic
     return symbol, arg_params, aux_params
 
 
+def save_checkpoint(prefix: str, symbol: Any, arg_params: Dict[str, Any], aux_params: Dict[str, Any],
+                    epoch: int = 0) -> None:
+    """``PREFIX-symbol.json`` + ``PREFIX-%04d.params`` (``arg:``/``aux:`` names, as ``mx.model.save_checkpoint``),
+    each written to a temporary name and renamed."""
+    import mxnet as mx
+    with utils.atomic_path(symbol_file(prefix)) as tmp:
+        symbol.save(tmp)
+    saved = {"arg:" + k: v for k, v in arg_params.items()}
+    saved.update({"aux:" + k: v for k, v in aux_params.items()})
+    with utils.atomic_path(params_file(prefix, epoch)) as tmp:
+        mx.nd.save(tmp, saved)
+
+
 def layer_names(symbol: "mx.sym.Symbol") -> List[str]:
     """Every internal output of the symbol, as users name them (without ``_output``)."""
     return [strip_output_suffix(name) for name in symbol.get_internals().list_outputs()]

@@ -480,6 +480,46 @@ def config_from_args(args: argparse.Namespace) -> ExtractionConfig:
                             num_workers=args.num_workers, augment=args.augment, progress=not quiet)
 
 
+def export_fine_tuned_cnn(model_folder: str, prefix: str, checkpoint: Optional[int] = None,
+                          cnn_path: Optional[str] = None) -> str:
+    """Write the whole CNN with a model's fine-tuned layers as an MXNet checkpoint ``PREFIX-symbol.json`` +
+    ``PREFIX-0000.params`` (the CNN of the model's config, or ``cnn_path``; the model's ``params.best`` or
+    ``checkpoint``). Existing files are never replaced; nothing is left behind on failure. Returns the prefix."""
+    from . import finetune
+    from . import model as model_module
+    from .cnn import load_checkpoint, save_checkpoint
+    config = model_module.load_model_config(model_folder)
+    utils.check_condition(config.fine_tune is not None, "%s: the model has no fine-tuned CNN layers (it was trained "
+                                                        "without --image-encoder-fine-tune-from)" % model_folder)
+    assert config.fine_tune is not None
+    cnn = config.fine_tune.cnn
+    from .cnn import params_file, symbol_file
+    for existing in (symbol_file(prefix), params_file(prefix, 0)):
+        utils.check_condition(not os.path.lexists(existing), "%s: exists; the export writes new files only (choose "
+                                                            "another prefix)" % existing)
+    utils.check_output_folder(os.path.dirname(os.path.abspath(prefix)), "--export-fine-tuned-cnn")
+    symbol, arg_params, aux_params = load_checkpoint(cnn_path or cnn.model_path, cnn.epoch)
+    path = model_module.params_path(model_folder, checkpoint)
+    trained = {name[len(finetune.BLOCK_NAME) + 1:]: value for name, value in model_module.load_parameter_arrays(path).items()
+               if name.startswith(finetune.BLOCK_NAME + ".")}
+    import mxnet as mx
+    for name, value in trained.items():
+        target = arg_params if name in arg_params else aux_params
+        utils.check_condition(name in target and tuple(target[name].shape) == value.shape,
+                              "%s: %r does not fit the CNN %s" % (path, name, cnn_path or cnn.model_path))
+        target[name] = mx.nd.array(value, dtype=value.dtype)
+    try:
+        save_checkpoint(prefix, symbol, arg_params, aux_params)
+    except BaseException:
+        for written in (symbol_file(prefix), params_file(prefix, 0)):   # neither existed before
+            with contextlib.suppress(OSError):
+                os.remove(written)
+        raise
+    logger.info("Wrote the CNN with the fine-tuned layers of %s (%d arrays) to %s-symbol.json / -0000.params",
+                path, len(trained), prefix)
+    return prefix
+
+
 def build_parser(list_layers: bool = False) -> arguments.ConfigArgumentParser:
     parser = arguments.ConfigArgumentParser(prog="python -m captioning.extract_features",
                                             description="Extract CNN features of images into a feature folder.")
@@ -509,9 +549,8 @@ def _main(argv: Optional[Sequence[str]] = None) -> None:
     args = build_parser(list_layers or known.export_fine_tuned_cnn is not None).parse_args(argv)
     log.setup_main_logger(console=not args.quiet, level=args.loglevel)
     if args.export_fine_tuned_cnn is not None:
-        from . import finetune
         model_folder, prefix = args.export_fine_tuned_cnn
-        finetune.export_cnn(model_folder, prefix, cnn_path=args.image_encoder_model_path)
+        export_fine_tuned_cnn(model_folder, prefix, cnn_path=args.image_encoder_model_path)
         return
     if list_layers:
         import sys

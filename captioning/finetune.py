@@ -14,7 +14,7 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence, Set, Tuple
 
 from . import utils
 from .cnn import CNNConfig, strip_output_suffix
@@ -209,37 +209,3 @@ def set_trainable(layers: Any, trainable: bool, accumulate: bool = False) -> Non
             continue
         param.grad_req = ("add" if accumulate else "write") if trainable else "null"
 
-
-def export_cnn(model_folder: str, prefix: str, checkpoint: Optional[int] = None,
-               cnn_path: Optional[str] = None) -> str:
-    """Write the whole CNN with a model's fine-tuned layers as an MXNet checkpoint ``PREFIX-symbol.json`` +
-    ``PREFIX-0000.params`` (the CNN of the model's config, or ``cnn_path``; the model's ``params.best`` or
-    ``checkpoint``). Existing files are never replaced; nothing is left behind on failure. Returns the prefix."""
-    from . import import_cnn
-    from . import model as model_module
-    from .cnn import load_checkpoint
-    config = model_module.load_model_config(model_folder)
-    utils.check_condition(config.fine_tune is not None, "%s: the model has no fine-tuned CNN layers (it was trained "
-                                                        "without --image-encoder-fine-tune-from)" % model_folder)
-    assert config.fine_tune is not None
-    cnn = config.fine_tune.cnn
-    from .cnn import params_file, symbol_file
-    for existing in (symbol_file(prefix), params_file(prefix, 0)):
-        utils.check_condition(not os.path.lexists(existing), "%s: exists; the export writes new files only (choose "
-                                                            "another prefix)" % existing)
-    import_cnn.prepare_output(prefix)
-    symbol, arg_params, aux_params = load_checkpoint(cnn_path or cnn.model_path, cnn.epoch)
-    path = model_module.params_path(model_folder, checkpoint)
-    trained = {name[len(BLOCK_NAME) + 1:]: value for name, value in model_module.load_parameter_arrays(path).items()
-               if name.startswith(BLOCK_NAME + ".")}
-    import mxnet as mx
-    for name, value in trained.items():
-        target = arg_params if name in arg_params else aux_params
-        utils.check_condition(name in target and tuple(target[name].shape) == value.shape,
-                              "%s: %r does not fit the CNN %s" % (path, name, cnn_path or cnn.model_path))
-        target[name] = mx.nd.array(value, dtype=value.dtype)
-    with import_cnn.removed_on_failure(prefix):
-        import_cnn.save_checkpoint(prefix, symbol, arg_params, aux_params)
-    logger.info("Wrote the CNN with the fine-tuned layers of %s (%d arrays) to %s-symbol.json / -0000.params",
-                path, len(trained), prefix)
-    return prefix

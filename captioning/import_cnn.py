@@ -40,7 +40,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # writing an encoder
 # ---------------------------------------------------------------------------------------------------------------
 
-def prepare_output(prefix: str) -> None:
+def _prepare_output(prefix: str) -> None:
     """The folder of ``--output`` PREFIX exists (created) and can be written, before any work."""
     utils.check_condition(not os.path.isdir(prefix), "%s: is a folder; --output takes a file prefix such as "
                                                      "models/efficientnet-lite2" % prefix)
@@ -70,18 +70,6 @@ def removed_on_failure(prefix: str) -> Iterator[None]:
                     os.remove(path)
         utils.remove_empty_folders(created)
         raise
-
-
-def save_checkpoint(prefix: str, symbol: Any, arg_params: Dict[str, Any], aux_params: Dict[str, Any]) -> None:
-    """``PREFIX-symbol.json`` + ``PREFIX-0000.params`` (``arg:``/``aux:`` names, as ``mx.model.save_checkpoint``),
-    each written to a temporary name and renamed."""
-    import mxnet as mx
-    with utils.atomic_path(cnn.symbol_file(prefix)) as tmp:
-        symbol.save(tmp)
-    saved = {"arg:" + k: v for k, v in arg_params.items()}
-    saved.update({"aux:" + k: v for k, v in aux_params.items()})
-    with utils.atomic_path(cnn.params_file(prefix, 0)) as tmp:
-        mx.nd.save(tmp, saved)
 
 
 def write_sidecar(model_path: str, source: str, licence: str, native_size: Tuple[int, int, int],
@@ -127,7 +115,7 @@ def import_efficientnet(source: str, prefix: str, image_size: Optional[int] = No
     """Build an EfficientNet-Lite checkpoint at ``prefix`` from its PyTorch weights; returns the sidecar."""
     from . import efficientnet, torch_weights
     path, package = find_weight_file(source)
-    prepare_output(prefix)
+    _prepare_output(prefix)
     state = torch_weights.load_state_dict(path)
     arch = efficientnet.read_architecture(state, path)
     known = efficientnet.identify(arch)
@@ -141,7 +129,7 @@ def import_efficientnet(source: str, prefix: str, image_size: Optional[int] = No
     logger.info("%s: %s, %d blocks, stage widths %s, depths %s, input %dx%d", path, name, len(arch.blocks),
                 arch.widths, arch.depths, image_size, image_size)
     symbol, arg_params, aux_params, _ = efficientnet.build(state, image_size, path)
-    save_checkpoint(prefix, symbol, arg_params, aux_params)
+    cnn.save_checkpoint(prefix, symbol, arg_params, aux_params)
     size = (3, image_size, image_size)
     source_text = "%s: %s (sha256 %s)" % (name, package or os.path.abspath(path), utils.file_sha256(path))
     licence = EFFICIENTNET_LICENCE % package if package else "as the licence of %s" % path
@@ -165,7 +153,7 @@ def import_onnx(path: str, prefix: str, mean: Optional[Sequence[float]], std: Op
         utils.check_condition(any(len(shape) == 3 for _, shape in cnn.list_layers(path, 0, size)),
                               "%s: no tensor of the model is a (C, H, W) feature map at %dx%d: not a CNN image "
                               "encoder" % (path, image_size, image_size))
-    prepare_output(prefix)
+    _prepare_output(prefix)
     target = prefix + onnx_encoder.ONNX_SUFFIX
     in_place = utils.same_file(path, target)
     utils.check_condition(not in_place or (mean is None and std is None),
@@ -265,7 +253,7 @@ def import_gluon(name: str, prefix: str, pretrained: bool = True, image_size: in
     """Export a Gluon model-zoo network (ImageNet weights downloaded when ``pretrained``) with `export_gluon`."""
     import mxnet as mx
     from mxnet.gluon.model_zoo import vision
-    prepare_output(prefix)
+    _prepare_output(prefix)
     try:
         net = vision.get_model(name, pretrained=pretrained)
     except ValueError as e:
@@ -286,7 +274,7 @@ def export_gluon(net: Any, name: str, prefix: str, image_size: int, source: str)
     """Write an initialised Gluon model-zoo network as a checkpoint with gallery-style names (ResNet v2: the
     gallery's resnet-N names), ImageNet mean/std folded in front so that it takes raw 0..255 RGB."""
     import mxnet as mx
-    prepare_output(prefix)
+    _prepare_output(prefix)
     net.hybridize()
     net(mx.nd.zeros((1, 3, image_size, image_size)))
     folder = os.path.dirname(os.path.abspath(prefix))
@@ -317,7 +305,7 @@ def export_gluon(net: Any, name: str, prefix: str, image_size: int, source: str)
         new_params["%s:%s" % (kind, _rename_param(pname, mapping))] = value
     args = {k[4:]: v for k, v in new_params.items() if k.startswith("arg:")}
     auxs = {k[4:]: v for k, v in new_params.items() if k.startswith("aux:")}
-    save_checkpoint(prefix, graph, args, auxs)
+    cnn.save_checkpoint(prefix, graph, args, auxs)
     names = [n for n, _ in cnn.list_layers(prefix, 0, (3, image_size, image_size))]
     recommended: List[str] = [n for n in ("stage4_unit3_conv3", "relu1", "pool1") if n in names] or [names[-2]]
     return write_sidecar(prefix, source, GLUON_LICENCE, (3, image_size, image_size), recommended)

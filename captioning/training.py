@@ -112,14 +112,16 @@ _OLD_SELF_CRITICAL_PREFIX = "self_critical_"
 class Trainer:
     """Trains ``model`` (a `model.CaptionModel` with initialised parameters on ``contexts``) on ``train_iter`` with
     ``objective`` (default: cross-entropy), validating on ``val_iter`` at each checkpoint, into
-    ``config.output_folder``. ``optimizer``: a ready `mx.optimizer.Optimizer` (default: built from the config)."""
+    ``config.output_folder``. ``optimizer``: a ready `mx.optimizer.Optimizer` (default: built from the config).
+    ``fine_tune``: the model's `finetune.FineTuneConfig`, when it has CNN layers (``model.image_layers``)."""
 
     def __init__(self, config: TrainingConfig, model: model_module.CaptionModel, train_iter: data_io.BatchIterator,
                  val_iter: data_io.BatchIterator, contexts: Sequence[mx.Context],
                  checkpoint_decoder: Optional[CheckpointDecoder] = None, vocab: Optional[Dict[str, int]] = None,
                  kvstore: Optional[mx.kvstore.KVStoreBase] = None,
                  objective: Optional[objective_module.Objective] = None,
-                 optimizer: Optional[mx.optimizer.Optimizer] = None, batch_part: Tuple[int, int] = (0, 1)) -> None:
+                 optimizer: Optional[mx.optimizer.Optimizer] = None, batch_part: Tuple[int, int] = (0, 1),
+                 fine_tune: Optional[finetune.FineTuneConfig] = None) -> None:
         self.config, self.model, self.train_iter, self.val_iter = config, model, train_iter, val_iter
         self.contexts, self.checkpoint_decoder, self.vocab, self.kv = list(contexts), checkpoint_decoder, vocab, kvstore
         if checkpoint_decoder is not None and vocab is None:
@@ -149,7 +151,8 @@ class Trainer:
             training_state.OPTIMIZER_INITIAL: None, training_state.OPTIMIZER_BEST: None}
         self._pending: Optional[mx.nd.NDArray] = None
         self._last_marker: Optional[mx.nd.NDArray] = None
-        self._image_layers_learn: Optional[bool] = None    # fine-tuned CNN layers: learning now? (None: no layers)
+        self.fine_tune = fine_tune     # the model's fine-tuned CNN layers (model.image_layers), if any
+        self._image_layers_learn: Optional[bool] = None    # those layers: learning now?
 
     # -- the loop -------------------------------------------------------------------------------------------------
     def fit(self, resume: Optional[bool] = None) -> TrainingState:
@@ -231,7 +234,7 @@ class Trainer:
     def _image_layers_learning(self) -> None:
         """Fine-tuned CNN layers (`finetune`) learn from update ``start_update`` on; before, no gradient reaches
         them (the state follows the update count, so a resumed run is in the same phase)."""
-        fine_tune = self.model.config.fine_tune
+        fine_tune = self.fine_tune
         if fine_tune is None:
             return
         learn = self.state.updates >= fine_tune.start_update
@@ -581,5 +584,7 @@ def create_trainer(config: TrainingConfig, model: gluon.Block, data: data_io.Tra
         raise utils.CaptioningError(str(e)) from None
     objective = objective_module.create_objective(config, data_io.references_by_image(data.train_data), vocab,
                                                   max_output_length)
+    fine_tune = model.config.fine_tune if isinstance(model, model_module.CaptionModel) else None
     return Trainer(config, model, data.train_iter, data.val_iter, contexts, checkpoint_decoder=checkpoint_decoder,
-                   vocab=vocab, kvstore=kvstore, objective=objective, optimizer=optimizer, batch_part=batch_part)
+                   vocab=vocab, kvstore=kvstore, objective=objective, optimizer=optimizer, batch_part=batch_part,
+                   fine_tune=fine_tune)

@@ -94,14 +94,9 @@ def init_params(symbol: "mx.sym.Symbol", seed: int, image_size: int) -> Tuple[Di
 
 def save_checkpoint(prefix: str, symbol: "mx.sym.Symbol", args: Dict[str, "mx.nd.NDArray"],
                     auxs: Dict[str, "mx.nd.NDArray"], epoch: int = 0) -> None:
-    """``PREFIX-symbol.json`` + ``PREFIX-%04d.params`` (the format of ``mx.model.save_checkpoint``), atomically."""
-    import mxnet as mx
-    with utils.atomic_open(prefix + "-symbol.json", "w") as f:
-        f.write(symbol.tojson())
-    saved = {"arg:" + k: v for k, v in args.items()}
-    saved.update({"aux:" + k: v for k, v in auxs.items()})
-    with utils.atomic_path("%s-%04d.params" % (prefix, epoch)) as tmp:
-        mx.nd.save(tmp, saved)
+    """``PREFIX-symbol.json`` + ``PREFIX-%04d.params`` (`cnn.save_checkpoint`)."""
+    from .. import cnn
+    cnn.save_checkpoint(prefix, symbol, args, auxs, epoch)
 
 
 def write_cnn(folder: str, image_size: int, seed: int = 0) -> str:
