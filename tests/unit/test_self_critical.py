@@ -247,9 +247,19 @@ def test_top_k_and_dropout_reach_the_sampler(monkeypatch, sample_dropout):
         return sample(self, *args, **kwargs)
     monkeypatch.setattr(Sampler, "sample", recording)
     model = tiny_model(seed=1)
+    scoring = []
+    forward = type(model).forward
+
+    def scored(self, *args):
+        scoring.append(autograd.is_training())
+        return forward(self, *args)
+    monkeypatch.setattr(type(model), "forward", scored)
     features = np.random.RandomState(4).rand(2, 4, 2, 2).astype(np.float32)
     objective.forward_backward(model, [share_of(features, [0, 1])])
     assert modes == [sample_dropout]
+    # the teacher-forced pass scores the samples in the mode they were drawn in: the gradient is that of the
+    # policy that drew them (dropout off unless they were drawn with it)
+    assert scoring and set(scoring) == {sample_dropout}
     # top-1 sampling is greedy: an image's 3 samples are the same caption, their advantages 0, so no gradient
     assert objective._searches(model, mx.cpu())[0].top_k == 1
     grads = [p.grad().asnumpy() for p in model.collect_params().values() if p.grad_req != "null"]
