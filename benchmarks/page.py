@@ -37,8 +37,8 @@ KNOWN: List[Tuple[str, str, str]] = [
      "python -m benchmarks.train --speed-updates 0 --recipe regularised"),
     ("quality-flickr", "Self-critical training (FLICKR-A dev)", "python -m benchmarks.quality flickr"),
     ("quality-scenes", "Self-critical training (synthetic scenes, test)",
-     "python -m benchmarks.quality scenes --sc-updates 200 --sc-learning-rate 0.0001 --sc-batch-size 32 "
-     "--checkpoint-interval 50"),
+     "python -m benchmarks.quality scenes --scenes-model tutorial --scenes-seed 202 --scenes-train 2000 "
+     "--scenes-val 200 --scenes-test 200 --scenes-captions 4 --xe-references one --sc-references all"),
     ("train-speed", "Training speed per feature store", "python -m benchmarks.train --skip-quality"),
     ("caption", "Captioning speed against a baseline tree or option set",
      "python -m benchmarks.caption --model MODEL --baseline-tree OTHER_TREE"),

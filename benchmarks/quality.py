@@ -1,24 +1,31 @@
 """Caption quality of the full recipe: cross-entropy training, then self-critical training (CIDEr-D rewards).
 
     python -m benchmarks.quality flickr [--shared ../shared] [--cache-dir /tmp/captioning-quality] [--features DIR]
-        [--xe-model DIR] [--sc-updates 1000] [--sc-learning-rate 0.00002] [--sc-batch-size 16] [--samples 5]
-        [--baseline mean] [--checkpoint-interval 100] [--beam-size 3] [--augment none|flip|ten-crop]
-    python -m benchmarks.quality scenes [--cache-dir ...] --sc-updates 200 --sc-learning-rate 0.0001 \
-        --sc-batch-size 32 --checkpoint-interval 50
+        [--xe-model DIR] [--sc-updates 200] [--sc-learning-rate 0.00002] [--sc-batch-size 32] [--samples 5]
+        [--baseline mean] [--checkpoint-interval 25] [--sc-not-improved 4] [--beam-size 3] [--augment ...]
+    python -m benchmarks.quality scenes [--scenes-model small|tutorial] [--scenes-seed 1] [--scenes-train 1000] \
+        [--scenes-val 100] [--scenes-test 100] [--scenes-captions 5] [--xe-references one|all] \
+        [--sc-references one|all] [self-critical options as for flickr]
 
+The self-critical options default to the recipe of docs/training.md (``--sc-top-k``: train's default).
 ``flickr`` (record ``quality-flickr``; FLICKR-A: flickr8k-sample's 753 training photos x 5 captions, dev 113 photos
 with 5 references):
 1. cross-entropy: `benchmarks.train`'s tutorial model with its regularised recipe for 1,600 updates (or the model
    folder ``--xe-model``);
 2. self-critical: ``--params XE/params.best --loss self-critical`` with the same network options, ``--samples`` K,
-   ``--baseline``, a constant learning rate ``--sc-learning-rate``, ``--sc-updates`` updates (no early stopping);
-3. each stage's model (cross-entropy: params.best by validation perplexity; self-critical: the LAST checkpoint, so
-   nothing is chosen on dev) captions dev at ``--beam-size`` (length penalty alpha 1.0) and is scored against the 5
-   references with captioning.evaluate (BLEU-4, METEOR where Java exists, ROUGE-L, CIDEr-D), with the number of
-   distinct captions, the vocabulary used and the captions that end with a dangling word.
+   ``--baseline``, a constant learning rate ``--sc-learning-rate``, up to ``--sc-updates`` updates, a checkpoint
+   every ``--checkpoint-interval`` updates, stopping after ``--sc-not-improved`` checkpoints without a better dev
+   CIDEr-D;
+3. each stage's params.best (cross-entropy: by validation perplexity; self-critical: by dev CIDEr-D, as the recipe
+   chooses, so its dev scores are those of the checkpoint dev chose: FLICKR-A has no test split) captions dev at
+   ``--beam-size`` (length penalty alpha 1.0) and is scored against the 5 references with captioning.evaluate
+   (BLEU-4, METEOR where Java exists, ROUGE-L, CIDEr-D), with the number of distinct captions, the vocabulary used
+   and the captions that end with a dangling word.
 In the record the cross-entropy model is the baseline and the self-critical one is ours.
-``scenes`` (record ``quality-scenes``): the synthetic scenes (1,000 training images x 5 captions, 100 test images)
-with a small RNN model: cross-entropy, then self-critical; test scores of each stage.
+``scenes`` (record ``quality-scenes``): synthetic scenes (`captioning.synthetic` with the ``--scenes-*`` settings;
+cached per setting), cross-entropy on one caption per image (reference 0) or all of them, then self-critical with
+rewards against one or all; test scores of each stage's params.best (self-critical: by validation CIDEr-D against
+all references of every validation image), against all references of the test images. Nothing is chosen on test.
 """
 import argparse
 import logging
@@ -66,10 +73,6 @@ def add_scores(record: Session, split: str, baseline: Dict[str, float], ours: Di
                           [float(baseline[key])])
 
 
-def last_checkpoint(folder: Path) -> int:
-    return train_bench.metrics(folder)[-1]["checkpoint"]
-
-
 def with_validation_targets(cmd: List[str], targets: Sequence[str]) -> List[str]:
     i = cmd.index("--validation-target")
     return cmd[:i + 1] + list(targets) + cmd[i + 2:]
@@ -81,8 +84,10 @@ def self_critical_flags(xe: Path, args: argparse.Namespace) -> List[str]:
             str(args.samples), "--self-critical-baseline", args.baseline, "--initial-learning-rate",
             str(args.sc_learning_rate), "--learning-rate-scheduler-type", "none", "--max-updates",
             str(args.sc_updates), "--checkpoint-interval", str(args.checkpoint_interval),
-            "--max-num-checkpoint-not-improved", "-1", "--optimized-metric", "cider", "--decode-and-evaluate", "-1",
-            "--batch-size", str(args.sc_batch_size), "--self-critical-top-k", str(args.sc_top_k)] + \
+            "--max-num-checkpoint-not-improved", str(args.sc_not_improved), "--optimized-metric", "cider",
+            "--decode-and-evaluate", "-1",
+            "--batch-size", str(args.sc_batch_size)] + \
+        ([] if args.sc_top_k is None else ["--self-critical-top-k", str(args.sc_top_k)]) + \
         (["--self-critical-sample-dropout"] if args.sc_sample_dropout else [])
 
 
@@ -124,7 +129,7 @@ def flickr(args: argparse.Namespace) -> None:
     done = record.run("ours", 0, harness.Job(with_validation_targets(cmd, dev_targets), env, str(harness.REPO),
                                              cache / (sc.name + ".log")), "self-critical training")
     sc_scores = score(sc, paths["validation_source"], paths["root"], references, cache / (sc.name + ".dev.predictions"),
-                      args.beam_size, last_checkpoint(sc))
+                      args.beam_size)
     add_scores(record, "dev (beam %d)" % args.beam_size, xe_scores, sc_scores)
     record.figure("self-critical updates per second", "updates/s", True, [args.sc_updates / done.wall_s])
     record.figure("self-critical training peak RSS", "GB", False, [done.peak_rss_mb / 1024.0])
@@ -133,26 +138,26 @@ def flickr(args: argparse.Namespace) -> None:
 
 def sc_name(args: argparse.Namespace, suffix: str = "") -> str:
     start = "" if args.xe_checkpoint is None else "-from%d" % args.xe_checkpoint
-    return "sc-%s-k%d-b%d-lr%g-top%d%s%s%s" % (args.baseline, args.samples, args.sc_batch_size, args.sc_learning_rate,
-                                               args.sc_top_k, "-dropout" if args.sc_sample_dropout else "", start,
-                                               suffix)
+    top = "" if args.sc_top_k is None else "-top%d" % args.sc_top_k
+    return "sc-%s-k%d-b%d-lr%g%s%s%s%s" % (args.baseline, args.samples, args.sc_batch_size, args.sc_learning_rate, top,
+                                           "-dropout" if args.sc_sample_dropout else "", start, suffix)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 SCENES_MODEL = ["--rnn-num-hidden", "64", "--num-embed", "32", "--image-encoder-num-hidden", "64", "--batch-size",
                 "32", "--no-rnn-input-feeding", "--rnn-decoder-hidden-dropout", "0.1", "--use-cpu", "--seed", "5"]
+# the cross-entropy stage of ``scenes``: (network and training flags, updates)
+SCENES_XE = {"small": (SCENES_MODEL + ["--initial-learning-rate", "0.003"], 400),
+             "tutorial": (train_bench.TUTORIAL + ["--load-all-features-to-memory"], 300)}
 
 
-def scenes(args: argparse.Namespace) -> None:
-    cache = Path(args.cache_dir) / "scenes"
+def scenes_data(args: argparse.Namespace, cache: Path) -> Path:
+    """The synthetic data set and its features (generated and extracted once per setting) in ``cache``."""
     data, feats = cache / "data", cache / "features"
-    cache.mkdir(parents=True, exist_ok=True)
-    record = session(args, "quality-scenes", "synthetic scenes, test caption quality, 5 references: cross-entropy, "
-                                             "then self-critical training")
-    env = harness.ours_environment(harness.REPO, args.threads)
     if not (data / "train.images").exists():
-        train_bench.run([PYTHON, "-m", "captioning.synthetic", str(data), "--train", "1000", "--val", "100",
-                         "--test", "100", "--seed", "1"], cache / "scenes-data.log")
+        train_bench.run([PYTHON, "-m", "captioning.synthetic", str(data), "--train", str(args.scenes_train), "--val",
+                         str(args.scenes_val), "--test", str(args.scenes_test), "--seed", str(args.scenes_seed),
+                         "--captions-per-image", str(args.scenes_captions)], cache / "scenes-data.log")
     for split in ("train", "val", "test"):
         if not (feats / ("%s.features" % split)).exists():
             feats.mkdir(parents=True, exist_ok=True)
@@ -162,31 +167,55 @@ def scenes(args: argparse.Namespace) -> None:
                              "--image-encoder-model-path", str(data / "cnn" / "synthetic-cnn"),
                              "--image-encoder-layer", "stage4_unit2_conv2", "--use-cpu"],
                             cache / ("extract-%s.log" % split))
-    val_targets = [str(data / "val.captions")] + [str(data / ("val.captions.%d" % k)) for k in range(1, 5)]
-    test_targets = [str(data / "test.captions")] + [str(data / ("test.captions.%d" % k)) for k in range(1, 5)]
-    references = [list(r) for r in zip(*[Path(t).read_text().splitlines() for t in test_targets])]
+    k = args.scenes_captions
+    for name, folder in (("features", feats), ("captions", data)):     # one caption per image: reference 0
+        lines = (folder / ("train.%s" % name)).read_text().splitlines()
+        (folder / ("train.one.%s" % name)).write_text("".join(line + "\n" for line in lines[::k]))
+    return cache
 
-    def command(output: Path, extra: List[str]) -> List[str]:
+
+def reference_files(data: Path, split: str, count: int) -> List[str]:
+    return [str(data / ("%s.captions" % split))] + [str(data / ("%s.captions.%d" % (split, k)))
+                                                     for k in range(1, count)]
+
+
+def scenes_name(args: argparse.Namespace) -> str:
+    return "scenes-%s-seed%d-%dx%d" % (args.scenes_model, args.scenes_seed, args.scenes_train, args.scenes_captions)
+
+
+def scenes(args: argparse.Namespace) -> None:
+    cache = scenes_data(args, Path(args.cache_dir) / scenes_name(args))
+    data, feats = cache / "data", cache / "features"
+    record = session(args, "quality-scenes", "synthetic scenes (%s), test caption quality, %d references: "
+                                             "cross-entropy on %s caption(s) per image, then self-critical training "
+                                             "with rewards against %s" % (scenes_name(args), args.scenes_captions,
+                                                                          args.xe_references, args.sc_references))
+    env = harness.ours_environment(harness.REPO, args.threads)
+    references = [list(r) for r in zip(*[Path(t).read_text().splitlines()
+                                         for t in reference_files(data, "test", args.scenes_captions)])]
+
+    def command(output: Path, captions: str, extra: List[str]) -> List[str]:
+        infix = "one." if captions == "one" else ""
         return with_validation_targets(
             [PYTHON, "-m", "captioning.train", "--source-root", str(feats), "--source",
-             str(feats / "train.features"), "--target", str(data / "train.captions"), "--validation-source",
-             str(feats / "val.features"), "--validation-target", "VAL", "--output", str(output),
-             "--overwrite-output"] + SCENES_MODEL + extra, val_targets)
+             str(feats / ("train.%sfeatures" % infix)), "--target", str(data / ("train.%scaptions" % infix)),
+             "--validation-source", str(feats / "val.features"), "--validation-target", "VAL", "--output",
+             str(output), "--overwrite-output"] + extra, reference_files(data, "val", args.scenes_captions))
 
-    xe = cache / "xe"
+    network, updates = SCENES_XE[args.scenes_model]
+    xe = cache / ("xe-%s" % args.xe_references)
     if not (xe / "params.best").exists():
-        record.run("baseline", 0, harness.Job(command(xe, ["--checkpoint-interval", "50", "--max-updates", "400",
-                                                           "--initial-learning-rate", "0.003",
-                                                           "--decode-and-evaluate", "0"]), env, str(harness.REPO),
-                                              cache / "xe.log"), "cross-entropy training")
-    xe_scores = score(xe, str(feats / "test.features"), str(feats), references, cache / "xe.test.predictions",
+        record.run("baseline", 0, harness.Job(command(xe, args.xe_references, network + [
+            "--checkpoint-interval", "100", "--max-updates", str(updates), "--decode-and-evaluate", "0"]), env,
+            str(harness.REPO), cache / (xe.name + ".log")), "cross-entropy training")
+    xe_scores = score(xe, str(feats / "test.features"), str(feats), references, cache / (xe.name + ".predictions"),
                       args.beam_size)
-    sc = cache / sc_name(args)
-    record.run("ours", 0, harness.Job(command(sc, self_critical_flags(xe, args)), env, str(harness.REPO),
-                                      cache / (sc.name + ".log")), "self-critical training")
-    sc_scores = score(sc, str(feats / "test.features"), str(feats), references, cache / (sc.name + ".test.predictions"),
-                      args.beam_size, last_checkpoint(sc))
-    add_scores(record, "test (beam %d)" % args.beam_size, xe_scores, sc_scores)
+    sc = cache / ("%s-%s" % (sc_name(args), args.sc_references))
+    record.run("ours", 0, harness.Job(command(sc, args.sc_references, network + self_critical_flags(xe, args)), env,
+                                      str(harness.REPO), cache / (sc.name + ".log")), "self-critical training")
+    sc_scores = score(sc, str(feats / "test.features"), str(feats), references, cache / (sc.name + ".predictions"),
+                      args.beam_size)
+    add_scores(record, "test (beam %d, params.best)" % args.beam_size, xe_scores, sc_scores)
     record.finish()
 
 
@@ -202,22 +231,39 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--augment", choices=list(train_bench.AUGMENTATIONS), default="none",
                         help="flickr: both stages train on these views of the training photos (extract_features "
                              "--augment; with --features, a folder extracted so)")
-    parser.add_argument("--sc-updates", type=int, default=1000)
+    parser.add_argument("--sc-updates", type=int, default=200)
     parser.add_argument("--sc-learning-rate", type=float, default=2e-5)
-    parser.add_argument("--sc-batch-size", type=int, default=16,
+    parser.add_argument("--sc-not-improved", type=int, default=4,
+                        help="self-critical: stop after this many checkpoints without a better validation CIDEr-D "
+                             "(negative: never)")
+    parser.add_argument("--sc-batch-size", type=int, default=32,
                         help="self-critical: training lines per batch (each distinct image gets --samples samples)")
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--xe-checkpoint", type=int, default=None,
                         help="self-critical starts from the cross-entropy model's params.NNNNN of this checkpoint "
                              "(default: params.best)")
-    parser.add_argument("--sc-top-k", type=int, default=0,
-                        help="self-critical: sample each word from the K most likely (0: the whole softmax)")
+    parser.add_argument("--sc-top-k", type=int, default=None,
+                        help="self-critical: sample each word from the K most likely (0: the whole softmax; default: "
+                             "train's --self-critical-top-k)")
     parser.add_argument("--sc-sample-dropout", action="store_true",
                         help="self-critical: sample with dropout active")
     parser.add_argument("--baseline", choices=["mean", "greedy"], default="mean")
-    parser.add_argument("--checkpoint-interval", type=int, default=100)
+    parser.add_argument("--checkpoint-interval", type=int, default=25)
     parser.add_argument("--beam-size", type=int, default=3)
     parser.add_argument("--threads", default="1", help="OMP_NUM_THREADS for every run")
+    scenes_group = parser.add_argument_group("scenes: the synthetic data set and the models")
+    scenes_group.add_argument("--scenes-seed", type=int, default=1, help="captioning.synthetic --seed")
+    scenes_group.add_argument("--scenes-train", type=int, default=1000, help="training images")
+    scenes_group.add_argument("--scenes-val", type=int, default=100, help="validation images")
+    scenes_group.add_argument("--scenes-test", type=int, default=100, help="test images")
+    scenes_group.add_argument("--scenes-captions", type=int, default=5, help="captions (references) per image")
+    scenes_group.add_argument("--scenes-model", choices=sorted(SCENES_XE), default="small",
+                              help="small: a 64-unit RNN, 400 cross-entropy updates; tutorial: the tutorial model, "
+                                   "300 updates")
+    scenes_group.add_argument("--xe-references", choices=["one", "all"], default="all",
+                              help="cross-entropy trains on one caption per image (reference 0) or on all")
+    scenes_group.add_argument("--sc-references", choices=["one", "all"], default="all",
+                              help="self-critical rewards against one caption per image (reference 0) or all")
     harness.add_record_args(parser)
     args = harness.parse_recorded_args(parser, argv)
     return args

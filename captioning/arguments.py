@@ -656,8 +656,9 @@ def add_training_args(parser: argparse.ArgumentParser, training_config: type, se
                             "softmax).")
     group.add_argument("--self-critical-sample-dropout", action="store_true",
                        default=field_default(SelfCriticalConfig, "sample_dropout"),
-                       help="--loss self-critical: draw the samples with dropout active, as the teacher-forced "
-                            "pass that scores them (self-critical.pytorch samples in training mode).")
+                       help="--loss self-critical: draw the samples, and score them in the teacher-forced pass, "
+                            "with dropout active (self-critical.pytorch samples in training mode); by default both "
+                            "without dropout, so that the gradient is that of the policy that drew the samples.")
     group.add_argument("--label-smoothing", type=finite_float, default=field_default(LossConfig, "label_smoothing"),
                        help="Label smoothing of the cross-entropy.")
     group.add_argument("--loss-normalization-type", choices=["valid", "batch"],

@@ -41,7 +41,7 @@ class SelfCriticalConfig(Config):
     """Settings of ``--loss self-critical`` (`self_critical.SelfCriticalObjective`). Each field names its flag."""
     samples: int = 5                                  # --self-critical-samples: captions sampled per image
     baseline: str = C.SELF_CRITICAL_BASELINE_MEAN     # --self-critical-baseline: mean | greedy
-    top_k: int = 0                                    # --self-critical-top-k (0: the whole softmax)
+    top_k: int = 5                                    # --self-critical-top-k (0: the whole softmax)
     sample_dropout: bool = False                      # --self-critical-sample-dropout
 
 

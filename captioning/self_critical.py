@@ -6,9 +6,10 @@ training references of its image (`cider.CiderD`; document frequencies from all 
 ``</s>`` counts as a word, see `SelfCriticalObjective`), and subtracts a baseline: the mean reward of the image's
 other K - 1 samples (``mean``, the "new self-critical" variant of Luo 2020) or the reward of the image's greedy
 caption (``greedy``, the original). The sampled captions are then scored with the model's teacher-forced training
-forward (the same graphs cross-entropy training uses, under ``autograd.record``, so dropout is active; in groups of
-similar length, `length_groups`), and the loss of a sample is ``-(reward - baseline) * log p(sample)``, ``log p``
-summed over its words and ``</s>`` (nothing after ``</s>``). A share's loss is the mean over its samples.
+forward (the same graphs cross-entropy training uses, under ``autograd.record``; in groups of similar length,
+`length_groups`) in the mode the samples were drawn in: without dropout, unless ``sample_dropout`` draws them with it,
+so that ``log p`` is that of the policy that drew them (the policy gradient's). The loss of a sample is
+``-(reward - baseline) * log p(sample)``, ``log p`` summed over its words and ``</s>`` (nothing after ``</s>``). A share's loss is the mean over its samples.
 This works for every decoder type through the model's one interface (``encode``/``decode_step`` for sampling,
 ``forward`` for scoring). Randomness comes only from ``mx.random`` (the sampler), which the Trainer re-seeds at every
 checkpoint, so a resumed run draws the same samples.
@@ -208,7 +209,7 @@ class SelfCriticalObjective:
                                  mx.nd.array(advantages[group] * (len(group) / len(rows)), ctx=share.ctx)))
             self._sums += (rewards.sum(), baselines.sum(), samples.lengths.sum(), len(rewards))
         start = time.time()
-        with autograd.record():
+        with autograd.record(train_mode=self.sample_dropout):
             losses = [self.loss(model(features, target_input), labels, advantage)
                       for features, target_input, labels, advantage in prepared]
         autograd.backward(losses)

@@ -12,11 +12,15 @@ from captioning import train
 # the floor leaves a margin for other seeds and thread counts. A blind baseline (the most frequent training caption
 # for every image) scores about 20.
 BLEU_FLOOR = 27.0
-# self-critical training from that model (learning rate 5e-5, batches of 32 lines x 5 samples): measured test CIDEr-D
-# (x100, beam 3) 148.7 -> 161.4 / 155.2 / 154.1 / 150.4 after 50 / 100 / 150 / 200 updates, while the mean CIDEr-D
-# of the training samples (reward-train) rose 1.28 -> 1.60 over 300 updates; with 50 test images a test score moves
-# by ~5 between runs, so the test asks for a gain, not its size
+# self-critical training from that model with the recipe of docs/training.md (top-5 samples scored without dropout,
+# learning rate 2e-5, batches of 32 lines x 5 samples, a checkpoint every 25 updates, params.best by the validation
+# CIDEr-D of all 50 validation images against their 5 references): measured validation CIDEr-D 207.0 / 208.1 / 203.1
+# / 204.5 at 25 / 50 / 75 / 100 updates, test CIDEr-D of params.best 170.3 -> 162.8, BLEU-4 34.72 -> 33.37 (the same
+# recipe gains 12-14% on the held-out test images of 2,000-image scenes with the tutorial model, docs/training.md)
 SC_UPDATES = 100
+SC_RECIPE = ["--loss", "self-critical", "--initial-learning-rate", "0.00002", "--learning-rate-scheduler-type", "none",
+             "--batch-size", "32", "--checkpoint-interval", "25", "--max-updates", str(SC_UPDATES),
+             "--max-num-checkpoint-not-improved", "4", "--decode-and-evaluate", "-1", "--optimized-metric", "cider"]
 
 
 def _args(f, output, *extra):
@@ -60,8 +64,9 @@ RNN_64 = ["--rnn-num-hidden", "64", "--num-embed", "32", "--image-encoder-num-hi
 @pytest.mark.slow
 def test_rnn_decoder_learns_to_caption_and_self_critical_training_raises_cider(synthetic_features, tmp_path):
     """The recipe of docs/training.md on the synthetic scenes: cross-entropy (400 updates) learns to caption, then
-    self-critical training from its params.best raises the training reward; raising the test CIDEr-D without
-    lowering BLEU-4 is expected but not yet achieved from every starting model (xfail, see below)."""
+    self-critical training from its params.best raises the training reward; raising the test CIDEr-D of the
+    checkpoint the validation CIDEr-D chooses without lowering BLEU-4 is expected but not yet achieved on this
+    small set (xfail, see below)."""
     xe = tmp_path / "model"
     train._main(_args(synthetic_features, xe, *RNN_64, "--checkpoint-interval", "50", "--max-updates", "400",
                       "--initial-learning-rate", "0.003"))
@@ -72,18 +77,18 @@ def test_rnn_decoder_learns_to_caption_and_self_critical_training_raises_cider(s
     assert bleu >= BLEU_FLOOR and bleu > baseline + 5
 
     sc = tmp_path / "self-critical"
-    train._main(_args(synthetic_features, sc, *RNN_64, "--params", str(xe / "params.best"), "--loss",
-                      "self-critical", "--initial-learning-rate", "0.00005", "--max-updates", str(SC_UPDATES),
-                      "--checkpoint-interval", str(SC_UPDATES // 2), "--max-num-checkpoint-not-improved", "-1"))
-    rewards = [row["reward-train"] for row in _metrics(sc)]
-    sc_bleu, cider_sc, _ = _test_scores(synthetic_features, sc, checkpoint=2)     # the last checkpoint
-    print("self-critical (%d updates): reward-train %s; test BLEU-4 %.2f, CIDEr-D %.1f"
-          % (SC_UPDATES, rewards, sc_bleu, cider_sc))
-    assert len(rewards) == 2 and rewards[1] > rewards[0], "the training reward must rise"
+    train._main(_args(synthetic_features, sc, *RNN_64, "--params", str(xe / "params.best"), *SC_RECIPE,
+                      "--validation-target", *synthetic_features.val_references))
+    rows = _metrics(sc)
+    rewards = [row["reward-train"] for row in rows]
+    sc_bleu, cider_sc, _ = _test_scores(synthetic_features, sc)     # params.best: the best validation CIDEr-D
+    print("self-critical (%d updates): reward-train %s; validation CIDEr-D %s; test BLEU-4 %.2f, CIDEr-D %.1f"
+          % (SC_UPDATES, rewards, [row["cider-val"] for row in rows], sc_bleu, cider_sc))
+    assert len(rewards) >= 2 and max(rewards[1:]) > rewards[0], "the training reward must rise"
     if not (cider_sc > cider_xe and sc_bleu >= bleu - 2.0):
-        # known weakness, tracked as an open problem: from a strong cross-entropy model (as trained since the hidden
-        # dropout acts where Sockeye's does) self-critical training raises the training reward but not yet the
-        # held-out CIDEr-D; the test passes again on its own once it does
+        # known weakness, tracked as an open problem: on these 300 training and 50 validation images the small model
+        # gains on validation but not on test (the validation set cannot keep the starting model: checkpoint 0 is
+        # not a candidate for params.best); the test passes again on its own once it does
         pytest.xfail("self-critical training did not raise the held-out CIDEr-D (%.1f -> %.1f) or kept BLEU-4 "
                      "(%.2f -> %.2f)" % (cider_xe, cider_sc, bleu, sc_bleu))
 

@@ -349,7 +349,19 @@ def test_quality_benchmark_self_critical_flags(tmp_path):
     flags = quality.self_critical_flags(tmp_path, args)
     assert flags[:2] == ["--params", str(tmp_path / "params.00002")]
     assert flags[flags.index("--self-critical-samples") + 1] == "3" and "--self-critical-sample-dropout" not in flags
-    assert quality.sc_name(args) == "sc-mean-k3-b16-lr2e-05-top0-from2"
+    assert quality.sc_name(args) == "sc-mean-k3-b32-lr2e-05-from2"
+    # the recipe of docs/training.md; top-K left to train's default
+    recipe = {flag: flags[flags.index(flag) + 1] for flag in ("--initial-learning-rate", "--batch-size",
+                                                              "--max-num-checkpoint-not-improved",
+                                                              "--optimized-metric", "--decode-and-evaluate")}
+    assert recipe == {"--initial-learning-rate": "2e-05", "--batch-size": "32", "--max-num-checkpoint-not-improved": "4",
+                      "--optimized-metric": "cider", "--decode-and-evaluate": "-1"}
+    assert "--self-critical-top-k" not in flags
+    defaults = quality.parse_args(["flickr"])
+    assert (defaults.checkpoint_interval, defaults.sc_updates) == (25, 200)
+    scenes = quality.parse_args(["scenes", "--scenes-seed", "202", "--scenes-model", "tutorial", "--sc-references",
+                                 "one"])
+    assert quality.scenes_name(scenes) == "scenes-tutorial-seed202-1000x5" and scenes.xe_references == "all"
     with pytest.raises(SystemExit):
         quality.parse_args(["speed"])                     # the one-off speed stage is gone
 

@@ -76,7 +76,7 @@ def test_create_objective_cross_entropy_and_lazy_self_critical(monkeypatch):
     objective = O.create_objective(config, [["a b", "c"]], {"a": 4}, 12)
     assert isinstance(objective, FakeSelfCritical)
     assert seen == {"references": [["a b", "c"]], "vocab": {"a": 4}, "num_samples": 3, "baseline": "greedy",
-                    "max_output_length": 12, "top_k": 0, "sample_dropout": False}
+                    "max_output_length": 12, "top_k": 5, "sample_dropout": False}
     with pytest.raises(ValueError, match="unknown loss"):
         O.create_objective(config.copy(loss="nope"), [], {}, 1)
 

@@ -247,10 +247,73 @@ def test_top_k_and_dropout_reach_the_sampler(monkeypatch, sample_dropout):
         return sample(self, *args, **kwargs)
     monkeypatch.setattr(Sampler, "sample", recording)
     model = tiny_model(seed=1)
+    scoring = []
+    forward = type(model).forward
+
+    def scored(self, *args):
+        scoring.append(autograd.is_training())
+        return forward(self, *args)
+    monkeypatch.setattr(type(model), "forward", scored)
     features = np.random.RandomState(4).rand(2, 4, 2, 2).astype(np.float32)
     objective.forward_backward(model, [share_of(features, [0, 1])])
     assert modes == [sample_dropout]
+    # the teacher-forced pass scores the samples in the mode they were drawn in: the gradient is that of the
+    # policy that drew them (dropout off unless they were drawn with it)
+    assert scoring and set(scoring) == {sample_dropout}
     # top-1 sampling is greedy: an image's 3 samples are the same caption, their advantages 0, so no gradient
     assert objective._searches(model, mx.cpu())[0].top_k == 1
     grads = [p.grad().asnumpy() for p in model.collect_params().values() if p.grad_req != "null"]
     assert sum(float(np.abs(g).sum()) for g in grads) == 0.0
+
+
+@pytest.mark.parametrize("weight_normalization", [False, True])
+def test_samples_come_from_the_parameters_of_each_update(weight_normalization):
+    # the sampler's steps must read the parameters as they are at each update (not step constants derived from the
+    # starting model and kept, e.g. after a checkpoint decode under fixed_parameters): after an update, the samples
+    # and greedy captions of the training model are those of a fresh model loaded with the updated parameters
+    import os
+    import tempfile
+    from captioning.model import CaptionModel
+    model = tiny_model(seed=4)
+    if weight_normalization:
+        model = _weight_normalised(model)
+    features = np.random.RandomState(6).rand(3, 4, 2, 2).astype(np.float32)
+    references = [["a dog runs"], ["a cat sits"], ["a red cat"]]
+    objective = SelfCriticalObjective(references, VOCAB, num_samples=4, baseline="mean", max_output_length=6)
+    sampler, greedy = objective._searches(model, mx.cpu())
+    trainer = gluon.Trainer(model.collect_params(), "sgd", {"learning_rate": 5.0})
+    with model.fixed_parameters():                  # a checkpoint decode before the update
+        greedy.search(mx.nd.array(features))
+    sampler.sample(mx.nd.array(features))
+    mx.random.seed(3)
+    objective.forward_backward(model, [share_of(features, [0, 1, 2])])
+    trainer.step(1)
+    mx.random.seed(11)
+    after = sampler.sample(mx.nd.array(features)).tokens
+    after_greedy = [r.tokens for r in greedy.search(mx.nd.array(features))]
+    fresh = CaptionModel(model.config)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "params")
+        model.save_parameters(path)
+        fresh.load_parameters(path, ctx=mx.cpu())
+    fresh.hybridize()
+    fresh_objective = SelfCriticalObjective(references, VOCAB, num_samples=4, baseline="mean", max_output_length=6)
+    fresh_sampler, fresh_greedy = fresh_objective._searches(fresh, mx.cpu())
+    mx.random.seed(11)
+    np.testing.assert_array_equal(after, fresh_sampler.sample(mx.nd.array(features)).tokens)
+    assert after_greedy == [r.tokens for r in fresh_greedy.search(mx.nd.array(features))]
+    # the step the searches run (with the constants they ask for) gives the updated model's logits
+    words = mx.nd.array([C.BOS_ID, VOCAB["a"], VOCAB["cat"]])
+    logits = [m.decode_step(words, m.encode(mx.nd.array(features)), 1, m.step_constants(mx.cpu()))[0].asnumpy()
+              for m in (model, fresh)]
+    np.testing.assert_allclose(logits[0], logits[1], rtol=1e-5, atol=1e-5)
+
+
+def _weight_normalised(model):
+    from captioning.model import CaptionModel
+    from dataclasses import replace
+    mx.random.seed(4)
+    wn = CaptionModel(replace(model.config, weight_normalization=True))
+    wn.initialize(mx.init.Xavier())
+    wn.hybridize()
+    return wn
