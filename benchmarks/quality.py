@@ -95,7 +95,7 @@ def session(args: argparse.Namespace, benchmark: str, description: str) -> Sessi
     return Session(benchmark=benchmark, reproduce=harness.reproduce_command("benchmarks.quality", args.argv),
                    description=description, baseline="the cross-entropy model self-critical training starts from",
                    ours="after self-critical training", threads=args.threads, rounds=1, settle_s=args.settle,
-                   results_dir=Path(args.results_dir))
+                   results_dir=Path(args.results_dir), timed=False)     # scores only: speed is not measured here
 
 
 def flickr(args: argparse.Namespace) -> None:
@@ -131,7 +131,6 @@ def flickr(args: argparse.Namespace) -> None:
     sc_scores = score(sc, paths["validation_source"], paths["root"], references, cache / (sc.name + ".dev.predictions"),
                       args.beam_size)
     add_scores(record, "dev (beam %d)" % args.beam_size, xe_scores, sc_scores)
-    record.figure("self-critical updates per second", "updates/s", True, [args.sc_updates / done.wall_s])
     record.figure("self-critical training peak RSS", "GB", False, [done.peak_rss_mb / 1024.0])
     record.finish()
 
