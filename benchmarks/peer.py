@@ -20,9 +20,10 @@ process, in the order original, ours, ours, original (``--rounds``); every (part
   memory, ``--train-updates`` updates from scratch, one checkpoint at the end, no decoding: the median of the
   samples/s each tool logs, the process' peak RSS, the validation perplexity after the same updates, wall and CPU time.
   ``--simultaneous`` runs both tools at the same time in each round instead.
-- caption: each tool's own trained model (``--peer-model``, ``--ours-model``: the models part trains them) captions
-  the dev features at beam 3, batch 64 and batch 1, ``--max-output-length 30``: the captions/s each tool reports
-  (model loading excluded by both), words per caption, peak RSS.
+- caption: each tool's own trained model (``--peer-model``, ``--ours-model``: the models part trains them; ours may
+  be an ONNX export of it, ``captioning.export_onnx``) captions the dev features at beam 3, batch 64 and batch 1,
+  ``--max-output-length 30``: the captions/s each tool reports (model loading excluded by both), words per caption,
+  peak RSS.
 - processes: the same captioning with the threads in ``--processes`` processes: ours as ``captioner
   --search-processes N``; the original (no such option) as N processes started together on N interleaved parts of
   the input, its captions/s all lines over the longest part's processing time.
@@ -333,7 +334,8 @@ def missing(args: argparse.Namespace, paths: Dict[str, Path]) -> Optional[str]:
                 "--skip-quality extracts them)" % (args.bench, args.bench))
     if set(args.parts) & {"caption", "processes"} and "models" not in args.parts:
         for model in (args.peer_model, args.ours_model):
-            if not (Path(model) / "params.best").exists() and not list(Path(model).glob("params.0*")):
+            trained = (Path(model) / "params.best").exists() or list(Path(model).glob("params.0*"))
+            if not trained and not (Path(model) / "manifest.json").exists():     # manifest: an export (ours)
                 return "no trained model in %s (train one with each tool's flags first)" % model
     return None
 
