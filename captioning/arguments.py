@@ -853,6 +853,21 @@ def add_train_cli_args(parser: argparse.ArgumentParser, training_config: type, s
 # captioner
 # ---------------------------------------------------------------------------------------------------------------
 
+def add_recorded_cnn_args(group: Any, what: str) -> None:
+    """The CNN a model's training features came from, each part overridable: ``--source-image-size``,
+    ``--image-encoder-model-path`` (``what`` it is), ``--image-encoder-model-epoch``, ``--image-encoder-layer``."""
+    group.add_argument("--source-image-size", "-sis", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
+                       help="Size of the CNN's input: channels, height, width (default: the size the training "
+                            "features were made with, recorded in the model folder, else %s)."
+                            % " ".join(map(str, C.DEFAULT_SOURCE_IMAGE_SIZE)))
+    group.add_argument("--image-encoder-model-path", type=str, default=None, metavar="PREFIX|FILE.onnx",
+                       help="%s (default: the copy recorded with the training features)." % what)
+    group.add_argument("--image-encoder-model-epoch", type=int_greater_or_equal(0), default=None,
+                       help="Epoch of the CNN params (default: as recorded with the training features, else 0).")
+    group.add_argument("--image-encoder-layer", type=str, default=None,
+                       help="CNN layer (default: the layer the training features came from).")
+
+
 def add_captioner_args(parser: argparse.ArgumentParser, config_class: type) -> None:
     """``config_class``: `inference.CaptionerConfig`, whose field defaults the options take (passed in: inference
     reaches `lexical_constraints`, a CLI that imports this module)."""
@@ -944,17 +959,7 @@ def add_captioner_args(parser: argparse.ArgumentParser, config_class: type) -> N
     images = parser.add_argument_group("Captioning straight from images")
     images.add_argument("--extract-image-features", action="store_true", default=False,
                         help="Input lines are image paths: run the CNN on them first.")
-    images.add_argument("--source-image-size", "-sis", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
-                        help="Size of the CNN's input: channels, height, width (default: the size the training "
-                             "features were made with, recorded in the model folder, else %s)."
-                             % " ".join(map(str, C.DEFAULT_SOURCE_IMAGE_SIZE)))
-    images.add_argument("--image-encoder-model-path", type=str, default=None, metavar="PREFIX|FILE.onnx",
-                        help="CNN checkpoint prefix or ONNX file (default: the copy recorded with the training "
-                             "features).")
-    images.add_argument("--image-encoder-model-epoch", type=int_greater_or_equal(0), default=None,
-                        help="Epoch of the CNN params (default: as recorded with the training features, else 0).")
-    images.add_argument("--image-encoder-layer", type=str, default=None,
-                        help="CNN layer (default: the layer the training features came from).")
+    add_recorded_cnn_args(images, "CNN checkpoint prefix or ONNX file")
     images.add_argument("--allow-absolute-paths", action="store_true", default=False,
                         help="Accept absolute input paths and paths that leave --source-root.")
     images.add_argument("--num-workers", type=int_greater_or_equal(0), default=None,
@@ -1059,8 +1064,9 @@ def add_export_onnx_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", "-o", type=str, required=True,
                         help="Folder to write (it must not exist, unless --overwrite-output).")
     parser.add_argument("--quantize", choices=["int8"], default=None,
-                        help="int8: onnxruntime's dynamic quantization of the matrix products by weights (smaller "
-                             "and faster on CPU; captions may differ slightly).")
+                        help="int8: the matrix products by weights in 8-bit integers (int8 weights, inputs quantized "
+                             "at run time: the form of onnxruntime's dynamic quantization); smaller and faster on "
+                             "CPU, captions may differ slightly.")
     parser.add_argument("--overwrite-output", action="store_true", default=False,
                         help="Replace --output if it holds an earlier export (a folder without the export's "
                              "manifest.json is never replaced).")
@@ -1068,17 +1074,7 @@ def add_export_onnx_args(parser: argparse.ArgumentParser) -> None:
     images.add_argument("--include-image-encoder", action="store_true", default=False,
                         help="Export the CNN recorded with the training features too (implied by "
                              "--image-encoder-model-path).")
-    images.add_argument("--image-encoder-model-path", type=str, default=None, metavar="PREFIX|FILE.onnx",
-                        help="CNN checkpoint prefix or ONNX file to export up to its layer (default: the copy "
-                             "recorded with the training features).")
-    images.add_argument("--image-encoder-model-epoch", type=int_greater_or_equal(0), default=None,
-                        help="Epoch of the CNN params (default: as recorded with the training features, else 0).")
-    images.add_argument("--image-encoder-layer", type=str, default=None,
-                        help="CNN layer (default: the layer the training features came from).")
-    images.add_argument("--source-image-size", "-sis", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
-                        help="Size of the CNN's input: channels, height, width (default: the size the training "
-                             "features were made with, recorded in the model folder, else %s)."
-                             % " ".join(map(str, C.DEFAULT_SOURCE_IMAGE_SIZE)))
+    add_recorded_cnn_args(images, "CNN checkpoint prefix or ONNX file to export up to its layer")
     add_logging_args(parser)
 
 
