@@ -17,6 +17,25 @@ def _axis(x: np.ndarray, axis: int) -> int:
     return axis if axis >= 0 else x.ndim + axis
 
 
+SMALL_K = 16     # up to this k, top-k picks the minimum k times (a beam's rows are often all inf: select degrades)
+
+
+def _smallest(keys: np.ndarray, k: int) -> np.ndarray:
+    """Per row of ``keys (B, n)``, the indices of the k smallest, smallest first, the lower index first among
+    equals (as a stable sort): k passes of argmin, each pass' choice then set above every other value."""
+    top = np.finfo(np.float32).max      # +inf and NaN map to it, -inf to -top: a chosen entry (+inf) stays above
+    work = np.clip(keys, -top, top).astype(np.float32, copy=False)
+    nan = np.isnan(work)
+    if nan.any():
+        work[nan] = top
+    rows = np.arange(keys.shape[0])
+    order = np.empty((keys.shape[0], k), dtype=np.int64)
+    for j in range(k):
+        order[:, j] = work.argmin(axis=-1)
+        work[rows, order[:, j]] = np.inf
+    return order
+
+
 class NumpyOps:
     """MXNet's ``mx.nd`` operators the searches use, on float32 numpy arrays (indices as floats, as MXNet's
     operators give them). ``ctx`` arguments are accepted and ignored."""
@@ -94,7 +113,9 @@ class NumpyOps:
         """The k smallest (``is_ascend``) or largest values along the last axis, in order; indices as floats."""
         assert _axis(x, axis) == x.ndim - 1, "topk along the last axis"
         keys = x if is_ascend else -x
-        if k < x.shape[-1]:
+        if k <= SMALL_K and k < x.shape[-1] and x.ndim == 2:
+            order = _smallest(keys, k)
+        elif k < x.shape[-1]:
             part = np.argpartition(keys, k - 1, axis=-1)[..., :k]
             order = np.take_along_axis(part, np.argsort(np.take_along_axis(keys, part, axis=-1), axis=-1,
                                                         kind="stable"), axis=-1)

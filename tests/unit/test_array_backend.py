@@ -182,3 +182,21 @@ def test_the_searches_and_the_captioner_import_without_mxnet():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "no mxnet: []" in done.stdout
+
+
+def test_numpy_topk_orders_ties_infinities_and_nan_as_a_stable_sort():
+    """Top-k as the beam search uses it: rows full of ties and infinite costs (stopped rows, unused beam rows)."""
+    rng = np.random.RandomState(1)
+    for _ in range(300):
+        n, rows = rng.randint(5, 60), rng.randint(1, 4)
+        k = rng.randint(1, min(n, 20))
+        x = rng.randint(0, 6, (rows, n)).astype(np.float32)
+        x[rng.rand(rows, n) < 0.3] = np.inf
+        x[rng.rand(rows, n) < 0.1] = -np.inf
+        x[rng.rand(rows, n) < 0.05] = np.nan
+        for ascend in (True, False):
+            values, indices = NUMPY_OPS.topk(x, axis=-1, k=k, ret_typ="both", is_ascend=ascend)
+            keys = x if ascend else -x
+            expected = np.argsort(np.where(np.isnan(keys), np.inf, keys), axis=-1, kind="stable")[:, :k]
+            np.testing.assert_array_equal(indices.astype(np.int64), expected)
+            np.testing.assert_array_equal(values, np.take_along_axis(x, expected, axis=-1))
