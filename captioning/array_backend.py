@@ -115,12 +115,8 @@ class NumpyOps:
         keys = x if is_ascend else -x
         if k <= SMALL_K and k < x.shape[-1] and x.ndim == 2:
             order = _smallest(keys, k)
-        elif k < x.shape[-1]:
-            part = np.argpartition(keys, k - 1, axis=-1)[..., :k]
-            order = np.take_along_axis(part, np.argsort(np.take_along_axis(keys, part, axis=-1), axis=-1,
-                                                        kind="stable"), axis=-1)
-        else:
-            order = np.argsort(keys, axis=-1, kind="stable")
+        else:   # a stable sort (NaN last); partitions are no faster on the beam's rows of equal values
+            order = np.argsort(keys, axis=-1, kind="stable")[..., :k]
         values = np.take_along_axis(x, order, axis=-1)
         if ret_typ == "value":
             return values
