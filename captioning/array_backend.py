@@ -115,8 +115,8 @@ class NumpyOps:
         keys = x if is_ascend else -x
         if k <= SMALL_K and k < x.shape[-1] and x.ndim == 2:
             order = _smallest(keys, k)
-        else:   # a stable sort (NaN last); partitions are no faster on the beam's rows of equal values
-            order = np.argsort(keys, axis=-1, kind="stable")[..., :k]
+        else:   # a stable sort (NaN as +inf); partitions are no faster on the beam's rows of equal values
+            order = np.argsort(np.where(np.isnan(keys), np.inf, keys), axis=-1, kind="stable")[..., :k]
         values = np.take_along_axis(x, order, axis=-1)
         if ret_typ == "value":
             return values
